@@ -1,0 +1,74 @@
+"""The one device and precision chooser: cuda, then mps, then cpu, with the reason for the choice.
+
+`decide_device` is the pure rule (testable anywhere); `choose_device` probes this machine and applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    accelerator: str  # "cuda" | "mps" | "cpu": what torch.device and Lightning's Trainer both accept
+    precision: str  # Lightning precision string, e.g. "bf16-mixed"
+    reason: str  # one sentence a user can read to see why
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.accelerator)
+
+    def describe(self) -> str:
+        return f"device {self.accelerator}, precision {self.precision}: {self.reason}"
+
+
+def decide_device(requested_accelerator: str, requested_precision: str, *, cuda_available: bool,
+                  bf16_supported: bool, mps_available: bool, gpu_name: str = "") -> DeviceChoice:
+    """Pick accelerator and precision from what was asked for and what the machine has."""
+    reasons = []
+    accelerator = requested_accelerator
+    if accelerator == "auto":
+        if cuda_available:
+            accelerator, why = "cuda", f"CUDA GPU found ({gpu_name or 'unnamed'})"
+        elif mps_available:
+            accelerator, why = "mps", "Apple GPU (MPS) found, no CUDA"
+        else:
+            accelerator, why = "cpu", "no CUDA or MPS GPU found"
+        reasons.append(why)
+    else:
+        available = {"cuda": cuda_available, "mps": mps_available, "cpu": True}
+        if accelerator not in available:
+            raise ValueError(f"unknown accelerator {accelerator!r}; use auto, cuda, mps or cpu")
+        if not available[accelerator]:
+            raise RuntimeError(f"accelerator {accelerator!r} was requested but this machine has none; "
+                               "use --accelerator auto or cpu")
+        reasons.append(f"{accelerator} requested")
+
+    precision = requested_precision
+    if precision == "auto":
+        if accelerator == "cuda" and bf16_supported:
+            precision, why = "bf16-mixed", "the GPU supports bfloat16, which needs no loss scaling"
+        elif accelerator == "cuda":
+            precision, why = "16-mixed", "the GPU lacks bfloat16, so float16 with loss scaling"
+        else:
+            # Mixed precision on CPU is slower than float32, and MPS autocast is not reliable across torch releases.
+            precision, why = "32-true", f"mixed precision brings no gain on {accelerator}"
+        reasons.append(why)
+    else:
+        reasons.append(f"precision {precision} requested")
+    return DeviceChoice(accelerator, precision, "; ".join(reasons))
+
+
+def choose_device(requested_accelerator: str = "auto", requested_precision: str = "auto") -> DeviceChoice:
+    """Probe this machine and choose accelerator and precision (see `decide_device`)."""
+    cuda_available = torch.cuda.is_available()
+    mps_backend = getattr(torch.backends, "mps", None)
+    return decide_device(
+        requested_accelerator, requested_precision,
+        cuda_available=cuda_available,
+        bf16_supported=cuda_available and torch.cuda.is_bf16_supported(),
+        mps_available=bool(mps_backend and mps_backend.is_available()),
+        gpu_name=torch.cuda.get_device_name(0) if cuda_available else "",
+    )

@@ -1,0 +1,72 @@
+"""One downloader for weights and datasets: streamed, resumable, retried, atomic.
+
+The file grows as `<dest>.part` and is renamed to `dest` only when complete, so a crash or a dropped
+connection never leaves something that looks finished; the next call resumes the `.part` with an
+HTTP Range request.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+CHUNK_BYTES = 1 << 20  # 1 MiB: large enough to be fast, small enough for a smooth progress bar
+CONNECT_TIMEOUT_S = 10  # no answer within this is a dead mirror, not a slow one
+READ_TIMEOUT_S = 60
+RETRIES = 3  # transient network errors are common on multi-GB archives
+BACKOFF_S = 2.0  # first wait between attempts; doubles each time
+
+
+class DownloadError(RuntimeError):
+    """A download that failed after all retries; the partial file is kept for the next attempt."""
+
+
+def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = False) -> Path:
+    """Download `url` to `dest` (kept as is if it already exists) and return `dest`."""
+    retries = RETRIES if retries is None else retries
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_error: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+        try:
+            _fetch_into(url, part, quiet)
+            part.replace(dest)
+            return dest
+        except (requests.RequestException, OSError) as error:
+            last_error = error
+    raise DownloadError(f"could not download {url} after {retries + 1} attempts: {_short(last_error)}")
+
+
+def _fetch_into(url: str, part: Path, quiet: bool) -> None:
+    done = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={done}-"} if done else {}
+    with requests.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as response:
+        if response.status_code == 416:  # the .part already holds every byte
+            return
+        response.raise_for_status()
+        if done and response.status_code != 206:  # server ignored Range: start over
+            done = 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length is not None else None
+        with open(part, "ab" if done else "wb") as out, tqdm(
+            total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.removesuffix(".part"), disable=quiet,
+        ) as bar:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                out.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and part.stat().st_size != total:
+        raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def _short(error: Exception | None) -> str:
+    text = str(error) if error else "unknown error"
+    return text if len(text) < 300 else text[:300] + "..."

@@ -1,0 +1,89 @@
+"""Shared test fixtures: real photos from scikit-image, pretrained-weight files with the real key
+layout in a temporary TORCH_HOME, and a local HTTP server. No test touches the internet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from http_server import serve_directory
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_quick(monkeypatch):
+    """Downloads never leave this machine in tests, and failed attempts are retried without waiting."""
+    import download
+    import weights
+
+    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(weights, "_RELEASE_URL", "http://127.0.0.1:9/unreachable/")  # port 9: nothing listens
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Image.Image:
+    from skimage import data
+    return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def coffee() -> Image.Image:
+    from skimage import data
+    return Image.fromarray(data.coffee())
+
+
+def write_facenet_weights(path: Path, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A randomly initialised InceptionResnetV1 state dict with the layout of the released files."""
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(seed)
+    state_dict = InceptionResnetV1(classify=True, num_classes=num_classes).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, path)
+    return state_dict
+
+
+@pytest.fixture(scope="session")
+def _vggface2_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    torch_home = tmp_path_factory.mktemp("torch_home")
+    state_dict = write_facenet_weights(torch_home / "checkpoints" / "20180402-114759-vggface2.pt", 8631)
+    return torch_home, state_dict
+
+
+@pytest.fixture
+def torch_home_with_vggface2(_vggface2_file, monkeypatch) -> dict[str, torch.Tensor]:
+    """TORCH_HOME pointing at a folder holding (random) VGGFace2-layout weights; returns their state dict."""
+    torch_home, state_dict = _vggface2_file
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    return state_dict
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "empty_torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (with Range support); yields (folder, base_url, log)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    with serve_directory(folder) as (base_url, log):
+        yield folder, base_url, log
+
+
+def random_faces(count: int, seed: int = 0) -> torch.Tensor:
+    """Standardised face-shaped tensors (count x 3 x 160 x 160) with a fixed seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(count, 3, 160, 160, generator=generator) * 255 - 127.5) / 128
+
+
+@pytest.fixture
+def rgb_photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8))

@@ -1,0 +1,45 @@
+import pytest
+
+from device import choose_device, decide_device
+
+
+def _decide(accelerator="auto", precision="auto", **machine):
+    facts = {"cuda_available": False, "bf16_supported": False, "mps_available": False, **machine}
+    return decide_device(accelerator, precision, **facts)
+
+
+def test_prefers_cuda_then_mps_then_cpu():
+    assert _decide(cuda_available=True, mps_available=True).accelerator == "cuda"
+    assert _decide(mps_available=True).accelerator == "mps"
+    assert _decide().accelerator == "cpu"
+
+
+def test_precision_follows_the_hardware():
+    assert _decide(cuda_available=True, bf16_supported=True).precision == "bf16-mixed"
+    assert _decide(cuda_available=True, bf16_supported=False).precision == "16-mixed"
+    assert _decide().precision == "32-true"
+    assert _decide(mps_available=True).precision == "32-true"
+
+
+def test_explicit_requests_win_and_are_explained():
+    choice = _decide("cpu", "64-true", cuda_available=True)
+    assert (choice.accelerator, choice.precision) == ("cpu", "64-true")
+    assert "cpu requested" in choice.reason
+
+
+def test_reason_names_the_cause():
+    assert "no CUDA or MPS" in _decide().reason
+    assert "bfloat16" in _decide(cuda_available=True, bf16_supported=True, gpu_name="H100").reason
+    assert "H100" in _decide(cuda_available=True, gpu_name="H100").describe()
+
+
+def test_requesting_a_missing_gpu_fails_clearly():
+    with pytest.raises(RuntimeError, match="'cuda' was requested but this machine has none"):
+        _decide("cuda")
+
+
+def test_this_machine_gets_a_working_choice():
+    import torch
+
+    choice = choose_device()
+    assert torch.zeros(1, device=choice.device).device.type == choice.accelerator

@@ -1,0 +1,109 @@
+"""Pretrained InceptionResnetV1 weights, found exactly where facenet-pytorch looks for them.
+
+facenet-pytorch keeps its weights in `$TORCH_HOME/checkpoints/` (TORCH_HOME defaults to
+`$XDG_CACHE_HOME/torch`, i.e. `~/.cache/torch`). A file placed there by hand therefore works offline,
+for this toolkit and for plain facenet-pytorch alike. A missing file is downloaded once; when that
+fails the user gets one message naming the file, the folder and the URL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from facenet_pytorch import InceptionResnetV1
+from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
+
+from download import DownloadError, download
+
+_RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    file_name: str
+    num_classes: int  # size of the identity classifier the file carries; needed to load it strictly
+
+    @property
+    def url(self) -> str:
+        return _RELEASE_URL + self.file_name
+
+
+PRETRAINED = {
+    "vggface2": PretrainedWeights("20180402-114759-vggface2.pt", 8631),
+    "casia-webface": PretrainedWeights("20180408-102900-casia-webface.pt", 10575),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights that are neither on disk nor downloadable, or that are unreadable."""
+
+
+def weights_path(name: str) -> Path:
+    """Where facenet-pytorch keeps (and we look for) the `name` weights."""
+    return Path(get_torch_home()) / "checkpoints" / _spec(name).file_name
+
+
+def ensure_weights(name: str) -> Path:
+    """The path of the `name` weights, downloading them first when they are not there."""
+    path, spec = weights_path(name), _spec(name)
+    if path.exists():
+        return path
+    try:
+        download(spec.url, path)
+    except DownloadError as error:
+        raise PretrainedWeightsError(
+            f"The pretrained '{name}' InceptionResnetV1 weights are not on this machine and could not be "
+            f"downloaded.\n  file:   {spec.file_name}\n  folder: {path.parent}  (set TORCH_HOME to use another)\n"
+            f"  url:    {spec.url}\n  cause:  {error}\n"
+            f"Download the file where there is internet access and copy it into that folder, "
+            f"or pass --pretrained none to start from random weights.") from None
+    return path
+
+
+def load_backbone(name: str | None, *, weights_file: Path | None = None) -> InceptionResnetV1:
+    """InceptionResnetV1 returning 512-d unit embeddings, with `name` weights ('vggface2',
+    'casia-webface') or random ones (None / 'none'). `weights_file` names a file directly."""
+    backbone = InceptionResnetV1(pretrained=None, classify=False)
+    if name in (None, "none") and weights_file is None:
+        return _drop_classifier(backbone)
+    spec = _spec(name) if weights_file is None else None
+    path = Path(weights_file) if weights_file is not None else ensure_weights(name)
+    state_dict = _read_state_dict(path)
+    # The files carry the identity classifier they were trained with; it is loaded to check the
+    # layout strictly, then dropped, since only the embedding is used here.
+    num_classes = spec.num_classes if spec else state_dict.get("logits.weight", torch.empty(0, 512)).shape[0]
+    backbone.logits = torch.nn.Linear(512, num_classes)
+    try:
+        backbone.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise PretrainedWeightsError(
+            f"{path} does not hold InceptionResnetV1 weights with the expected layout "
+            f"({str(error).splitlines()[0]}). Delete it and run again to download a fresh copy.") from None
+    return _drop_classifier(backbone)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise PretrainedWeightsError(
+            f"{path} is not a readable weights file ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+            "Delete it and run again to download a fresh copy.") from None
+    if not isinstance(state_dict, dict):
+        raise PretrainedWeightsError(f"{path} holds a {type(state_dict).__name__}, not a state dict of weights.")
+    return state_dict
+
+
+def _drop_classifier(backbone: InceptionResnetV1) -> InceptionResnetV1:
+    # With classify=False facenet-pytorch never calls `logits`; keeping it would add 4.4M dead parameters.
+    if hasattr(backbone, "logits"):
+        del backbone.logits
+    return backbone
+
+
+def _spec(name: str) -> PretrainedWeights:
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained weights {name!r}; choose one of {', '.join(PRETRAINED)} or none")
+    return PRETRAINED[name]
