@@ -110,8 +110,11 @@ class AgeEstimationModel(L.LightningModule):
         self.save_hyperparameters(ignore=["load_pretrained_weights"])
         self.backbone = load_backbone(pretrained if load_pretrained_weights else None)
         self.head = build_age_head(head_hidden_dim, head_dropout)
-        self.mae = nn.ModuleDict({stage: torchmetrics.MeanAbsoluteError() for stage in ("train", "val", "test")})
-        self.cs5 = nn.ModuleDict({stage: CumulativeScore(5.0) for stage in ("train", "val", "test")})
+        # One metric object per stage, so Lightning accumulates and resets each over its own epoch.
+        self.stage_metrics = nn.ModuleDict()
+        for stage in ("train", "val", "test"):
+            self.stage_metrics[f"{stage}_mae"] = torchmetrics.MeanAbsoluteError()
+            self.stage_metrics[f"{stage}_cs5"] = CumulativeScore(5.0)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
@@ -131,13 +134,14 @@ class AgeEstimationModel(L.LightningModule):
         logits = self(faces)
         loss = age_kl_loss(logits, ages, self.hparams.label_sigma)
         predicted = expected_age(logits)
-        self.mae[stage](predicted, ages.float())
-        self.cs5[stage](predicted, ages.float())
+        mae, cs5 = self.stage_metrics[f"{stage}_mae"], self.stage_metrics[f"{stage}_cs5"]
+        mae(predicted, ages.float())
+        cs5(predicted, ages.float())
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(ages),
                  sync_dist=stage != "train")
-        self.log(f"{stage}/mae", self.mae[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
-        self.log(f"{stage}/cs5", self.cs5[stage], on_step=False, on_epoch=True)
+        self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log(f"{stage}/cs5", cs5, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -169,7 +173,7 @@ class FreezeBackbone(BaseFinetuning):
         self.epochs = epochs
 
     def freeze_before_training(self, pl_module: AgeEstimationModel) -> None:
-        self.freeze(pl_module.backbone)
+        self.freeze(pl_module.backbone, train_bn=False)  # BatchNorm too: its statistics are part of the pretrained features
 
     def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
         if current_epoch == self.epochs:
@@ -212,7 +216,7 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeE
             f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run code "
             f"when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, saved "
             f"by train.py. Detail: {str(error).splitlines()[0][:200]}") from None
-    except (KeyError, RuntimeError, EOFError, OSError) as error:
+    except Exception as error:  # torch and Lightning raise many types for truncated or foreign files
         raise CheckpointError(f"{path} is not a readable age-model checkpoint "
                               f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
     return model.eval()
