@@ -176,13 +176,16 @@ class ConfigArgumentParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
+        unknown_options = [extra for extra in extras if extra.startswith("-")]
+        if unknown_options:
             known = [opt for action in self._actions for opt in action.option_strings]
             hints = []
-            for extra in extras:
+            for extra in unknown_options:
                 close = difflib.get_close_matches(extra.split("=")[0], known, n=1)
-                hints.append(f"{extra}" + (f" (did you mean {close[0]}?)" if close else ""))
+                hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
             self.error(f"unknown option {', '.join(hints)}; run with --help to list the options")
+        if extras:
+            self.error(f"unexpected argument {' '.join(extras)}; run with --help for the usage")
         return parsed
 
 

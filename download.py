@@ -7,6 +7,7 @@ HTTP Range request.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,10 @@ def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = 
     last_error: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+            wait_s = BACKOFF_S * 2 ** (attempt - 1)
+            print(f"download of {url} failed ({_short(last_error)[:120]}); "
+                  f"attempt {attempt + 1} of {retries + 1} in {wait_s:.0f}s", file=sys.stderr)
+            time.sleep(wait_s)
         try:
             _fetch_into(url, part, quiet)
             part.replace(dest)

@@ -86,3 +86,9 @@ def test_resolved_config_is_saved_and_read_back(tmp_path):
     assert saved["batch_size"] == 32 and saved["train_dir"] == "a/b" and saved["script"] == "train.py"
     assert load_config(path) == c
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_stray_positional_arguments_are_named(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(_parser("batch_size"), ["--batch-size", "3", "stray"])
+    assert "unexpected argument stray" in capsys.readouterr().err
