@@ -18,7 +18,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 MIN_AGE = 0  # youngest age the model can predict
 MAX_AGE = 100  # oldest age; with MIN_AGE it gives 101 one-year bins
@@ -72,6 +72,16 @@ class Config:
     precision: str = setting("auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere",
                              choices=PRECISION_CHOICES)
     accelerator: str = setting("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"))
+    devices: str = setting("auto", "GPUs (or CPU processes) per node: a count, a list like 0,1, or auto for all")
+    num_nodes: int = setting(1, "machines taking part in distributed (DDP) training")
+    strategy: str = setting("auto", "Lightning strategy; auto is DDP when more than one device is used")
+    limit_train_batches: str = setting("1.0", "share (0-1.0) or count (an integer) of training batches per epoch, for quick runs")
+    limit_val_batches: str = setting("1.0", "share (0-1.0) or count (an integer) of validation batches per epoch")
+    log_every_n_steps: int = setting(50, "training steps between logged points; lower for tiny datasets")
+    logged_sample_faces: int = setting(16, "validation faces drawn into the TensorBoard grid each epoch")
+    figure_sample_size: int = setting(512, "most validation faces behind the predicted-vs-true figure; bounds its cost")
+    resume_checkpoint: Optional[Path] = setting(None, "checkpoint to resume from: weights, optimizer, epoch and callbacks",
+                                                aliases=("--ckpt",))
     checkpoint_dir: Path = setting(Path("checkpoints"), "where best.ckpt and last.ckpt are written",
                                    aliases=("--ckpt-dir",))
     log_dir: Path = setting(Path("logs/face_age_det"), "TensorBoard folder: tensorboard --logdir logs/face_age_det")
@@ -99,7 +109,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (paths as strings)."""
-        return {name: str(value) if isinstance(value, Path) else value for name, value in dataclasses.asdict(self).items()}
+        return {name: str(value) if isinstance(value, Path) else value
+                for name, value in dataclasses.asdict(self).items()}
 
 
 def _validation_problems(config: Config):
@@ -122,6 +133,15 @@ def _validation_problems(config: Config):
         yield f"verification_threshold is a cosine similarity and must lie in [-1, 1], got {config.verification_threshold}"
     if config.num_workers < 0 or config.patience < 0 or config.mtcnn_margin < 0:
         yield "num_workers, patience and mtcnn_margin cannot be negative"
+    for name in ("limit_train_batches", "limit_val_batches"):
+        try:
+            limit = batch_limit(getattr(config, name))
+        except ValueError:
+            limit = -1
+        if limit < 0 or (isinstance(limit, float) and limit > 1.0):
+            yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {getattr(config, name)!r}"
+    if config.num_nodes < 1 or config.log_every_n_steps < 1:
+        yield "num_nodes and log_every_n_steps must be at least 1"
     if config.freeze_backbone_epochs < -1:
         yield f"freeze_backbone_epochs must be -1 (always frozen) or more, got {config.freeze_backbone_epochs}"
 
@@ -152,7 +172,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: typing.Iterable
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for name in names:
         meta = fields[name].metadata
-        kind = hints[name]
+        kind = _optional_inner(hints[name])
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": meta["why"]}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -163,6 +183,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: typing.Iterable
             kwargs["choices"] = meta["choices"]
             kwargs.pop("metavar", None)
         parser.add_argument(option_name(name), *meta["aliases"], **kwargs)
+
+
+def _optional_inner(kind: Any) -> Any:
+    """Optional[X] -> X, so argparse gets a callable type."""
+    if typing.get_origin(kind) is Union:
+        inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        if len(inner) == 1:
+            return inner[0]
+    return kind
+
+
+def batch_limit(text: str) -> int | float:
+    """Lightning's limit_*_batches from its text form: '0.25' is a share, '3' a count of batches."""
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
@@ -213,6 +248,6 @@ def load_config(path: Path) -> Config:
     """Read a config.json written by save_config; keys that are not config fields are ignored."""
     values = json.loads(Path(path).read_text())
     hints = typing.get_type_hints(Config)
-    known = {name: hints[name](value) if hints[name] is Path else value
-             for name, value in values.items() if name in field_names()}
+    known = {name: _optional_inner(hints[name])(value) if _optional_inner(hints[name]) is Path and value is not None
+             else value for name, value in values.items() if name in field_names()}
     return Config(**known)

@@ -1,0 +1,183 @@
+"""Training callbacks: TensorBoard pictures of validation predictions, and resumable randomness.
+
+`ValidationPredictionImages` draws, after each validation epoch, a grid of a fixed handful of
+validation faces labelled with true age, predicted age and uncertainty, and a predicted-versus-true
+figure with the MAE of each decade. It runs on rank zero only, on a fixed sample whose size is set
+in the config, so its cost does not grow with the dataset.
+
+`RunRecord` saves the resolved config beside the logs and checkpoints and keeps TensorBoard's
+hyper-parameter table's metric (`hp_metric`) at the best validation MAE so far.
+
+`RandomStateCheckpoint` stores the random number generators in checkpoints so that a resumed run
+draws the same augmentations, shuffles and dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
+
+from config import Config, save_config
+from imaging import tensor_to_image
+from model import age_std, expected_age
+
+SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
+INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU
+
+
+class ValidationPredictionImages(L.Callback):
+    def __init__(self, grid_faces: int = 16, figure_faces: int = 512) -> None:
+        super().__init__()
+        self.grid_faces = grid_faces
+        self.figure_faces = figure_faces
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.logger is None or not hasattr(trainer.logger.experiment, "add_image"):
+            return
+        dataset = trainer.datamodule.val_set if trainer.datamodule is not None else None
+        if dataset is None or len(dataset) == 0:
+            return
+        indices = _fixed_sample(len(dataset), max(self.grid_faces, self.figure_faces))
+        faces, true_ages, predicted, spread = _predict(pl_module, dataset, indices)
+        shown = slice(0, self.grid_faces)
+        grid = _annotated_grid(faces[shown], true_ages[shown], predicted[shown], spread[shown])
+        writer, step = trainer.logger.experiment, trainer.global_step
+        writer.add_image("val/predictions", grid, step)
+        writer.add_figure("val/predicted_vs_true", _predicted_vs_true_figure(true_ages, predicted), step)
+
+
+def _fixed_sample(size: int, count: int) -> list[int]:
+    generator = torch.Generator().manual_seed(SAMPLE_SEED)
+    return torch.randperm(size, generator=generator)[:count].tolist()
+
+
+@torch.no_grad()
+def _predict(pl_module, dataset, indices):
+    was_training = pl_module.training
+    pl_module.eval()
+    faces, true_ages, predicted, spread = [], [], [], []
+    for start in range(0, len(indices), INFERENCE_BATCH):
+        items = [dataset[i] for i in indices[start:start + INFERENCE_BATCH]]
+        batch = torch.stack([item[0] for item in items])
+        logits = pl_module(batch.to(pl_module.device))
+        faces.append(batch)
+        true_ages.append(torch.stack([item[1] for item in items]).float())
+        predicted.append(expected_age(logits).cpu())
+        spread.append(age_std(logits).cpu())
+    pl_module.train(was_training)
+    return torch.cat(faces), torch.cat(true_ages), torch.cat(predicted), torch.cat(spread)
+
+
+def _annotated_grid(faces, true_ages, predicted, spread) -> torch.Tensor:
+    font = ImageFont.load_default(size=14)
+    tiles = []
+    for face, truth, guess, std in zip(faces, true_ages, predicted, spread):
+        tile = tensor_to_image(face)
+        draw = ImageDraw.Draw(tile)
+        draw.rectangle((0, tile.height - 36, tile.width, tile.height), fill=(0, 0, 0))
+        draw.text((4, tile.height - 35), f"true {truth:.0f}", fill=(255, 255, 255), font=font)
+        colour = (120, 255, 120) if abs(guess - truth) <= 5 else (255, 140, 120)
+        draw.text((4, tile.height - 18), f"pred {guess:.0f} ± {std:.0f}", fill=colour, font=font)
+        tiles.append(torch.from_numpy(np.array(tile)).permute(2, 0, 1))
+    return make_grid(torch.stack(tiles), nrow=min(8, len(tiles)), padding=2)
+
+
+def _predicted_vs_true_figure(true_ages: torch.Tensor, predicted: torch.Tensor):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    figure, (scatter, bars) = plt.subplots(1, 2, figsize=(10, 4.5))
+    scatter.scatter(true_ages, predicted, s=8, alpha=0.5)
+    scatter.plot([0, 100], [0, 100], color="grey", linewidth=1)
+    scatter.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),
+                title=f"predicted vs true ({len(true_ages)} faces)")
+    decades = (true_ages // 10).clamp(max=9).long()
+    labels, errors = [], []
+    for decade in decades.unique().tolist():
+        mask = decades == decade
+        labels.append(f"{decade * 10}s")
+        errors.append((predicted[mask] - true_ages[mask]).abs().mean().item())
+    bars.bar(labels, errors)
+    bars.set(xlabel="true age", ylabel="MAE (years)", title="MAE per decade")
+    figure.tight_layout()
+    return figure
+
+
+class RunRecord(L.Callback):
+    def __init__(self, config: Config, script: str, monitor: str = "val/mae") -> None:
+        super().__init__()
+        self.config, self.script, self.monitor = config, script, monitor
+        self.best: float | None = None
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Written at fit start, not before: ModelCheckpoint warns about a non-empty folder otherwise.
+        folders = [self.config.checkpoint_dir] + ([Path(trainer.logger.log_dir)] if trainer.logger else [])
+        for folder in folders:
+            save_config(self.config, folder, extra={"script": self.script})
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        self.best = float(value) if self.best is None else min(self.best, float(value))
+        pl_module.log("hp_metric", self.best, sync_dist=False, rank_zero_only=True)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Saves Python, NumPy and torch generator states with each checkpoint and restores them when the
+    first resumed epoch starts (after any sanity check, which draws random numbers of its own).
+
+    Only exact for epoch-end checkpoints (the ones train.py writes) and for augmentations drawn in the
+    main process (num_workers 0): worker processes keep generators of their own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        version, mt_state, gauss = random.getstate()
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        state = {
+            "python": (version, list(mt_state), gauss),
+            # Tensors and plain numbers only, so checkpoints still load with weights_only=True.
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        version, mt_state, gauss = state["python"]
+        random.setstate((version, tuple(mt_state), gauss))
+        kind, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        # An uninterrupted run makes a fresh data iterator right after this hook, drawing from the generators;
+        # a resumed one reuses the iterator made before the restore. Making it now keeps both in step.
+        iter(trainer.fit_loop._data_fetcher)

@@ -1,0 +1,106 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train
+from model import load_age_model
+from synthetic import make_dataset, train_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
+    config = make_dataset(tmp_path / "data")
+    assert train.main(train_args(config)) == 0
+    out = capsys.readouterr().out
+    best, last = config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt"
+    assert best.is_file() and last.is_file()
+    assert f"Best checkpoint: {best} (epoch " in out and "validation MAE" in out
+    assert load_age_model(best).hparams.pretrained is None  # what infer.py loads by default works
+    run_dir = config.log_dir / "version_0"
+    assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 4
+    assert json.loads((config.checkpoint_dir / "config.json").read_text())["train_dir"] == str(config.train_dir)
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss_step", "train/loss_epoch", "train/mae", "train/cs5", "val/loss", "val/mae", "val/cs5",
+            "lr-Adam", "hp_metric"} <= scalars
+    assert events.Scalars("hp_metric")[-1].value == pytest.approx(min(e.value for e in events.Scalars("val/mae")))
+    assert {"val/predictions", "val/predicted_vs_true"} <= set(events.Tags()["images"])
+    assert len(events.Images("val/predictions")) == 2  # one grid per validation epoch, none for the sanity check
+    hparams = events.PluginTagToContent("hparams")
+    assert hparams and b"label_sigma" in b"".join(hparams.values()) and b"train_dir" in b"".join(hparams.values())
+
+
+def test_missing_data_points_to_data_prep(tmp_path, capsys):
+    code = train.main(["--train-dir", str(tmp_path / "nope"), "--ckpt-dir", str(tmp_path / "c")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "data_prep.py" in err and str(tmp_path / "nope") in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_bad_labels_stop_before_training(tmp_path, capsys):
+    config = make_dataset(tmp_path / "data", train=4, val=2)
+    config.val_csv.write_text("name,age\nval_0000.jpg,130\n")
+    assert train.main(train_args(config)) == 1
+    assert "ages that are not whole numbers in 0..100 (line 2: 130)" in capsys.readouterr().err
+
+
+def test_tiny_set_is_learned_well_below_the_mean_predictor(tmp_path):
+    config = make_dataset(tmp_path / "data", train=32, val=16, size=80).replace(
+        max_epochs=10, learning_rate=3e-3, batch_size=8, patience=50)
+    result = train.train(config)
+    train_ages, val_ages = pd.read_csv(config.train_csv)["age"], pd.read_csv(config.val_csv)["age"]
+    mean_predictor_mae = (val_ages - train_ages.mean()).abs().mean()
+    assert result.best_val_mae < 0.6 * mean_predictor_mae, (result.best_val_mae, mean_predictor_mae)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_resume_continues_exactly_where_training_stopped(tmp_path):
+    base = make_dataset(tmp_path / "data", train=12, val=4, size=80)
+    straight = base.replace(checkpoint_dir=tmp_path / "straight", log_dir=tmp_path / "logs_a" / "run")
+    train.train(straight)
+
+    interrupted = base.replace(checkpoint_dir=tmp_path / "split", log_dir=tmp_path / "logs_b" / "run")
+    train.train(interrupted.replace(max_epochs=1))
+    first_half = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
+    assert first_half["epoch"] == 0
+    train.train(interrupted.replace(resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"))
+
+    resumed = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * first_half["global_step"]
+    assert resumed["optimizer_states"][0]["state"]  # Adam moments travelled too
+    expected = _weights(straight.checkpoint_dir / "last.ckpt")
+    for name, tensor in resumed["state_dict"].items():
+        assert torch.allclose(tensor.float(), expected[name].float(), atol=1e-5), name
+
+
+def test_ddp_with_two_cpu_processes_shards_the_data(tmp_path):
+    config = make_dataset(tmp_path / "data", train=16, val=4, size=80)
+    out_dir = tmp_path / "seen"
+    out_dir.mkdir()
+    args = train_args(config, devices=2, strategy="ddp", max_epochs=1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "MASTER_PORT": "29517", "PL_TORCH_DISTRIBUTED_BACKEND": "gloo"}
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_probe.py"), str(out_dir), *args],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(record["world_size"] == 2 for record in ranks)
+    seen = [set(record["seen"]["0"]) for record in ranks]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(16))
+    assert sorted(p.name for p in config.checkpoint_dir.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert "Best checkpoint" in result.stdout and result.stdout.count("Best checkpoint") == 1
