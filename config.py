@@ -224,11 +224,13 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         return parsed
 
 
-def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
-    """Parse `argv`; a config value that fails validation ends as a usage error, not a traceback."""
+def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None,
+                 base: Config | None = None) -> tuple[argparse.Namespace, Config]:
+    """Parse `argv` over `base` (default Config()); a config value that fails validation ends as a
+    usage error, not a traceback."""
     args = parser.parse_args(argv)
     try:
-        return args, config_from_args(args)
+        return args, config_from_args(args, base)
     except ValueError as error:
         parser.error(str(error))
 

@@ -1,0 +1,154 @@
+"""Benchmark: train.py's Lightning loop against a bare PyTorch loop, in one run, on the same data.
+
+    uv run python bench_train.py                                   # config defaults (batch 256)
+    uv run python bench_train.py --batch-size 16 --steps 8 --images 256 --num-workers 2   # a CPU-sized run
+
+Both loops train the same model (same batch size, precision and data loader) on pre-cropped JPEGs
+(synthetic ones written to a temporary folder unless --train-dir/--train-csv name real ones). It
+prints images/s of each, their ratio (Lightning overhead; goal under 5%), and the share of step time
+spent waiting for the next batch (goal under 10% with the configured workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
+from device import DeviceChoice, choose_device
+from loader import FaceAgeDataModule
+from model import age_kl_loss, build_age_model
+from train import build_trainer
+
+WARMUP_STEPS = 2  # first steps pay for allocation, cuDNN autotuning and worker start-up
+
+
+def write_synthetic_faces(folder: Path, count: int, size: int) -> Path:
+    """`count` noisy size x size JPEGs and a labels CSV; returns the CSV path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for number in range(count):
+        name = f"face_{number:05d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / name, quality=90)
+        rows.append({"name": name, "age": int(rng.integers(0, 101))})
+    csv_path = folder.parent / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv_path, index=False)
+    return csv_path
+
+
+def _sync(choice: DeviceChoice) -> None:
+    if choice.accelerator == "cuda":
+        torch.cuda.synchronize()
+
+
+class _StepClock(L.Callback):
+    """Times the measured steps of the Lightning loop, and the gaps in which it waits for data."""
+
+    def __init__(self, choice: DeviceChoice, steps: int) -> None:
+        self.choice, self.steps = choice, steps
+        self.start = self.end = None
+        self.wait_s, self._last_end = 0.0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == WARMUP_STEPS:
+            _sync(self.choice)
+            self.start = time.perf_counter()
+        elif batch_idx > WARMUP_STEPS and self._last_end is not None:
+            self.wait_s += time.perf_counter() - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if WARMUP_STEPS <= batch_idx < WARMUP_STEPS + self.steps:
+            _sync(self.choice)
+            self._last_end = self.end = time.perf_counter()
+
+
+def lightning_loop(config: Config, choice: DeviceChoice, steps: int) -> tuple[float, float]:
+    """(images per second, share of time waiting for data) of train.py's Trainer."""
+    clock = _StepClock(choice, steps)
+    trainer, _ = build_trainer(config, choice, extra_callbacks=(clock,))
+    trainer.fit(build_age_model(config), datamodule=FaceAgeDataModule(config, choice.accelerator == "cuda"))
+    elapsed = clock.end - clock.start
+    return steps * config.batch_size / elapsed, clock.wait_s / elapsed
+
+
+def bare_loop(config: Config, choice: DeviceChoice, steps: int) -> tuple[float, float]:
+    """(images per second, share of time waiting for data) of a plain PyTorch loop on the same model and data."""
+    module = FaceAgeDataModule(config, choice.accelerator == "cuda")
+    module.setup("fit")
+    model = build_age_model(config).to(choice.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    autocast = _autocast(choice)
+    scaler = torch.amp.GradScaler(enabled=choice.precision == "16-mixed")
+    batches = iter(module.train_dataloader())
+    wait_s, start = 0.0, None
+    for step in range(WARMUP_STEPS + steps):
+        if step == WARMUP_STEPS:
+            _sync(choice)
+            start, wait_s = time.perf_counter(), 0.0
+        fetch_start = time.perf_counter()
+        faces, ages, _ = next(batches)
+        faces, ages = faces.to(choice.device, non_blocking=True), ages.to(choice.device, non_blocking=True)
+        wait_s += time.perf_counter() - fetch_start
+        with autocast:
+            loss = age_kl_loss(model(faces), ages, config.label_sigma)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    _sync(choice)
+    elapsed = time.perf_counter() - start
+    return steps * config.batch_size / elapsed, wait_s / elapsed
+
+
+def _autocast(choice: DeviceChoice):
+    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+    if choice.precision not in dtypes:
+        return contextlib.nullcontext()
+    return torch.autocast(choice.accelerator, dtype=dtypes[choice.precision])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    add_config_arguments(parser, ["batch_size", "num_workers", "img_size", "accelerator", "precision", "pretrained",
+                                  "train_dir", "train_csv"])
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per loop, after the warm-up")
+    parser.add_argument("--images", type=int, default=0,
+                        help="synthetic images to write (default: enough for the run); ignored with --train-dir")
+    # Random weights by default: speed does not depend on their values, and they need no download.
+    args, config = parse_config(parser, argv, base=Config(pretrained="none"))
+    given_data = "train_dir" in vars(args)
+    needed = (WARMUP_STEPS + args.steps + 1) * config.batch_size
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        if not given_data:
+            csv_path = write_synthetic_faces(scratch / "faces", max(args.images, needed), config.img_size)
+            config = config.replace(train_dir=scratch / "faces", train_csv=csv_path)
+        config = config.replace(val_dir=config.train_dir, val_csv=config.train_csv, limit_val_batches="1",
+                                max_epochs=1, checkpoint_dir=scratch / "ckpt", log_dir=scratch / "logs" / "bench",
+                                logged_sample_faces=1, figure_sample_size=1)
+        choice = choose_device(config.accelerator, config.precision)
+        L.seed_everything(config.seed, verbose=False)
+        bare_rate, bare_wait = bare_loop(config, choice, args.steps)
+        lightning_rate, lightning_wait = lightning_loop(config, choice, args.steps)
+    print(f"\n{choice.describe()}; batch {config.batch_size}, {config.num_workers} workers, "
+          f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up")
+    print(f"{'loop':<12}{'images/s':>10}{'data wait':>12}")
+    print(f"{'bare torch':<12}{bare_rate:>10.1f}{bare_wait:>11.1%}")
+    print(f"{'lightning':<12}{lightning_rate:>10.1f}{lightning_wait:>11.1%}")
+    print(f"lightning / bare throughput: {lightning_rate / bare_rate:.3f} "
+          f"(overhead {1 - lightning_rate / bare_rate:+.1%}; goal under 5%)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
