@@ -182,7 +182,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: typing.Iterable
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
             kwargs.pop("metavar", None)
-        parser.add_argument(option_name(name), *meta["aliases"], **kwargs)
+        # The short conventional name (--lr, --ckpt) first, so usage lines show it; the field's name also works.
+        parser.add_argument(*meta["aliases"], option_name(name), **kwargs)
 
 
 def _optional_inner(kind: Any) -> Any:
