@@ -87,11 +87,14 @@ class Config:
     log_dir: Path = setting(Path("logs/face_age_det"), "TensorBoard folder: tensorboard --logdir logs/face_age_det")
 
     # --- inference ---
-    best_checkpoint: Path = setting(Path("checkpoints/best.ckpt"), "age model that inference loads by default")
+    best_checkpoint: Path = setting(Path("checkpoints/best.ckpt"), "age model that inference loads by default",
+                                    aliases=("--ckpt",))
     verification_threshold: float = setting(0.7, "cosine similarity above which two faces count as one person",
                                             aliases=("--threshold",))
     mtcnn_margin: int = setting(14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example")
     mtcnn_min_face_size: int = setting(20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age")
+    detection_max_side: int = setting(1600, "photos larger than this (pixels) are shrunk for detection only; crops come from the original")
+    inference_batch_size: int = setting(64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low")
     face_selection: str = setting("largest", "which face to use when a photo holds several: the subject is usually the biggest",
                                   choices=FACE_SELECTION_CHOICES, aliases=("--face",))
 
@@ -119,7 +122,7 @@ def _validation_problems(config: Config):
         value = getattr(config, f.name)
         if choices and value not in choices:
             yield f"{f.name}={value!r} is not one of {', '.join(choices)}"
-    positive = ("img_size", "batch_size", "max_epochs", "head_hidden_dim")
+    positive = ("img_size", "batch_size", "max_epochs", "head_hidden_dim", "detection_max_side", "inference_batch_size")
     for name in positive:
         if getattr(config, name) <= 0:
             yield f"{name} must be positive, got {getattr(config, name)}"

@@ -7,9 +7,13 @@ weights ship inside facenet-pytorch, so detection works offline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils.detect_face import extract_face
+from PIL import Image
 
 from config import Config
 
@@ -38,3 +42,32 @@ def select_face(boxes: np.ndarray, probabilities: np.ndarray, rule: str, image_s
     else:
         raise ValueError(f"unknown face-selection rule {rule!r}; use largest, probability or center")
     return int(np.argmax(scores))
+
+
+@dataclass
+class DetectedFaces:
+    boxes: np.ndarray  # N x 4, x1 y1 x2 y2 in the original photo's pixels, clipped to the photo
+    probabilities: np.ndarray  # N, MTCNN's face probability
+    crops: torch.Tensor  # N x 3 x S x S pixels 0..255, cut from the original photo with the configured margin
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def detect_faces(detector: MTCNN, image: Image.Image, config: Config) -> DetectedFaces:
+    """Every face of an RGB photo, with crops ready for imaging.face_to_tensor.
+
+    Photos larger than `config.detection_max_side` are shrunk for detection only (MTCNN's cost grows with
+    the pixel count); the boxes are mapped back and the crops cut from the full-resolution photo."""
+    scale = min(1.0, config.detection_max_side / max(image.size))
+    small = image if scale == 1.0 else image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    boxes, probabilities = detector.detect(small)
+    if boxes is None:
+        empty = torch.empty(0, 3, config.img_size, config.img_size)
+        return DetectedFaces(np.empty((0, 4)), np.empty(0), empty)
+    boxes = np.asarray(boxes, dtype=np.float64) / scale
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.height)
+    crops = torch.stack([extract_face(image, box, config.img_size, config.mtcnn_margin) for box in boxes])
+    return DetectedFaces(boxes, np.asarray(probabilities, dtype=np.float64), crops)

@@ -59,6 +59,15 @@ def age_std(logits: torch.Tensor) -> torch.Tensor:
     return variance.clamp_min(0).sqrt()
 
 
+def age_interval(logits: torch.Tensor, coverage: float = 0.9) -> torch.Tensor:
+    """Central interval (B x 2: low, high ages) holding `coverage` of the predicted distribution."""
+    cumulative = logits.float().softmax(dim=1).cumsum(dim=1)
+    tail = (1.0 - coverage) / 2
+    low = (cumulative < tail).sum(dim=1)
+    high = (cumulative < 1.0 - tail).sum(dim=1)
+    return torch.stack([low, high], dim=1).float() + MIN_AGE
+
+
 def age_kl_loss(logits: torch.Tensor, ages: torch.Tensor, sigma: float) -> torch.Tensor:
     """KL(Gaussian label distribution || predicted distribution), averaged over the batch."""
     target = gaussian_label_distribution(ages, sigma)

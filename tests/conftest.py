@@ -87,3 +87,33 @@ def random_faces(count: int, seed: int = 0) -> torch.Tensor:
 def rgb_photo() -> Image.Image:
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def age_checkpoint(tmp_path_factory) -> Path:
+    """An age-model checkpoint in Lightning's layout (random weights), as train.py would save it."""
+    import lightning as L
+
+    from model import AgeEstimationModel
+
+    torch.manual_seed(0)
+    model = AgeEstimationModel(pretrained=None)
+    path = tmp_path_factory.mktemp("age_model") / "best.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": L.__version__, "epoch": 0, "global_step": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory, astronaut, coffee) -> Path:
+    """Real photos from scikit-image, saved as a user would have them, plus edited copies."""
+    folder = tmp_path_factory.mktemp("photos")
+    astronaut.save(folder / "astronaut.jpg", quality=95)
+    edited = astronaut.transpose(Image.FLIP_LEFT_RIGHT).crop((40, 20, 492, 470)).rotate(8, fillcolor=(0, 0, 0))
+    edited.save(folder / "astronaut_edit.jpg", quality=95)
+    coffee.save(folder / "coffee.jpg", quality=95)
+    two = Image.new("RGB", (900, 512), (128, 128, 128))
+    two.paste(astronaut, (0, 0))
+    two.paste(astronaut.resize((256, 256)), (600, 120))
+    two.save(folder / "two_people.jpg", quality=95)
+    return folder

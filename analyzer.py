@@ -1,0 +1,255 @@
+"""FaceAnalyzer: the Python API for detection, age and verification; infer.py is a thin layer over it.
+
+    from analyzer import FaceAnalyzer
+    analyzer = FaceAnalyzer()                          # loads MTCNN, the age model and VGGFace2 once
+    result = analyzer.compare("a.jpg", "b.jpg")        # plain data: faces, ages, similarity, match
+    analyzer.detect(photo), analyzer.predict_age(photo), analyzer.embed(photo)
+
+Photos may be paths, bytes, PIL images or uint8 numpy arrays. Every result is plain Python data
+(lists, floats, dicts) that serialises to JSON as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from config import Config
+from device import choose_device
+from faces import build_face_detector, detect_faces, select_face
+from imaging import ImageInput, face_to_tensor, load_image
+from model import age_interval, age_std, expected_age, load_age_model
+from weights import load_backbone
+
+VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
+
+
+class NoFaceError(ValueError):
+    """A photo in which MTCNN found no face."""
+
+
+@dataclass
+class FaceRecord:
+    """One detected face: where it is and, when computed, its age and identity embedding."""
+    bbox: list[int]  # x1, y1, x2, y2 in the original photo's pixels
+    detection_probability: float
+    age_prediction: float | None = None
+    age_std: float | None = None
+    age_interval: list[float] | None = None  # central 90% of the predicted age distribution
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"age_prediction": self.age_prediction, "bbox": self.bbox,
+                "detection_probability": self.detection_probability, "age_std": self.age_std,
+                "age_interval": self.age_interval}
+
+
+@dataclass
+class PhotoAnalysis:
+    """What one photo gave: its faces, the one chosen by the face-selection rule, or an error."""
+    source: str
+    size: tuple[int, int] | None = None
+    faces: list[FaceRecord] = field(default_factory=list)
+    chosen: int | None = None
+    error: str | None = None
+    worker_rank: int = 0
+    faces_found: int = 0  # detected in the photo, even when only the chosen one is kept
+
+    @property
+    def face(self) -> FaceRecord | None:
+        return None if self.chosen is None else self.faces[self.chosen]
+
+
+class FaceAnalyzer:
+    """Loads the detector, the age model and the verification model once, in eval mode.
+
+    age_checkpoint: the trained age model (default: config.best_checkpoint); with_age=False skips it.
+    verify_weights: an InceptionResnetV1 weight file; default: VGGFace2 from $TORCH_HOME/checkpoints.
+    device: "auto" (cuda, then mps, then cpu), or a torch device string such as "cuda:1".
+    tta: average each face with its mirror image, for age and for the embedding.
+    """
+
+    def __init__(self, config: Config | None = None, *, age_checkpoint: Path | None = None, with_age: bool = True,
+                 verify_weights: Path | None = None, device: str = "auto", tta: bool = False) -> None:
+        self.config = config or Config()
+        self.device = _resolve_device(device)
+        self.tta = tta
+        self.detector = build_face_detector(self.config, self.device)
+        self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
+        self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
+        self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
+        self.verifier = load_backbone(VERIFICATION_WEIGHTS, weights_file=verify_weights).to(self.device).eval()
+
+    # --- single photos -------------------------------------------------------------------------
+    def detect(self, photo: ImageInput) -> list[dict]:
+        """Every face: bbox (original pixels) and detection probability, most probable first."""
+        analysis = self.analyze(photo, all_faces=True, compute=False)
+        _raise_for(analysis)
+        return [face.to_dict() | {"age_prediction": None} for face in analysis.faces]
+
+    def predict_age(self, photo: ImageInput, all_faces: bool = False) -> list[dict]:
+        """Age of the chosen face (or of every face): age_prediction, age_std, age_interval, bbox."""
+        if self.age_model is None:
+            raise RuntimeError("this FaceAnalyzer was built with with_age=False")
+        analysis = self.analyze(photo, all_faces=all_faces)
+        _raise_for(analysis)
+        faces = analysis.faces if all_faces else [analysis.face]
+        return [face.to_dict() for face in faces]
+
+    def embed(self, photo: ImageInput) -> np.ndarray:
+        """The unit-length 512-d VGGFace2 embedding of the chosen face."""
+        analysis = self.analyze(photo)
+        _raise_for(analysis)
+        return analysis.face.embedding
+
+    def compare(self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None,
+                all_faces: bool = False) -> dict:
+        """Ages of both chosen faces and whether they are the same person (see pair_result); with
+        all_faces, every face of one photo against every face of the other."""
+        first, second = self.analyze_many([photo_1, photo_2], all_faces=all_faces)
+        return pair_result(first, second, self.config.verification_threshold if threshold is None else threshold)
+
+    def analyze(self, photo: ImageInput, all_faces: bool = False, compute: bool = True) -> PhotoAnalysis:
+        return next(self.analyze_many([photo], all_faces=all_faces, compute=compute))
+
+    # --- many photos ---------------------------------------------------------------------------
+    def analyze_many(self, photos: Iterable[ImageInput], all_faces: bool = False, compute: bool = True,
+                     photos_per_chunk: int = 16, names: Iterable[str] | None = None) -> Iterator[PhotoAnalysis]:
+        """Analyse photos in input order, each once; faces of a chunk of photos share forward passes.
+        A photo that fails yields an analysis with `error` set instead of stopping the others.
+        `names` label the photos in results and errors (default: the path, or the object's type)."""
+        chunk: list[tuple[PhotoAnalysis, torch.Tensor | None]] = []
+        names = iter(names) if names is not None else None
+        for photo in photos:
+            chunk.append(self._detect(photo, all_faces, next(names) if names else _describe(photo)))
+            if len(chunk) == photos_per_chunk:
+                yield from self._finish(chunk, compute)
+                chunk = []
+        if chunk:
+            yield from self._finish(chunk, compute)
+
+    @torch.inference_mode()
+    def _detect(self, photo: ImageInput, all_faces: bool, name: str) -> tuple[PhotoAnalysis, torch.Tensor | None]:
+        analysis = PhotoAnalysis(source=name)
+        try:
+            image = load_image(photo)
+        except ValueError as error:  # ImageLoadError: unreadable, truncated, too large...
+            analysis.error = str(error)
+            return analysis, None
+        analysis.size = image.size
+        found = detect_faces(self.detector, image, self.config)
+        if len(found) == 0:
+            analysis.error = f"no face found in {analysis.source}"
+            return analysis, None
+        analysis.faces_found = len(found)
+        analysis.faces = [FaceRecord([int(round(v)) for v in box], round(float(p), 4))
+                          for box, p in zip(found.boxes, found.probabilities)]
+        analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, image.size)
+        keep = list(range(len(found))) if all_faces else [analysis.chosen]
+        if not all_faces:  # only the chosen face is worth the networks' time
+            analysis.faces, analysis.chosen = [analysis.faces[analysis.chosen]], 0
+        return analysis, found.crops[keep]
+
+    @torch.inference_mode()
+    def _finish(self, chunk, compute: bool) -> Iterator[PhotoAnalysis]:
+        if compute:
+            crops = [crops for _, crops in chunk if crops is not None]
+            if crops:
+                ages, embeddings = self._run_networks(torch.cat(crops))
+                start = 0
+                for analysis, photo_crops in chunk:
+                    if photo_crops is None:
+                        continue
+                    for offset, face in enumerate(analysis.faces):
+                        face.embedding = embeddings[start + offset]
+                        if ages is not None:
+                            face.age_prediction, face.age_std, face.age_interval = ages[start + offset]
+                    start += len(photo_crops)
+        for analysis, _ in chunk:
+            yield analysis
+
+    def _run_networks(self, crops: torch.Tensor):
+        """(ages: list of (age, std, interval) or None, embeddings: N x 512 numpy) in batches."""
+        ages, embeddings = [], []
+        size = self.config.inference_batch_size
+        for start in range(0, len(crops), size):
+            faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in crops[start:start + size]])
+            faces = faces.to(self.device)
+            views = [faces, faces.flip(-1)] if self.tta else [faces]
+            embedding = torch.stack([self.verifier(view) for view in views]).mean(0)
+            embeddings.append(torch.nn.functional.normalize(embedding, dim=1).cpu().numpy())
+            if self.age_model is not None:
+                # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
+                probabilities = torch.stack([self.age_model(view).float().softmax(1) for view in views]).mean(0)
+                logits = probabilities.clamp_min(1e-12).log()
+                ages.extend(zip(expected_age(logits).tolist(), age_std(logits).tolist(),
+                                age_interval(logits).tolist()))
+        rounded = [(round(a, 2), round(s, 2), [round(v, 1) for v in i]) for a, s, i in ages]
+        return (rounded if self.age_model is not None else None), np.concatenate(embeddings)
+
+
+def cosine_similarity(embedding_1: np.ndarray, embedding_2: np.ndarray) -> float:
+    """Cosine similarity of two embeddings (they are unit length, but TTA averages are renormalised)."""
+    denominator = float(np.linalg.norm(embedding_1) * np.linalg.norm(embedding_2)) or 1.0
+    return float(np.dot(embedding_1, embedding_2)) / denominator
+
+
+def verification_result(similarity: float, threshold: float) -> dict:
+    return {"is_match": bool(similarity > threshold), "similarity_score": round(similarity, 4),
+            "threshold_used": threshold}
+
+
+def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float) -> dict:
+    """The seed's pair JSON body (plus additions) for two analysed photos. A missing face gives a null face,
+    null verification and an `error`: a pair is never called a match unless both faces were found."""
+    result = {"face_1": _face_dict(first), "face_2": _face_dict(second), "verification": None, "age_gap": None,
+              "error": None}
+    errors = [analysis.error for analysis in (first, second) if analysis.error]
+    if errors:
+        result["error"] = "; ".join(errors)
+        return result
+    if len(first.faces) > 1 or len(second.faces) > 1:
+        matrix = [[round(cosine_similarity(a.embedding, b.embedding), 4) for b in second.faces] for a in first.faces]
+        i, j = np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces)))
+        result |= {"faces_1": [f.to_dict() for f in first.faces], "faces_2": [f.to_dict() for f in second.faces],
+                   "similarity_matrix": matrix,
+                   "best_pair": {"face_1": int(i), "face_2": int(j), "similarity_score": matrix[i][j]}}
+        first, second = _with_chosen(first, int(i)), _with_chosen(second, int(j))
+        result["face_1"], result["face_2"] = _face_dict(first), _face_dict(second)
+    similarity = cosine_similarity(first.face.embedding, second.face.embedding)
+    result["verification"] = verification_result(similarity, threshold)
+    if first.face.age_prediction is not None and second.face.age_prediction is not None:
+        result["age_gap"] = round(abs(first.face.age_prediction - second.face.age_prediction), 2)
+    return result
+
+
+def _with_chosen(analysis: PhotoAnalysis, index: int) -> PhotoAnalysis:
+    return dataclasses.replace(analysis, chosen=index)
+
+
+def _face_dict(analysis: PhotoAnalysis) -> dict | None:
+    return None if analysis.face is None else analysis.face.to_dict() | {"faces_found": analysis.faces_found}
+
+
+def _raise_for(analysis: PhotoAnalysis) -> None:
+    if analysis.error and analysis.error.startswith("no face"):
+        raise NoFaceError(analysis.error)
+    if analysis.error:
+        raise ValueError(analysis.error)
+
+
+def _describe(photo: ImageInput) -> str:
+    if isinstance(photo, (str, Path)):
+        return str(photo)
+    return type(photo).__name__
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return choose_device().device
+    return torch.device(device)

@@ -1,0 +1,64 @@
+"""The annotated comparison picture: both photos side by side, faces boxed and labelled with age and
+uncertainty, under a banner with the verdict, the similarity and the threshold."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageDraw, ImageFont
+
+PANEL_HEIGHT = 480  # both photos are scaled to this height so they sit side by side
+BANNER_HEIGHT = 56
+GAP = 8
+MATCH_COLOUR, NO_MATCH_COLOUR, NEUTRAL_COLOUR = (40, 170, 70), (200, 50, 50), (90, 90, 90)
+
+
+def comparison_image(photo_1: Image.Image | None, photo_2: Image.Image | None, result: dict) -> Image.Image:
+    """Draw `result` (infer's pair JSON) over the two photos; a missing photo or face is said so in its panel."""
+    panels = [_panel(photo, result.get(f"face_{n}"), result.get(f"faces_{n}"))
+              for n, photo in ((1, photo_1), (2, photo_2))]
+    width = panels[0].width + GAP + panels[1].width
+    canvas = Image.new("RGB", (width, BANNER_HEIGHT + PANEL_HEIGHT), (255, 255, 255))
+    canvas.paste(panels[0], (0, BANNER_HEIGHT))
+    canvas.paste(panels[1], (panels[0].width + GAP, BANNER_HEIGHT))
+    _banner(ImageDraw.Draw(canvas), width, result)
+    return canvas
+
+
+def _panel(photo: Image.Image | None, face: dict | None, all_faces: list[dict] | None) -> Image.Image:
+    if photo is None:
+        panel = Image.new("RGB", (PANEL_HEIGHT, PANEL_HEIGHT), (235, 235, 235))
+        _label(ImageDraw.Draw(panel), (10, PANEL_HEIGHT // 2), "photo unreadable", NO_MATCH_COLOUR)
+        return panel
+    scale = PANEL_HEIGHT / photo.height
+    panel = photo.resize((max(1, round(photo.width * scale)), PANEL_HEIGHT), Image.BILINEAR)
+    draw = ImageDraw.Draw(panel)
+    if face is None:
+        _label(draw, (10, 10), "no face found", NO_MATCH_COLOUR)
+        return panel
+    for other in all_faces or []:  # with --all-faces the other faces get a thin grey box
+        draw.rectangle([round(v * scale) for v in other["bbox"]], outline=NEUTRAL_COLOUR, width=1)
+    box = [round(v * scale) for v in face["bbox"]]
+    draw.rectangle(box, outline=(255, 210, 0), width=3)
+    if face.get("age_prediction") is not None:
+        text = f"{face['age_prediction']:.0f} ± {face['age_std']:.0f}"
+        _label(draw, (box[0], max(0, box[1] - 30)), text, (0, 0, 0))
+    return panel
+
+
+def _banner(draw: ImageDraw.ImageDraw, width: int, result: dict) -> None:
+    verification = result.get("verification")
+    if verification is None:
+        colour, text = NEUTRAL_COLOUR, f"NO DECISION: {result.get('error') or 'face missing'}"
+    else:
+        colour = MATCH_COLOUR if verification["is_match"] else NO_MATCH_COLOUR
+        verdict = "MATCH" if verification["is_match"] else "NO MATCH"
+        text = (f"{verdict}   similarity {verification['similarity_score']:.3f}"
+                f"   threshold {verification['threshold_used']:.3f}")
+    draw.rectangle((0, 0, width, BANNER_HEIGHT), fill=colour)
+    draw.text((12, 12), text[:120], fill=(255, 255, 255), font=ImageFont.load_default(size=26))
+
+
+def _label(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str, background) -> None:
+    font = ImageFont.load_default(size=22)
+    left, top, right, bottom = draw.textbbox(corner, text, font=font)
+    draw.rectangle((left - 4, top - 4, right + 4, bottom + 4), fill=background)
+    draw.text(corner, text, fill=(255, 255, 255), font=font)

@@ -1,0 +1,224 @@
+"""infer.py's batch modes: many pairs from a CSV or a folder, streamed to results.jsonl and results.csv.
+
+Each distinct photo is read, detected and embedded once, in input order, with the faces of several
+photos sharing forward passes. A pair's row is written as soon as both its photos are done. With
+--devices N the photos are sharded over N processes (one per GPU, or CPU processes), each with its
+own copy of the models; the main process only pairs up and writes the results.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
+from config import Config
+from model import CheckpointError
+from outputs import prepare_out_dir
+from weights import PretrainedWeightsError
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+CSV_COLUMNS = ["img1", "img2", "label", "is_match", "similarity_score", "threshold_used", "age_1", "age_2",
+               "age_std_1", "age_std_2", "age_gap", "bbox_1", "bbox_2", "error"]
+WORKER_POLL_S = 5.0  # how often the main process checks that no worker died silently
+
+
+class InputError(ValueError):
+    """A list of photos (pairs CSV, folder) that cannot be used."""
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    img1: str  # as written by the user (for the results)
+    img2: str
+    path1: Path  # resolved, for reading and de-duplication
+    path2: Path
+    label: object = None
+
+
+def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
+    """Pairs from a CSV with columns img1, img2 (and optionally label); relative paths are taken from
+    the CSV's own folder."""
+    if not csv_path.is_file():
+        raise InputError(f"pairs file {csv_path} does not exist")
+    try:
+        table = pd.read_csv(csv_path, dtype={"img1": str, "img2": str}, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"{csv_path} is not a readable CSV ({error})") from None
+    missing = {"img1", "img2"} - set(table.columns)
+    if missing:
+        raise InputError(f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}; it needs img1, img2 "
+                         "and optionally label")
+    if table.empty:
+        raise InputError(f"{csv_path} lists no pairs")
+    base = csv_path.resolve().parent
+    labels = table["label"].tolist() if "label" in table.columns else [None] * len(table)
+    return [PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label))
+            for a, b, label in zip(table["img1"], table["img2"], labels)]
+
+
+def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
+    """Every photo of `folder` against `reference`, or every pair of photos in the folder."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    if reference is not None:
+        others = [p for p in photos if p.resolve() != reference.resolve()]
+        if not others:
+            raise InputError(f"{folder} holds no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) besides the reference")
+        return [PairSpec(str(reference), str(p), reference.resolve(), p.resolve()) for p in others]
+    if len(photos) < 2:
+        raise InputError(f"{folder} holds fewer than two photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
+    return [PairSpec(str(a), str(b), a.resolve(), b.resolve()) for a, b in itertools.combinations(photos, 2)]
+
+
+def run_batch(args, config: Config, make_analyzer: Callable[[str], FaceAnalyzer]) -> dict[str, int]:
+    """Compare every pair, streaming rows to OUT_DIR; returns the counts of match, no_match and failed.
+    `make_analyzer(device)` builds the models; it must be picklable when args.devices > 1."""
+    pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
+    out_dir = prepare_out_dir(Path(args.paths[0]))
+    photos = list(dict.fromkeys(path for pair in pairs for path in (pair.path1, pair.path2)))
+    if args.devices > 1:
+        analyses = _analyses_sharded(args.devices, args.device, args.all_faces, make_analyzer, photos)
+    else:
+        analyzer = make_analyzer(args.device)
+        analyses = analyzer.analyze_many(photos, all_faces=args.all_faces, names=[str(p) for p in photos])
+    counts = _write_results(pairs, analyses, out_dir, config.verification_threshold)
+    print(f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
+          f"-> {out_dir / 'results.jsonl'}, {out_dir / 'results.csv'}")
+    return counts
+
+
+def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path,
+                   threshold: float) -> dict[str, int]:
+    waiting: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        for path in {str(pair.path1), str(pair.path2)}:
+            waiting.setdefault(path, []).append(index)
+    done: dict[str, PhotoAnalysis] = {}
+    counts = {"match": 0, "no_match": 0, "failed": 0}
+    with open(out_dir / "results.jsonl", "w", encoding="utf-8") as jsonl, \
+            open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as table, \
+            tqdm(total=len(pairs), unit="pair", desc="pairs") as progress:
+        writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for analysis in analyses:
+            done[analysis.source] = analysis
+            for index in waiting.pop(analysis.source, []):
+                pair = pairs[index]
+                if str(pair.path1) not in done or str(pair.path2) not in done:
+                    continue  # the other photo is still on its way; its arrival writes this row
+                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], threshold)
+                jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+                writer.writerow(_csv_row(row))
+                jsonl.flush(), table.flush()  # a crash keeps every row written so far
+                counts[_outcome(row)] += 1
+                progress.update()
+    return counts
+
+
+def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold: float) -> dict:
+    return {"img1": pair.img1, "img2": pair.img2, "label": pair.label, "image_1": pair.path1.name,
+            "image_2": pair.path2.name, **pair_result(first, second, threshold),
+            "worker_ranks": [first.worker_rank, second.worker_rank]}
+
+
+def _csv_row(row: dict) -> dict:
+    faces = [row.get("face_1") or {}, row.get("face_2") or {}]
+    verification = row.get("verification") or {}
+    return {"img1": row["img1"], "img2": row["img2"], "label": row["label"],
+            "is_match": verification.get("is_match"), "similarity_score": verification.get("similarity_score"),
+            "threshold_used": verification.get("threshold_used"),
+            "age_1": faces[0].get("age_prediction"), "age_2": faces[1].get("age_prediction"),
+            "age_std_1": faces[0].get("age_std"), "age_std_2": faces[1].get("age_std"), "age_gap": row["age_gap"],
+            "bbox_1": " ".join(map(str, faces[0].get("bbox", []))), "bbox_2": " ".join(map(str, faces[1].get("bbox", []))),
+            "error": row["error"]}
+
+
+def _outcome(row: dict) -> str:
+    if row["verification"] is None:
+        return "failed"
+    return "match" if row["verification"]["is_match"] else "no_match"
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _plain(label):
+    """CSV labels as JSON-friendly values: 1 and 0 as ints, empty as None."""
+    if label is None or label == "":
+        return None
+    try:
+        return int(label)
+    except (TypeError, ValueError):
+        return label
+
+
+# --- sharding over processes -----------------------------------------------------------------------
+
+def _analyses_sharded(world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path]
+                      ) -> Iterator[PhotoAnalysis]:
+    context = torch.multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    results = context.Queue(maxsize=256)
+    workers = [context.Process(target=_shard_worker, daemon=True,
+                               args=(rank, world, device, all_faces, make_analyzer, photos, results))
+               for rank in range(world)]
+    for worker in workers:
+        worker.start()
+    finished = 0
+    try:
+        while finished < len(workers):
+            try:
+                kind, payload = results.get(timeout=WORKER_POLL_S)
+            except queue.Empty:
+                _check_alive(workers)
+                continue
+            if kind == "photo":
+                yield payload
+            elif kind == "done":
+                finished += 1
+            else:
+                raise CheckpointError(payload) if kind == "model" else RuntimeError(payload)
+    finally:
+        for worker in workers:
+            worker.join(timeout=1) if finished == len(workers) else worker.terminate()
+
+
+def _check_alive(workers) -> None:
+    dead = [w for w in workers if w.exitcode not in (None, 0)]
+    if dead:
+        raise RuntimeError(f"a batch worker process died (exit code {dead[0].exitcode}); "
+                           "rerun with --devices 1 to see its error")
+
+
+def _shard_worker(rank: int, world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path],
+                  results) -> None:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        analyzer = make_analyzer(_device_for(rank, world, device))
+    except (CheckpointError, PretrainedWeightsError) as error:
+        results.put(("model", " ".join(str(error).split())))
+        return
+    mine = photos[rank::world]
+    for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
+        analysis.worker_rank = rank
+        results.put(("photo", analysis))
+    results.put(("done", rank))
+
+
+def _device_for(rank: int, world: int, requested: str) -> str:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.device_count() >= world):
+        return f"cuda:{rank}"
+    return requested

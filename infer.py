@@ -1,0 +1,142 @@
+"""Compare faces: age of each and whether two photos show the same person.
+
+    uv run python infer.py IMG1 IMG2 OUT_DIR [--json] [--ckpt PATH]    # one pair: annotated JPG (+ JSON)
+    uv run python infer.py --pairs pairs.csv OUT_DIR                    # many pairs: results.jsonl + results.csv
+    uv run python infer.py --folder DIR [--reference IMG] OUT_DIR       # a folder against one photo, or all pairs
+
+Exit codes: 0 done; 2 bad command line; 3 unreadable input (missing, folder, not an image, truncated,
+too large); 4 no face found in a photo; 5 OUT_DIR cannot be written; 6 a model cannot be loaded (age
+checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+from analyzer import FaceAnalyzer, pair_result
+from annotate import comparison_image
+from batch_infer import InputError, run_batch
+from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
+from imaging import ImageLoadError, load_image
+from model import CheckpointError
+from outputs import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
+from weights import PretrainedWeightsError
+
+EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE, EXIT_OUTPUT, EXIT_MODEL, EXIT_PAIRS_FAILED = 0, 2, 3, 4, 5, 6, 7
+INFER_OPTIONS = ("best_checkpoint", "verification_threshold", "face_selection", "mtcnn_margin",
+                 "mtcnn_min_face_size", "detection_max_side", "inference_batch_size")
+
+
+def build_parser() -> ConfigArgumentParser:
+    parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
+    parser.add_argument("--json", action="store_true", help="also write {stem1}_vs_{stem2}_data.json")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
+    parser.add_argument("--no-age", action="store_true", help="verification only: no age checkpoint needed")
+    parser.add_argument("--all-faces", action="store_true", help="every face of IMG1 against every face of IMG2")
+    parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
+    parser.add_argument("--verify-weights", type=Path, help="InceptionResnetV1 weight file for verification "
+                        "(default: VGGFace2 from $TORCH_HOME/checkpoints)")
+    parser.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
+    parser.add_argument("--folder", type=Path, help="compare the photos of this folder")
+    parser.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
+    parser.add_argument("--devices", type=int, default=1, help="batch modes: processes (one per GPU) sharing the photos")
+    add_config_arguments(parser, INFER_OPTIONS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, config = parse_config(parser, argv)
+    batch = args.pairs is not None or args.folder is not None
+    if batch and len(args.paths) != 1:
+        parser.error("with --pairs or --folder give exactly one positional argument: OUT_DIR")
+    if not batch and len(args.paths) != 3:
+        parser.error("give IMG1 IMG2 OUT_DIR (or OUT_DIR with --pairs / --folder)")
+    if args.reference is not None and args.folder is None:
+        parser.error("--reference needs --folder")
+    try:
+        if batch:
+            counts = run_batch(args, config, functools.partial(build_analyzer, args, config))
+            return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
+        return run_pair(args, config)
+    except (ImageLoadError, InputError) as error:
+        return _fail(error, EXIT_INPUT)
+    except OutputError as error:
+        return _fail(error, EXIT_OUTPUT)
+    except (CheckpointError, PretrainedWeightsError) as error:
+        return _fail(error, EXIT_MODEL)
+
+
+def build_analyzer(args, config: Config, device: str) -> FaceAnalyzer:
+    """The models as the command line asks for them, on `device` (top level, so batch workers can call it)."""
+    return FaceAnalyzer(config, age_checkpoint=config.best_checkpoint, with_age=not args.no_age,
+                        verify_weights=args.verify_weights, device=device, tta=args.tta)
+
+
+def run_pair(args, config: Config) -> int:
+    started = time.perf_counter()
+    paths = [Path(p) for p in args.paths[:2]]
+    photos = [load_image(path) for path in paths]  # unreadable input fails before any model is loaded
+    out_dir = prepare_out_dir(Path(args.paths[2]))
+    loaded = time.perf_counter()
+    analyzer = build_analyzer(args, config, args.device)
+    models_ready = time.perf_counter()
+    first, second = analyzer.analyze_many(photos, all_faces=args.all_faces, names=[str(p) for p in paths])
+    result = pair_json(paths, pair_result(first, second, config.verification_threshold), analyzer)
+    result["timings_ms"] = {"read_photos": _ms(loaded - started), "load_models": _ms(models_ready - loaded),
+                            "analyze": _ms(time.perf_counter() - models_ready)}
+    stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
+    image_path = out_dir / f"{stem}_result.jpg"
+    write_atomically(image_path, lambda tmp: comparison_image(*photos, result).save(
+        tmp, format="JPEG", quality=92, comment=json.dumps([str(p.resolve()) for p in paths]).encode()))
+    written = [image_path]
+    if args.json:
+        result["timings_ms"]["total"] = _ms(time.perf_counter() - started)
+        written.append(write_json(out_dir / f"{stem}_data.json", result))
+    print(summary_line(result), "->", ", ".join(str(p) for p in written))
+    if result["error"]:
+        print(f"error: {result['error']}: use photos where the face is visible, frontal and at least "
+              f"{config.mtcnn_min_face_size} pixels wide", file=sys.stderr)
+        return EXIT_NO_FACE
+    return EXIT_OK
+
+
+def pair_json(paths: list[Path], result: dict, analyzer: FaceAnalyzer) -> dict:
+    """The seed's JSON layout first (image names, faces, verification), then what this toolkit adds."""
+    return {"image_1": paths[0].name, "image_2": paths[1].name, **result,
+            "path_1": str(paths[0]), "path_2": str(paths[1]),
+            "models": {"age_checkpoint": str(analyzer.age_checkpoint) if analyzer.age_checkpoint else None,
+                       "verification_weights": analyzer.verify_weights, "device": str(analyzer.device),
+                       "tta": analyzer.tta, "face_selection": analyzer.config.face_selection}}
+
+
+def summary_line(result: dict) -> str:
+    verification = result.get("verification")
+    if verification is None:
+        return f"NO DECISION ({result.get('error')})"
+    verdict = "MATCH" if verification["is_match"] else "NO MATCH"
+    ages = [result[key].get("age_prediction") for key in ("face_1", "face_2")]
+    age_text = "" if None in ages else f"; ages {ages[0]:.0f} and {ages[1]:.0f}"
+    return (f"{verdict}: similarity {verification['similarity_score']:.4f} vs threshold "
+            f"{verification['threshold_used']}{age_text}")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _fail(error: Exception, code: int) -> int:
+    message = " ".join(str(error).split())  # one line, whatever the exception held
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

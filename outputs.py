@@ -1,0 +1,66 @@
+"""Writing results safely: an output folder checked up front, atomic files, and names that never
+silently overwrite the results of other photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+
+class OutputError(OSError):
+    """An output folder or file that cannot be written."""
+
+
+def prepare_out_dir(path: Path) -> Path:
+    """Create `path` if needed and prove it writable, before any slow work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write to output folder {path} ({error.strerror or error}); "
+                          "choose another OUT_DIR or fix its permissions") from None
+    return path
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call write(temporary path) and move the result onto `path`: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({error.strerror or error})") from None
+    return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n",
+                                                             encoding="utf-8"))
+
+
+def unique_stem(out_dir: Path, stem: str, sources: list[str]) -> str:
+    """`stem`, or `stem_2`, `stem_3`... when `stem_result.jpg` already holds the result of other photos
+    (same file names from other folders). The sources are recorded in each result image's JPEG comment."""
+    candidate, number = stem, 2
+    while (out_dir / f"{candidate}_result.jpg").exists() and _sources_of(out_dir / f"{candidate}_result.jpg") != sources:
+        candidate, number = f"{stem}_{number}", number + 1
+    if candidate != stem:
+        print(f"note: {out_dir / (stem + '_result.jpg')} holds another pair's result; writing {candidate}_* instead",
+              file=sys.stderr)
+    return candidate
+
+
+def _sources_of(result_image: Path) -> list[str] | None:
+    try:
+        with Image.open(result_image) as image:
+            return json.loads(image.info.get("comment", b"null"))
+    except (OSError, ValueError):
+        return None
