@@ -83,7 +83,9 @@ class FaceAnalyzer:
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
-        self.verifier = load_backbone(VERIFICATION_WEIGHTS, weights_file=verify_weights).to(self.device).eval()
+        self.verifier = load_backbone(VERIFICATION_WEIGHTS, weights_file=verify_weights,
+                                      hint="or name a weights file with --verify-weights PATH")
+        self.verifier = self.verifier.to(self.device).eval()
 
     # --- single photos -------------------------------------------------------------------------
     def detect(self, photo: ImageInput) -> list[dict]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: large enough to be fast, small enough for a smooth progress bar
@@ -46,7 +47,10 @@ def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = 
             return dest
         except (requests.RequestException, OSError) as error:
             last_error = error
-    raise DownloadError(f"could not download {url} after {retries + 1} attempts: {_short(last_error)}")
+            if _is_permanent(error):
+                break
+    attempts = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+    raise DownloadError(f"could not download {url} after {attempts}: {_short(last_error)}")
 
 
 def _fetch_into(url: str, part: Path, quiet: bool) -> None:
@@ -69,6 +73,15 @@ def _fetch_into(url: str, part: Path, quiet: bool) -> None:
                 bar.update(len(chunk))
     if total is not None and part.stat().st_size != total:
         raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def _is_permanent(error: Exception) -> bool:
+    """Failures that waiting will not cure: no such host, nothing listening, no route, 4xx answers.
+    Timeouts, dropped connections and 5xx answers are worth another attempt."""
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return 400 <= error.response.status_code < 500
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _short(error: Exception | None) -> str:

@@ -45,8 +45,12 @@ def weights_path(name: str) -> Path:
     return Path(get_torch_home()) / "checkpoints" / _spec(name).file_name
 
 
-def ensure_weights(name: str) -> Path:
-    """The path of the `name` weights, downloading them first when they are not there."""
+RANDOM_WEIGHTS_HINT = "or pass --pretrained none to start from random weights"
+
+
+def ensure_weights(name: str, hint: str = RANDOM_WEIGHTS_HINT) -> Path:
+    """The path of the `name` weights, downloading them first when they are not there.
+    `hint` ends the error message with the way out that fits the calling script."""
     path, spec = weights_path(name), _spec(name)
     if path.exists():
         return path
@@ -57,19 +61,21 @@ def ensure_weights(name: str) -> Path:
             f"The pretrained '{name}' InceptionResnetV1 weights are not on this machine and could not be "
             f"downloaded.\n  file:   {spec.file_name}\n  folder: {path.parent}  (set TORCH_HOME to use another)\n"
             f"  url:    {spec.url}\n  cause:  {error}\n"
-            f"Download the file where there is internet access and copy it into that folder, "
-            f"or pass --pretrained none to start from random weights.") from None
+            f"Download the file where there is internet access and copy it into that folder, {hint}.") from None
     return path
 
 
-def load_backbone(name: str | None, *, weights_file: Path | None = None) -> InceptionResnetV1:
+def load_backbone(name: str | None, *, weights_file: Path | None = None,
+                  hint: str = RANDOM_WEIGHTS_HINT) -> InceptionResnetV1:
     """InceptionResnetV1 returning 512-d unit embeddings, with `name` weights ('vggface2',
     'casia-webface') or random ones (None / 'none'). `weights_file` names a file directly."""
     backbone = InceptionResnetV1(pretrained=None, classify=False)
     if name in (None, "none") and weights_file is None:
         return _drop_classifier(backbone)
     spec = _spec(name) if weights_file is None else None
-    path = Path(weights_file) if weights_file is not None else ensure_weights(name)
+    if weights_file is not None and not Path(weights_file).is_file():
+        raise PretrainedWeightsError(f"no weights file at {weights_file}")
+    path = Path(weights_file) if weights_file is not None else ensure_weights(name, hint)
     state_dict = _read_state_dict(path)
     # The files carry the identity classifier they were trained with; it is loaded to check the
     # layout strictly, then dropped, since only the embedding is used here.

@@ -1,0 +1,197 @@
+"""infer.py end to end on real photos (scikit-image), with random-weight models from a temporary
+TORCH_HOME and a saved age checkpoint. Random weights make every similarity meaningless but every
+code path real."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import infer
+from analyzer import FaceAnalyzer
+from config import Config
+
+
+@pytest.fixture
+def run(torch_home_with_vggface2, age_checkpoint, capsys):
+    """Run infer.main with the test age checkpoint; returns (exit code, stdout, stderr)."""
+    def _run(*args, ckpt=True):
+        code = infer.main([*map(str, args), *(["--ckpt", str(age_checkpoint)] if ckpt else [])])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return _run
+
+
+def _only_error_line(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_pair_writes_annotated_image_and_seed_json(run, photo_dir, tmp_path):
+    out = tmp_path / "new" / "out"  # created when missing
+    code, stdout, _ = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", out, "--json")
+    assert code == 0
+    image_path, json_path = out / "astronaut_vs_astronaut_edit_result.jpg", out / "astronaut_vs_astronaut_edit_data.json"
+    assert str(image_path) in stdout
+    with Image.open(image_path) as picture:
+        assert picture.format == "JPEG" and picture.width > picture.height
+    result = json.loads(json_path.read_text())
+    assert result["image_1"] == "astronaut.jpg" and result["image_2"] == "astronaut_edit.jpg"
+    sizes = {"face_1": Image.open(photo_dir / "astronaut.jpg").size, "face_2": Image.open(photo_dir / "astronaut_edit.jpg").size}
+    for key, (width, height) in sizes.items():
+        face = result[key]
+        assert isinstance(face["age_prediction"], float) and 0 <= face["age_prediction"] <= 100
+        x1, y1, x2, y2 = face["bbox"]
+        assert all(isinstance(v, int) for v in face["bbox"])
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        assert face["age_std"] >= 0 and face["age_interval"][0] <= face["age_prediction"] <= face["age_interval"][1]
+    verification = result["verification"]
+    assert isinstance(verification["is_match"], bool) and -1 <= verification["similarity_score"] <= 1
+    assert verification["threshold_used"] == 0.7
+    assert verification["is_match"] == (verification["similarity_score"] > 0.7)
+    assert result["error"] is None and result["models"]["verification_weights"] == "vggface2"
+
+
+def test_exif_rotated_photo_gives_the_upright_box(torch_home_with_vggface2, age_checkpoint, astronaut, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees; viewers rotate it back upright
+    astronaut.transpose(Image.ROTATE_90).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    astronaut.save(tmp_path / "upright.jpg", quality=95)
+    analyzer = FaceAnalyzer(age_checkpoint=age_checkpoint)
+    upright, turned = (analyzer.detect(tmp_path / name)[0]["bbox"] for name in ("upright.jpg", "turned.jpg"))
+    assert np.abs(np.subtract(upright, turned)).max() <= 3
+
+
+def test_large_photos_are_detected_small_and_boxed_in_original_pixels(torch_home_with_vggface2, astronaut):
+    big = astronaut.resize((2048, 2048))
+    full = FaceAnalyzer(Config(detection_max_side=4096), with_age=False).detect(big)[0]["bbox"]
+    shrunk = FaceAnalyzer(Config(detection_max_side=512), with_age=False).detect(big)[0]["bbox"]
+    assert np.abs(np.subtract(full, shrunk)).max() <= 0.03 * 2048
+    assert shrunk[2] > 512  # in the 2048-pixel photo's coordinates, not the shrunk copy's
+
+
+def test_face_missing_writes_json_with_nulls_and_never_matches(run, photo_dir, tmp_path):
+    code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg", tmp_path, "--json")
+    assert code == infer.EXIT_NO_FACE
+    _only_error_line(err, "no face found in", "coffee.jpg")
+    result = json.loads((tmp_path / "astronaut_vs_coffee_data.json").read_text())
+    assert result["face_2"] is None and result["verification"] is None and "coffee.jpg" in result["error"]
+    assert result["face_1"]["bbox"]
+    assert (tmp_path / "astronaut_vs_coffee_result.jpg").is_file()
+
+
+@pytest.mark.parametrize("make_input, needle", [
+    (lambda d: d / "missing.jpg", "no such file"),
+    (lambda d: d, "folder"),
+    (lambda d: _write(d / "notes.jpg", b"just text"), "not a readable image"),
+    (lambda d: _write(d / "half.jpg", (d / "src.jpg").read_bytes()[:3000]), "not a readable image"),
+])
+def test_bad_inputs_end_with_one_line_and_exit_3(run, photo_dir, tmp_path, make_input, needle):
+    shutil.copy(photo_dir / "astronaut.jpg", tmp_path / "src.jpg")
+    bad = make_input(tmp_path)
+    code, _, err = run(photo_dir / "astronaut.jpg", bad, tmp_path / "out")
+    assert code == infer.EXIT_INPUT
+    _only_error_line(err, str(bad), needle)
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_decompression_bomb_is_refused(run, photo_dir, tmp_path):
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 megapixels in a few kilobytes
+    assert (tmp_path / "bomb.png").stat().st_size < 1_000_000
+    code, _, err = run(photo_dir / "astronaut.jpg", tmp_path / "bomb.png", tmp_path / "out")
+    assert code == infer.EXIT_INPUT
+    _only_error_line(err, "bomb.png")
+
+
+def test_unwritable_out_dir_exits_5(run, photo_dir, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut.jpg", tmp_path / "a_file" / "out")
+    assert code == infer.EXIT_OUTPUT
+    _only_error_line(err, str(tmp_path / "a_file" / "out"), "choose another OUT_DIR")
+
+
+def test_missing_age_checkpoint_exits_6_and_no_age_needs_none(run, photo_dir, tmp_path):
+    code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", tmp_path,
+                       "--ckpt", tmp_path / "none.ckpt", ckpt=False)
+    assert code == infer.EXIT_MODEL
+    _only_error_line(err, str(tmp_path / "none.ckpt"), "train.py")
+    code, _, _ = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", tmp_path, "--json",
+                     "--no-age", "--ckpt", tmp_path / "none.ckpt", ckpt=False)
+    assert code == 0
+    result = json.loads((tmp_path / "astronaut_vs_astronaut_edit_data.json").read_text())
+    assert result["face_1"]["age_prediction"] is None and result["age_gap"] is None
+    assert result["verification"]["similarity_score"] is not None
+
+
+def test_missing_verification_weights_exit_6(age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys):
+    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut.jpg"), str(tmp_path),
+                       "--ckpt", str(age_checkpoint)])
+    assert code == infer.EXIT_MODEL
+    _only_error_line(capsys.readouterr().err, "20180402-114759-vggface2.pt", "--verify-weights")
+
+
+def test_verify_weights_names_a_file_directly(age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys):
+    from conftest import write_facenet_weights
+
+    write_facenet_weights(tmp_path / "mine.pt", 8631)
+    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut.jpg"), str(tmp_path / "o"),
+                       "--ckpt", str(age_checkpoint), "--verify-weights", str(tmp_path / "mine.pt"), "--json"])
+    assert code == 0
+    result = json.loads((tmp_path / "o" / "astronaut_vs_astronaut_data.json").read_text())
+    assert result["models"]["verification_weights"] == str(tmp_path / "mine.pt")
+
+
+def test_face_rules_and_all_faces_on_a_photo_of_two(run, photo_dir, tmp_path):
+    two = photo_dir / "two_people.jpg"
+    chosen = {}
+    for rule in ("largest", "center"):
+        code, _, _ = run(two, photo_dir / "astronaut.jpg", tmp_path / rule, "--json", "--face", rule)
+        assert code == 0
+        face = json.loads((tmp_path / rule / "two_people_vs_astronaut_data.json").read_text())["face_1"]
+        assert face["faces_found"] == 2
+        chosen[rule] = face["bbox"]
+    assert chosen["largest"][0] < 450 and chosen["center"][0] > 450  # big face on the left, small one right of centre
+
+    code, _, _ = run(two, two, tmp_path / "all", "--json", "--all-faces")
+    assert code == 0
+    result = json.loads((tmp_path / "all" / "two_people_vs_two_people_data.json").read_text())
+    assert len(result["faces_1"]) == 2 and len(result["faces_2"]) == 2
+    matrix = np.array(result["similarity_matrix"])
+    assert matrix.shape == (2, 2)
+    best = result["best_pair"]
+    assert best["similarity_score"] == pytest.approx(matrix.max())
+    assert result["verification"]["similarity_score"] == pytest.approx(matrix[best["face_1"], best["face_2"]])
+
+
+def test_same_stems_from_other_folders_do_not_overwrite(run, photo_dir, tmp_path):
+    for folder, source in (("first", "astronaut.jpg"), ("second", "astronaut_edit.jpg")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(photo_dir / source, tmp_path / folder / "me.jpg")
+    out = tmp_path / "out"
+    assert run(tmp_path / "first" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")[0] == 0
+    code, _, err = run(tmp_path / "second" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")
+    assert code == 0 and "another pair's result" in err
+    first = json.loads((out / "me_vs_astronaut_data.json").read_text())
+    second = json.loads((out / "me_vs_astronaut_2_data.json").read_text())
+    assert "first" in first["path_1"] and "second" in second["path_1"]
+    assert run(tmp_path / "first" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")[0] == 0
+    assert sorted(p.name for p in out.glob("*_result.jpg")) == ["me_vs_astronaut_2_result.jpg", "me_vs_astronaut_result.jpg"]
+
+
+def test_paths_with_spaces_and_non_ascii(run, photo_dir, tmp_path):
+    folder = tmp_path / "photos of Zoë"
+    folder.mkdir()
+    shutil.copy(photo_dir / "astronaut.jpg", folder / "année 1999.jpg")
+    code, _, _ = run(folder / "année 1999.jpg", photo_dir / "astronaut_edit.jpg", tmp_path / "sortie é", "--json", "--tta")
+    assert code == 0
+    result = json.loads((tmp_path / "sortie é" / "année 1999_vs_astronaut_edit_data.json").read_text(encoding="utf-8"))
+    assert result["image_1"] == "année 1999.jpg" and result["models"]["tta"] is True
