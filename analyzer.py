@@ -23,7 +23,7 @@ from config import Config
 from device import choose_device
 from faces import build_face_detector, detect_faces, select_face
 from imaging import ImageInput, face_to_tensor, load_image
-from model import age_interval, age_std, expected_age, load_age_model
+from age_network import age_interval, age_std, expected_age, load_age_model
 from weights import load_backbone
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it

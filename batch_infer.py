@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
 from config import Config
-from model import CheckpointError
+from age_network import CheckpointError
 from outputs import prepare_out_dir
 from weights import PretrainedWeightsError
 
@@ -49,6 +48,8 @@ class PairSpec:
 def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
     """Pairs from a CSV with columns img1, img2 (and optionally label); relative paths are taken from
     the CSV's own folder."""
+    import pandas as pd  # here, not at the top: pair mode should not pay pandas' import time
+
     if not csv_path.is_file():
         raise InputError(f"pairs file {csv_path} does not exist")
     try:

@@ -26,7 +26,8 @@ from PIL import Image
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from device import DeviceChoice, choose_device
 from loader import FaceAgeDataModule
-from model import age_kl_loss, build_age_model
+from age_network import age_kl_loss
+from model import build_age_model
 from train import build_trainer
 
 WARMUP_STEPS = 2  # first steps pay for allocation, cuDNN autotuning and worker start-up

@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 
 from config import Config, save_config
 from imaging import tensor_to_image
-from model import age_std, expected_age
+from age_network import age_std, expected_age
 
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU

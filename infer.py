@@ -23,7 +23,7 @@ from annotate import comparison_image
 from batch_infer import InputError, run_batch
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from imaging import ImageLoadError, load_image
-from model import CheckpointError
+from age_network import CheckpointError
 from outputs import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
 from weights import PretrainedWeightsError
 
@@ -87,25 +87,35 @@ def run_pair(args, config: Config) -> int:
     out_dir = prepare_out_dir(Path(args.paths[2]))
     loaded = time.perf_counter()
     analyzer = build_analyzer(args, config, args.device)
-    models_ready = time.perf_counter()
-    first, second = analyzer.analyze_many(photos, all_faces=args.all_faces, names=[str(p) for p in paths])
-    result = pair_json(paths, pair_result(first, second, config.verification_threshold), analyzer)
-    result["timings_ms"] = {"read_photos": _ms(loaded - started), "load_models": _ms(models_ready - loaded),
-                            "analyze": _ms(time.perf_counter() - models_ready)}
-    stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
-    image_path = out_dir / f"{stem}_result.jpg"
-    write_atomically(image_path, lambda tmp: comparison_image(*photos, result).save(
-        tmp, format="JPEG", quality=92, comment=json.dumps([str(p.resolve()) for p in paths]).encode()))
-    written = [image_path]
-    if args.json:
-        result["timings_ms"]["total"] = _ms(time.perf_counter() - started)
-        written.append(write_json(out_dir / f"{stem}_data.json", result))
+    timings = {"read_photos": _ms(loaded - started), "load_models": _ms(time.perf_counter() - loaded)}
+    result, written = compare_and_write(analyzer, paths, photos, out_dir, write_json_file=args.json,
+                                        all_faces=args.all_faces, timings=timings, started=started)
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
     if result["error"]:
         print(f"error: {result['error']}: use photos where the face is visible, frontal and at least "
               f"{config.mtcnn_min_face_size} pixels wide", file=sys.stderr)
         return EXIT_NO_FACE
     return EXIT_OK
+
+
+def compare_and_write(analyzer: FaceAnalyzer, paths: list[Path], photos: list, out_dir: Path, *,
+                      write_json_file: bool, all_faces: bool = False, timings: dict | None = None,
+                      started: float | None = None) -> tuple[dict, list[Path]]:
+    """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON)."""
+    analysis_start = time.perf_counter()
+    first, second = analyzer.analyze_many(photos, all_faces=all_faces, names=[str(p) for p in paths])
+    result = pair_json(paths, pair_result(first, second, analyzer.config.verification_threshold), analyzer)
+    result["timings_ms"] = {**(timings or {}), "analyze": _ms(time.perf_counter() - analysis_start)}
+    stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
+    image_path = out_dir / f"{stem}_result.jpg"
+    sources = json.dumps([str(p.resolve()) for p in paths]).encode()
+    write_atomically(image_path, lambda tmp: comparison_image(*photos, result).save(
+        tmp, format="JPEG", quality=92, comment=sources))
+    written = [image_path]
+    if write_json_file:
+        result["timings_ms"]["total"] = _ms(time.perf_counter() - (started or analysis_start))
+        written.append(write_json(out_dir / f"{stem}_data.json", result))
+    return result, written
 
 
 def pair_json(paths: list[Path], result: dict, analyzer: FaceAnalyzer) -> dict:

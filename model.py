@@ -1,9 +1,6 @@
-"""The age model: InceptionResnetV1 (VGGFace2) backbone and a 101-bin age head trained with KL divergence.
-
-Age is treated as a distribution over the 101 whole ages 0..100. Each label becomes a Gaussian
-around the true age (neighbouring ages look alike, so near misses should cost little); the loss is
-KL(target || softmax(logits)). The predicted age is the distribution's expected value and its
-standard deviation is the model's uncertainty.
+"""The age model for training: a LightningModule around InceptionResnetV1 (VGGFace2) and a 101-bin
+age head trained with KL divergence against Gaussian label distributions (see age_network.py for
+the network and its maths, which inference uses without Lightning).
 
 Run `python model.py` to check an installation: it reports the device and precision this machine
 would use, where the pretrained weights are expected, and builds the model once.
@@ -11,68 +8,19 @@ would use, where the pretrained weights are expected, and builds the model once.
 
 from __future__ import annotations
 
-import argparse
-import pickle
 import sys
 from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 import torchmetrics
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
+from age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config, ConfigArgumentParser, add_config_arguments, parse_config
 from device import choose_device
 from weights import PretrainedWeightsError, load_backbone, weights_path
-
-EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
-
-
-def age_bins(device: torch.device | None = None) -> torch.Tensor:
-    """The ages 0..100 as floats, one per output bin."""
-    return torch.arange(MIN_AGE, MAX_AGE + 1, dtype=torch.float32, device=device)
-
-
-def gaussian_label_distribution(ages: torch.Tensor, sigma: float) -> torch.Tensor:
-    """For each true age, a normal density over the bins 0..100 renormalised to sum to 1 (B x 101).
-
-    Renormalising over the bins keeps ages 0 and 100 valid targets: their mass is not lost off the edge.
-    """
-    bins = age_bins(ages.device)
-    density = torch.exp(-0.5 * ((bins[None, :] - ages.float()[:, None]) / sigma) ** 2)
-    return density / density.sum(dim=1, keepdim=True)
-
-
-def expected_age(logits: torch.Tensor) -> torch.Tensor:
-    """Mean of the predicted age distribution (B)."""
-    return logits.float().softmax(dim=1) @ age_bins(logits.device)
-
-
-def age_std(logits: torch.Tensor) -> torch.Tensor:
-    """Standard deviation of the predicted age distribution (B): the model's uncertainty in years."""
-    probabilities = logits.float().softmax(dim=1)
-    bins = age_bins(logits.device)
-    mean = probabilities @ bins
-    variance = probabilities @ (bins ** 2) - mean ** 2
-    return variance.clamp_min(0).sqrt()
-
-
-def age_interval(logits: torch.Tensor, coverage: float = 0.9) -> torch.Tensor:
-    """Central interval (B x 2: low, high ages) holding `coverage` of the predicted distribution."""
-    cumulative = logits.float().softmax(dim=1).cumsum(dim=1)
-    tail = (1.0 - coverage) / 2
-    low = (cumulative < tail).sum(dim=1)
-    high = (cumulative < 1.0 - tail).sum(dim=1)
-    return torch.stack([low, high], dim=1).float() + MIN_AGE
-
-
-def age_kl_loss(logits: torch.Tensor, ages: torch.Tensor, sigma: float) -> torch.Tensor:
-    """KL(Gaussian label distribution || predicted distribution), averaged over the batch."""
-    target = gaussian_label_distribution(ages, sigma)
-    return F.kl_div(F.log_softmax(logits.float(), dim=1), target, reduction="batchmean")
-
 
 class CumulativeScore(torchmetrics.Metric):
     """CS@k: the share of predictions within `years` of the true age (higher is better)."""
@@ -92,17 +40,6 @@ class CumulativeScore(torchmetrics.Metric):
 
     def compute(self) -> torch.Tensor:
         return self.hits / self.total.clamp_min(1)
-
-
-def build_age_head(hidden_dim: int, dropout: float) -> nn.Sequential:
-    """512-d embedding -> 101 age logits, as in the seed: Dropout, Linear, ReLU, BatchNorm1d, Linear."""
-    return nn.Sequential(
-        nn.Dropout(dropout),
-        nn.Linear(EMBEDDING_DIM, hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.BatchNorm1d(hidden_dim),
-        nn.Linear(hidden_dim, NUM_AGE_BINS),
-    )
 
 
 class AgeEstimationModel(L.LightningModule):
@@ -165,7 +102,7 @@ class AgeEstimationModel(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         faces = batch[0] if isinstance(batch, (list, tuple)) else batch
         logits = self(faces)
-        return {"age": expected_age(logits), "age_std": age_std(logits)}
+        return {"age": expected_age(logits), "age_std": age_std(logits), "age_interval": age_interval(logits)}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Only trainable parameters: FreezeBackbone adds the backbone's as a new group when it thaws.
@@ -204,31 +141,13 @@ def build_age_model(config: Config) -> AgeEstimationModel:
     )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unsafe or not an age model."""
-
-
-def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeEstimationModel:
-    """Load a trained age model for inference (eval mode) from a Lightning checkpoint.
-
-    Loading uses weights_only=True, so a checkpoint cannot run code: one that carries arbitrary
-    Python objects is refused with CheckpointError.
-    """
+def save_age_checkpoint(model: AgeEstimationModel, path: Path) -> Path:
+    """Save `model` in Lightning's checkpoint layout without a Trainer (load_age_model reads it)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no age checkpoint at {path}: train one with `uv run python train.py`, "
-                              "or point --ckpt at an existing .ckpt file")
-    try:
-        model = AgeEstimationModel.load_from_checkpoint(path, map_location=map_location)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run code "
-            f"when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, saved "
-            f"by train.py. Detail: {str(error).splitlines()[0][:200]}") from None
-    except Exception as error:  # torch and Lightning raise many types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable age-model checkpoint "
-                              f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
-    return model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": L.__version__, "epoch": None, "global_step": 0}, path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,17 +113,12 @@ def rgb_photo() -> Image.Image:
 @pytest.fixture(scope="session")
 def age_checkpoint(tmp_path_factory) -> Path:
     """An age-model checkpoint in Lightning's layout (random weights), as train.py would save it."""
-    import lightning as L
-
-    from model import AgeEstimationModel
+    from model import AgeEstimationModel, save_age_checkpoint
 
     torch.manual_seed(0)
     model = AgeEstimationModel(pretrained=None)
     calibrate_batchnorm(model)
-    path = tmp_path_factory.mktemp("age_model") / "best.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": L.__version__, "epoch": 0, "global_step": 0}, path)
-    return path
+    return save_age_checkpoint(model, tmp_path_factory.mktemp("age_model") / "best.ckpt")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def test_no_face_is_an_exception_in_the_api(torch_home_with_vggface2, coffee):
 def test_tta_averages_a_face_with_its_mirror(torch_home_with_vggface2, age_checkpoint, astronaut):
     from faces import detect_faces
     from imaging import face_to_tensor
-    from model import expected_age
+    from age_network import expected_age
 
     analyzers = [FaceAnalyzer(age_checkpoint=age_checkpoint, tta=tta) for tta in (False, True)]
     for analyzer in analyzers:  # sharpen the random head so that a mirror image changes the answer

@@ -9,8 +9,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import model as model_module
 from config import Config
 from conftest import random_faces
-from model import (AgeEstimationModel, CheckpointError, CumulativeScore, FreezeBackbone, age_kl_loss, age_std,
-                   backbone_freezing, build_age_model, expected_age, gaussian_label_distribution, load_age_model)
+from age_network import (CheckpointError, age_interval, age_kl_loss, age_std, expected_age,
+                         gaussian_label_distribution, load_age_model)
+from model import AgeEstimationModel, CumulativeScore, FreezeBackbone, backbone_freezing, build_age_model
 
 
 def _tiny_trainer(tmp_path, **overrides):
@@ -49,6 +50,13 @@ def test_expected_age_of_one_hot_logits_is_that_age(age):
     logits[0, age] = 0.0
     assert expected_age(logits).item() == pytest.approx(age, abs=1e-4)
     assert age_std(logits).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_age_interval_holds_the_central_mass():
+    logits = gaussian_label_distribution(torch.tensor([40, 0]), 2.0).log()
+    low, high = age_interval(logits, coverage=0.9).tolist()[0]
+    assert low < 40 < high and 4 <= high - low <= 8  # about 40 +- 1.645 sigma
+    assert age_interval(logits).tolist()[1][0] == 0
 
 
 def test_age_std_of_a_two_point_distribution():
@@ -102,10 +110,14 @@ def test_checkpoint_loads_with_no_other_argument_and_without_pretrained_weights(
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     assert not (tmp_path / "empty").exists()
-    inference_model = load_age_model(path)
-    assert not inference_model.training
-    prediction = inference_model.predict_step(random_faces(2), 0)
+    inference_model = load_age_model(path)  # the same weights, without Lightning
+    assert not inference_model.training and inference_model.hparams["learning_rate"] == 3e-4
+    faces = random_faces(2)
+    prediction = inference_model.predict(faces)
+    with torch.no_grad():
+        assert torch.allclose(inference_model(faces), loaded.eval()(faces), atol=1e-5)
     assert prediction["age"].shape == (2,) and (prediction["age_std"] >= 0).all()
+    assert prediction["age_interval"].shape == (2, 2)
 
 
 class _Payload:
@@ -122,7 +134,7 @@ def test_checkpoint_with_a_code_payload_is_refused_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match="refused to load .*evil.ckpt.*weights_only=True"):
         load_age_model(evil)
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError):  # the model class is safe by itself, not only via load_age_model
+    with pytest.raises(pickle.UnpicklingError):  # Lightning's loader is safe too, not only load_age_model
         AgeEstimationModel.load_from_checkpoint(evil)
     assert not marker.exists()
 

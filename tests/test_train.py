@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from model import load_age_model
+from age_network import load_age_model
 from synthetic import make_dataset, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     best, last = config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt"
     assert best.is_file() and last.is_file()
     assert f"Best checkpoint: {best} (epoch " in out and "validation MAE" in out
-    assert load_age_model(best).hparams.pretrained is None  # what infer.py loads by default works
+    assert load_age_model(best).hparams["pretrained"] is None  # what infer.py loads by default works
     run_dir = config.log_dir / "version_0"
     assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 4
     assert json.loads((config.checkpoint_dir / "config.json").read_text())["train_dir"] == str(config.train_dir)

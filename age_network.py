@@ -1,0 +1,141 @@
+"""The age network and its distribution maths, without Lightning: all that inference needs.
+
+Age is treated as a distribution over the 101 whole ages 0..100. Each label becomes a Gaussian
+around the true age (neighbouring ages look alike, so near misses should cost little); the loss is
+KL(target || softmax(logits)). The predicted age is the distribution's expected value and its
+standard deviation is the model's uncertainty.
+
+Kept apart from model.py (the LightningModule that trains it) so that infer.py starts without
+importing Lightning: a cold start is part of what a user waits for.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
+from weights import load_backbone
+
+EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
+
+
+def age_bins(device: torch.device | None = None) -> torch.Tensor:
+    """The ages 0..100 as floats, one per output bin."""
+    return torch.arange(MIN_AGE, MAX_AGE + 1, dtype=torch.float32, device=device)
+
+
+def gaussian_label_distribution(ages: torch.Tensor, sigma: float) -> torch.Tensor:
+    """For each true age, a normal density over the bins 0..100 renormalised to sum to 1 (B x 101).
+
+    Renormalising over the bins keeps ages 0 and 100 valid targets: their mass is not lost off the edge.
+    """
+    bins = age_bins(ages.device)
+    density = torch.exp(-0.5 * ((bins[None, :] - ages.float()[:, None]) / sigma) ** 2)
+    return density / density.sum(dim=1, keepdim=True)
+
+
+def expected_age(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of the predicted age distribution (B)."""
+    return logits.float().softmax(dim=1) @ age_bins(logits.device)
+
+
+def age_std(logits: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of the predicted age distribution (B): the model's uncertainty in years."""
+    probabilities = logits.float().softmax(dim=1)
+    bins = age_bins(logits.device)
+    mean = probabilities @ bins
+    variance = probabilities @ (bins ** 2) - mean ** 2
+    return variance.clamp_min(0).sqrt()
+
+
+def age_interval(logits: torch.Tensor, coverage: float = 0.9) -> torch.Tensor:
+    """Central interval (B x 2: low, high ages) holding `coverage` of the predicted distribution."""
+    cumulative = logits.float().softmax(dim=1).cumsum(dim=1)
+    tail = (1.0 - coverage) / 2
+    low = (cumulative < tail).sum(dim=1)
+    high = (cumulative < 1.0 - tail).sum(dim=1)
+    return torch.stack([low, high], dim=1).float() + MIN_AGE
+
+
+def age_kl_loss(logits: torch.Tensor, ages: torch.Tensor, sigma: float) -> torch.Tensor:
+    """KL(Gaussian label distribution || predicted distribution), averaged over the batch."""
+    target = gaussian_label_distribution(ages, sigma)
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), target, reduction="batchmean")
+
+
+def build_age_head(hidden_dim: int, dropout: float) -> nn.Sequential:
+    """512-d embedding -> 101 age logits, as in the seed: Dropout, Linear, ReLU, BatchNorm1d, Linear."""
+    return nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(EMBEDDING_DIM, hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden_dim),
+        nn.Linear(hidden_dim, NUM_AGE_BINS),
+    )
+
+
+class AgeNetwork(nn.Module):
+    """Backbone + age head for inference, with the same parameter names as AgeEstimationModel, so it
+    loads the state dict of any checkpoint train.py writes. `hparams` holds the checkpoint's settings."""
+
+    def __init__(self, head_hidden_dim: int = 256, head_dropout: float = 0.2, hparams: dict | None = None) -> None:
+        super().__init__()
+        self.backbone = load_backbone(None)  # the checkpoint supplies the trained weights
+        self.head = build_age_head(head_hidden_dim, head_dropout)
+        self.hparams = dict(hparams or {})
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
+        return self.head(self.backbone(faces))
+
+    @torch.inference_mode()
+    def predict(self, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self(faces)
+        return {"age": expected_age(logits), "age_std": age_std(logits), "age_interval": age_interval(logits)}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unsafe or not an age model."""
+
+
+def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeNetwork:
+    """Load a trained age network for inference (eval mode) from a checkpoint written by train.py.
+
+    Loading uses weights_only=True, so a checkpoint cannot run code: one that carries arbitrary
+    Python objects is refused with CheckpointError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no age checkpoint at {path}: train one with `uv run python train.py`, "
+                              "or point --ckpt at an existing .ckpt file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run code "
+            f"when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, saved "
+            f"by train.py. Detail: {str(error).splitlines()[0][:200]}") from None
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable age-model checkpoint "
+                              f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    return _network_from(checkpoint, path).to(map_location).eval()
+
+
+def _network_from(checkpoint, path: Path) -> AgeNetwork:
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not an age-model checkpoint (no state_dict); use best.ckpt or last.ckpt "
+                              "written by train.py")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    network = AgeNetwork(hparams.get("head_hidden_dim", 256), hparams.get("head_dropout", 0.2), hparams)
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not hold this age model's weights "
+                              f"({str(error).splitlines()[0][:200]})") from None
+    return network

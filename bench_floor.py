@@ -1,0 +1,70 @@
+"""The floor for bench_infer.py: the least code that does infer.py's pair work with facenet-pytorch.
+
+    uv run python bench_floor.py IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON
+
+It calls MTCNN and InceptionResnetV1 directly (the age model is the same InceptionResnetV1 plus the
+same head, loaded from the checkpoint's state dict) with none of the toolkit's checks or options.
+Deliberately bare: it is a yardstick, not a tool.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from facenet_pytorch import MTCNN, InceptionResnetV1
+from PIL import Image, ImageDraw
+
+
+def load_models(age_checkpoint, device="cpu"):
+    mtcnn = MTCNN(image_size=160, margin=14, device=device)
+    backbone = InceptionResnetV1()
+    head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(512, 256), torch.nn.ReLU(),
+                               torch.nn.BatchNorm1d(256), torch.nn.Linear(256, 101))
+    state = torch.load(age_checkpoint, map_location=device, weights_only=True)["state_dict"]
+    backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")})
+    head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+    age_model = torch.nn.Sequential(backbone, head).to(device).eval()
+    verifier = InceptionResnetV1(pretrained="vggface2").to(device).eval()
+    return mtcnn, age_model, verifier
+
+
+@torch.inference_mode()
+def faces_of(mtcnn, images):
+    """One standardised face crop per photo (MTCNN's own post-processing), and its box."""
+    crops, boxes = [], []
+    for image in images:
+        box, _ = mtcnn.detect(image)
+        crops.append(mtcnn.extract(image, box[:1], None))  # detect once, crop the first face
+        boxes.append(box[0].tolist())
+    return torch.stack(crops), boxes
+
+
+@torch.inference_mode()
+def ages_and_embeddings(age_model, verifier, faces):
+    ages = age_model(faces).softmax(1) @ torch.arange(101.0, device=faces.device)
+    return ages.tolist(), verifier(faces)
+
+
+def pair(models, path_1, path_2, out_dir):
+    mtcnn, age_model, verifier = models
+    images = [Image.open(path_1).convert("RGB"), Image.open(path_2).convert("RGB")]
+    faces, boxes = faces_of(mtcnn, images)
+    ages, embeddings = ages_and_embeddings(age_model, verifier, faces.to(next(verifier.parameters()).device))
+    similarity = torch.nn.functional.cosine_similarity(embeddings[:1], embeddings[1:]).item()
+    canvas = Image.new("RGB", (images[0].width + images[1].width, max(i.height for i in images)))
+    for offset, image, box in ((0, images[0], boxes[0]), (images[0].width, images[1], boxes[1])):
+        canvas.paste(image, (offset, 0))
+        ImageDraw.Draw(canvas).rectangle([box[0] + offset, box[1], box[2] + offset, box[3]], outline=(255, 210, 0))
+    stem = f"{Path(path_1).stem}_vs_{Path(path_2).stem}"
+    canvas.save(Path(out_dir) / f"{stem}_result.jpg", quality=92)
+    result = {"face_1": {"age_prediction": ages[0], "bbox": boxes[0]}, "face_2": {"age_prediction": ages[1],
+              "bbox": boxes[1]}, "verification": {"is_match": similarity > 0.7, "similarity_score": similarity}}
+    (Path(out_dir) / f"{stem}_data.json").write_text(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    first, second, out, checkpoint = sys.argv[1:5]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    pair(load_models(checkpoint), first, second, out)

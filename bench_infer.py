@@ -1,0 +1,156 @@
+"""Benchmark: infer.py against the facenet-pytorch floor (bench_floor.py), in one run on one machine.
+
+    uv run python bench_infer.py                         # CPU or GPU, whichever this machine has
+    uv run python bench_infer.py --photos 32 --repeats 5
+
+Prints, each as ours / floor: warm pair latency (models loaded), cold pair latency (process start
+to JSON written), and batch throughput in faces/s (infer.py --pairs against the floor running pair
+after pair), plus batch mode against our own pair-by-pair runs. Goals: warm <= 1.15x the floor,
+cold <= 1.3x, batch >= 2x the faces/s of pair-by-pair runs.
+
+Speed does not depend on weight values: where the VGGFace2 weights or an age checkpoint are
+missing, random ones with the real layout are written to a temporary folder and used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent
+
+
+def make_photos(folder: Path, count: int) -> list[Path]:
+    """`count` distinct one-face photos: scikit-image's astronaut, mirrored, cropped and scaled."""
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number in range(count):
+        side = 512 - 8 * (number % 20)
+        photo = astronaut.crop((number % 7, number % 5, side, side)).resize((400 + 10 * (number % 9),) * 2)
+        if number % 2:
+            photo = photo.transpose(Image.FLIP_LEFT_RIGHT)
+        paths.append(folder / f"photo_{number:03d}.jpg")
+        photo.save(paths[-1], quality=92)
+    return paths
+
+
+def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
+    """The age checkpoint to use; random VGGFace2-layout weights go into TORCH_HOME when missing."""
+    from facenet_pytorch import InceptionResnetV1
+
+    from model import AgeEstimationModel, save_age_checkpoint
+    from weights import weights_path
+
+    if not weights_path("vggface2").exists():
+        os.environ["TORCH_HOME"] = str(scratch / "torch_home")
+        target = weights_path("vggface2")
+        target.parent.mkdir(parents=True)
+        torch.save(InceptionResnetV1(classify=True, num_classes=8631).state_dict(), target)
+        print(f"note: no VGGFace2 weights here; timing with random ones in {target.parent}")
+    if checkpoint is not None and checkpoint.is_file():
+        return checkpoint
+    print("note: no age checkpoint given; timing with a random one")
+    return save_age_checkpoint(AgeEstimationModel(pretrained=None), scratch / "age.ckpt")
+
+
+def timed(function, repeats: int) -> float:
+    """Median seconds of `repeats` calls."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
+    import bench_floor
+    import infer
+    from analyzer import FaceAnalyzer
+    from imaging import load_image
+
+    analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
+    floor_models = bench_floor.load_models(checkpoint, analyzer.device)
+
+    def ours():
+        loaded = [load_image(p) for p in photos[:2]]
+        infer.compare_and_write(analyzer, photos[:2], loaded, out / "ours", write_json_file=True)
+
+    (out / "ours").mkdir(parents=True, exist_ok=True)
+    (out / "floor").mkdir(parents=True, exist_ok=True)
+    ours(), bench_floor.pair(floor_models, *photos[:2], out / "floor")  # warm-up
+    return timed(ours, repeats), timed(lambda: bench_floor.pair(floor_models, *photos[:2], out / "floor"), repeats)
+
+
+def cold_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ours = [sys.executable, str(ROOT / "infer.py"), str(photos[0]), str(photos[1]), str(out / "cold_ours"),
+            "--json", "--ckpt", str(checkpoint), "--device", device]
+    floor = [sys.executable, str(ROOT / "bench_floor.py"), str(photos[0]), str(photos[1]), str(out / "cold_floor"),
+             str(checkpoint)]
+
+    def run(command):
+        subprocess.run(command, env=env, check=True, capture_output=True)
+
+    return timed(lambda: run(ours), repeats), timed(lambda: run(floor), repeats)
+
+
+def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, float, float]:
+    """faces/s of infer.py --pairs, of the floor pair after pair, and of our own pair-by-pair runs."""
+    import bench_floor
+    import infer
+    from analyzer import FaceAnalyzer
+    from imaging import load_image
+
+    pairs = list(zip(photos[0::2], photos[1::2]))
+    csv_path = out / "pairs.csv"
+    csv_path.write_text("img1,img2\n" + "".join(f"{a},{b}\n" for a, b in pairs))
+    faces = 2 * len(pairs)
+    batch_s = timed(lambda: infer.main(["--pairs", str(csv_path), str(out / "batch"), "--ckpt", str(checkpoint),
+                                        "--device", device]), 1)
+    floor_models = bench_floor.load_models(checkpoint, torch.device(device if device != "auto" else "cpu"))
+    floor_s = timed(lambda: [bench_floor.pair(floor_models, a, b, out / "floor") for a, b in pairs], 1)
+    analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
+    ours_s = timed(lambda: [infer.compare_and_write(analyzer, [a, b], [load_image(a), load_image(b)],
+                                                    out / "ours", write_json_file=True) for a, b in pairs], 1)
+    return faces / batch_s, faces / floor_s, faces / ours_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=32, help="distinct photos for the batch run (pairs = half)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per latency figure; the median is shown")
+    parser.add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda...; the floor runs on the same device")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        checkpoint = ensure_models(scratch, args.ckpt)
+        photos = make_photos(scratch / "photos", max(2, args.photos))
+        warm = warm_latencies(photos, checkpoint, scratch, args.device, args.repeats)
+        cold = cold_latencies(photos, checkpoint, scratch, args.device, args.repeats)
+        batch, floor_rate, pair_by_pair = batch_rates(photos, checkpoint, scratch, args.device)
+    print(f"\ndevice {args.device}; {args.repeats} repeats (median); batch of {len(photos) // 2} pairs")
+    print(f"{'measure':<28}{'ours':>10}{'floor':>10}{'ratio':>8}  goal")
+    print(f"{'warm pair latency (ms)':<28}{warm[0] * 1e3:>10.0f}{warm[1] * 1e3:>10.0f}{warm[0] / warm[1]:>8.2f}  <= 1.15")
+    print(f"{'cold pair latency (ms)':<28}{cold[0] * 1e3:>10.0f}{cold[1] * 1e3:>10.0f}{cold[0] / cold[1]:>8.2f}  <= 1.30")
+    print(f"{'batch faces/s vs floor':<28}{batch:>10.1f}{floor_rate:>10.1f}{batch / floor_rate:>8.2f}")
+    print(f"{'batch vs our pair-by-pair':<28}{batch:>10.1f}{pair_by_pair:>10.1f}{batch / pair_by_pair:>8.2f}  >= 2.00")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
