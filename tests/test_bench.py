@@ -12,3 +12,14 @@ def test_benchmark_prints_both_loops_and_their_ratio(capsys):
     assert set(rates) == {"bare torch", "lightning"} and all(rate > 0 for rate in rates.values())
     ratio = float(re.search(r"lightning / bare throughput: ([\d.]+)", out).group(1))
     assert abs(ratio - rates["lightning"] / rates["bare torch"]) < 0.01
+
+
+def test_inference_benchmark_prints_every_ratio(capsys, torch_home_with_vggface2, age_checkpoint):
+    import bench_infer
+
+    assert bench_infer.main(["--photos", "3", "--repeats", "1", "--ckpt", str(age_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    for measure in ("warm pair latency", "cold pair latency", "batch faces/s vs floor", "batch vs our pair-by-pair"):
+        line = next(line for line in out.splitlines() if line.startswith(measure))
+        ours, floor, ratio = (float(v) for v in re.findall(r"[\d.]+", line.split(")")[-1].split("  goal")[0])[:3])
+        assert ours > 0 and floor > 0 and abs(ratio - ours / floor) < 0.02 * ratio + 0.01, line
