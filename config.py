@@ -29,6 +29,30 @@ FACE_SELECTION_CHOICES = ("largest", "probability", "center")
 PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
 
 
+@dataclass(frozen=True)
+class ArchiveSource:
+    """Where a public dataset comes from; `md5` is checked after download when known."""
+    file_name: str
+    url: str | None  # None: no stable direct link; the user passes --archive or --url
+    md5: str | None
+    out_name: str  # folder under data/ that data_prep.py writes
+    inner: str  # folder inside the archive that holds the photos (and IMDB-WIKI's .mat)
+    page: str  # where a person finds the terms and a download
+
+
+_IMDB_WIKI = "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/static/"
+DATASET_SOURCES = {
+    # MD5s for IMDB-WIKI are published by third parties (unverified); --skip-checksum accepts a mismatch.
+    "imdb": ArchiveSource("imdb_crop.tar", _IMDB_WIKI + "imdb_crop.tar", "44b7548f288c14397cb7a7bab35ebe14",
+                          "IMDB", "imdb_crop", "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/"),
+    "wiki": ArchiveSource("wiki_crop.tar", _IMDB_WIKI + "wiki_crop.tar", "f536eb7f5eae229ae8f286184364b42b",
+                          "WIKI", "wiki_crop", "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/"),
+    "cacd": ArchiveSource("CACD2000.tar.gz", None, None, "CACD", "CACD2000", "http://bcsiriuschen.github.io/CARC/"),
+    "utkface": ArchiveSource("UTKFace.tar.gz", None, None, "UTKFace", "UTKFace", "https://susanqq.github.io/UTKFace/"),
+    "fgnet": ArchiveSource("FGNET.zip", None, None, "FGNET", "FGNET/images", "the FG-NET ageing database (research use)"),
+}
+
+
 def setting(default: Any, why: str, *, aliases: tuple[str, ...] = (), choices: tuple = ()) -> Any:
     """Declare a config field with its reason (shown by --help), CLI aliases and allowed values."""
     metadata = {"why": why, "aliases": aliases, "choices": choices}
@@ -50,6 +74,9 @@ class Config:
     train_csv: Path = setting(Path("data/IMDB/train.csv"), "training labels: columns name, age (identity optional)")
     val_csv: Path = setting(Path("data/IMDB/val.csv"), "validation labels, same columns as train_csv")
     val_ratio: float = setting(0.2, "share of identities held out for validation (80/20 split)")
+    data_root: Path = setting(Path("data"), "where data_prep.py keeps downloads, unpacked archives and prepared sets")
+    min_face_score: float = setting(1.0, "IMDB-WIKI face_score below this is usually not a clean single face")
+    min_image_side: int = setting(48, "smaller source images are placeholders or too blurry to age")
     img_size: int = setting(160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining")
 
     # --- model ---

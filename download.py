@@ -7,6 +7,7 @@ HTTP Range request.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,15 +16,20 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-CHUNK_BYTES = 1 << 20  # 1 MiB: large enough to be fast, small enough for a smooth progress bar
+CHUNK_BYTES = 1 << 16  # 64 KiB: fast enough, and a broken connection loses at most this much
 CONNECT_TIMEOUT_S = 10  # no answer within this is a dead mirror, not a slow one
 READ_TIMEOUT_S = 60
 RETRIES = 3  # transient network errors are common on multi-GB archives
 BACKOFF_S = 2.0  # first wait between attempts; doubles each time
+FREE_SPACE_MARGIN = 256 << 20  # leave room for logs and the system; a full disk breaks more than the download
 
 
 class DownloadError(RuntimeError):
     """A download that failed after all retries; the partial file is kept for the next attempt."""
+
+
+class NotEnoughSpace(DownloadError):
+    """The disk cannot hold what is left to download; retrying would not help."""
 
 
 def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = False) -> Path:
@@ -64,6 +70,8 @@ def _fetch_into(url: str, part: Path, quiet: bool) -> None:
             done = 0
         length = response.headers.get("Content-Length")
         total = done + int(length) if length is not None else None
+        if length is not None:
+            _check_free_space(part.parent, int(length))
         with open(part, "ab" if done else "wb") as out, tqdm(
             total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
             desc=part.name.removesuffix(".part"), disable=quiet,
@@ -73,6 +81,13 @@ def _fetch_into(url: str, part: Path, quiet: bool) -> None:
                 bar.update(len(chunk))
     if total is not None and part.stat().st_size != total:
         raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def _check_free_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed + FREE_SPACE_MARGIN:
+        raise NotEnoughSpace(f"{folder} has {free / 1e9:.1f} GB free but the download needs {needed / 1e9:.1f} GB "
+                             "more; free some space or download elsewhere and pass --archive")
 
 
 def _is_permanent(error: Exception) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     log: list[dict]
+    cut_first_response: bool = False  # send half of the first full response, then drop the connection
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self.log.append({"path": self.path, "range": self.headers.get("Range")})
@@ -31,6 +32,11 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if self.cut_first_response and start == 0 and len(self.log) == 1:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the client sees a connection that broke mid-file
+            return
         self.wfile.write(data[start:])
 
     def log_message(self, *args):  # keep test output clean
@@ -38,9 +44,9 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_directory(folder: Path):
+def serve_directory(folder: Path, cut_first_response: bool = False):
     log: list[dict] = []
-    handler = type("Handler", (_RangeHandler,), {"log": log})
+    handler = type("Handler", (_RangeHandler,), {"log": log, "cut_first_response": cut_first_response})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

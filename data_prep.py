@@ -1,0 +1,226 @@
+"""Download, verify, unpack, filter, crop and split a public face-age dataset for train.py.
+
+    uv run python data_prep.py                                  # IMDB (IMDB-WIKI, filtered) into data/IMDB
+    uv run python data_prep.py --dataset utkface --archive ~/Downloads/UTKFace.tar.gz
+    uv run python data_prep.py --dataset csv --images my_photos/ --csv my_labels.csv --out data/MINE
+    uv run python data_prep.py --limit 2000                     # a quick subset
+
+Writes <out>/train_images/, <out>/val_images/, <out>/train.csv and <out>/val.csv (columns name, age,
+identity, source) and <out>/summary.json. A second run with the same arguments does nothing; an
+interrupted one continues where it stopped. Exit code 0 when done, 1 when something must be fixed
+first (the message says what), 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from archives import ArchiveError, unpack, verify_checksum
+from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config
+from crops import KEPT, CropLog, CropTask, run_crops
+from datasets import Labels, MetadataError, read_labels
+from device import choose_device
+from download import DownloadError, download
+from outputs import write_atomically, write_json
+from splits import shared_identities, split_records
+
+DATASETS = (*DATASET_SOURCES, "csv")
+PREP_OPTIONS = ("val_ratio", "img_size", "seed", "data_root", "min_face_score", "min_image_side", "mtcnn_margin",
+                "face_selection")
+CSV_COLUMNS = ["name", "age", "identity", "source"]
+
+
+class PrepError(RuntimeError):
+    """Something the user must fix before the dataset can be prepared."""
+
+
+def build_parser() -> ConfigArgumentParser:
+    parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=DATASETS, default="imdb", help="which dataset (default: imdb)")
+    parser.add_argument("--url", help="download the archive from this mirror instead")
+    parser.add_argument("--archive", type=Path, help="use this archive file already on disk")
+    parser.add_argument("--skip-checksum", action="store_true", help="accept an archive whose MD5 differs")
+    parser.add_argument("--out", type=Path, help="output folder (default: data/<DATASET>)")
+    parser.add_argument("--limit", type=int, help="prepare at most this many photos (a seeded random subset)")
+    parser.add_argument("--workers", type=int, default=Config().num_workers, help="processes cropping faces")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="resize the dataset's own crops instead of cropping with MTCNN")
+    parser.add_argument("--images", type=Path, help="--dataset csv: the folder of photos")
+    parser.add_argument("--csv", type=Path, help="--dataset csv: labels with columns name, age (identity optional)")
+    add_config_arguments(parser, PREP_OPTIONS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, config = parse_config(parser, argv)
+    if args.dataset == "csv" and (args.images is None or args.csv is None):
+        parser.error("--dataset csv needs --images DIR and --csv FILE")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    try:
+        prepare(args, config)
+    except (PrepError, DownloadError, ArchiveError, MetadataError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def prepare(args, config: Config) -> dict:
+    """The whole pipeline; returns the summary written to <out>/summary.json."""
+    out_dir = args.out or config.data_root / (DATASET_SOURCES[args.dataset].out_name if args.dataset != "csv"
+                                              else "CUSTOM")
+    fingerprint = _fingerprint(args, config)
+    summary_path = out_dir / "summary.json"
+    if _already_done(summary_path, fingerprint, out_dir):
+        print(f"{out_dir} is already prepared with these arguments (see {summary_path}); nothing to do.")
+        return json.loads(summary_path.read_text())
+    started = time.perf_counter()
+    root = obtain_photos(args, config)
+    labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
+    train, val = _split(labels, args, config)
+    kept, dropped = crop_all(train, val, root, out_dir, args, config)
+    summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
+    _write_split_csvs(out_dir, train, val, kept)
+    write_json(summary_path, summary)
+    print_summary(summary, out_dir)
+    return summary
+
+
+def obtain_photos(args, config: Config) -> Path:
+    """The folder holding the dataset's photos: downloaded, checked and unpacked when needed."""
+    if args.dataset == "csv":
+        if not args.images.is_dir():
+            raise PrepError(f"--images {args.images} is not a folder")
+        return args.images
+    source = DATASET_SOURCES[args.dataset]
+    archive = args.archive or _download(args, config, source)
+    if not archive.is_file():
+        raise PrepError(f"--archive {archive} is not a file")
+    if not args.skip_checksum and not verify_checksum(archive, source.md5):
+        raise PrepError(f"{archive} does not have the expected MD5 {source.md5}: it may be incomplete or a "
+                        "different version. It was kept; delete it to download again, or pass --skip-checksum "
+                        "to use it anyway")
+    unpacked = unpack(archive, config.data_root / "raw" / source.out_name)
+    root = unpacked / source.inner
+    if not root.is_dir():
+        raise PrepError(f"{archive} does not contain {source.inner}/: is it the right archive for --dataset "
+                        f"{args.dataset}?")
+    return root
+
+
+def _download(args, config: Config, source) -> Path:
+    url = args.url or source.url
+    if url is None:
+        raise PrepError(f"{source.file_name} has no stable direct download: get it from {source.page} "
+                        f"and pass --archive PATH (or --url MIRROR)")
+    return download(url, config.data_root / "downloads" / source.file_name)
+
+
+def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    records = labels.frame()
+    if records.empty:
+        raise PrepError("no usable photo is left after filtering; see the counts above and check the archive")
+    if args.limit is not None and args.limit < len(records):
+        records = records.sample(n=args.limit, random_state=config.seed).sort_values("source")
+    if not labels.has_identity:
+        print(f"note: {args.dataset} has no identity labels, so the split is random (stratified by age) and the "
+              "same person may appear in both train and val: validation figures will be optimistic.")
+    train, val = split_records(records.reset_index(drop=True), config.val_ratio, config.seed, labels.has_identity)
+    shared = shared_identities(train, val) if labels.has_identity else []
+    if shared:  # a bug guard: the split is built to avoid this, and writing a leaky split would be worse
+        raise PrepError(f"{len(shared)} people are in both train and val (e.g. {shared[:3]}); nothing was written")
+    return train, val
+
+
+def output_name(source: str) -> str:
+    """A flat, unique file name for a photo of the dataset (its relative path with / replaced)."""
+    return Path(source.replace("/", "_").replace("\\", "_")).with_suffix(".jpg").name
+
+
+def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, args, config: Config
+             ) -> tuple[set[str], Counter]:
+    """Crop every photo not yet done; returns the sources kept and the drop counts (this run and earlier ones)."""
+    tasks = []
+    for split, rows in (("train", train), ("val", val)):
+        folder = out_dir / f"{split}_images"
+        folder.mkdir(parents=True, exist_ok=True)
+        tasks += [CropTask(str(root / s), str(folder / output_name(s))) for s in rows["source"]]
+    log = CropLog(out_dir / "crop_log.jsonl")
+    pending = log.pending(tasks)
+    if len(pending) < len(tasks):
+        print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} photos were done by an earlier run")
+    detect = not args.no_detect
+    device = choose_device().accelerator if detect and args.workers <= 1 else "cpu"
+    with open(log.path, "a", encoding="utf-8") as handle:
+        for task, outcome in tqdm(run_crops(pending, config, detect, args.workers, device), total=len(pending),
+                                  desc="cropping faces" if detect else "resizing", unit="photo"):
+            log.record(handle, task, outcome)
+    outcomes = {task.source: log.outcome(task) for task in tasks}
+    kept = {str(Path(source).relative_to(root)) for source, outcome in outcomes.items() if outcome == KEPT}
+    return kept, Counter(outcome for outcome in outcomes.values() if outcome != KEPT)
+
+
+def _write_split_csvs(out_dir: Path, train: pd.DataFrame, val: pd.DataFrame, kept: set[str]) -> None:
+    for split, rows in (("train", train), ("val", val)):
+        rows = rows[rows["source"].isin(kept)].assign(name=lambda r: r["source"].map(output_name))
+        write_atomically(out_dir / f"{split}.csv", lambda tmp: rows[CSV_COLUMNS].to_csv(tmp, index=False))
+
+
+def _summary(args, labels: Labels, train, val, kept: set[str], crop_drops: Counter, fingerprint: dict,
+             seconds: float) -> dict:
+    counts = {split: int(rows["source"].isin(kept).sum()) for split, rows in (("train", train), ("val", val))}
+    people = {split: int(rows.loc[rows["source"].isin(kept), "identity"].nunique())
+              for split, rows in (("train", train), ("val", val))}
+    return {"dataset": args.dataset, "fingerprint": fingerprint, "records_usable": len(labels.rows),
+            "dropped_by_metadata": dict(labels.dropped), "dropped_by_cropping": dict(crop_drops),
+            "train_images": counts["train"], "val_images": counts["val"],
+            "train_identities": people["train"] if labels.has_identity else None,
+            "val_identities": people["val"] if labels.has_identity else None,
+            "identity_disjoint": labels.has_identity, "seconds": round(seconds, 1)}
+
+
+def print_summary(summary: dict, out_dir: Path) -> None:
+    rows = [("usable records in the metadata", summary["records_usable"])]
+    rows += [(f"dropped: {reason}", count) for reason, count in summary["dropped_by_metadata"].items()]
+    rows += [(f"dropped while cropping: {reason}", count) for reason, count in summary["dropped_by_cropping"].items()]
+    rows += [("train images", summary["train_images"]), ("val images", summary["val_images"])]
+    if summary["identity_disjoint"]:
+        rows += [("people in train / val", f"{summary['train_identities']} / {summary['val_identities']}")]
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{summary['dataset']} prepared in {out_dir}:")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value:>8}")
+
+
+def _fingerprint(args, config: Config) -> dict:
+    """What decides the output: a second run with the same fingerprint has nothing to do."""
+    archive = args.archive or args.images
+    return {"dataset": args.dataset, "limit": args.limit, "seed": config.seed, "val_ratio": config.val_ratio,
+            "img_size": config.img_size, "detect": not args.no_detect, "min_face_score": config.min_face_score,
+            "min_image_side": config.min_image_side, "mtcnn_margin": config.mtcnn_margin,
+            "face_selection": config.face_selection, "source": str(archive or args.url or "default"),
+            "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None}
+
+
+def _already_done(summary_path: Path, fingerprint: dict, out_dir: Path) -> bool:
+    if not summary_path.is_file() or not (out_dir / "train.csv").is_file() or not (out_dir / "val.csv").is_file():
+        return False
+    try:
+        return json.loads(summary_path.read_text()).get("fingerprint") == fingerprint
+    except json.JSONDecodeError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Labels of the public face-age datasets, read from their own metadata or file names.
+
+Each reader takes the folder an archive unpacked into and returns `Labels`: one row per usable photo
+(`source`: path relative to that folder, `age`, `identity` or None) and the count of dropped records
+by reason. Formats are those described in shared/datasets.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from config import MAX_AGE, MIN_AGE
+
+CACD_NAME = re.compile(r"^(\d+)_(.+)_(\d{4})\.jpg$", re.IGNORECASE)
+UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
+FGNET_NAME = re.compile(r"^(\d{3})[Aa](\d{2})([a-z]?)\.(jpg|JPG)$")
+MATLAB_TO_PYTHON_ORDINAL = 366  # MATLAB datenum 1 is 1 Jan year 0; Python's ordinal 1 is 1 Jan year 1
+
+
+class MetadataError(ValueError):
+    """Metadata that cannot be read at all (as opposed to single bad records, which are dropped)."""
+
+
+@dataclass
+class Labels:
+    rows: list[dict] = field(default_factory=list)  # source, age, identity
+    dropped: Counter = field(default_factory=Counter)
+    has_identity: bool = True
+
+    def keep(self, source: str, age: int, identity: str | None) -> None:
+        if not MIN_AGE <= age <= MAX_AGE:
+            self.dropped["age outside 0..100"] += 1
+        else:
+            self.rows.append({"source": source, "age": int(age), "identity": identity})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["source", "age", "identity"])
+
+
+def read_labels(dataset: str, root: Path, min_face_score: float = 1.0, user_csv: Path | None = None) -> Labels:
+    """Labels of `dataset` unpacked under `root` (for "csv": the photos folder and `user_csv`)."""
+    readers = {"imdb": lambda: read_imdb_wiki(root, "imdb", min_face_score),
+               "wiki": lambda: read_imdb_wiki(root, "wiki", min_face_score),
+               "cacd": lambda: read_by_name(root, CACD_NAME, _cacd_fields),
+               "utkface": lambda: read_by_name(root, UTKFACE_NAME, _utkface_fields, has_identity=False),
+               "fgnet": lambda: read_by_name(root, FGNET_NAME, _fgnet_fields),
+               "csv": lambda: read_user_csv(root, user_csv)}
+    return readers[dataset]()
+
+
+def matlab_age(dob: float, photo_taken: int) -> int | None:
+    """Age when the photo was taken, assumed mid-year, from a MATLAB serial birth date; None if invalid."""
+    if not math.isfinite(dob) or not math.isfinite(photo_taken):
+        return None
+    ordinal = int(dob) - MATLAB_TO_PYTHON_ORDINAL
+    if ordinal < 1:
+        return None
+    birth = date.fromordinal(ordinal)
+    return int(photo_taken) - birth.year - (1 if birth.month >= 7 else 0)
+
+
+def read_imdb_wiki(root: Path, kind: str, min_face_score: float) -> Labels:
+    """IMDB-WIKI: `<kind>.mat` beside the 00..99 folders; kept when the face score is high enough, no
+    second face was seen and the age is 0..100. Identity: celeb_id (imdb) or the person id in the name."""
+    import scipy.io
+
+    mat_path = root / f"{kind}.mat"
+    try:
+        record = scipy.io.loadmat(mat_path)[kind][0, 0]
+    except Exception as error:  # scipy raises its own MatReadError besides OS and format errors
+        raise MetadataError(f"cannot read {mat_path} as IMDB-WIKI metadata ({type(error).__name__}: {error}); "
+                            "is the archive complete?") from None
+    column = lambda name: record[name][0]  # noqa: E731 (each field is a 1 x N row)
+    paths = [str(cell[0]) if len(cell) else "" for cell in column("full_path")]
+    celeb_ids = column("celeb_id") if "celeb_id" in record.dtype.names else None
+    labels = Labels()
+    for index, (path, dob, taken, score, second) in enumerate(zip(
+            paths, column("dob"), column("photo_taken"), column("face_score"), column("second_face_score"))):
+        if not math.isfinite(score):
+            labels.dropped["no face found by the dataset"] += 1
+        elif score < min_face_score:
+            labels.dropped[f"face_score below {min_face_score}"] += 1
+        elif math.isfinite(second):
+            labels.dropped["second face in the photo"] += 1
+        elif (age := matlab_age(float(dob), taken)) is None:
+            labels.dropped["invalid birth date"] += 1
+        else:
+            identity = str(int(celeb_ids[index])) if celeb_ids is not None else Path(path).name.split("_")[0]
+            labels.keep(path, age, identity)
+    return labels
+
+
+def read_by_name(root: Path, pattern: re.Pattern, fields, has_identity: bool = True) -> Labels:
+    """Datasets whose age (and identity) are in the file name; names that do not parse are dropped."""
+    labels = Labels(has_identity=has_identity)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        match = pattern.match(path.name)
+        if match is None:
+            labels.dropped["file name without a readable age"] += 1
+            continue
+        age, identity = fields(match)
+        labels.keep(str(path.relative_to(root)), age, identity if has_identity else None)
+    return labels
+
+
+def _cacd_fields(match: re.Match) -> tuple[int, str]:
+    return int(match.group(1)), match.group(2)
+
+
+def _utkface_fields(match: re.Match) -> tuple[int, None]:
+    return int(match.group(1)), None
+
+
+def _fgnet_fields(match: re.Match) -> tuple[int, str]:
+    return int(match.group(2)), match.group(1)
+
+
+def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
+    """A user's own folder of photos with a CSV of name, age and optionally identity."""
+    if csv_path is None or not Path(csv_path).is_file():
+        raise MetadataError(f"--dataset csv needs --csv FILE (columns name, age, optionally identity); got {csv_path}")
+    table = pd.read_csv(csv_path, dtype={"name": str, "identity": str})
+    if not {"name", "age"} <= set(table.columns):
+        raise MetadataError(f"{csv_path} needs the columns name and age (and optionally identity)")
+    labels = Labels(has_identity="identity" in table.columns)
+    for row in table.itertuples(index=False):
+        age = pd.to_numeric(row.age, errors="coerce")
+        if pd.isna(age) or age % 1:
+            labels.dropped["age not a whole number"] += 1
+        elif not (images / row.name).is_file():
+            labels.dropped["file missing"] += 1
+        else:
+            labels.keep(row.name, int(age), getattr(row, "identity", None) if labels.has_identity else None)
+    return labels
