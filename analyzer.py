@@ -21,7 +21,7 @@ import torch
 
 from config import Config
 from device import choose_device
-from faces import build_face_detector, detect_faces, select_face
+from faces import build_face_detector, detect_faces_batch, select_face
 from imaging import ImageInput, face_to_tensor, load_image
 from age_network import age_interval, age_std, expected_age, load_age_model
 from weights import load_backbone
@@ -122,58 +122,61 @@ class FaceAnalyzer:
     # --- many photos ---------------------------------------------------------------------------
     def analyze_many(self, photos: Iterable[ImageInput], all_faces: bool = False, compute: bool = True,
                      photos_per_chunk: int = 16, names: Iterable[str] | None = None) -> Iterator[PhotoAnalysis]:
-        """Analyse photos in input order, each once; faces of a chunk of photos share forward passes.
-        A photo that fails yields an analysis with `error` set instead of stopping the others.
+        """Analyse photos in input order, each once; a chunk of photos shares MTCNN calls and forward
+        passes. A photo that fails yields an analysis with `error` set instead of stopping the others.
         `names` label the photos in results and errors (default: the path, or the object's type)."""
-        chunk: list[tuple[PhotoAnalysis, torch.Tensor | None]] = []
         names = iter(names) if names is not None else None
+        chunk: list[tuple[ImageInput, str]] = []
         for photo in photos:
-            chunk.append(self._detect(photo, all_faces, next(names) if names else _describe(photo)))
+            chunk.append((photo, next(names) if names else _describe(photo)))
             if len(chunk) == photos_per_chunk:
-                yield from self._finish(chunk, compute)
+                yield from self._analyze_chunk(chunk, all_faces, compute)
                 chunk = []
         if chunk:
-            yield from self._finish(chunk, compute)
+            yield from self._analyze_chunk(chunk, all_faces, compute)
 
     @torch.inference_mode()
-    def _detect(self, photo: ImageInput, all_faces: bool, name: str) -> tuple[PhotoAnalysis, torch.Tensor | None]:
-        analysis = PhotoAnalysis(source=name)
-        try:
-            image = load_image(photo)
-        except ValueError as error:  # ImageLoadError: unreadable, truncated, too large...
-            analysis.error = str(error)
-            return analysis, None
-        analysis.size = image.size
-        found = detect_faces(self.detector, image, self.config)
+    def _analyze_chunk(self, chunk, all_faces: bool, compute: bool) -> list[PhotoAnalysis]:
+        analyses, images = [], []
+        for photo, name in chunk:
+            analysis = PhotoAnalysis(source=name)
+            try:
+                images.append(load_image(photo))
+                analysis.size = images[-1].size
+            except ValueError as error:  # ImageLoadError: unreadable, truncated, too large...
+                analysis.error = str(error)
+                images.append(None)
+            analyses.append(analysis)
+        readable = [i for i, image in enumerate(images) if image is not None]
+        detected = detect_faces_batch(self.detector, [images[i] for i in readable], self.config)
+        crops = [self._keep_faces(analyses[i], found, all_faces) for i, found in zip(readable, detected)]
+        crops = [c for c in crops if c is not None]
+        if compute and crops:
+            self._attach_network_outputs([a for a in analyses if a.faces], torch.cat(crops))
+        return analyses
+
+    def _keep_faces(self, analysis: PhotoAnalysis, found, all_faces: bool) -> torch.Tensor | None:
+        """Record the detected faces on `analysis`; returns the crops worth the networks' time."""
         if len(found) == 0:
             analysis.error = f"no face found in {analysis.source}"
-            return analysis, None
+            return None
         analysis.faces_found = len(found)
         analysis.faces = [FaceRecord([int(round(v)) for v in box], round(float(p), 4))
                           for box, p in zip(found.boxes, found.probabilities)]
-        analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, image.size)
-        keep = list(range(len(found))) if all_faces else [analysis.chosen]
-        if not all_faces:  # only the chosen face is worth the networks' time
-            analysis.faces, analysis.chosen = [analysis.faces[analysis.chosen]], 0
-        return analysis, found.crops[keep]
+        analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, analysis.size)
+        if all_faces:
+            return found.crops
+        analysis.faces, chosen = [analysis.faces[analysis.chosen]], analysis.chosen
+        analysis.chosen = 0  # only the chosen face is kept, and worth the networks' time
+        return found.crops[chosen:chosen + 1]
 
-    @torch.inference_mode()
-    def _finish(self, chunk, compute: bool) -> Iterator[PhotoAnalysis]:
-        if compute:
-            crops = [crops for _, crops in chunk if crops is not None]
-            if crops:
-                ages, embeddings = self._run_networks(torch.cat(crops))
-                start = 0
-                for analysis, photo_crops in chunk:
-                    if photo_crops is None:
-                        continue
-                    for offset, face in enumerate(analysis.faces):
-                        face.embedding = embeddings[start + offset]
-                        if ages is not None:
-                            face.age_prediction, face.age_std, face.age_interval = ages[start + offset]
-                    start += len(photo_crops)
-        for analysis, _ in chunk:
-            yield analysis
+    def _attach_network_outputs(self, analyses: list[PhotoAnalysis], crops: torch.Tensor) -> None:
+        ages, embeddings = self._run_networks(crops)
+        faces = [face for analysis in analyses for face in analysis.faces]
+        for index, face in enumerate(faces):
+            face.embedding = embeddings[index]
+            if ages is not None:
+                face.age_prediction, face.age_std, face.age_interval = ages[index]
 
     def _run_networks(self, crops: torch.Tensor):
         """(ages: list of (age, std, interval) or None, embeddings: N x 512 numpy) in batches."""

@@ -18,11 +18,12 @@ import torch
 from PIL import Image, ImageOps
 
 from config import Config
-from faces import build_face_detector, detect_faces, select_face
+from faces import build_face_detector, detect_faces_batch, select_face
 from imaging import ImageLoadError, load_image
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway
+PHOTOS_PER_CHUNK = 16  # photos read and detected together: enough to batch MTCNN, little lost on a crash
 
 
 @dataclass(frozen=True)
@@ -31,25 +32,33 @@ class CropTask:
     dest: str  # face JPEG to write
 
 
-def crop_one(task: CropTask, config: Config, detector=None) -> str:
-    """KEPT, or why the photo was dropped."""
-    try:
-        image = load_image(Path(task.source))
-    except ImageLoadError:
-        return "unreadable image"
-    if min(image.size) < config.min_image_side:
-        return f"image smaller than {config.min_image_side} pixels"
-    if detector is not None:
-        found = detect_faces(detector, image, config)
+def crop_chunk(tasks: list[CropTask], config: Config, detector=None) -> list[tuple[CropTask, str]]:
+    """(task, KEPT or why the photo was dropped) for a few photos; same-size photos share MTCNN calls."""
+    outcomes, loaded = [], []
+    for task in tasks:
+        try:
+            image = load_image(Path(task.source))
+        except ImageLoadError:
+            outcomes.append((task, "unreadable image"))
+            continue
+        if min(image.size) < config.min_image_side:
+            outcomes.append((task, f"image smaller than {config.min_image_side} pixels"))
+        else:
+            loaded.append((task, image))
+    if detector is None:
+        for task, image in loaded:
+            _save_atomically(ImageOps.fit(image, (config.img_size, config.img_size), Image.BILINEAR), Path(task.dest))
+            outcomes.append((task, KEPT))
+        return outcomes
+    for (task, image), found in zip(loaded, detect_faces_batch(detector, [image for _, image in loaded], config)):
         if len(found) == 0:
-            return "no face detected"
+            outcomes.append((task, "no face detected"))
+            continue
         chosen = select_face(found.boxes, found.probabilities, config.face_selection, image.size)
         pixels = found.crops[chosen].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        face = Image.fromarray(pixels)
-    else:
-        face = ImageOps.fit(image, (config.img_size, config.img_size), Image.BILINEAR)
-    _save_atomically(face, Path(task.dest))
-    return KEPT
+        _save_atomically(Image.fromarray(pixels), Path(task.dest))
+        outcomes.append((task, KEPT))
+    return outcomes
 
 
 def _save_atomically(face: Image.Image, dest: Path) -> None:
@@ -60,16 +69,17 @@ def _save_atomically(face: Image.Image, dest: Path) -> None:
 
 def run_crops(tasks: list[CropTask], config: Config, detect: bool, workers: int, device: str = "cpu"
               ) -> Iterator[tuple[CropTask, str]]:
-    """(task, outcome) for every task, as they finish; over `workers` processes when more than one."""
+    """(task, outcome) for every task, as chunks finish; over `workers` processes when more than one."""
+    chunks = [tasks[start:start + PHOTOS_PER_CHUNK] for start in range(0, len(tasks), PHOTOS_PER_CHUNK)]
     if workers <= 1:
         detector = build_face_detector(config, device) if detect else None
-        for task in tasks:
-            yield task, crop_one(task, config, detector)
+        for chunk in chunks:
+            yield from crop_chunk(chunk, config, detector)
         return
     context = torch.multiprocessing.get_context("spawn")  # no fork: torch and MTCNN state do not survive it
-    chunk = max(1, min(32, len(tasks) // (workers * 4)))
     with context.Pool(workers, initializer=_init_worker, initargs=(config, detect)) as pool:
-        yield from pool.imap_unordered(_crop_in_worker, tasks, chunksize=chunk)
+        for outcomes in pool.imap_unordered(_crop_in_worker, chunks):
+            yield from outcomes
 
 
 _worker_state: dict = {}
@@ -81,8 +91,8 @@ def _init_worker(config: Config, detect: bool) -> None:
     _worker_state["detector"] = build_face_detector(config, "cpu") if detect else None
 
 
-def _crop_in_worker(task: CropTask) -> tuple[CropTask, str]:
-    return task, crop_one(task, _worker_state["config"], _worker_state["detector"])
+def _crop_in_worker(chunk: list[CropTask]) -> list[tuple[CropTask, str]]:
+    return crop_chunk(chunk, _worker_state["config"], _worker_state["detector"])
 
 
 class CropLog:

@@ -55,14 +55,37 @@ class DetectedFaces:
 
 
 def detect_faces(detector: MTCNN, image: Image.Image, config: Config) -> DetectedFaces:
-    """Every face of an RGB photo, with crops ready for imaging.face_to_tensor.
+    """Every face of one RGB photo (see detect_faces_batch)."""
+    return detect_faces_batch(detector, [image], config)[0]
 
-    Photos larger than `config.detection_max_side` are shrunk for detection only (MTCNN's cost grows with
-    the pixel count); the boxes are mapped back and the crops cut from the full-resolution photo."""
-    scale = min(1.0, config.detection_max_side / max(image.size))
-    small = image if scale == 1.0 else image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-    boxes, probabilities = detector.detect(small)
+
+def detect_faces_batch(detector: MTCNN, images: list[Image.Image], config: Config) -> list[DetectedFaces]:
+    """Every face of each RGB photo, with crops ready for imaging.face_to_tensor.
+
+    Photos of the same size are detected in one MTCNN call (its batches need equal sizes). Photos larger
+    than `config.detection_max_side` are shrunk for detection only (MTCNN's cost grows with the pixel
+    count); the boxes are mapped back and the crops cut from the full-resolution photo."""
+    shrunk = [_for_detection(image, config.detection_max_side) for image in images]
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, (small, _) in enumerate(shrunk):
+        by_size.setdefault(small.size, []).append(index)
+    results: list[DetectedFaces | None] = [None] * len(images)
+    for indices in by_size.values():
+        batch_boxes, batch_probabilities = detector.detect([shrunk[i][0] for i in indices])
+        for index, boxes, probabilities in zip(indices, batch_boxes, batch_probabilities):
+            results[index] = _faces_in(images[index], boxes, probabilities, shrunk[index][1], config)
+    return results
+
+
+def _for_detection(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    scale = min(1.0, max_side / max(image.size))
+    if scale == 1.0:
+        return image, scale
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.BILINEAR), scale
+
+
+def _faces_in(image: Image.Image, boxes, probabilities, scale: float, config: Config) -> DetectedFaces:
     if boxes is None:
         empty = torch.empty(0, 3, config.img_size, config.img_size)
         return DetectedFaces(np.empty((0, 4)), np.empty(0), empty)

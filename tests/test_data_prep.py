@@ -95,10 +95,12 @@ def test_interrupted_cropping_continues_where_it_stopped(tmp_path, imdb_tar, mon
     with pytest.raises(KeyboardInterrupt):
         _prep(tmp_path, "--archive", served / "imdb_crop.tar", "--skip-checksum")
     out = tmp_path / "data" / "IMDB"
-    assert not (out / "train.csv").exists() and len(list(out.rglob("*.jpg"))) <= 5  # 4 logged, 1 written
+    written = len(list(out.rglob("*.jpg")))  # whole files only: the chunk being cropped was saved atomically
+    assert not (out / "train.csv").exists() and not list(out.rglob("*.tmp")) and written >= 4
     monkeypatch.setattr(data_prep, "run_crops", real_run)
     assert _prep(tmp_path, "--archive", served / "imdb_crop.tar", "--skip-checksum") == 0
-    assert "resuming: 5 of" in capsys.readouterr().out  # the fifth photo's file was complete, so it counts
+    done_before = int(capsys.readouterr().out.split("resuming: ")[1].split(" of")[0])
+    assert done_before >= max(4, written)  # 4 logged, plus any crop written but not yet logged
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_images"] + summary["val_images"] == expected["kept"]
     assert summary["dropped_by_cropping"] == expected["crop_drops"]
@@ -200,3 +202,24 @@ def test_datasets_without_a_direct_link_ask_for_the_archive(tmp_path, capsys):
     assert _prep(tmp_path, "--dataset", "cacd") == 1
     err = capsys.readouterr().err
     assert "CACD2000.tar.gz" in err and "--archive" in err
+
+
+def test_wiki_metadata_without_celebrity_fields(tmp_path):
+    archive = tmp_path / "wiki_crop.tar"
+    expected = imdb_archive(archive, kind="wiki")
+    assert _prep(tmp_path, "--dataset", "wiki", "--archive", archive, "--skip-checksum", "--no-detect") == 0
+    summary = json.loads((tmp_path / "data" / "WIKI" / "summary.json").read_text())
+    assert summary["dropped_by_metadata"] == expected["metadata_drops"]
+    train = pd.read_csv(tmp_path / "data" / "WIKI" / "train.csv")
+    assert train["identity"].str.startswith("nm").all()  # from the file name, as wiki.mat has no celeb_id
+
+
+def test_a_full_disk_stops_the_download_before_it_starts(tmp_path, imdb_tar, monkeypatch, capsys):
+    import download
+
+    served, _ = imdb_tar
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    with serve_directory(served) as (base_url, log):
+        assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == 1
+    assert "GB free but the download needs" in capsys.readouterr().err
+    assert len(log) == 1  # not retried: waiting does not free disk space

@@ -74,13 +74,13 @@ def test_each_photo_is_analysed_once(pairs_dir, tmp_path, torch_home_with_vggfac
     import analyzer
 
     seen = []
-    original = analyzer.FaceAnalyzer._detect
+    original = analyzer.load_image
 
-    def counting(self, photo, all_faces, name):
-        seen.append(name)
-        return original(self, photo, all_faces, name)
+    def counting(photo):
+        seen.append(str(photo))
+        return original(photo)
 
-    monkeypatch.setattr(analyzer.FaceAnalyzer, "_detect", counting)
+    monkeypatch.setattr(analyzer, "load_image", counting)
     _run("--pairs", pairs_dir / "pairs.csv", tmp_path / "out", checkpoint=age_checkpoint)
     assert len(seen) == len(set(seen)) == 5  # 5 distinct paths (one missing) in 4 pairs
 
