@@ -23,3 +23,12 @@ def test_inference_benchmark_prints_every_ratio(capsys, torch_home_with_vggface2
         line = next(line for line in out.splitlines() if line.startswith(measure))
         ours, floor, ratio = (float(v) for v in re.findall(r"[\d.]+", line.split(")")[-1].split("  goal")[0])[:3])
         assert ours > 0 and floor > 0 and abs(ratio - ours / floor) < 0.02 * ratio + 0.01, line
+
+
+def test_preparation_benchmark_covers_every_configuration(capsys):
+    import bench_prep
+
+    assert bench_prep.main(["--photos", "16"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("resize", "MTCNN"))]
+    assert len(rows) == 4 and all(float(row[-3]) > 0 and float(row[-2]) > 0 for row in rows)
