@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from config import Config
-from device import choose_device
+from device import resolve_device
 from faces import build_face_detector, detect_faces_batch, select_face
 from imaging import ImageInput, face_to_tensor, load_image
 from age_network import age_interval, age_std, expected_age, load_age_model
@@ -77,7 +77,7 @@ class FaceAnalyzer:
     def __init__(self, config: Config | None = None, *, age_checkpoint: Path | None = None, with_age: bool = True,
                  verify_weights: Path | None = None, device: str = "auto", tta: bool = False) -> None:
         self.config = config or Config()
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.tta = tta
         self.detector = build_face_detector(self.config, self.device)
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
@@ -252,9 +252,3 @@ def _describe(photo: ImageInput) -> str:
     if isinstance(photo, (str, Path)):
         return str(photo)
     return type(photo).__name__
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return choose_device().device
-    return torch.device(device)

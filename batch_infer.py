@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
-from config import Config
+from config import Config, save_config
 from age_network import CheckpointError
 from outputs import prepare_out_dir
 from weights import PretrainedWeightsError
@@ -88,6 +88,9 @@ def run_batch(args, config: Config, make_analyzer: Callable[[str], FaceAnalyzer]
     `make_analyzer(device)` builds the models; it must be picklable when args.devices > 1."""
     pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
     out_dir = prepare_out_dir(Path(args.paths[0]))
+    save_config(config, out_dir, extra={"script": "infer.py", "pairs": str(args.pairs) if args.pairs else None,
+                                        "folder": str(args.folder) if args.folder else None,
+                                        "no_age": args.no_age, "tta": args.tta, "all_faces": args.all_faces})
     photos = list(dict.fromkeys(path for pair in pairs for path in (pair.path1, pair.path2)))
     if args.devices > 1:
         analyses = _analyses_sharded(args.devices, args.device, args.all_faces, make_analyzer, photos)

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from archives import ArchiveError, unpack, verify_checksum
-from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config
+from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config, save_config
 from crops import KEPT, CropLog, CropTask, run_crops
 from datasets import Labels, MetadataError, read_labels
 from device import choose_device
@@ -92,7 +92,9 @@ def prepare(args, config: Config) -> dict:
     kept, dropped = crop_all(train, val, root, out_dir, args, config)
     summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
     _write_split_csvs(out_dir, train, val, kept)
-    write_json(summary_path, summary)
+    save_config(config, out_dir, extra={"script": "data_prep.py", "dataset": args.dataset, "limit": args.limit,
+                                        "detect": not args.no_detect})
+    write_json(summary_path, summary)  # last: its presence marks the preparation as complete
     print_summary(summary, out_dir)
     return summary
 

@@ -72,3 +72,19 @@ def choose_device(requested_accelerator: str = "auto", requested_precision: str 
         mps_available=bool(mps_backend and mps_backend.is_available()),
         gpu_name=torch.cuda.get_device_name(0) if cuda_available else "",
     )
+
+
+def resolve_device(requested: str) -> torch.device:
+    """A torch device from "auto" (see choose_device) or a name such as "cpu", "cuda", "cuda:1", "mps";
+    a device this machine lacks is a ValueError that says so, not a failure deep inside a model."""
+    if requested == "auto":
+        return choose_device().device
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {requested!r} was requested but this machine has no such CUDA GPU; use --device auto or cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {requested!r} was requested but MPS is not available here; use --device auto or cpu")
+    return device

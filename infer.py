@@ -22,6 +22,7 @@ from analyzer import FaceAnalyzer, pair_result
 from annotate import comparison_image
 from batch_infer import InputError, run_batch
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
+from device import resolve_device
 from imaging import ImageLoadError, load_image
 from age_network import CheckpointError
 from outputs import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give IMG1 IMG2 OUT_DIR (or OUT_DIR with --pairs / --folder)")
     if args.reference is not None and args.folder is None:
         parser.error("--reference needs --folder")
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         if batch:
             counts = run_batch(args, config, functools.partial(build_analyzer, args, config))

@@ -67,6 +67,7 @@ def test_imdb_downloads_filters_crops_and_splits_by_person(tmp_path, imdb_tar, m
     birth_year, taken = int(first["source"].split("_")[2][:4]), int(first["source"].split("_")[3][:4])
     assert first["age"] in (taken - birth_year, taken - birth_year - 1)
     assert not list(out.rglob("*.tmp"))
+    assert json.loads((out / "config.json").read_text())["min_face_score"] == 1.0  # the resolved config
 
 
 def test_second_run_finds_everything_done(tmp_path, imdb_tar, capsys):

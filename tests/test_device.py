@@ -43,3 +43,17 @@ def test_this_machine_gets_a_working_choice():
 
     choice = choose_device()
     assert torch.zeros(1, device=choice.device).device.type == choice.accelerator
+
+
+def test_named_devices_are_checked_before_use():
+    from device import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no such CUDA GPU"):
+            resolve_device("cuda:0")

@@ -55,6 +55,7 @@ def test_pairs_csv_streams_every_row_and_reports_broken_ones(pairs_dir, tmp_path
     csv_good = next(r for r in table if r["img2"] == "imgs/astronaut_edit.jpg")
     assert csv_good["is_match"] in ("True", "False") and float(csv_good["similarity_score"]) <= 1
     assert sum(1 for r in table if r["error"]) == 2
+    assert json.loads((out / "config.json").read_text())["verification_threshold"] == 0.7
 
 
 def test_folder_against_a_reference_and_all_pairs(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint):
