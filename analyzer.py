@@ -209,9 +209,10 @@ def verification_result(similarity: float, threshold: float) -> dict:
             "threshold_used": threshold}
 
 
-def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float) -> dict:
+def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
     """The seed's pair JSON body (plus additions) for two analysed photos. A missing face gives a null face,
-    null verification and an `error`: a pair is never called a match unless both faces were found."""
+    null verification and an `error`: a pair is never called a match unless both faces were found.
+    `threshold` is a number, or a rule with choose(age_gap) -> (threshold, why) such as a calibration."""
     result = {"face_1": _face_dict(first), "face_2": _face_dict(second), "verification": None, "age_gap": None,
               "error": None}
     errors = [analysis.error for analysis in (first, second) if analysis.error]
@@ -227,9 +228,13 @@ def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float) -
         first, second = _with_chosen(first, int(i)), _with_chosen(second, int(j))
         result["face_1"], result["face_2"] = _face_dict(first), _face_dict(second)
     similarity = cosine_similarity(first.face.embedding, second.face.embedding)
-    result["verification"] = verification_result(similarity, threshold)
     if first.face.age_prediction is not None and second.face.age_prediction is not None:
         result["age_gap"] = round(abs(first.face.age_prediction - second.face.age_prediction), 2)
+    if hasattr(threshold, "choose"):
+        threshold, why = threshold.choose(result["age_gap"])
+        result["verification"] = verification_result(similarity, threshold) | {"threshold_source": why}
+    else:
+        result["verification"] = verification_result(similarity, threshold)
     return result
 
 

@@ -43,6 +43,7 @@ class PairSpec:
     path1: Path  # resolved, for reading and de-duplication
     path2: Path
     label: object = None
+    index: int = 0  # row of the pairs CSV (or position in the folder's list), so results can be joined back
 
 
 def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
@@ -64,8 +65,8 @@ def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
         raise InputError(f"{csv_path} lists no pairs")
     base = csv_path.resolve().parent
     labels = table["label"].tolist() if "label" in table.columns else [None] * len(table)
-    return [PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label))
-            for a, b, label in zip(table["img1"], table["img2"], labels)]
+    return [PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label), index)
+            for index, (a, b, label) in enumerate(zip(table["img1"], table["img2"], labels))]
 
 
 def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
@@ -77,10 +78,11 @@ def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
         others = [p for p in photos if p.resolve() != reference.resolve()]
         if not others:
             raise InputError(f"{folder} holds no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) besides the reference")
-        return [PairSpec(str(reference), str(p), reference.resolve(), p.resolve()) for p in others]
+        return [PairSpec(str(reference), str(p), reference.resolve(), p.resolve(), index=i) for i, p in enumerate(others)]
     if len(photos) < 2:
         raise InputError(f"{folder} holds fewer than two photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
-    return [PairSpec(str(a), str(b), a.resolve(), b.resolve()) for a, b in itertools.combinations(photos, 2)]
+    return [PairSpec(str(a), str(b), a.resolve(), b.resolve(), index=i)
+            for i, (a, b) in enumerate(itertools.combinations(photos, 2))]
 
 
 def run_batch(args, config: Config, make_analyzer: Callable[[str], FaceAnalyzer]) -> dict[str, int]:
@@ -97,14 +99,14 @@ def run_batch(args, config: Config, make_analyzer: Callable[[str], FaceAnalyzer]
     else:
         analyzer = make_analyzer(args.device)
         analyses = analyzer.analyze_many(photos, all_faces=args.all_faces, names=[str(p) for p in photos])
-    counts = _write_results(pairs, analyses, out_dir, config.verification_threshold)
+    counts = _write_results(pairs, analyses, out_dir, getattr(args, "threshold_rule", config.verification_threshold))
     print(f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
           f"-> {out_dir / 'results.jsonl'}, {out_dir / 'results.csv'}")
     return counts
 
 
 def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path,
-                   threshold: float) -> dict[str, int]:
+                   threshold) -> dict[str, int]:
     waiting: dict[str, list[int]] = {}
     for index, pair in enumerate(pairs):
         for path in {str(pair.path1), str(pair.path2)}:
@@ -131,8 +133,9 @@ def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out
     return counts
 
 
-def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold: float) -> dict:
-    return {"img1": pair.img1, "img2": pair.img2, "label": pair.label, "image_1": pair.path1.name,
+def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
+    return {"pair_index": pair.index, "img1": pair.img1, "img2": pair.img2, "label": pair.label,
+            "image_1": pair.path1.name,
             "image_2": pair.path2.name, **pair_result(first, second, threshold),
             "worker_ranks": [first.worker_rank, second.worker_rank]}
 

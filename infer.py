@@ -7,6 +7,7 @@
 Exit codes: 0 done; 2 bad command line; 3 unreadable input (missing, folder, not an image, truncated,
 too large); 4 no face found in a photo; 5 OUT_DIR cannot be written; 6 a model cannot be loaded (age
 checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows).
+An unusable --calibration file counts as unreadable input (3).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from analyzer import FaceAnalyzer, pair_result
 from annotate import comparison_image
 from batch_infer import InputError, run_batch
+from calibration import CalibratedThreshold, CalibrationError
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from device import resolve_device
 from imaging import ImageLoadError, load_image
@@ -47,6 +49,8 @@ def build_parser() -> ConfigArgumentParser:
     parser.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
     parser.add_argument("--folder", type=Path, help="compare the photos of this folder")
     parser.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
+    parser.add_argument("--calibration", type=Path, help="calibration.json from evaluate.py verify --calibrate: "
+                        "a threshold per predicted age gap instead of --threshold")
     parser.add_argument("--devices", type=int, default=1, help="batch modes: processes (one per GPU) sharing the photos")
     add_config_arguments(parser, INFER_OPTIONS)
     return parser
@@ -67,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
+        args.threshold_rule = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
         if batch:
             counts = run_batch(args, config, functools.partial(build_analyzer, args, config))
             return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
         return run_pair(args, config)
-    except (ImageLoadError, InputError) as error:
+    except (ImageLoadError, InputError, CalibrationError) as error:
         return _fail(error, EXIT_INPUT)
     except OutputError as error:
         return _fail(error, EXIT_OUTPUT)
@@ -94,7 +99,8 @@ def run_pair(args, config: Config) -> int:
     analyzer = build_analyzer(args, config, args.device)
     timings = {"read_photos": _ms(loaded - started), "load_models": _ms(time.perf_counter() - loaded)}
     result, written = compare_and_write(analyzer, paths, photos, out_dir, write_json_file=args.json,
-                                        all_faces=args.all_faces, timings=timings, started=started)
+                                        all_faces=args.all_faces, timings=timings, started=started,
+                                        threshold=args.threshold_rule)
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
     if result["error"]:
         print(f"error: {result['error']}: use photos where the face is visible, frontal and at least "
@@ -105,11 +111,13 @@ def run_pair(args, config: Config) -> int:
 
 def compare_and_write(analyzer: FaceAnalyzer, paths: list[Path], photos: list, out_dir: Path, *,
                       write_json_file: bool, all_faces: bool = False, timings: dict | None = None,
-                      started: float | None = None) -> tuple[dict, list[Path]]:
-    """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON)."""
+                      started: float | None = None, threshold=None) -> tuple[dict, list[Path]]:
+    """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON).
+    `threshold`: a number or a calibration rule (default: the config's verification_threshold)."""
     analysis_start = time.perf_counter()
     first, second = analyzer.analyze_many(photos, all_faces=all_faces, names=[str(p) for p in paths])
-    result = pair_json(paths, pair_result(first, second, analyzer.config.verification_threshold), analyzer)
+    rule = analyzer.config.verification_threshold if threshold is None else threshold
+    result = pair_json(paths, pair_result(first, second, rule), analyzer)
     result["timings_ms"] = {**(timings or {}), "analyze": _ms(time.perf_counter() - analysis_start)}
     stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
     image_path = out_dir / f"{stem}_result.jpg"

@@ -1,0 +1,270 @@
+"""Measure the age model and the verification, and calibrate the verification threshold.
+
+    uv run python evaluate.py age --images data/IMDB/val_images --csv data/IMDB/val.csv --ckpt checkpoints/best.ckpt --out eval/age
+    uv run python evaluate.py verify --pairs pairs.csv --out eval/verify [--ckpt PATH] [--calibrate]
+    uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv
+
+Every run writes OUT/summary.json beside its plots and tables. Exit codes: 0 done; 1 something to fix
+first (the message says what; for leakage: people found in both sets); 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import metrics
+from age_network import CheckpointError, age_interval, age_std, expected_age, load_age_model
+from batch_infer import InputError
+from calibration import calibrate
+from config import Config
+from device import resolve_device
+from loader import FaceAgeDataset, LabelsError
+from outputs import OutputError, prepare_out_dir, write_atomically, write_json
+from weights import PretrainedWeightsError
+
+TARGET_FARS = (1e-2, 1e-3)
+
+
+class EvaluationError(RuntimeError):
+    """Something to fix before an evaluation can run."""
+
+
+# --- age ---------------------------------------------------------------------------------------------
+
+def evaluate_age(images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto",
+                 batch_size: int = 64) -> dict:
+    """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
+    out_dir = prepare_out_dir(out_dir)
+    dataset = FaceAgeDataset(images, csv_path, Config().img_size)
+    model = load_age_model(checkpoint, resolve_device(device))
+    rows = []
+    with torch.inference_mode():
+        for faces, ages, indices in tqdm(DataLoader(dataset, batch_size=batch_size), desc="faces", unit="batch"):
+            logits = model(faces.to(next(model.parameters()).device))
+            interval = age_interval(logits).cpu()
+            for i, age, predicted, spread, (low, high) in zip(indices.tolist(), ages.tolist(),
+                                                              expected_age(logits).cpu().tolist(),
+                                                              age_std(logits).cpu().tolist(), interval.tolist()):
+                rows.append({"name": dataset.labels.at[i, "name"], "age": age, "predicted": round(predicted, 2),
+                             "age_std": round(spread, 2), "interval_low": low, "interval_high": high})
+    predictions = pd.DataFrame(rows)
+    write_atomically(out_dir / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
+    summary = age_summary(predictions) | {"checkpoint": str(checkpoint), "images": str(images), "csv": str(csv_path)}
+    _plot_predicted_vs_true(predictions, out_dir / "predicted_vs_true.png")
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def age_summary(predictions: pd.DataFrame) -> dict:
+    """MAE, CS@5, interval coverage, and MAE and signed bias (predicted minus true) per decade."""
+    error = predictions["predicted"] - predictions["age"]
+    inside = (predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"])
+    decades = {}
+    for decade, group in predictions.groupby((predictions["age"] // 10).clip(upper=9)):
+        group_error = group["predicted"] - group["age"]
+        decades[f"{int(decade) * 10}-{int(decade) * 10 + 9}"] = {
+            "faces": len(group), "mae": round(float(group_error.abs().mean()), 3),
+            "bias": round(float(group_error.mean()), 3)}
+    return {"faces": len(predictions), "mae": round(metrics.mae(predictions["predicted"], predictions["age"]), 3),
+            "cs5": round(metrics.cumulative_score(predictions["predicted"], predictions["age"]), 4),
+            "bias": round(float(error.mean()), 3), "interval_coverage": round(float(inside.mean()), 4),
+            "interval": "central 90% of the predicted age distribution", "per_decade": decades}
+
+
+def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.scatter(predictions["age"], predictions["predicted"], s=6, alpha=0.4)
+    axis.plot([0, 100], [0, 100], color="grey", linewidth=1)
+    axis.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),
+             title=f"MAE {metrics.mae(predictions['predicted'], predictions['age']):.2f} on {len(predictions)} faces")
+    _save_figure(figure, path)
+
+
+# --- verification --------------------------------------------------------------------------------------
+
+def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | None, config: Config,
+                          device: str = "auto", calibrate_far: float | None = None) -> dict:
+    """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap."""
+    import infer
+    from batch_infer import run_batch
+
+    table = _labelled_pairs(pairs_csv)
+    args = SimpleNamespace(pairs=pairs_csv, folder=None, reference=None, paths=[str(out_dir)], devices=1,
+                           device=device, all_faces=False, no_age=checkpoint is None, verify_weights=None,
+                           tta=False, threshold_rule=config.verification_threshold)
+    config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
+    run_batch(args, config, functools.partial(infer.build_analyzer, args, config))
+    results = _joined_results(out_dir / "results.jsonl", table)
+    summary = verification_summary(results, config.verification_threshold)
+    summary |= {"pairs_csv": str(pairs_csv), "checkpoint": str(checkpoint) if checkpoint else None}
+    scored = results[results["score"].notna()]
+    _plot_roc(scored["score"], scored["label"].astype(bool), out_dir / "roc.png")
+    if calibrate_far is not None:
+        record = calibrate(scored["score"], scored["label"].astype(bool), scored["gap"], calibrate_far)
+        write_json(out_dir / "calibration.json", record)
+        summary["calibration"] = str(out_dir / "calibration.json")
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
+    if not pairs_csv.is_file():
+        raise EvaluationError(f"pairs file {pairs_csv} does not exist")
+    table = pd.read_csv(pairs_csv)
+    if "label" not in table.columns:
+        raise EvaluationError(f"{pairs_csv} needs a label column (1 same person, 0 different)")
+    bad = table.index[~table["label"].isin([0, 1])]
+    if len(bad):
+        lines = ", ".join(f"line {i + 2}: {table.at[i, 'label']}" for i in bad[:5])
+        raise EvaluationError(f"{pairs_csv}: labels must be 1 (same person) or 0 (different); {lines}")
+    return table
+
+
+def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair: label, score (None if a face was missing), age gap (given ages, else predicted)."""
+    rows = [json.loads(line) for line in results_path.read_text().splitlines()]
+    joined = []
+    for row in rows:
+        given = table.iloc[row["pair_index"]]
+        if {"age1", "age2"} <= set(table.columns) and pd.notna(given["age1"]) and pd.notna(given["age2"]):
+            gap, gap_from = abs(float(given["age1"]) - float(given["age2"])), "given ages"
+        else:
+            gap, gap_from = row["age_gap"], "predicted ages"
+        verification = row["verification"]
+        joined.append({"label": int(given["label"]), "score": verification["similarity_score"] if verification else None,
+                       "gap": gap, "gap_from": gap_from, "error": row["error"]})
+    return pd.DataFrame(joined)
+
+
+def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
+    scored = results[results["score"].notna()]
+    failures = results[results["score"].isna()]
+    summary = {"pairs": len(results), "scored_pairs": len(scored), "pairs_without_a_face": len(failures),
+               "failure_examples": failures["error"].head(5).tolist(),
+               **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold)}
+    bands = {}
+    for name, _, _ in metrics.AGE_GAP_BANDS:
+        in_band = scored[[metrics.age_gap_band(g) == name for g in scored["gap"]]]
+        bands[name] = {"pairs": len(in_band)} | (
+            _roc_figures(in_band["score"].to_numpy(float), in_band["label"].to_numpy(bool), threshold)
+            if len(in_band) else {})
+    summary["by_age_gap"] = bands
+    summary["age_gap_from"] = sorted(set(scored["gap_from"]))
+    return summary
+
+
+def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    both = labels.any() and (~labels).any()
+    best_threshold, best_accuracy = metrics.best_accuracy_threshold(scores, labels) if len(scores) else (None, None)
+    figures = {"roc_auc": metrics.roc_auc(scores, labels) if both else None,
+               "eer": metrics.equal_error_rate(scores, labels) if both else None,
+               "threshold": threshold, "accuracy_at_threshold": metrics.accuracy_at(threshold, scores, labels),
+               "best_threshold": best_threshold, "best_accuracy": best_accuracy}
+    for far in TARGET_FARS:
+        figures[f"tar_at_far_{far:g}"] = metrics.tar_at_far(scores, labels, far) if both else None
+    return figures
+
+
+def _plot_roc(scores, labels, path: Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    if labels.any() and (~labels).any():
+        far, tar, _ = metrics.roc_curve(scores, labels)
+        axis.plot(far, tar, label=f"AUC {metrics.roc_auc(scores, labels):.3f}")
+        axis.legend(loc="lower right")
+    axis.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
+    axis.set(xlabel="false accept rate", ylabel="true accept rate", title=f"ROC over {len(scores)} pairs")
+    _save_figure(figure, path)
+
+
+# --- leakage -------------------------------------------------------------------------------------------
+
+def leakage(train_csv: Path, val_csv: Path) -> dict:
+    """People present in both sets, by the identity column."""
+    from splits import shared_identities
+
+    train, val = (pd.read_csv(path, dtype={"identity": str}) for path in (train_csv, val_csv))
+    if "identity" not in train.columns or "identity" not in val.columns:
+        raise EvaluationError("both CSVs need an identity column to check for people in both sets")
+    shared = shared_identities(train, val)
+    in_val = val["identity"].isin(shared)
+    return {"shared_identities": len(shared), "examples": shared[:10], "val_images_of_shared_people": int(in_val.sum()),
+            "val_images": len(val), "train_identities": int(train["identity"].nunique()),
+            "val_identities": int(val["identity"].nunique())}
+
+
+# --- shared --------------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; evaluation machines rarely have a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(figure, path: Path) -> None:
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    _pyplot().close(figure)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    age = commands.add_parser("age", help="MAE, CS@5, per-decade bias and interval coverage on a folder + CSV")
+    age.add_argument("--images", type=Path, required=True)
+    age.add_argument("--csv", type=Path, required=True)
+    age.add_argument("--ckpt", type=Path, default=Config().best_checkpoint)
+    age.add_argument("--out", type=Path, required=True)
+    age.add_argument("--device", default="auto")
+    verify = commands.add_parser("verify", help="ROC AUC, EER, TAR at FAR, by age gap; --calibrate writes thresholds")
+    verify.add_argument("--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), "
+                        "optionally age1, age2")
+    verify.add_argument("--out", type=Path, required=True)
+    verify.add_argument("--ckpt", type=Path, help="age model, for predicted age gaps (default: none, use age1/age2)")
+    verify.add_argument("--threshold", type=float, default=Config().verification_threshold)
+    verify.add_argument("--calibrate", action="store_true", help="write OUT/calibration.json")
+    verify.add_argument("--target-far", type=float, default=1e-2, help="false-accept rate the calibration aims at")
+    verify.add_argument("--device", default="auto")
+    leak = commands.add_parser("leakage", help="people present in both the train and the val CSV")
+    leak.add_argument("--train-csv", type=Path, required=True)
+    leak.add_argument("--val-csv", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "age":
+            summary = evaluate_age(args.images, args.csv, args.ckpt, args.out, args.device)
+        elif args.command == "verify":
+            config = Config().replace(verification_threshold=args.threshold)
+            summary = evaluate_verification(args.pairs, args.out, args.ckpt, config, args.device,
+                                            args.target_far if args.calibrate else None)
+        else:
+            summary = leakage(args.train_csv, args.val_csv)
+    except (EvaluationError, CheckpointError, PretrainedWeightsError, OutputError, InputError, LabelsError,
+            ValueError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 1 if args.command == "leakage" and summary["shared_identities"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

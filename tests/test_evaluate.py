@@ -1,0 +1,134 @@
+import csv
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+import evaluate
+import infer
+import metrics
+from synthetic import make_dataset
+
+
+def _is_png(path):
+    with Image.open(path) as picture:
+        picture.load()
+        return picture.format == "PNG" and picture.width > 100
+
+
+def test_age_evaluation_writes_metrics_predictions_and_plot(tmp_path, age_checkpoint, capsys):
+    config = make_dataset(tmp_path / "data", train=2, val=12, size=160)
+    out = tmp_path / "eval"
+    assert evaluate.main(["age", "--images", str(config.val_dir), "--csv", str(config.val_csv),
+                          "--ckpt", str(age_checkpoint), "--out", str(out), "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == summary["faces"] == 12
+    assert summary["mae"] == pytest.approx(metrics.mae(predictions["predicted"], predictions["age"]), abs=1e-3)
+    assert summary["cs5"] == pytest.approx(metrics.cumulative_score(predictions["predicted"], predictions["age"]), abs=1e-4)
+    inside = ((predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"]))
+    assert summary["interval_coverage"] == pytest.approx(inside.mean(), abs=1e-4)
+    decade_faces = sum(d["faces"] for d in summary["per_decade"].values())
+    assert decade_faces == 12 and all("bias" in d for d in summary["per_decade"].values())
+    assert _is_png(out / "predicted_vs_true.png")
+    assert json.loads(capsys.readouterr().out)["faces"] == 12
+
+
+@pytest.fixture
+def labelled_pairs(photo_dir, tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    from dataset_archives import face_photo
+
+    for number in range(6):
+        face_photo(number).resize((300, 300)).save(folder / f"face{number}.jpg")
+    shutil.copy(photo_dir / "coffee.jpg", folder / "coffee.jpg")
+    rows = [("face0.jpg", "face1.jpg", 1, 30, 32), ("face2.jpg", "face3.jpg", 1, 20, 50),
+            ("face0.jpg", "face4.jpg", 0, 30, 36), ("face1.jpg", "face5.jpg", 0, 32, 60),
+            ("face2.jpg", "face5.jpg", 0, 20, 60), ("face3.jpg", "face4.jpg", 1, 50, 36),
+            ("face4.jpg", "coffee.jpg", 0, 36, 40)]
+    with open(folder / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["img1", "img2", "label", "age1", "age2"])
+        writer.writerows(rows)
+    return folder
+
+
+def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch_home_with_vggface2, capsys):
+    out = tmp_path / "verify"
+    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out),
+                          "--calibrate", "--target-far", "0.5", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == 7 and summary["scored_pairs"] == 6 and summary["pairs_without_a_face"] == 1
+    assert "no face found" in summary["failure_examples"][0]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    scored = [r for r in results if r["verification"]]
+    labels = [int(pd.read_csv(labelled_pairs / "pairs.csv").at[r["pair_index"], "label"]) for r in scored]
+    scores = [r["verification"]["similarity_score"] for r in scored]
+    assert summary["roc_auc"] == pytest.approx(metrics.roc_auc(scores, labels))
+    assert summary["eer"] == pytest.approx(metrics.equal_error_rate(scores, labels))
+    assert summary["age_gap_from"] == ["given ages"]
+    bands = summary["by_age_gap"]
+    # gaps of the scored pairs: 2, 30, 6, 28, 40, 14 (the coffee pair has no face to score)
+    assert [bands[name]["pairs"] for name in ("0-5", "5-10", "10-20", "20+")] == [1, 1, 1, 3]
+    assert _is_png(out / "roc.png")
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["target_far"] == 0.5 and calibration["overall"]["far"] <= 0.5
+
+
+def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration):
+    result, calibration = run_infer_with_calibration()
+    band = metrics.age_gap_band(result["age_gap"])
+    assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
+    assert result["verification"]["threshold_source"]["band"] == band
+    assert result["verification"]["is_match"] == (result["verification"]["similarity_score"]
+                                                  > calibration["bands"][band]["threshold"])
+
+
+def test_infer_without_ages_uses_the_overall_calibrated_threshold(run_infer_with_calibration):
+    result, calibration = run_infer_with_calibration("--no-age")
+    assert result["verification"]["threshold_used"] == calibration["overall"]["threshold"]
+    assert "overall" in result["verification"]["threshold_source"]["reason"]
+
+
+@pytest.fixture
+def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, age_checkpoint):
+    calibration = {"target_far": 0.01, "overall": {"threshold": 0.11},
+                   "bands": {name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
+                             for i, (name, _, _) in enumerate(metrics.AGE_GAP_BANDS)}}
+    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+
+    def run(*extra):
+        code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg"),
+                           str(tmp_path / "out"), "--json", "--ckpt", str(age_checkpoint),
+                           "--calibration", str(tmp_path / "calibration.json"), *extra])
+        assert code == 0
+        return json.loads((tmp_path / "out" / "astronaut_vs_astronaut_edit_data.json").read_text()), calibration
+    return run
+
+
+def test_a_broken_calibration_file_is_an_input_error(tmp_path, photo_dir, capsys):
+    (tmp_path / "cal.json").write_text("{}")
+    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut.jpg"), str(tmp_path / "o"),
+                       "--calibration", str(tmp_path / "cal.json")])
+    assert code == infer.EXIT_INPUT and "not a calibration file" in capsys.readouterr().err
+
+
+def test_leakage_reports_people_in_both_sets(tmp_path, capsys):
+    pd.DataFrame({"name": ["a", "b", "c"], "age": [1, 2, 3], "identity": ["x", "y", "z"]}).to_csv(tmp_path / "t.csv")
+    pd.DataFrame({"name": ["d", "e"], "age": [1, 2], "identity": ["y", "w"]}).to_csv(tmp_path / "v.csv")
+    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["shared_identities"] == 1 and report["examples"] == ["y"] and report["val_images_of_shared_people"] == 1
+    pd.DataFrame({"name": ["d"], "age": [1], "identity": ["w"]}).to_csv(tmp_path / "v.csv")
+    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 0
+
+
+def test_labels_must_be_zero_or_one(labelled_pairs, tmp_path, capsys):
+    table = pd.read_csv(labelled_pairs / "pairs.csv")
+    table.loc[2, "label"] = 7
+    table.to_csv(labelled_pairs / "pairs.csv", index=False)
+    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "o")]) == 1
+    assert "line 4: 7" in capsys.readouterr().err
