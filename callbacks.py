@@ -91,12 +91,11 @@ def _annotated_grid(faces, true_ages, predicted, spread) -> torch.Tensor:
 
 
 def _predicted_vs_true_figure(true_ages: torch.Tensor, predicted: torch.Tensor):
-    import matplotlib
+    # A bare Figure, not pyplot: no GUI backend, and no global state changed in a user's notebook.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display on training machines
-    import matplotlib.pyplot as plt
-
-    figure, (scatter, bars) = plt.subplots(1, 2, figsize=(10, 4.5))
+    figure = Figure(figsize=(10, 4.5))
+    scatter, bars = figure.subplots(1, 2)
     scatter.scatter(true_ages, predicted, s=8, alpha=0.5)
     scatter.plot([0, 100], [0, 100], color="grey", linewidth=1)
     scatter.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),

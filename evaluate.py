@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -83,8 +84,8 @@ def age_summary(predictions: pd.DataFrame) -> dict:
 
 
 def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+    figure = Figure(figsize=(5.5, 5))
+    axis = figure.subplots()
     axis.scatter(predictions["age"], predictions["predicted"], s=6, alpha=0.4)
     axis.plot([0, 100], [0, 100], color="grey", linewidth=1)
     axis.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),
@@ -178,8 +179,8 @@ def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
 
 
 def _plot_roc(scores, labels, path: Path) -> None:
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+    figure = Figure(figsize=(5.5, 5))
+    axis = figure.subplots()
     if labels.any() and (~labels).any():
         far, tar, _ = metrics.roc_curve(scores, labels)
         axis.plot(far, tar, label=f"AUC {metrics.roc_auc(scores, labels):.3f}")
@@ -207,19 +208,10 @@ def leakage(train_csv: Path, val_csv: Path) -> dict:
 
 # --- shared --------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; evaluation machines rarely have a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(figure, path: Path) -> None:
+def _save_figure(figure: Figure, path: Path) -> None:
+    # A bare Figure renders to PNG without pyplot: no display needed, no global backend changed.
     figure.tight_layout()
     write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    _pyplot().close(figure)
 
 
 def build_parser() -> argparse.ArgumentParser:
