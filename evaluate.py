@@ -50,8 +50,9 @@ def evaluate_age(images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, 
     dataset = FaceAgeDataset(images, csv_path, Config().img_size)
     model = load_age_model(checkpoint, resolve_device(device))
     rows = []
-    with torch.inference_mode():
-        for faces, ages, indices in tqdm(DataLoader(dataset, batch_size=batch_size), desc="faces", unit="batch"):
+    with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
+        for faces, ages, indices in DataLoader(dataset, batch_size=batch_size):
+            progress.update(len(ages))
             logits = model(faces.to(next(model.parameters()).device))
             interval = age_interval(logits).cpu()
             for i, age, predicted, spread, (low, high) in zip(indices.tolist(), ages.tolist(),
