@@ -85,21 +85,22 @@ def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
             for i, (a, b) in enumerate(itertools.combinations(photos, 2))]
 
 
-def run_batch(args, config: Config, make_analyzer: Callable[[str], FaceAnalyzer]) -> dict[str, int]:
-    """Compare every pair, streaming rows to OUT_DIR; returns the counts of match, no_match and failed.
-    `make_analyzer(device)` builds the models; it must be picklable when args.devices > 1."""
-    pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
-    out_dir = prepare_out_dir(Path(args.paths[0]))
-    save_config(config, out_dir, extra={"script": "infer.py", "pairs": str(args.pairs) if args.pairs else None,
-                                        "folder": str(args.folder) if args.folder else None,
-                                        "no_age": args.no_age, "tta": args.tta, "all_faces": args.all_faces})
+def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[..., FaceAnalyzer], threshold, *,
+              config: Config, devices: int = 1, device: str = "auto", all_faces: bool = False,
+              record: dict | None = None) -> dict[str, int]:
+    """Compare every pair, streaming rows to out_dir; returns the counts of match, no_match and failed.
+
+    make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
+    FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json."""
+    out_dir = prepare_out_dir(out_dir)
+    save_config(config, out_dir, extra={"script": "infer.py", **(record or {})})
     photos = list(dict.fromkeys(path for pair in pairs for path in (pair.path1, pair.path2)))
-    if args.devices > 1:
-        analyses = _analyses_sharded(args.devices, args.device, args.all_faces, make_analyzer, photos)
+    if devices > 1:
+        analyses = _analyses_sharded(devices, device, all_faces, make_analyzer, photos)
     else:
-        analyzer = make_analyzer(args.device)
-        analyses = analyzer.analyze_many(photos, all_faces=args.all_faces, names=[str(p) for p in photos])
-    counts = _write_results(pairs, analyses, out_dir, getattr(args, "threshold_rule", config.verification_threshold))
+        analyses = make_analyzer(device=device).analyze_many(photos, all_faces=all_faces,
+                                                             names=[str(p) for p in photos])
+    counts = _write_results(pairs, analyses, out_dir, threshold)
     print(f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
           f"-> {out_dir / 'results.jsonl'}, {out_dir / 'results.csv'}")
     return counts
@@ -214,7 +215,7 @@ def _shard_worker(rank: int, world: int, device: str, all_faces: bool, make_anal
                   results) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
-        analyzer = make_analyzer(_device_for(rank, world, device))
+        analyzer = make_analyzer(device=_device_for(rank, world, device))
     except (CheckpointError, PretrainedWeightsError) as error:
         results.put(("model", " ".join(str(error).split())))
         return

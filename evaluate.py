@@ -15,7 +15,6 @@ import functools
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -99,15 +98,14 @@ def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
 def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | None, config: Config,
                           device: str = "auto", calibrate_far: float | None = None) -> dict:
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap."""
-    import infer
-    from batch_infer import run_batch
+    from analyzer import FaceAnalyzer
+    from batch_infer import read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv)
-    args = SimpleNamespace(pairs=pairs_csv, folder=None, reference=None, paths=[str(out_dir)], devices=1,
-                           device=device, all_faces=False, no_age=checkpoint is None, verify_weights=None,
-                           tta=False, threshold_rule=config.verification_threshold)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
-    run_batch(args, config, functools.partial(infer.build_analyzer, args, config))
+    make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
+    run_batch(read_pairs_csv(pairs_csv), out_dir, make_analyzer, config.verification_threshold, config=config,
+              device=device, record={"script": "evaluate.py verify", "pairs": str(pairs_csv)})
     results = _joined_results(out_dir / "results.jsonl", table)
     summary = verification_summary(results, config.verification_threshold)
     summary |= {"pairs_csv": str(pairs_csv), "checkpoint": str(checkpoint) if checkpoint else None}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from analyzer import FaceAnalyzer, pair_result
 from annotate import comparison_image
-from batch_infer import InputError, run_batch
+from batch_infer import InputError, folder_pairs, read_pairs_csv, run_batch
 from calibration import CalibratedThreshold, CalibrationError
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from device import resolve_device
@@ -71,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        args.threshold_rule = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
+        threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
         if batch:
-            counts = run_batch(args, config, functools.partial(build_analyzer, args, config))
-            return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
-        return run_pair(args, config)
+            return run_batches(args, config, threshold)
+        return run_pair(args, config, threshold)
     except (ImageLoadError, InputError, CalibrationError) as error:
         return _fail(error, EXIT_INPUT)
     except OutputError as error:
@@ -84,23 +83,33 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error, EXIT_MODEL)
 
 
-def build_analyzer(args, config: Config, device: str) -> FaceAnalyzer:
-    """The models as the command line asks for them, on `device` (top level, so batch workers can call it)."""
-    return FaceAnalyzer(config, age_checkpoint=config.best_checkpoint, with_age=not args.no_age,
-                        verify_weights=args.verify_weights, device=device, tta=args.tta)
+def analyzer_factory(args, config: Config) -> functools.partial:
+    """FaceAnalyzer as the command line asks for it; call it with device=... (picklable for batch workers)."""
+    return functools.partial(FaceAnalyzer, config, age_checkpoint=config.best_checkpoint, with_age=not args.no_age,
+                             verify_weights=args.verify_weights, tta=args.tta)
 
 
-def run_pair(args, config: Config) -> int:
+def run_batches(args, config: Config, threshold) -> int:
+    pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
+    record = {"pairs": str(args.pairs) if args.pairs else None, "folder": str(args.folder) if args.folder else None,
+              "no_age": args.no_age, "tta": args.tta, "all_faces": args.all_faces,
+              "calibration": str(args.calibration) if args.calibration else None}
+    counts = run_batch(pairs, Path(args.paths[0]), analyzer_factory(args, config), threshold, config=config,
+                       devices=args.devices, device=args.device, all_faces=args.all_faces, record=record)
+    return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
+
+
+def run_pair(args, config: Config, threshold) -> int:
     started = time.perf_counter()
     paths = [Path(p) for p in args.paths[:2]]
     photos = [load_image(path) for path in paths]  # unreadable input fails before any model is loaded
     out_dir = prepare_out_dir(Path(args.paths[2]))
     loaded = time.perf_counter()
-    analyzer = build_analyzer(args, config, args.device)
+    analyzer = analyzer_factory(args, config)(device=args.device)
     timings = {"read_photos": _ms(loaded - started), "load_models": _ms(time.perf_counter() - loaded)}
     result, written = compare_and_write(analyzer, paths, photos, out_dir, write_json_file=args.json,
                                         all_faces=args.all_faces, timings=timings, started=started,
-                                        threshold=args.threshold_rule)
+                                        threshold=threshold)
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
     if result["error"]:
         print(f"error: {result['error']}: use photos where the face is visible, frontal and at least "
