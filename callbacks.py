@@ -5,8 +5,8 @@ validation faces labelled with true age, predicted age and uncertainty, and a pr
 figure with the MAE of each decade. It runs on rank zero only, on a fixed sample whose size is set
 in the config, so its cost does not grow with the dataset.
 
-`RunRecord` saves the resolved config beside the logs and checkpoints and keeps TensorBoard's
-hyper-parameter table's metric (`hp_metric`) at the best validation MAE so far.
+`RunRecord` saves the resolved config beside the logs and checkpoints, remembers the best validation
+MAE and its epoch, and keeps TensorBoard's hyper-parameter metric (`hp_metric`) at that MAE.
 
 `RandomStateCheckpoint` stores the random number generators in checkpoints so that a resumed run
 draws the same augmentations, shuffles and dropout masks as an uninterrupted one.
@@ -117,6 +117,7 @@ class RunRecord(L.Callback):
         super().__init__()
         self.config, self.script, self.monitor = config, script, monitor
         self.best: float | None = None
+        self.best_epoch: int | None = None
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -129,14 +130,15 @@ class RunRecord(L.Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or value is None:
             return
-        self.best = float(value) if self.best is None else min(self.best, float(value))
+        if self.best is None or float(value) < self.best:
+            self.best, self.best_epoch = float(value), trainer.current_epoch
         pl_module.log("hp_metric", self.best, sync_dist=False, rank_zero_only=True)
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": self.best, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict.get("best")
+        self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
 
 
 class RandomStateCheckpoint(L.Callback):

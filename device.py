@@ -21,7 +21,8 @@ class DeviceChoice:
         return torch.device(self.accelerator)
 
     def describe(self) -> str:
-        return f"device {self.accelerator}, precision {self.precision}: {self.reason}"
+        """e.g. "cuda, precision bf16-mixed (CUDA GPU found (H100); the GPU supports bfloat16...)"."""
+        return f"{self.accelerator}, precision {self.precision} ({self.reason})"
 
 
 def decide_device(requested_accelerator: str, requested_precision: str, *, cuda_available: bool,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -63,19 +62,20 @@ def check_inputs(config: Config) -> None:
 
 
 def build_trainer(config: Config, choice: DeviceChoice,
-                  extra_callbacks: tuple[Callback, ...] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
+                  extra_callbacks: tuple[Callback, ...] = ()) -> tuple[L.Trainer, RunRecord]:
     logger = TensorBoardLogger(save_dir=str(config.log_dir.parent), name=config.log_dir.name,
                                default_hp_metric=True)  # hp_metric: best val MAE, set by RunRecord
     best = ModelCheckpoint(dirpath=config.checkpoint_dir, filename="best", monitor=MONITOR, mode="min",
                            save_top_k=1, save_last=True, auto_insert_metric_name=False,
                            enable_version_counter=False)  # stable names: best.ckpt and last.ckpt
+    record = RunRecord(config, "train.py", MONITOR)
     callbacks: list[Callback] = [
         best,
         EarlyStopping(monitor=MONITOR, mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         ValidationPredictionImages(config.logged_sample_faces, config.figure_sample_size),
         RandomStateCheckpoint(),
-        RunRecord(config, "train.py", MONITOR),
+        record,
         *extra_callbacks,
     ]
     freezing = backbone_freezing(config.freeze_backbone_epochs)
@@ -91,7 +91,7 @@ def build_trainer(config: Config, choice: DeviceChoice,
     )
     if trainer.is_global_zero:
         print(f"Training on {choice.describe()}")
-    return trainer, best
+    return trainer, record
 
 
 def train(config: Config, extra_callbacks: tuple[Callback, ...] = ()) -> TrainingResult:
@@ -99,22 +99,13 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = ()) -> Trainin
     check_inputs(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     choice = choose_device(config.accelerator, config.precision)
-    trainer, best = build_trainer(config, choice, extra_callbacks)
+    trainer, record = build_trainer(config, choice, extra_callbacks)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     model = build_age_model(config)
     trainer.fit(model, datamodule=datamodule,
                 ckpt_path=str(config.resume_checkpoint) if config.resume_checkpoint else None)
-    return _result(config, best, Path(trainer.logger.log_dir))
-
-
-def _result(config: Config, best: ModelCheckpoint, log_dir: Path) -> TrainingResult:
-    best_path = config.checkpoint_dir / "best.ckpt"
-    epoch = None
-    if best_path.is_file():
-        epoch = torch.load(best_path, map_location="cpu", weights_only=True).get("epoch")
-    score = best.best_model_score
-    return TrainingResult(best_path, config.checkpoint_dir / "last.ckpt", epoch,
-                          None if score is None else float(score), log_dir)
+    return TrainingResult(config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt",
+                          record.best_epoch, record.best, Path(trainer.logger.log_dir))
 
 
 def build_parser() -> ConfigArgumentParser:

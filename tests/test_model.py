@@ -181,7 +181,7 @@ def test_no_freezing_callback_for_zero_epochs():
 def test_model_check_command_reports_device_and_weights(capsys, torch_home_with_vggface2):
     assert model_module.main([]) == 0
     out = capsys.readouterr().out
-    assert "Device: device cpu" in out and "weights: found" in out and "ready" in out
+    assert "Device: cpu, precision 32-true (" in out and "weights: found" in out and "ready" in out
 
 
 def test_model_check_command_explains_missing_weights(capsys, empty_torch_home):

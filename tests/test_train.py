@@ -23,6 +23,8 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     best, last = config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt"
     assert best.is_file() and last.is_file()
     assert f"Best checkpoint: {best} (epoch " in out and "validation MAE" in out
+    printed_epoch = int(out.split("(epoch ")[1].split(",")[0])
+    assert printed_epoch == torch.load(best, map_location="cpu", weights_only=True)["epoch"]
     assert load_age_model(best).hparams["pretrained"] is None  # what infer.py loads by default works
     run_dir = config.log_dir / "version_0"
     assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 4
