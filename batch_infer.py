@@ -49,20 +49,10 @@ class PairSpec:
 def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
     """Pairs from a CSV with columns img1, img2 (and optionally label); relative paths are taken from
     the CSV's own folder."""
-    import pandas as pd  # here, not at the top: pair mode should not pay pandas' import time
+    from tables import read_table  # here, not at the top: pair mode should not pay pandas' import time
 
-    if not csv_path.is_file():
-        raise InputError(f"pairs file {csv_path} does not exist")
-    try:
-        table = pd.read_csv(csv_path, dtype={"img1": str, "img2": str}, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"{csv_path} is not a readable CSV ({error})") from None
-    missing = {"img1", "img2"} - set(table.columns)
-    if missing:
-        raise InputError(f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}; it needs img1, img2 "
-                         "and optionally label")
-    if table.empty:
-        raise InputError(f"{csv_path} lists no pairs")
+    table = read_table(csv_path, ("img1", "img2"), InputError, "pairs file", dtype={"img1": str, "img2": str},
+                       keep_default_na=False)
     base = csv_path.resolve().parent
     labels = table["label"].tolist() if "label" in table.columns else [None] * len(table)
     return [PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label), index)

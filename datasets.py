@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from config import MAX_AGE, MIN_AGE
+from tables import read_table
 
 CACD_NAME = re.compile(r"^(\d+)_(.+)_(\d{4})\.jpg$", re.IGNORECASE)
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
@@ -124,11 +125,9 @@ def _fgnet_fields(match: re.Match) -> tuple[int, str]:
 
 def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
     """A user's own folder of photos with a CSV of name, age and optionally identity."""
-    if csv_path is None or not Path(csv_path).is_file():
-        raise MetadataError(f"--dataset csv needs --csv FILE (columns name, age, optionally identity); got {csv_path}")
-    table = pd.read_csv(csv_path, dtype={"name": str, "identity": str})
-    if not {"name", "age"} <= set(table.columns):
-        raise MetadataError(f"{csv_path} needs the columns name and age (and optionally identity)")
+    if csv_path is None:
+        raise MetadataError("--dataset csv needs --csv FILE (columns name, age, optionally identity)")
+    table = read_table(csv_path, ("name", "age"), MetadataError, "labels file", dtype={"name": str, "identity": str})
     labels = Labels(has_identity="identity" in table.columns)
     for row in table.itertuples(index=False):
         age = pd.to_numeric(row.age, errors="coerce")

@@ -31,6 +31,7 @@ from config import Config
 from device import resolve_device
 from loader import FaceAgeDataset, LabelsError
 from outputs import OutputError, prepare_out_dir, write_atomically, write_json
+from tables import read_table
 from weights import PretrainedWeightsError
 
 TARGET_FARS = (1e-2, 1e-3)
@@ -120,11 +121,7 @@ def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | Non
 
 
 def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
-    if not pairs_csv.is_file():
-        raise EvaluationError(f"pairs file {pairs_csv} does not exist")
-    table = pd.read_csv(pairs_csv)
-    if "label" not in table.columns:
-        raise EvaluationError(f"{pairs_csv} needs a label column (1 same person, 0 different)")
+    table = read_table(pairs_csv, ("img1", "img2", "label"), EvaluationError, "pairs file")
     bad = table.index[~table["label"].isin([0, 1])]
     if len(bad):
         lines = ", ".join(f"line {i + 2}: {table.at[i, 'label']}" for i in bad[:5])
@@ -195,9 +192,8 @@ def leakage(train_csv: Path, val_csv: Path) -> dict:
     """People present in both sets, by the identity column."""
     from splits import shared_identities
 
-    train, val = (pd.read_csv(path, dtype={"identity": str}) for path in (train_csv, val_csv))
-    if "identity" not in train.columns or "identity" not in val.columns:
-        raise EvaluationError("both CSVs need an identity column to check for people in both sets")
+    train, val = (read_table(path, ("identity",), EvaluationError, "labels file", dtype={"identity": str})
+                  for path in (train_csv, val_csv))
     shared = shared_identities(train, val)
     in_val = val["identity"].isin(shared)
     return {"shared_identities": len(shared), "examples": shared[:10], "val_images_of_shared_people": int(in_val.sum()),

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from config import MAX_AGE, MIN_AGE, Config
 from imaging import face_to_tensor, load_image
+from tables import read_table
 
 SHOWN_OFFENDERS = 5  # enough to spot a pattern without flooding the terminal
 
@@ -31,20 +32,9 @@ def read_labels(csv_path: Path, image_dir: Path) -> pd.DataFrame:
     """The rows of `csv_path`, checked against `image_dir`: ages whole and within 0..100, names unique,
     every file present. Any problem raises one LabelsError naming the first offenders."""
     csv_path, image_dir = Path(csv_path), Path(image_dir)
-    if not csv_path.is_file():
-        raise LabelsError(f"labels file {csv_path} does not exist")
     if not image_dir.is_dir():
         raise LabelsError(f"image folder {image_dir} does not exist")
-    try:
-        labels = pd.read_csv(csv_path, dtype={"name": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise LabelsError(f"{csv_path} is not a readable CSV ({error})") from None
-    missing_columns = {"name", "age"} - set(labels.columns)
-    if missing_columns:
-        raise LabelsError(f"{csv_path} lacks the column(s) {', '.join(sorted(missing_columns))}; "
-                          f"it has {', '.join(map(str, labels.columns)) or 'none'}")
-    if labels.empty:
-        raise LabelsError(f"{csv_path} has a header but no rows: there is nothing to train on")
+    labels = read_table(csv_path, ("name", "age"), LabelsError, "labels file", dtype={"name": str})
     problems = list(_label_problems(labels, image_dir))
     if problems:
         raise LabelsError(f"{csv_path} has problems:\n  " + "\n  ".join(problems))
