@@ -29,7 +29,7 @@ from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arg
 from crops import KEPT, CropLog, CropTask, run_crops
 from datasets import Labels, MetadataError, read_labels
 from device import choose_device
-from download import DownloadError, download
+from download import DownloadError, NotEnoughSpace, download
 from outputs import write_atomically, write_json
 from splits import shared_identities, split_records
 
@@ -126,7 +126,13 @@ def _download(args, config: Config, source) -> Path:
     if url is None:
         raise PrepError(f"{source.file_name} has no stable direct download: get it from {source.page} "
                         f"and pass --archive PATH (or --url MIRROR)")
-    return download(url, config.data_root / "downloads" / source.file_name)
+    try:
+        return download(url, config.data_root / "downloads" / source.file_name)
+    except NotEnoughSpace:
+        raise  # its message already says what to do
+    except DownloadError as error:
+        raise PrepError(f"{error}. Check the network and run again (the download resumes), or download "
+                        f"{source.file_name} from {source.page} elsewhere and pass --archive PATH") from None
 
 
 def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -46,9 +46,9 @@ class EvaluationError(RuntimeError):
 def evaluate_age(images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto",
                  batch_size: int = 64) -> dict:
     """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
-    out_dir = prepare_out_dir(out_dir)
     dataset = FaceAgeDataset(images, csv_path, Config().img_size)
     model = load_age_model(checkpoint, resolve_device(device))
+    out_dir = prepare_out_dir(out_dir)  # only once the inputs are known to be usable
     rows = []
     with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
         for faces, ages, indices in DataLoader(dataset, batch_size=batch_size):
