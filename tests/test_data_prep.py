@@ -224,3 +224,10 @@ def test_a_full_disk_stops_the_download_before_it_starts(tmp_path, imdb_tar, mon
         assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == 1
     assert "GB free but the download needs" in capsys.readouterr().err
     assert len(log) == 1  # not retried: waiting does not free disk space
+
+
+def test_an_unreachable_mirror_says_what_to_do(tmp_path, capsys):
+    assert _prep(tmp_path, "--url", "http://127.0.0.1:9/imdb_crop.tar") == 1
+    err = capsys.readouterr().err
+    assert "could not download http://127.0.0.1:9/imdb_crop.tar" in err and "--archive PATH" in err
+    assert err.count("\n") == 1
