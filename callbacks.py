@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image, ImageDraw, ImageFont
+from PIL import ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 from config import Config, save_config

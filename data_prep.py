@@ -14,6 +14,7 @@ first (the message says what), 2 for a bad command line.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -181,8 +182,8 @@ def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, 
 
 def _write_split_csvs(out_dir: Path, train: pd.DataFrame, val: pd.DataFrame, kept: set[str]) -> None:
     for split, rows in (("train", train), ("val", val)):
-        rows = rows[rows["source"].isin(kept)].assign(name=lambda r: r["source"].map(output_name))
-        write_atomically(out_dir / f"{split}.csv", lambda tmp: rows[CSV_COLUMNS].to_csv(tmp, index=False))
+        table = rows[rows["source"].isin(kept)].assign(name=lambda r: r["source"].map(output_name))[CSV_COLUMNS]
+        write_atomically(out_dir / f"{split}.csv", functools.partial(table.to_csv, index=False))
 
 
 def _summary(args, labels: Labels, train, val, kept: set[str], crop_drops: Counter, fingerprint: dict,
