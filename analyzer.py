@@ -89,7 +89,7 @@ class FaceAnalyzer:
 
     # --- single photos -------------------------------------------------------------------------
     def detect(self, photo: ImageInput) -> list[dict]:
-        """Every face: bbox (original pixels) and detection probability, most probable first."""
+        """Every face MTCNN found: bbox (original pixels) and detection probability."""
         analysis = self.analyze(photo, all_faces=True, compute=False)
         _raise_for(analysis)
         return [face.to_dict() | {"age_prediction": None} for face in analysis.faces]
