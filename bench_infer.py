@@ -25,40 +25,20 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
+
+from sample_photos import WHOLE_PHOTO, write_astronaut_variants
 
 ROOT = Path(__file__).resolve().parent
 
 
-def make_photos(folder: Path, count: int) -> list[Path]:
-    """`count` distinct one-face photos: scikit-image's astronaut, mirrored, cropped and scaled."""
-    from skimage import data
-
-    astronaut = Image.fromarray(data.astronaut())
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for number in range(count):
-        side = 512 - 8 * (number % 20)
-        photo = astronaut.crop((number % 7, number % 5, side, side)).resize((400 + 10 * (number % 9),) * 2)
-        if number % 2:
-            photo = photo.transpose(Image.FLIP_LEFT_RIGHT)
-        paths.append(folder / f"photo_{number:03d}.jpg")
-        photo.save(paths[-1], quality=92)
-    return paths
-
-
 def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
     """The age checkpoint to use; random VGGFace2-layout weights go into TORCH_HOME when missing."""
-    from facenet_pytorch import InceptionResnetV1
-
     from model import AgeEstimationModel, save_age_checkpoint
-    from weights import weights_path
+    from weights import save_random_weights, weights_path
 
     if not weights_path("vggface2").exists():
         os.environ["TORCH_HOME"] = str(scratch / "torch_home")
-        target = weights_path("vggface2")
-        target.parent.mkdir(parents=True)
-        torch.save(InceptionResnetV1(classify=True, num_classes=8631).state_dict(), target)
+        target = save_random_weights(weights_path("vggface2"), "vggface2")
         print(f"note: no VGGFace2 weights here; timing with random ones in {target.parent}")
     if checkpoint is not None and checkpoint.is_file():
         return checkpoint
@@ -142,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         checkpoint = ensure_models(scratch, args.ckpt)
-        photos = make_photos(scratch / "photos", max(2, args.photos))
+        photos = write_astronaut_variants(scratch / "photos", max(2, args.photos), WHOLE_PHOTO,
+                                          sides=(400, 430, 460, 490))
         warm = warm_latencies(photos, checkpoint, scratch, args.device, args.repeats)
         cold = cold_latencies(photos, checkpoint, scratch, args.device, args.repeats)
         batch, floor_rate, pair_by_pair = batch_rates(photos, checkpoint, scratch, args.device)

@@ -13,25 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+
+from sample_photos import FACE_CROP, write_astronaut_variants
 
 ROOT = Path(__file__).resolve().parent
-
-
-def make_photos(folder: Path, count: int) -> list[Path]:
-    """Face crops of several sizes (as IMDB-WIKI's are), mirrored and shifted so no two are alike."""
-    from skimage import data
-
-    astronaut = Image.fromarray(data.astronaut())
-    folder.mkdir(parents=True)
-    paths = []
-    for number in range(count):
-        crop = astronaut.crop((100 + number % 9, number % 7, 350 - number % 5, 250))
-        if number % 2:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        paths.append(folder / f"photo_{number:04d}.jpg")
-        crop.resize((160 + 40 * (number % 4),) * 2).save(paths[-1], quality=90)
-    return paths
 
 
 def stage_rates(photos: list[Path], out: Path, detect: bool, workers: int) -> tuple[float, float]:
@@ -62,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        photos = make_photos(Path(scratch) / "photos", args.photos)
+        photos = write_astronaut_variants(Path(scratch) / "photos", args.photos, FACE_CROP, sides=(160, 200, 240, 280))
         for detect in (False, True):
             for workers in (1, 2):
                 out = Path(scratch) / f"out_{detect}_{workers}"

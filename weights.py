@@ -90,6 +90,18 @@ def load_backbone(name: str | None, *, weights_file: Path | None = None,
     return _drop_classifier(backbone)
 
 
+def save_random_weights(path: Path, name: str = "vggface2", adjust=None) -> Path:
+    """Randomly initialised weights in the layout of the released `name` file, for offline runs where only
+    the code path matters (speed, tests, the notebook). `adjust(network)` may change them before saving."""
+    network = InceptionResnetV1(classify=True, num_classes=_spec(name).num_classes)
+    if adjust is not None:
+        adjust(network)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), path)
+    return path
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)

@@ -56,15 +56,12 @@ def calibrate_batchnorm(network: torch.nn.Module, seed: int = 0) -> None:
 
 def write_facenet_weights(path: Path, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A randomly initialised InceptionResnetV1 state dict with the layout of the released files."""
-    from facenet_pytorch import InceptionResnetV1
+    from weights import save_random_weights
 
+    name = {8631: "vggface2", 10575: "casia-webface"}[num_classes]
     torch.manual_seed(seed)
-    network = InceptionResnetV1(classify=True, num_classes=num_classes)
-    calibrate_batchnorm(network, seed)
-    state_dict = network.state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state_dict, path)
-    return state_dict
+    save_random_weights(path, name, adjust=lambda network: calibrate_batchnorm(network, seed))
+    return torch.load(path, weights_only=True)
 
 
 @pytest.fixture(scope="session")
