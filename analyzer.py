@@ -21,7 +21,7 @@ import torch
 
 from config import Config
 from device import resolve_device
-from faces import build_face_detector, detect_faces_batch, select_face
+from faces import build_face_detector, detect_faces_batch, select_face, too_small_for_detection
 from imaging import ImageInput, face_to_tensor, load_image
 from age_network import age_interval, age_std, expected_age, load_age_model
 from weights import load_backbone
@@ -159,6 +159,10 @@ class FaceAnalyzer:
         """Record the detected faces on `analysis`; returns the crops worth the networks' time."""
         if len(found) == 0:
             analysis.error = f"no face found in {analysis.source}"
+            if too_small_for_detection(analysis.size, self.config):
+                width, height = analysis.size
+                analysis.error += (f" (at {width}x{height} pixels it is too small or too narrow to hold a face of "
+                                   f"mtcnn_min_face_size={self.config.mtcnn_min_face_size} pixels)")
             return None
         analysis.faces_found = len(found)
         analysis.faces = [FaceRecord([int(round(v)) for v in box], round(float(p), 4))

@@ -6,6 +6,9 @@ from __future__ import annotations
 from PIL import Image, ImageDraw, ImageFont
 
 PANEL_HEIGHT = 480  # both photos are scaled to this height so they sit side by side
+# A banner or panorama scaled to that height would be tens of thousands of pixels wide, past what JPEG can
+# store (65535); such photos are scaled to this width instead, on a panel wide enough for its label.
+MAX_PANEL_WIDTH, MIN_PANEL_WIDTH = 4 * PANEL_HEIGHT, PANEL_HEIGHT // 2
 BANNER_HEIGHT = 56
 GAP = 8
 MATCH_COLOUR, NO_MATCH_COLOUR, NEUTRAL_COLOUR = (40, 170, 70), (200, 50, 50), (90, 90, 90)
@@ -28,8 +31,13 @@ def _panel(photo: Image.Image | None, face: dict | None, all_faces: list[dict] |
         panel = Image.new("RGB", (PANEL_HEIGHT, PANEL_HEIGHT), (235, 235, 235))
         _label(ImageDraw.Draw(panel), (10, PANEL_HEIGHT // 2), "photo unreadable", NO_MATCH_COLOUR)
         return panel
-    scale = PANEL_HEIGHT / photo.height
-    panel = photo.resize((max(1, round(photo.width * scale)), PANEL_HEIGHT), Image.BILINEAR)
+    scale = min(PANEL_HEIGHT / photo.height, MAX_PANEL_WIDTH / photo.width)
+    shown = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
+    if shown.height == PANEL_HEIGHT and shown.width >= MIN_PANEL_WIDTH:
+        panel = shown
+    else:
+        panel = Image.new("RGB", (max(shown.width, MIN_PANEL_WIDTH), PANEL_HEIGHT), (235, 235, 235))
+        panel.paste(shown, (0, 0))
     draw = ImageDraw.Draw(panel)
     if face is None:
         _label(draw, (10, 10), "no face found", NO_MATCH_COLOUR)

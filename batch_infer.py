@@ -1,18 +1,28 @@
 """infer.py's batch modes: many pairs from a CSV or a folder, streamed to results.jsonl and results.csv.
 
 Each distinct photo is read, detected and embedded once, in input order, with the faces of several
-photos sharing forward passes. A pair's row is written as soon as both its photos are done. With
---devices N the photos are sharded over N processes (one per GPU, or CPU processes), each with its
-own copy of the models; the main process only pairs up and writes the results.
+photos sharing forward passes. A pair's row is written as soon as both its photos are done; when the
+batch ends, both files are put in the order of the pairs. With --devices N the photos are sharded over
+N processes (one per GPU, or CPU processes), each with its own copy of the models; the main process
+only pairs up and writes the results.
+
+Results are never written over. OUT_DIR/batch.json records what makes a batch (its pairs and every
+setting that changes a row): the same batch run again into the same folder skips the pairs already in
+results.jsonl and ends with the files an uninterrupted run writes; another batch is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import io
 import itertools
 import json
 import os
 import queue
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,19 +31,33 @@ import torch
 from tqdm import tqdm
 
 from analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
+from calibration import CalibratedThreshold
 from config import Config, save_config
 from age_network import CheckpointError
-from outputs import prepare_out_dir
+from outputs import OutputError, prepare_out_dir, write_atomically, write_json
 from weights import PretrainedWeightsError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CSV_COLUMNS = ["img1", "img2", "label", "is_match", "similarity_score", "threshold_used", "age_1", "age_2",
                "age_std_1", "age_std_2", "age_gap", "bbox_1", "bbox_2", "error"]
 WORKER_POLL_S = 5.0  # how often the main process checks that no worker died silently
+RESULTS_JSONL, RESULTS_CSV, MANIFEST = "results.jsonl", "results.csv", "batch.json"
+# Config fields that change a row; the others (batch sizes, workers...) change only how fast rows come.
+RESULT_FIELDS = ("img_size", "verification_threshold", "face_selection", "mtcnn_margin", "mtcnn_min_face_size",
+                 "detection_max_side")
 
 
 class InputError(ValueError):
     """A list of photos (pairs CSV, folder) that cannot be used."""
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch, after its results files were made consistent: `rows` complete rows are in
+    `results` (and in results.csv), and the same command resumes from them."""
+
+    def __init__(self, results: Path, rows: int) -> None:
+        super().__init__(f"{rows} rows kept in {results}")
+        self.results, self.rows = results, rows
 
 
 @dataclass(frozen=True)
@@ -77,40 +101,154 @@ def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
 
 def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[..., FaceAnalyzer], threshold, *,
               config: Config, devices: int = 1, device: str = "auto", all_faces: bool = False,
-              record: dict | None = None) -> dict[str, int]:
+              record: dict | None = None, settings: dict | None = None) -> dict[str, int]:
     """Compare every pair, streaming rows to out_dir; returns the counts of match, no_match and failed.
 
     make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
-    FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json."""
+    FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json;
+    settings: what else changes a row (e.g. tta, the weights used), recorded in out_dir/batch.json.
+    A rerun of the same batch resumes; an out_dir holding another batch's rows raises OutputError; Ctrl-C
+    raises BatchInterrupted with every row written so far kept."""
     out_dir = prepare_out_dir(out_dir)
-    save_config(config, out_dir, extra={"script": "infer.py", **(record or {})})
-    photos = list(dict.fromkeys(path for pair in pairs for path in (pair.path1, pair.path2)))
-    if devices > 1:
-        analyses = _analyses_sharded(devices, device, all_faces, make_analyzer, photos)
-    else:
-        analyses = make_analyzer(device=device).analyze_many(photos, all_faces=all_faces,
-                                                             names=[str(p) for p in photos])
-    counts = _write_results(pairs, analyses, out_dir, threshold)
+    identity = batch_identity(pairs, config, threshold, all_faces, settings)
+    _refuse_another_batch(out_dir, identity)
+    results = out_dir / RESULTS_JSONL
+    try:
+        kept = _kept_rows(out_dir)
+        write_json(out_dir / MANIFEST, identity)
+        save_config(config, out_dir, extra={"script": "infer.py", **(record or {})})
+        todo = [pair for pair in pairs if pair.index not in kept]
+        if kept:
+            print(f"resuming: {len(pairs) - len(todo)} of {len(pairs)} pairs already in {results}")
+        photos = list(dict.fromkeys(path for pair in todo for path in (pair.path1, pair.path2)))
+        if not photos:
+            analyses = iter(())  # nothing left to do: no model is loaded
+        elif devices > 1:
+            analyses = _analyses_sharded(devices, device, all_faces, make_analyzer, photos)
+        else:
+            analyses = make_analyzer(device=device).analyze_many(photos, all_faces=all_faces,
+                                                                 names=[str(p) for p in photos])
+        with contextlib.closing(analyses):  # on Ctrl-C too, worker processes are stopped here
+            _write_results(todo, analyses, out_dir, threshold, already=len(pairs) - len(todo))
+        rows = _rewrite_results(out_dir, sort=True)
+    except KeyboardInterrupt:
+        raise BatchInterrupted(results, len(_rewrite_results(out_dir, sort=False))) from None
+    counts = {"match": 0, "no_match": 0, "failed": 0}
+    for row in rows:
+        counts[_outcome(row)] += 1
     print(f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
-          f"-> {out_dir / 'results.jsonl'}, {out_dir / 'results.csv'}")
+          f"-> {results}, {out_dir / RESULTS_CSV}")
     return counts
 
 
+def batch_identity(pairs: list[PairSpec], config: Config, threshold, all_faces: bool,
+                   settings: dict | None = None) -> dict:
+    """What makes two runs the same batch, as JSON-ready data: the pairs and every setting that changes a row."""
+    listed = [[p.index, str(p.path1), str(p.path2), p.img1, p.img2, p.label] for p in pairs]
+    digest = hashlib.sha256(json.dumps(listed, ensure_ascii=False, default=str).encode()).hexdigest()
+    if isinstance(threshold, CalibratedThreshold):
+        threshold = {"calibration": threshold.source, "rule": threshold.calibration}
+    identity = {"pairs": len(pairs), "pairs_sha256": digest, "threshold": threshold, "all_faces": all_faces,
+                **{name: config.to_dict()[name] for name in RESULT_FIELDS},
+                "age_checkpoint": file_stamp(config.best_checkpoint), **(settings or {})}
+    return json.loads(json.dumps(identity, default=str))  # as batch.json will read back
+
+
+def file_stamp(path: Path | None) -> list | None:
+    """[path, size, modification time] of a model file: retraining into the same path is another batch."""
+    if path is None:
+        return None
+    try:
+        status = Path(path).stat()
+    except OSError:
+        return [str(path), None, None]
+    return [str(path), status.st_size, status.st_mtime_ns]
+
+
+def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
+    jsonl, table = out_dir / RESULTS_JSONL, out_dir / RESULTS_CSV
+    holds_rows = (jsonl.is_file() and jsonl.stat().st_size > 0) or \
+        (table.is_file() and len(table.read_bytes().splitlines()) > 1)  # more than a header
+    if not holds_rows:
+        return
+    try:
+        recorded = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == identity:
+        return
+    if isinstance(recorded, dict):
+        differ = sorted(key for key in identity.keys() | recorded.keys() if identity.get(key) != recorded.get(key))
+        why = f"its {', '.join(differ)} differ from this command's"
+    else:
+        why = f"no readable {MANIFEST} says which"
+    raise OutputError(f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
+                      f"or delete {jsonl} and {table} to start again")
+
+
+def _complete_lines(jsonl: Path) -> list[str]:
+    """The rows of results.jsonl; a last line cut short (the process was killed mid-write) is dropped,
+    and so is any line that is not a row."""
+    try:
+        text = jsonl.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    lines = []
+    for line in text[:text.rfind("\n") + 1].split("\n")[:-1]:  # not splitlines(): rows may hold U+2028
+        try:
+            if isinstance(json.loads(line).get("pair_index"), int):
+                lines.append(line)
+        except (ValueError, AttributeError):
+            continue
+    return lines
+
+
+def _kept_rows(out_dir: Path) -> set[int]:
+    """The pair indices already done, after making both files hold exactly those rows."""
+    return {json.loads(line)["pair_index"] for line in _rewrite_lines(out_dir, _complete_lines(out_dir / RESULTS_JSONL))}
+
+
+def _rewrite_results(out_dir: Path, sort: bool) -> list[dict]:
+    """Make results.csv hold exactly the rows of results.jsonl (in pair order with `sort`); returns the rows."""
+    lines = _complete_lines(out_dir / RESULTS_JSONL)
+    if sort:
+        lines.sort(key=lambda line: json.loads(line)["pair_index"])
+    return [json.loads(line) for line in _rewrite_lines(out_dir, lines)]
+
+
+def _rewrite_lines(out_dir: Path, lines: list[str]) -> list[str]:
+    first = {}
+    for line in lines:  # one row per pair, the first written
+        first.setdefault(json.loads(line)["pair_index"], line)
+    lines = list(first.values())
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(_csv_row(json.loads(line)) for line in lines)
+    write_atomically(out_dir / RESULTS_JSONL, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines),
+                                                                          encoding="utf-8"))
+    write_atomically(out_dir / RESULTS_CSV, lambda tmp: tmp.write_text(table.getvalue(), encoding="utf-8",
+                                                                        newline=""))
+    return lines
+
+
 def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path,
-                   threshold) -> dict[str, int]:
+                   threshold, already: int = 0) -> None:
+    """Append the rows of `pairs` to both results files, each as soon as both its photos are done."""
     waiting: dict[str, list[int]] = {}
     for index, pair in enumerate(pairs):
         for path in {str(pair.path1), str(pair.path2)}:
             waiting.setdefault(path, []).append(index)
     done: dict[str, PhotoAnalysis] = {}
-    counts = {"match": 0, "no_match": 0, "failed": 0}
-    with open(out_dir / "results.jsonl", "w", encoding="utf-8") as jsonl, \
-            open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as table, \
-            tqdm(total=len(pairs), unit="pair", desc="pairs") as progress:
+    # disable=None: no progress bar when stderr is not a terminal (a log file), only the error lines
+    with open(out_dir / RESULTS_JSONL, "a", encoding="utf-8") as jsonl, \
+            open(out_dir / RESULTS_CSV, "a", newline="", encoding="utf-8") as table, \
+            tqdm(total=already + len(pairs), initial=already, unit="pair", desc="pairs", disable=None) as progress:
         writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
         for analysis in analyses:
             done[analysis.source] = analysis
+            if analysis.error:  # one line per failed photo, above the progress bar; its rows say it too
+                tqdm.write(f"error: {' '.join(analysis.error.split())}", file=sys.stderr)
             for index in waiting.pop(analysis.source, []):
                 pair = pairs[index]
                 if str(pair.path1) not in done or str(pair.path2) not in done:
@@ -119,9 +257,7 @@ def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out
                 jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
                 writer.writerow(_csv_row(row))
                 jsonl.flush(), table.flush()  # a crash keeps every row written so far
-                counts[_outcome(row)] += 1
                 progress.update()
-    return counts
 
 
 def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
@@ -203,6 +339,7 @@ def _check_alive(workers) -> None:
 
 def _shard_worker(rank: int, world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path],
                   results) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the workers
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
         analyzer = make_analyzer(device=_device_for(rank, world, device))

@@ -64,12 +64,17 @@ def detect_faces_batch(detector: MTCNN, images: list[Image.Image], config: Confi
 
     Photos of the same size are detected in one MTCNN call (its batches need equal sizes). Photos larger
     than `config.detection_max_side` are shrunk for detection only (MTCNN's cost grows with the pixel
-    count); the boxes are mapped back and the crops cut from the full-resolution photo."""
+    count); the boxes are mapped back and the crops cut from the full-resolution photo. A photo too small
+    or too narrow for a face of `config.mtcnn_min_face_size` pixels (see too_small_for_detection) has no
+    faces; MTCNN is not asked, and the photos it is asked about are never affected by it."""
     shrunk = [_for_detection(image, config.detection_max_side) for image in images]
     by_size: dict[tuple[int, int], list[int]] = {}
-    for index, (small, _) in enumerate(shrunk):
-        by_size.setdefault(small.size, []).append(index)
     results: list[DetectedFaces | None] = [None] * len(images)
+    for index, (small, _) in enumerate(shrunk):
+        if _too_small_for_mtcnn(small.size, config.mtcnn_min_face_size):
+            results[index] = _faces_in(images[index], None, None, 1.0, config)  # MTCNN would crash, not answer
+        else:
+            by_size.setdefault(small.size, []).append(index)
     for indices in by_size.values():
         batch_boxes, batch_probabilities = detector.detect([shrunk[i][0] for i in indices])
         for index, boxes, probabilities in zip(indices, batch_boxes, batch_probabilities):
@@ -77,12 +82,31 @@ def detect_faces_batch(detector: MTCNN, images: list[Image.Image], config: Confi
     return results
 
 
+def too_small_for_detection(size: tuple[int, int], config: Config) -> bool:
+    """Whether a photo of `size` (width, height) is too small, or too narrow, to hold a face of
+    `config.mtcnn_min_face_size` pixels once shrunk for detection: it is answered "no faces" unasked."""
+    return _too_small_for_mtcnn(_detection_size(size, config.detection_max_side), config.mtcnn_min_face_size)
+
+
+def _too_small_for_mtcnn(size: tuple[int, int], min_face_size: int) -> bool:
+    # facenet-pytorch's detect_face builds its image pyramid while min(h, w) * 12 / min_face_size >= 12 and
+    # concatenates the (empty) list of levels when there is none: torch.cat raises instead of "no face".
+    # The same float expression as theirs, so the border case (a short side equal to min_face_size) agrees.
+    return min(size) * (12.0 / min_face_size) < 12
+
+
+def _detection_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(size))
+    if scale == 1.0:
+        return size
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def _for_detection(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     scale = min(1.0, max_side / max(image.size))
     if scale == 1.0:
         return image, scale
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.BILINEAR), scale
+    return image.resize(_detection_size(image.size, max_side), Image.BILINEAR), scale
 
 
 def _faces_in(image: Image.Image, boxes, probabilities, scale: float, config: Config) -> DetectedFaces:

@@ -6,8 +6,11 @@
 
 Exit codes: 0 done; 2 bad command line; 3 unreadable input (missing, folder, not an image, truncated,
 too large); 4 no face found in a photo; 5 OUT_DIR cannot be written; 6 a model cannot be loaded (age
-checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows).
+checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows); 130 interrupted (Ctrl-C).
 An unusable --calibration file counts as unreadable input (3).
+
+A batch run again into the same OUT_DIR resumes where it stopped; OUT_DIR holding another batch's results
+is refused (5): choose another OUT_DIR.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from analyzer import FaceAnalyzer, pair_result
 from annotate import comparison_image
-from batch_infer import InputError, folder_pairs, read_pairs_csv, run_batch
+from batch_infer import BatchInterrupted, InputError, file_stamp, folder_pairs, read_pairs_csv, run_batch
 from calibration import CalibratedThreshold, CalibrationError
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from device import resolve_device
@@ -31,6 +34,7 @@ from outputs import OutputError, prepare_out_dir, unique_stem, write_atomically,
 from weights import PretrainedWeightsError
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE, EXIT_OUTPUT, EXIT_MODEL, EXIT_PAIRS_FAILED = 0, 2, 3, 4, 5, 6, 7
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 INFER_OPTIONS = ("best_checkpoint", "verification_threshold", "face_selection", "mtcnn_margin",
                  "mtcnn_min_face_size", "detection_max_side", "inference_batch_size")
 
@@ -81,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error, EXIT_OUTPUT)
     except (CheckpointError, PretrainedWeightsError) as error:
         return _fail(error, EXIT_MODEL)
+    except BatchInterrupted as interrupt:
+        print(f"interrupted: {interrupt.rows} rows kept in {interrupt.results}; rerun the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # before a batch wrote anything, or in pair mode (whose files are written whole)
+        print("interrupted: rerun the same command to " + ("resume" if batch else "compare the pair"), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def analyzer_factory(args, config: Config) -> functools.partial:
@@ -94,8 +105,12 @@ def run_batches(args, config: Config, threshold) -> int:
     record = {"pairs": str(args.pairs) if args.pairs else None, "folder": str(args.folder) if args.folder else None,
               "no_age": args.no_age, "tta": args.tta, "all_faces": args.all_faces,
               "calibration": str(args.calibration) if args.calibration else None}
+    # What changes a row beyond the config: a rerun that differs in one of these is another batch.
+    settings = {"tta": args.tta, "age_checkpoint": None if args.no_age else file_stamp(config.best_checkpoint),
+                "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2"}
     counts = run_batch(pairs, Path(args.paths[0]), analyzer_factory(args, config), threshold, config=config,
-                       devices=args.devices, device=args.device, all_faces=args.all_faces, record=record)
+                       devices=args.devices, device=args.device, all_faces=args.all_faces, record=record,
+                       settings=settings)
     return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
 
 
