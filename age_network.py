@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from checkpoint_files import checkpoint_damage, damaged_message
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
 from weights import load_backbone
 
@@ -107,7 +108,7 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
     """Load a trained age network for inference (eval mode) from a checkpoint written by train.py.
 
     Loading uses weights_only=True, so a checkpoint cannot run code: one that carries arbitrary
-    Python objects is refused with CheckpointError.
+    Python objects is refused with CheckpointError, as is a truncated or corrupt file.
     """
     path = Path(path)
     if not path.is_file():
@@ -115,15 +116,26 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
                               "or point --ckpt at an existing .ckpt file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run code "
-            f"when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, saved "
-            f"by train.py. Detail: {str(error).splitlines()[0][:200]}") from None
     except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable age-model checkpoint "
-                              f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        # Damage is looked for only now: checking every byte first would slow each start for intact files.
+        damage = checkpoint_damage(path)
+        if damage is not None:
+            raise CheckpointError(damaged_message(path, damage, DAMAGED_ADVICE)) from None
+        if isinstance(error, pickle.UnpicklingError):
+            raise CheckpointError(
+                f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "
+                "code when unpickled. Only use checkpoints from a source you trust, saved by train.py") from None
+        raise CheckpointError(f"{path} is not a readable age-model checkpoint ({_first_line(error)})") from None
     return _network_from(checkpoint, path).to(map_location).eval()
+
+
+DAMAGED_ADVICE = ("Point --ckpt at another checkpoint (last.ckpt and best.ckpt of a run are separate files) "
+                  "or train again with `uv run python train.py`")
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _network_from(checkpoint, path: Path) -> AgeNetwork:
@@ -136,6 +148,5 @@ def _network_from(checkpoint, path: Path) -> AgeNetwork:
     try:
         network.load_state_dict(weights)
     except RuntimeError as error:
-        raise CheckpointError(f"{path} does not hold this age model's weights "
-                              f"({str(error).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path} does not hold this age model's weights ({_first_line(error)})") from None
     return network

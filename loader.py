@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from config import MAX_AGE, MIN_AGE, Config
-from imaging import face_to_tensor, load_image
+from imaging import ImageLoadError, face_to_tensor, load_image
 from tables import read_table
 
 SHOWN_OFFENDERS = 5  # enough to spot a pattern without flooding the terminal
@@ -26,6 +26,21 @@ SHOWN_OFFENDERS = 5  # enough to spot a pattern without flooding the terminal
 
 class LabelsError(ValueError):
     """A labels CSV that cannot be trained on; the message lists the first offending rows."""
+
+
+class UnreadableImageError(ImageLoadError):
+    """A listed image that cannot be read; the message names the file and its CSV line. Read the message with
+    `raised_message`: from a DataLoader worker process the error arrives wrapped in the worker's traceback."""
+
+
+def raised_message(error: BaseException) -> str:
+    """The message `error` was raised with, also when a DataLoader worker raised it: torch re-creates a worker's
+    exception in the main process with the worker's formatted traceback as its message (ExceptionWrapper in
+    torch/_utils.py), whose last line is `module.Type: message`."""
+    lines = str(error).strip().splitlines()
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    return lines[-1].split(": ", 1)[-1]
 
 
 def read_labels(csv_path: Path, image_dir: Path) -> pd.DataFrame:
@@ -84,7 +99,7 @@ class FaceAgeDataset(Dataset):
     """(face tensor 3 x img_size x img_size, age, row index) for each row of a labels CSV."""
 
     def __init__(self, image_dir: Path, csv_path: Path, img_size: int = 160, augment: bool = False) -> None:
-        self.image_dir = Path(image_dir)
+        self.image_dir, self.csv_path = Path(image_dir), Path(csv_path)
         self.labels = read_labels(csv_path, self.image_dir)
         # Plain lists: cheaper than pandas row access in every worker, for every sample.
         self._names = self.labels["name"].tolist()
@@ -96,7 +111,12 @@ class FaceAgeDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        pixels = TF.pil_to_tensor(load_image(self.image_dir / self._names[index]))
+        try:
+            image = load_image(self.image_dir / self._names[index])
+        except ImageLoadError as error:
+            # +2: the CSV line as an editor shows it (header first, counting from 1)
+            raise UnreadableImageError(f"{error} (line {index + 2} of {self.csv_path})") from None
+        pixels = TF.pil_to_tensor(image)
         if self.augmentation is not None:
             pixels = self.augmentation(pixels)
         return face_to_tensor(pixels, self.img_size), torch.tensor(self._ages[index]), index

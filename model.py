@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
 from age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
+from checkpoint_files import save_checkpoint_file
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config, ConfigArgumentParser, add_config_arguments, parse_config
 from device import choose_device
 from weights import PretrainedWeightsError, load_backbone, weights_path
@@ -143,11 +144,8 @@ def build_age_model(config: Config) -> AgeEstimationModel:
 
 def save_age_checkpoint(model: AgeEstimationModel, path: Path) -> Path:
     """Save `model` in Lightning's checkpoint layout without a Trainer (load_age_model reads it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": L.__version__, "epoch": None, "global_step": 0}, path)
-    return path
+    return save_checkpoint_file({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                                 "pytorch-lightning_version": L.__version__, "epoch": None, "global_step": 0}, path)
 
 
 def main(argv: list[str] | None = None) -> int:

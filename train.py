@@ -4,12 +4,15 @@
     uv run python train.py --ckpt checkpoints/last.ckpt     # resume where a run stopped
     uv run python train.py --devices 4 --strategy ddp       # several GPUs (add --num-nodes for machines)
 
-Writes <ckpt-dir>/best.ckpt (lowest validation MAE) and <ckpt-dir>/last.ckpt, TensorBoard logs under
-<log-dir>, and the resolved config.json beside both.
+Writes <ckpt-dir>/best.ckpt (lowest validation MAE) and <ckpt-dir>/last.ckpt (the latest point reached: every
+epoch end, every --checkpoint-every-n-steps steps, and on SIGTERM or Ctrl-C), TensorBoard logs under <log-dir>,
+and the resolved config.json beside both. Checkpoints are written atomically: a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +21,14 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint, RunRecord, ValidationPredictionImages
+from checkpoint_files import checkpoint_damage, damaged_message
+from checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
 from config import Config, ConfigArgumentParser, add_config_arguments, batch_limit, parse_config
 from device import DeviceChoice, choose_device
-from loader import FaceAgeDataModule, LabelsError
+from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_message
 from model import backbone_freezing, build_age_model
 from weights import PretrainedWeightsError
 
@@ -30,13 +36,27 @@ TRAIN_OPTIONS = (
     "train_dir", "val_dir", "train_csv", "val_csv", "batch_size", "max_epochs", "learning_rate", "patience",
     "label_sigma", "pretrained", "freeze_backbone_epochs", "num_workers", "accelerator", "devices", "num_nodes",
     "strategy", "precision", "resume_checkpoint", "checkpoint_dir", "log_dir", "limit_train_batches",
-    "limit_val_batches", "seed", "log_every_n_steps", "img_size",
+    "limit_val_batches", "seed", "log_every_n_steps", "img_size", "checkpoint_every_n_steps",
 )
 MONITOR = "val/mae"  # what "best" means: lowest mean absolute error in years on the validation set
 
 
 class TrainingSetupError(RuntimeError):
     """Something to fix before training can start (missing data, bad resume path...)."""
+
+
+class TrainingDataError(RuntimeError):
+    """Training met data it cannot use (an unreadable image); the message says which and how to go on."""
+
+
+class TrainingStopped(RuntimeError):
+    """SIGTERM or SIGINT stopped training. `checkpoint`: what to resume from (None: nothing to resume yet);
+    `saved_now`: whether it was written on this stop, so that nothing was lost."""
+
+    def __init__(self, signal_name: str, checkpoint: Path | None, saved_now: bool, epoch: int, global_step: int) -> None:
+        super().__init__(f"stopped by {signal_name} in epoch {epoch} at step {global_step}")
+        self.signal_name, self.checkpoint, self.saved_now = signal_name, checkpoint, saved_now
+        self.epoch, self.global_step = epoch, global_step
 
 
 @dataclass(frozen=True)
@@ -57,20 +77,33 @@ def check_inputs(config: Config) -> None:
         raise TrainingSetupError(
             "cannot find the dataset: " + "; ".join(missing) + ".\nRun `uv run python data_prep.py` to download "
             "and prepare it, or point --train-dir, --val-dir, --train-csv and --val-csv at your own folders and CSVs.")
-    if config.resume_checkpoint is not None and not Path(config.resume_checkpoint).is_file():
-        raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
+    if config.checkpoint_every_n_steps < 0:
+        raise TrainingSetupError(f"checkpoint_every_n_steps cannot be negative, got {config.checkpoint_every_n_steps}")
+    if config.resume_checkpoint is not None:
+        if not Path(config.resume_checkpoint).is_file():
+            raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
+        # Found now rather than by Lightning deep inside fit, after the data and the model are set up.
+        damage = checkpoint_damage(config.resume_checkpoint)
+        if damage is not None:
+            raise TrainingSetupError("cannot resume: " + damaged_message(
+                config.resume_checkpoint, damage, "Resume from another checkpoint (best.ckpt or last.ckpt of the "
+                "same run) or start again without --ckpt"))
 
 
 def build_trainer(config: Config, choice: DeviceChoice,
-                  extra_callbacks: tuple[Callback, ...] = ()) -> tuple[L.Trainer, RunRecord]:
+                  extra_callbacks: tuple[Callback, ...] = ()) -> tuple[L.Trainer, RunRecord, LastCheckpoint, StopOnSignal]:
     logger = TensorBoardLogger(save_dir=str(config.log_dir.parent), name=config.log_dir.name,
                                default_hp_metric=True)  # hp_metric: best val MAE, set by RunRecord
     best = ModelCheckpoint(dirpath=config.checkpoint_dir, filename="best", monitor=MONITOR, mode="min",
-                           save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                           enable_version_counter=False)  # stable names: best.ckpt and last.ckpt
+                           save_top_k=1, auto_insert_metric_name=False,
+                           enable_version_counter=False)  # a stable name: best.ckpt
+    last = LastCheckpoint(config.checkpoint_dir, config.checkpoint_every_n_steps)  # after best: it saves best's state
     record = RunRecord(config, "train.py", MONITOR)
+    stop = StopOnSignal()
     callbacks: list[Callback] = [
         best,
+        last,
+        stop,
         EarlyStopping(monitor=MONITOR, mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         ValidationPredictionImages(config.logged_sample_faces, config.figure_sample_size),
@@ -87,11 +120,11 @@ def build_trainer(config: Config, choice: DeviceChoice,
         strategy=config.strategy, max_epochs=config.max_epochs, logger=logger, callbacks=callbacks,
         limit_train_batches=batch_limit(config.limit_train_batches),
         limit_val_batches=batch_limit(config.limit_val_batches),
-        log_every_n_steps=config.log_every_n_steps,
+        log_every_n_steps=config.log_every_n_steps, plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
         print(f"Training on {choice.describe()}")
-    return trainer, record
+    return trainer, record, last, stop
 
 
 def train(config: Config, extra_callbacks: tuple[Callback, ...] = ()) -> TrainingResult:
@@ -99,13 +132,28 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = ()) -> Trainin
     check_inputs(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     choice = choose_device(config.accelerator, config.precision)
-    trainer, record = build_trainer(config, choice, extra_callbacks)
+    trainer, record, last, stop = build_trainer(config, choice, extra_callbacks)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     model = build_age_model(config)
-    trainer.fit(model, datamodule=datamodule,
-                ckpt_path=str(config.resume_checkpoint) if config.resume_checkpoint else None)
+    try:
+        trainer.fit(model, datamodule=datamodule,
+                    ckpt_path=str(config.resume_checkpoint) if config.resume_checkpoint else None)
+    except SIGTERMException:
+        raise TrainingStopped(stop.signal_name or "SIGTERM", _resume_point(last, config), last.saved_on_stop,
+                              trainer.current_epoch, trainer.global_step) from None
+    except UnreadableImageError as error:
+        # Met here rather than by opening every image before training: for 500k images that is minutes of disk reads.
+        resume_from = _resume_point(last, config)
+        then = f"resume with --ckpt {resume_from}" if resume_from else "run again"
+        raise TrainingDataError(f"{raised_message(error)}. Delete the file or remove its row from the CSV, "
+                                f"then {then}") from None
     return TrainingResult(config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt",
                           record.best_epoch, record.best, Path(trainer.logger.log_dir))
+
+
+def _resume_point(last: LastCheckpoint, config: Config) -> Path | None:
+    # Only this run's saves count: a last.ckpt in the folder may be left from an older run.
+    return last.path if last.saved_step is not None else config.resume_checkpoint
 
 
 def build_parser() -> ConfigArgumentParser:
@@ -115,14 +163,42 @@ def build_parser() -> ConfigArgumentParser:
 
 
 def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = ()) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     _, config = parse_config(build_parser(), argv)
     try:
         result = train(config, extra_callbacks)
-    except (TrainingSetupError, LabelsError, PretrainedWeightsError) as error:
+    except (TrainingSetupError, TrainingDataError, LabelsError, PretrainedWeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TrainingStopped as stopped:
+        _report_stop(stopped, argv)
+        return 128 + signal.Signals[stopped.signal_name].value  # what a shell reports for a signal's death
     _report(result, config)
     return 0
+
+
+@rank_zero_only
+def _report_stop(stopped: TrainingStopped, argv: list[str]) -> None:
+    if stopped.checkpoint is None:
+        print(f"{stopped}, before any checkpoint was written; run the same command again to start over",
+              file=sys.stderr)
+        return
+    saved = "saved" if stopped.saved_now else "latest checkpoint"
+    print(f"{stopped}; {saved} {stopped.checkpoint}; resume with: {resume_command(argv, stopped.checkpoint)}",
+          file=sys.stderr)
+
+
+def resume_command(argv: list[str], checkpoint: Path) -> str:
+    """The train.py command line of `argv` that resumes from `checkpoint` (any --ckpt it had replaced)."""
+    kept, skip_value = [], False
+    for argument in argv:
+        if skip_value:
+            skip_value = False
+        elif argument in ("--ckpt", "--resume-checkpoint"):
+            skip_value = True
+        elif not argument.startswith(("--ckpt=", "--resume-checkpoint=")):
+            kept.append(argument)
+    return shlex.join(["uv", "run", "python", "train.py", *kept, "--ckpt", str(checkpoint)])
 
 
 @rank_zero_only

@@ -76,7 +76,10 @@ def load_backbone(name: str | None, *, weights_file: Path | None = None,
     if weights_file is not None and not Path(weights_file).is_file():
         raise PretrainedWeightsError(f"no weights file at {weights_file}")
     path = Path(weights_file) if weights_file is not None else ensure_weights(name, hint)
-    state_dict = _read_state_dict(path)
+    # Deleting the file to download it again only helps for the file this toolkit downloads into TORCH_HOME.
+    remedy = (f"Check that {path} is a complete InceptionResnetV1 state dict, or name another file." if weights_file
+              is not None else "Delete it and run again to download a fresh copy.")
+    state_dict = _read_state_dict(path, remedy)
     # The files carry the identity classifier they were trained with; it is loaded to check the
     # layout strictly, then dropped, since only the embedding is used here.
     num_classes = spec.num_classes if spec else state_dict.get("logits.weight", torch.empty(0, 512)).shape[0]
@@ -86,7 +89,7 @@ def load_backbone(name: str | None, *, weights_file: Path | None = None,
     except RuntimeError as error:
         raise PretrainedWeightsError(
             f"{path} does not hold InceptionResnetV1 weights with the expected layout "
-            f"({str(error).splitlines()[0]}). Delete it and run again to download a fresh copy.") from None
+            f"({str(error).splitlines()[0]}). {remedy}") from None
     return _drop_classifier(backbone)
 
 
@@ -102,13 +105,14 @@ def save_random_weights(path: Path, name: str = "vggface2", adjust=None) -> Path
     return path
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, remedy: str) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise PretrainedWeightsError(
-            f"{path} is not a readable weights file ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
-            "Delete it and run again to download a fresh copy.") from None
+        lines = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+        raise PretrainedWeightsError(f"{path} is not a readable weights file, damaged or of another kind "
+                                     f"({detail}). {remedy}") from None
     if not isinstance(state_dict, dict):
         raise PretrainedWeightsError(f"{path} holds a {type(state_dict).__name__}, not a state dict of weights.")
     return state_dict

@@ -1,0 +1,71 @@
+"""Checkpoint files on disk: written atomically, and checked for damage without unpickling anything.
+
+Kept free of Lightning so that inference (age_network.py) can use the damage check without its import cost.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from outputs import write_atomically
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since torch 1.6; Lightning checkpoints are such
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that is truncated or corrupt (or not a checkpoint archive at all)."""
+
+
+def save_checkpoint_file(checkpoint: dict[str, Any], path: Path) -> Path:
+    """torch.save `checkpoint` to `path` through a temporary file in the same folder, flushed to disk and
+    then renamed over `path`: a crash or a full disk while saving leaves the previous file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        try:
+            with open(tmp, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # the rename must not reach the disk before the data it points to
+        except BaseException:  # write_atomically only cleans up after OSError; pickling errors or Ctrl-C too
+            tmp.unlink(missing_ok=True)
+            raise
+
+    return write_atomically(path, write)
+
+
+def checkpoint_damage(path: Path) -> str | None:
+    """Why the checkpoint at `path` is damaged, or None when it is an intact archive.
+
+    torch.save writes a zip archive whose table of contents sits at its very end and whose members carry
+    CRC-32 checksums, so reading it with zipfile finds truncation and flipped bytes. torch.load checks
+    neither checksum: a flipped byte in the weights loads silently. Reads the whole file (about a second
+    per GB)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(ZIP_MAGIC))
+        if not head:
+            return "the file is empty"
+        if head != ZIP_MAGIC:
+            return "it is not a PyTorch checkpoint archive (it does not start like a zip file)"
+        with zipfile.ZipFile(path) as archive:
+            broken_member = archive.testzip()
+    except zipfile.BadZipFile as error:
+        return f"it is truncated or corrupt ({error})"
+    except (OSError, EOFError, ValueError, RuntimeError) as error:
+        return f"it cannot be read ({type(error).__name__}: {error})"
+    if broken_member is not None:
+        return f"it is corrupt: {broken_member} inside it fails its checksum"
+    return None
+
+
+def damaged_message(path: Path, reason: str, advice: str) -> str:
+    """One line for a damaged checkpoint: which file, why, and what to do instead."""
+    return f"checkpoint {path} is damaged: {reason}. {advice}"
