@@ -122,7 +122,7 @@ def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[...,
             print(f"resuming: {len(pairs) - len(todo)} of {len(pairs)} pairs already in {results}")
         photos = list(dict.fromkeys(path for pair in todo for path in (pair.path1, pair.path2)))
         if not photos:
-            analyses = iter(())  # nothing left to do: no model is loaded
+            analyses = (analysis for analysis in ())  # nothing left to do: no model is loaded
         elif devices > 1:
             analyses = _analyses_sharded(devices, device, all_faces, make_analyzer, photos)
         else:

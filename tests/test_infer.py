@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import annotate
 import infer
 from analyzer import FaceAnalyzer
 from config import Config
@@ -195,3 +196,36 @@ def test_paths_with_spaces_and_non_ascii(run, photo_dir, tmp_path):
     assert code == 0
     result = json.loads((tmp_path / "sortie é" / "année 1999_vs_astronaut_edit_data.json").read_text(encoding="utf-8"))
     assert result["image_1"] == "année 1999.jpg" and result["models"]["tta"] is True
+
+
+@pytest.mark.parametrize("size", [(1, 1), (19, 19), (4000, 40), (8000, 50)])
+def test_photo_too_small_for_a_face_is_no_face_not_a_crash(run, photo_dir, astronaut, tmp_path, size):
+    tiny = tmp_path / f"tiny_{size[0]}x{size[1]}.png"
+    astronaut.resize(size).save(tiny)
+    code, _, err = run(photo_dir / "astronaut.jpg", tiny, tmp_path / "out", "--json")
+    assert code == infer.EXIT_NO_FACE
+    _only_error_line(err, "no face found in", tiny.name, "too small")
+    result = json.loads((tmp_path / "out" / f"astronaut_vs_{tiny.stem}_data.json").read_text())
+    assert result["face_2"] is None and result["verification"] is None and result["face_1"]["bbox"]
+    with Image.open(tmp_path / "out" / f"astronaut_vs_{tiny.stem}_result.jpg") as picture:
+        assert picture.width <= 2 * annotate.MAX_PANEL_WIDTH + annotate.GAP  # a banner stays a storable JPEG
+
+
+@pytest.mark.parametrize("value", ["0", "11", "1601"])
+def test_min_face_size_outside_what_mtcnn_can_search_is_a_usage_error(photo_dir, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as error:
+        infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "coffee.jpg"), str(tmp_path),
+                    "--mtcnn-min-face-size", value])
+    assert error.value.code == infer.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "mtcnn_min_face_size must lie in 12..1600" in err and f"got {value}" in err and "Traceback" not in err
+
+
+def test_ctrl_c_in_pair_mode_ends_with_one_line_and_exit_130(run, photo_dir, tmp_path, monkeypatch):
+    def interrupted(photo):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(infer, "load_image", interrupted)
+    code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg", tmp_path)
+    assert code == infer.EXIT_INTERRUPTED == 130
+    assert err.strip() == "interrupted: rerun the same command to compare the pair"

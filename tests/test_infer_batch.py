@@ -120,3 +120,122 @@ def test_command_line_shape_is_checked(capsys):
     with pytest.raises(SystemExit):
         infer.main(["--pairs", "p.csv", "a", "b"])
     assert "exactly one positional" in capsys.readouterr().err
+
+
+def _interrupt_after(monkeypatch, photos: int):
+    """Ctrl-C once `photos` photos have been analysed, as a user pressing it mid-batch would."""
+    from analyzer import FaceAnalyzer
+
+    original = FaceAnalyzer.analyze_many
+
+    def analyze_many(self, *args, **kwargs):
+        for count, analysis in enumerate(original(self, *args, **kwargs)):
+            if count == photos:
+                raise KeyboardInterrupt
+            yield analysis
+
+    monkeypatch.setattr(FaceAnalyzer, "analyze_many", analyze_many)
+
+
+def _files(out_dir):
+    return [(out_dir / name).read_bytes() for name in ("results.jsonl", "results.csv")]
+
+
+def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(pairs_dir, tmp_path, age_checkpoint,
+                                                                              torch_home_with_vggface2, monkeypatch,
+                                                                              capsys):
+    # One face per forward pass: the resumed run batches fewer faces, which must not move a last digit.
+    command = ["--pairs", pairs_dir / "pairs.csv", "--inference-batch-size", "1"]
+    assert _run(*command, tmp_path / "whole", checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
+    capsys.readouterr()
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 3)  # astronaut, astronaut_edit, missing: rows of pairs 0 and 1 are written
+        assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: cannot read image {pairs_dir / 'imgs' / 'missing.jpg'}: no such file",  # the failed photo, named
+        f"interrupted: 2 rows kept in {out / 'results.jsonl'}; rerun the same command to resume"]
+    rows, table = _results(out)
+    assert [r["pair_index"] for r in rows] == [0, 1] and [r["img2"] for r in table] == [r["img2"] for r in rows]
+
+    import analyzer
+    loaded = []
+    monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
+    assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
+    captured = capsys.readouterr()
+    assert "resuming: 2 of 4 pairs already in" in captured.out and "4 pairs: " in captured.out
+    assert sorted(loaded) == ["astronaut_edit.jpg", "coffee.jpg", "two_people.jpg"]  # only what pairs 2, 3 need
+    assert captured.err.splitlines() == [f"error: no face found in {pairs_dir / 'imgs' / 'coffee.jpg'}"]
+    assert _files(out) == _files(tmp_path / "whole")
+
+
+def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(pairs_dir, tmp_path, age_checkpoint,
+                                                             torch_home_with_vggface2, monkeypatch, capsys):
+    command = ["--pairs", pairs_dir / "pairs.csv", "--inference-batch-size", "1"]
+    _run(*command, tmp_path / "whole", checkpoint=age_checkpoint)
+    out = tmp_path / "killed"
+    shutil.copytree(tmp_path / "whole", out)
+    lines = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "results.jsonl").write_bytes(b"".join(lines[:2]) + lines[2][:40])  # killed while writing the third row
+    import analyzer
+    loaded = []
+    monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
+    capsys.readouterr()
+    assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED  # results.csv still holds 4
+    assert "resuming: 2 of 4 pairs" in capsys.readouterr().out
+    assert sorted(loaded) == ["astronaut_edit.jpg", "coffee.jpg", "two_people.jpg"]  # pairs 2 and 3 only
+    assert _files(out) == _files(tmp_path / "whole")
+
+
+def test_another_batch_is_refused_and_the_same_one_is_not_redone(pairs_dir, tmp_path, age_checkpoint,
+                                                                 torch_home_with_vggface2, monkeypatch, capsys):
+    with open(pairs_dir / "one.csv", "w") as handle:
+        handle.write("img1,img2\nimgs/astronaut.jpg,imgs/astronaut_edit.jpg\n")
+    out = tmp_path / "out"
+    assert _run("--pairs", pairs_dir / "one.csv", out, checkpoint=age_checkpoint) == infer.EXIT_OK
+    before = _files(out)
+    capsys.readouterr()
+    for other in (["--pairs", pairs_dir / "one.csv", "--threshold", "0.5"], ["--pairs", pairs_dir / "pairs.csv"],
+                  ["--folder", pairs_dir / "imgs"], ["--pairs", pairs_dir / "one.csv", "--no-age"]):
+        assert _run(*other, out, checkpoint=age_checkpoint) == infer.EXIT_OUTPUT
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "holds the results of another batch" in err
+        assert "choose another OUT_DIR" in err and "Traceback" not in err
+        assert _files(out) == before
+    assert "verification_threshold" in _run_err(capsys, out, "--pairs", pairs_dir / "one.csv", "--threshold", "0.5",
+                                                 checkpoint=age_checkpoint)
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a finished batch needs no model")
+
+    monkeypatch.setattr(infer, "FaceAnalyzer", no_models)
+    assert _run("--pairs", pairs_dir / "one.csv", out, checkpoint=age_checkpoint) == infer.EXIT_OK
+    assert "resuming: 1 of 1 pairs" in capsys.readouterr().out
+    assert _files(out) == before
+
+
+def _run_err(capsys, out, *args, checkpoint):
+    _run(*args, out, checkpoint=checkpoint)
+    return capsys.readouterr().err
+
+
+def test_photos_too_small_for_a_face_fail_their_rows_only(photo_dir, astronaut, tmp_path, age_checkpoint,
+                                                          torch_home_with_vggface2, capsys):
+    sizes = [(1, 1), (19, 19), (4000, 40), (8000, 50)]
+    for width, height in sizes:
+        astronaut.resize((width, height)).save(tmp_path / f"{width}x{height}.png")
+    with open(tmp_path / "pairs.csv", "w") as handle:
+        handle.write("img1,img2\n" + "".join(f"{photo_dir / 'astronaut.jpg'},{w}x{h}.png\n" for w, h in sizes)
+                     + f"{photo_dir / 'astronaut.jpg'},{photo_dir / 'astronaut_edit.jpg'}\n")
+    assert _run("--pairs", tmp_path / "pairs.csv", tmp_path / "out", checkpoint=age_checkpoint) == 7
+    rows, _ = _results(tmp_path / "out")
+    assert [r["pair_index"] for r in rows] == [0, 1, 2, 3, 4]  # a finished batch is in the order of the pairs
+    for row, (width, height) in zip(rows, sizes):
+        assert row["verification"] is None and f"no face found in {tmp_path / f'{width}x{height}.png'}" in row["error"]
+        assert "too small" in row["error"] and row["face_1"]["bbox"]
+    assert rows[4]["error"] is None and rows[4]["verification"]["similarity_score"] is not None
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 4 and all(line.startswith("error: no face found in") for line in err.splitlines())
