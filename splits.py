@@ -1,9 +1,15 @@
 """Train/validation splits that do not leak people, balanced across age bands.
 
 When identities are known, whole people go to one side: the same face in train and val makes
-validation flattering (see shared/datasets.md). People are assigned band by band (decades of their
-median age) until each band's validation share reaches the ratio, so val covers children and old
-people as train does. Without identities the split is random, stratified by age band.
+validation flattering (see shared/datasets.md). A row without an identity counts as a person of its
+own. People are first picked band by band (decades of their median age) towards each band's share,
+so val covers children and old people as train does; then single people are moved in or out, over
+all bands, while that brings the val share of images closer to the ratio. Without identities the split
+is random, stratified by age band, and meets the ratio to within one image.
+
+The val share of images is then within SPLIT_TOLERANCE of the ratio (or one image, on tiny sets);
+when whole people cannot be split that finely (few people, or one holding most photos),
+`split_shortfall` says so with the real shares.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 BAND_YEARS = 10
+SPLIT_TOLERANCE = 0.02  # the val share of images may differ from --val-ratio by this much (2 percentage points)
 
 
 def age_band(ages: pd.Series) -> pd.Series:
@@ -22,36 +29,85 @@ def split_records(records: pd.DataFrame, val_ratio: float, seed: int, has_identi
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, val) rows of `records` (columns source, age, identity); deterministic for a seed."""
     rng = np.random.default_rng(seed)
-    if has_identity and records["identity"].notna().all():
+    if has_identity:
         in_val = _identity_split(records, val_ratio, rng)
     else:
         in_val = _stratified_split(records, val_ratio, rng)
     return records[~in_val].reset_index(drop=True), records[in_val].reset_index(drop=True)
 
 
+def people_of(records: pd.DataFrame) -> pd.Series:
+    """The person of each row: its identity, or the row itself when the identity is missing or blank."""
+    identity = records["identity"].astype(object)
+    missing = identity.isna() | (identity.astype(str).str.strip() == "")
+    # Prefixes keep a row's stand-in apart from a real identity that happens to read "row 3".
+    return pd.Series([f"row {i}" if gone else f"id {v}" for i, v, gone in zip(records.index, identity, missing)],
+                     index=records.index)
+
+
 def _identity_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Generator) -> pd.Series:
-    people = records.groupby("identity").agg(images=("age", "size"), median_age=("age", "median"))
-    people["band"] = age_band(people["median_age"])
-    chosen: set = set()
-    for _, band in people.groupby("band"):
-        order = band.index.to_numpy()[rng.permutation(len(band))]
-        target, taken = val_ratio * band["images"].sum(), 0
-        for person in order:
-            if taken >= target or len(chosen) + 1 >= len(people):  # keep at least one person for training
-                break
-            chosen.add(person)
-            taken += band.at[person, "images"]
-    return records["identity"].isin(chosen)
+    person_of_row = people_of(records)
+    people = records.assign(person=person_of_row).groupby("person", sort=True).agg(
+        images=("age", "size"), median_age=("age", "median"))
+    people = people.iloc[rng.permutation(len(people))]  # the seed decides who goes where
+    sizes, bands = people["images"].to_numpy(), age_band(people["median_age"]).to_numpy()
+    chosen = np.zeros(len(people), bool)
+    for band in np.unique(bands):  # band by band: val covers every age range train covers
+        target, taken = val_ratio * sizes[bands == band].sum(), 0
+        for index in np.flatnonzero(bands == band):
+            if abs(taken + sizes[index] - target) < abs(taken - target):
+                chosen[index], taken = True, taken + sizes[index]
+    _approach_total(chosen, sizes, val_ratio * sizes.sum())
+    if not chosen.any() and len(people) > 1:  # an empty val cannot validate: give it the smallest person
+        chosen[int(np.argmin(sizes))] = True
+    return person_of_row.isin(set(people.index[chosen]))
+
+
+def _approach_total(chosen: np.ndarray, sizes: np.ndarray, target: float) -> None:
+    """Move single people in or out of val (in place) while that brings its image count closer to `target`;
+    at least one person stays in train. Each move strictly improves, so this ends."""
+    while True:
+        total = sizes[chosen].sum()
+        after = np.where(chosen, total - sizes, total + sizes)  # the val count after flipping each person
+        if chosen.sum() >= len(chosen) - 1:
+            after = np.where(chosen, after, np.inf)  # adding anyone would leave train empty
+        best = int(np.argmin(np.abs(after - target)))
+        if not abs(after[best] - target) < abs(total - target):
+            return
+        chosen[best] = not chosen[best]
 
 
 def _stratified_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Generator) -> pd.Series:
+    bands = age_band(records["age"])
+    counts = bands.value_counts().sort_index()
+    wanted = val_ratio * counts
+    per_band = np.floor(wanted).astype(int)
+    # Largest remainders get the images that rounding each band down left over, so the total is right too.
+    left_over = int(round(val_ratio * len(records))) - int(per_band.sum())
+    for band in (wanted - per_band).sort_values(ascending=False, kind="stable").index[:max(left_over, 0)]:
+        per_band[band] += 1
     in_val = pd.Series(False, index=records.index)
-    for _, band in records.groupby(age_band(records["age"])):
-        count = int(round(val_ratio * len(band)))
-        in_val[band.index.to_numpy()[rng.permutation(len(band))[:count]]] = True
+    for band, rows in records.groupby(bands):
+        in_val[rows.index.to_numpy()[rng.permutation(len(rows))[:per_band[band]]]] = True
     return in_val
 
 
+def split_shortfall(train: pd.DataFrame, val: pd.DataFrame, val_ratio: float) -> str | None:
+    """None when val's share of the images is within the tolerance of `val_ratio`; otherwise what it is
+    and why, for a warning."""
+    total = len(train) + len(val)
+    if total == 0:
+        return None
+    share = len(val) / total
+    if abs(share - val_ratio) <= max(SPLIT_TOLERANCE, 1 / total):
+        return None
+    people = people_of(pd.concat([train, val], ignore_index=True)).value_counts()
+    return (f"val holds {len(val)} of {total} images ({share:.0%}) and train {len(train)} ({1 - share:.0%}), "
+            f"not the {val_ratio:.0%} asked (tolerance {SPLIT_TOLERANCE:.0%} or one image): whole people go to one "
+            f"side, and {len(people)} people (the largest with {people.iloc[0]} images) cannot be split closer")
+
+
 def shared_identities(train: pd.DataFrame, val: pd.DataFrame) -> list:
-    """People present in both sets (empty for a clean split; identities unknown count as none)."""
-    return sorted(set(train["identity"].dropna()) & set(val["identity"].dropna()))
+    """People present in both sets (empty for a clean split; identities unknown or blank count as none)."""
+    known = lambda rows: {str(v) for v in rows["identity"].dropna() if str(v).strip()}  # noqa: E731
+    return sorted(known(train) & known(val))
