@@ -114,7 +114,8 @@ def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[...,
     _refuse_another_batch(out_dir, identity)
     results = out_dir / RESULTS_JSONL
     try:
-        kept = _kept_rows(out_dir)
+        kept = _read_rows(results)
+        _write_rows(out_dir, list(kept.values()))  # a row cut short by a kill is gone, and results.csv matches
         write_json(out_dir / MANIFEST, identity)
         save_config(config, out_dir, extra={"script": "infer.py", **(record or {})})
         todo = [pair for pair in pairs if pair.index not in kept]
@@ -130,12 +131,17 @@ def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[...,
                                                                  names=[str(p) for p in photos])
         with contextlib.closing(analyses):  # on Ctrl-C too, worker processes are stopped here
             _write_results(todo, analyses, out_dir, threshold, already=len(pairs) - len(todo))
-        rows = _rewrite_results(out_dir, sort=True)
+        # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
+        # makes the finished files the same however the batch got there.
+        done = _read_rows(results)
+        _write_rows(out_dir, [done[index] for index in sorted(done)])
     except KeyboardInterrupt:
-        raise BatchInterrupted(results, len(_rewrite_results(out_dir, sort=False))) from None
+        kept = _read_rows(results)
+        _write_rows(out_dir, list(kept.values()))  # results.csv may lack the row being written at Ctrl-C
+        raise BatchInterrupted(results, len(kept)) from None
     counts = {"match": 0, "no_match": 0, "failed": 0}
-    for row in rows:
-        counts[_outcome(row)] += 1
+    for line in done.values():
+        counts[_outcome(json.loads(line))] += 1
     print(f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
           f"-> {results}, {out_dir / RESULTS_CSV}")
     return counts
@@ -186,50 +192,33 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
                       f"or delete {jsonl} and {table} to start again")
 
 
-def _complete_lines(jsonl: Path) -> list[str]:
-    """The rows of results.jsonl; a last line cut short (the process was killed mid-write) is dropped,
-    and so is any line that is not a row."""
+def _read_rows(jsonl: Path) -> dict[int, str]:
+    """pair_index -> line of each row of results.jsonl, in file order (a pair's first row wins). A last
+    line cut short (the process was killed mid-write) is dropped, and so is any line that is not a row."""
     try:
         text = jsonl.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return []
-    lines = []
+        return {}
+    rows: dict[int, str] = {}
     for line in text[:text.rfind("\n") + 1].split("\n")[:-1]:  # not splitlines(): rows may hold U+2028
         try:
-            if isinstance(json.loads(line).get("pair_index"), int):
-                lines.append(line)
+            index = json.loads(line).get("pair_index")
         except (ValueError, AttributeError):
             continue
-    return lines
+        if isinstance(index, int):
+            rows.setdefault(index, line)
+    return rows
 
 
-def _kept_rows(out_dir: Path) -> set[int]:
-    """The pair indices already done, after making both files hold exactly those rows."""
-    return {json.loads(line)["pair_index"] for line in _rewrite_lines(out_dir, _complete_lines(out_dir / RESULTS_JSONL))}
-
-
-def _rewrite_results(out_dir: Path, sort: bool) -> list[dict]:
-    """Make results.csv hold exactly the rows of results.jsonl (in pair order with `sort`); returns the rows."""
-    lines = _complete_lines(out_dir / RESULTS_JSONL)
-    if sort:
-        lines.sort(key=lambda line: json.loads(line)["pair_index"])
-    return [json.loads(line) for line in _rewrite_lines(out_dir, lines)]
-
-
-def _rewrite_lines(out_dir: Path, lines: list[str]) -> list[str]:
-    first = {}
-    for line in lines:  # one row per pair, the first written
-        first.setdefault(json.loads(line)["pair_index"], line)
-    lines = list(first.values())
+def _write_rows(out_dir: Path, lines: list[str]) -> None:
+    """Replace results.jsonl with `lines` and results.csv with the same rows, each file atomically."""
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(_csv_row(json.loads(line)) for line in lines)
-    write_atomically(out_dir / RESULTS_JSONL, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines),
-                                                                          encoding="utf-8"))
-    write_atomically(out_dir / RESULTS_CSV, lambda tmp: tmp.write_text(table.getvalue(), encoding="utf-8",
-                                                                        newline=""))
-    return lines
+    write_atomically(out_dir / RESULTS_JSONL,
+                     lambda tmp: tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
+    write_atomically(out_dir / RESULTS_CSV, lambda tmp: tmp.write_text(table.getvalue(), encoding="utf-8", newline=""))
 
 
 def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path,

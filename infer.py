@@ -6,8 +6,8 @@
 
 Exit codes: 0 done; 2 bad command line; 3 unreadable input (missing, folder, not an image, truncated,
 too large); 4 no face found in a photo; 5 OUT_DIR cannot be written; 6 a model cannot be loaded (age
-checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows); 130 interrupted (Ctrl-C).
-An unusable --calibration file counts as unreadable input (3).
+checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows); 130
+interrupted (Ctrl-C). An unusable --calibration file counts as unreadable input (3).
 
 A batch run again into the same OUT_DIR resumes where it stopped; OUT_DIR holding another batch's results
 is refused (5): choose another OUT_DIR.
