@@ -8,8 +8,10 @@ atomically, so an interrupted run leaves only whole files, and a rerun skips the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -63,8 +65,12 @@ def crop_chunk(tasks: list[CropTask], config: Config, detector=None) -> list[tup
 
 def _save_atomically(face: Image.Image, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp")
-    face.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-    os.replace(tmp, dest)
+    try:
+        face.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        os.replace(tmp, dest)
+    except BaseException:  # Ctrl-C included: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_crops(tasks: list[CropTask], config: Config, detect: bool, workers: int, device: str = "cpu"
@@ -86,6 +92,9 @@ _worker_state: dict = {}
 
 
 def _init_worker(config: Config, detect: bool) -> None:
+    # Ctrl-C reaches every process of the terminal; the parent alone handles it (and ends the pool), so the
+    # workers do not each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # the pool is the parallelism; threads per worker would only fight
     _worker_state["config"] = config
     _worker_state["detector"] = build_face_detector(config, "cpu") if detect else None
@@ -97,26 +106,70 @@ def _crop_in_worker(chunk: list[CropTask]) -> list[tuple[CropTask, str]]:
 
 class CropLog:
     """The outcome of every photo already processed, appended as they finish, so an interrupted run
-    continues where it stopped (kept photos are also recognised by their output file)."""
+    continues where it stopped (kept photos are also recognised by their output file).
+
+    A failure is remembered with the size and modification time of its source photo, and the photo is
+    tried again once either changes (the user replaced or repaired it). That costs one stat() per failed
+    photo on a rerun, nothing per kept one: cheap on 500k photos, where re-trying every failure (MTCNN on
+    each) would not be."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.outcomes: dict[str, str] = {}
+        self.entries: dict[str, dict] = {}
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:  # the last line of a killed run may be cut short
                     continue
-                self.outcomes[entry["dest"]] = entry["outcome"]
+                self.entries[entry["dest"]] = entry
 
     def pending(self, tasks: Iterable[CropTask]) -> list[CropTask]:
-        return [t for t in tasks if t.dest not in self.outcomes and not Path(t.dest).exists()]
+        return [t for t in tasks if not Path(t.dest).exists() and not self._still_failed(t.dest, t.source)]
 
     def outcome(self, task: CropTask) -> str:
-        return KEPT if Path(task.dest).exists() else self.outcomes.get(task.dest, "not processed")
+        if Path(task.dest).exists():
+            return KEPT
+        return self.entries[task.dest]["outcome"] if task.dest in self.entries else "not processed"
+
+    def changed_failures(self) -> int:
+        """How many photos that failed have changed on disk since (a rerun tries them again)."""
+        return sum(1 for dest, entry in self.entries.items()
+                   if entry["outcome"] != KEPT and not self._still_failed(dest, entry.get("source")))
+
+    def _still_failed(self, dest: str, source: str | None) -> bool:
+        entry = self.entries.get(dest)
+        # Entries from before stamps were logged have none: those failures are tried once more.
+        return entry is not None and entry["outcome"] != KEPT and entry.get("stamp") == _stamp(source)
+
+    @contextlib.contextmanager
+    def appending(self):
+        """The log opened for record(); a line cut short by a killed run is ended first, so the next
+        entry is not glued to it (and lost with it)."""
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                cut_short = existing.read(1) != b"\n"
+        else:
+            cut_short = False
+        with open(self.path, "a", encoding="utf-8") as handle:
+            if cut_short:
+                handle.write("\n")
+            yield handle
 
     def record(self, handle, task: CropTask, outcome: str) -> None:
-        self.outcomes[task.dest] = outcome
-        handle.write(json.dumps({"dest": task.dest, "outcome": outcome}, ensure_ascii=False) + "\n")
+        entry = {"dest": task.dest, "outcome": outcome}
+        if outcome != KEPT:
+            entry |= {"source": task.source, "stamp": _stamp(task.source)}
+        self.entries[task.dest] = entry
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")  # one write: a line is whole or cut short
         handle.flush()
+
+
+def _stamp(source: str | None) -> list[int] | None:
+    """[size, modification time in ns] of a photo, None when it is missing."""
+    try:
+        stat = os.stat(source)
+    except (OSError, TypeError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns]

@@ -14,6 +14,7 @@ first (the message says what), 2 for a bad command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -28,11 +29,11 @@ from tqdm import tqdm
 from archives import ArchiveError, unpack, verify_checksum
 from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config, save_config
 from crops import KEPT, CropLog, CropTask, run_crops
-from datasets import Labels, MetadataError, read_labels
+from datasets import Labels, MetadataError, output_name, read_labels
 from device import choose_device
 from download import DownloadError, NotEnoughSpace, download
 from outputs import write_atomically, write_json
-from splits import shared_identities, split_records
+from splits import people_of, shared_identities, split_records, split_shortfall
 
 DATASETS = (*DATASET_SOURCES, "csv")
 PREP_OPTIONS = ("val_ratio", "img_size", "seed", "data_root", "min_face_score", "min_image_side", "mtcnn_margin",
@@ -40,8 +41,15 @@ PREP_OPTIONS = ("val_ratio", "img_size", "seed", "data_root", "min_face_score", 
 CSV_COLUMNS = ["name", "age", "identity", "source"]
 
 
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 class PrepError(RuntimeError):
     """Something the user must fix before the dataset can be prepared."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept: the one line main() prints."""
 
 
 def build_parser() -> ConfigArgumentParser:
@@ -74,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PrepError, DownloadError, ArchiveError, MetadataError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
+    except Interrupted as stopped:
+        print(f"interrupted: {stopped}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -87,15 +98,18 @@ def prepare(args, config: Config) -> dict:
         print(f"{out_dir} is already prepared with these arguments (see {summary_path}); nothing to do.")
         return json.loads(summary_path.read_text())
     started = time.perf_counter()
-    root = obtain_photos(args, config)
-    labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
-    train, val = _split(labels, args, config)
+    # A download in progress says what it kept itself; an unpacking is redone whole (its marker comes last).
+    with _on_ctrl_c("before any photo was cropped; run the same command again (a download resumes)"):
+        root = obtain_photos(args, config)
+        labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
+        train, val = _split(labels, args, config)
     kept, dropped = crop_all(train, val, root, out_dir, args, config)
-    summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
-    _write_split_csvs(out_dir, train, val, kept)
-    save_config(config, out_dir, extra={"script": "data_prep.py", "dataset": args.dataset, "limit": args.limit,
-                                        "detect": not args.no_detect})
-    write_json(summary_path, summary)  # last: its presence marks the preparation as complete
+    with _on_ctrl_c(f"every photo is cropped in {out_dir}; run the same command again to write the CSVs"):
+        summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
+        _write_split_csvs(out_dir, train, val, kept)
+        save_config(config, out_dir, extra={"script": "data_prep.py", "dataset": args.dataset, "limit": args.limit,
+                                            "detect": not args.no_detect})
+        write_json(summary_path, summary)  # last: its presence marks the preparation as complete
     print_summary(summary, out_dir)
     return summary
 
@@ -122,13 +136,24 @@ def obtain_photos(args, config: Config) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def _on_ctrl_c(kept: str):
+    """Turn Ctrl-C inside the block into Interrupted("<kept>"), for one line instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(kept) from None
+
+
 def _download(args, config: Config, source) -> Path:
     url = args.url or source.url
     if url is None:
         raise PrepError(f"{source.file_name} has no stable direct download: get it from {source.page} "
                         f"and pass --archive PATH (or --url MIRROR)")
+    dest = config.data_root / "downloads" / source.file_name
     try:
-        return download(url, config.data_root / "downloads" / source.file_name)
+        with _on_ctrl_c(f"the part downloaded so far is kept in {dest}.part; run the same command again to resume"):
+            return download(url, dest)
     except NotEnoughSpace:
         raise  # its message already says what to do
     except DownloadError as error:
@@ -149,34 +174,42 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
     shared = shared_identities(train, val) if labels.has_identity else []
     if shared:  # a bug guard: the split is built to avoid this, and writing a leaky split would be worse
         raise PrepError(f"{len(shared)} people are in both train and val (e.g. {shared[:3]}); nothing was written")
+    if labels.has_identity and (anonymous := int(records["identity"].isna().sum())):
+        print(f"note: {anonymous} photos have no identity; each counts as a person of its own in the split")
+    if shortfall := split_shortfall(train, val, config.val_ratio):
+        print(f"warning: {shortfall}", file=sys.stderr)
     return train, val
-
-
-def output_name(source: str) -> str:
-    """A flat, unique file name for a photo of the dataset (its relative path with / replaced)."""
-    return Path(source.replace("/", "_").replace("\\", "_")).with_suffix(".jpg").name
 
 
 def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, args, config: Config
              ) -> tuple[set[str], Counter]:
     """Crop every photo not yet done; returns the sources kept and the drop counts (this run and earlier ones)."""
-    tasks = []
+    tasks = {}  # task -> the dataset's own name of its photo
     for split, rows in (("train", train), ("val", val)):
         folder = out_dir / f"{split}_images"
         folder.mkdir(parents=True, exist_ok=True)
-        tasks += [CropTask(str(root / s), str(folder / output_name(s))) for s in rows["source"]]
+        tasks |= {CropTask(str(root / s), str(folder / output_name(s))): s for s in rows["source"]}
     log = CropLog(out_dir / "crop_log.jsonl")
     pending = log.pending(tasks)
     if len(pending) < len(tasks):
-        print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} photos were done by an earlier run")
+        print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} photos were done by an earlier run "
+              "(photos that failed are tried again when their file has changed)")
     detect = not args.no_detect
     device = choose_device().accelerator if detect and args.workers <= 1 else "cpu"
-    with open(log.path, "a", encoding="utf-8") as handle:
-        for task, outcome in tqdm(run_crops(pending, config, detect, args.workers, device), total=len(pending),
-                                  desc="cropping faces" if detect else "resizing", unit="photo"):
-            log.record(handle, task, outcome)
-    outcomes = {task.source: log.outcome(task) for task in tasks}
-    kept = {str(Path(source).relative_to(root)) for source, outcome in outcomes.items() if outcome == KEPT}
+    done = len(tasks) - len(pending)
+    try:
+        # closing(): on Ctrl-C the generator ends here, and with it the worker pool, before the message
+        with log.appending() as handle, contextlib.closing(run_crops(pending, config, detect, args.workers,
+                                                                     device)) as outcomes:
+            for task, outcome in tqdm(outcomes, total=len(pending), desc="cropping faces" if detect else "resizing",
+                                      unit="photo"):
+                log.record(handle, task, outcome)
+                done += 1
+    except KeyboardInterrupt:
+        raise Interrupted(f"{done} of {len(tasks)} photos are done and kept in {out_dir} (logged in {log.path}); "
+                          "run the same command again to continue from there") from None
+    outcomes = {source: log.outcome(task) for task, source in tasks.items()}
+    kept = {source for source, outcome in outcomes.items() if outcome == KEPT}
     return kept, Counter(outcome for outcome in outcomes.values() if outcome != KEPT)
 
 
@@ -189,7 +222,7 @@ def _write_split_csvs(out_dir: Path, train: pd.DataFrame, val: pd.DataFrame, kep
 def _summary(args, labels: Labels, train, val, kept: set[str], crop_drops: Counter, fingerprint: dict,
              seconds: float) -> dict:
     counts = {split: int(rows["source"].isin(kept).sum()) for split, rows in (("train", train), ("val", val))}
-    people = {split: int(rows.loc[rows["source"].isin(kept), "identity"].nunique())
+    people = {split: int(people_of(rows.loc[rows["source"].isin(kept)]).nunique())  # a row without identity: one
               for split, rows in (("train", train), ("val", val))}
     return {"dataset": args.dataset, "fingerprint": fingerprint, "records_usable": len(labels.rows),
             "dropped_by_metadata": dict(labels.dropped), "dropped_by_cropping": dict(crop_drops),
@@ -226,9 +259,13 @@ def _already_done(summary_path: Path, fingerprint: dict, out_dir: Path) -> bool:
     if not summary_path.is_file() or not (out_dir / "train.csv").is_file() or not (out_dir / "val.csv").is_file():
         return False
     try:
-        return json.loads(summary_path.read_text()).get("fingerprint") == fingerprint
+        same = json.loads(summary_path.read_text()).get("fingerprint") == fingerprint
     except json.JSONDecodeError:
         return False
+    retry = CropLog(out_dir / "crop_log.jsonl").changed_failures() if same else 0
+    if retry:
+        print(f"{retry} photos that failed before have changed since; trying them again")
+    return same and not retry
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
@@ -123,18 +123,54 @@ def _fgnet_fields(match: re.Match) -> tuple[int, str]:
     return int(match.group(2)), match.group(1)
 
 
+def output_name(source: str) -> str:
+    """A flat file name for a photo's crop (its relative path with / replaced, as .jpg). Two sources can
+    share one (`sub/q.jpg` and `sub_q.jpg`, `x.png` and `x.jpg`): read_user_csv refuses such rows."""
+    return Path(source.replace("/", "_").replace("\\", "_")).with_suffix(".jpg").name
+
+
 def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
-    """A user's own folder of photos with a CSV of name, age and optionally identity."""
+    """A user's own folder of photos with a CSV of name, age and optionally identity. Names must be paths
+    inside `images`, and no two usable rows may share a crop file; otherwise MetadataError names the lines
+    (before anything is cropped). A row with an empty identity is a person of its own."""
     if csv_path is None:
         raise MetadataError("--dataset csv needs --csv FILE (columns name, age, optionally identity)")
     table = read_table(csv_path, ("name", "age"), MetadataError, "labels file", dtype={"name": str, "identity": str})
+    lines = range(2, len(table) + 2)  # line 1 is the header
+    unsafe = [(line, name, why) for line, name in zip(lines, table["name"]) if (why := _unsafe_name(name))]
+    if unsafe:
+        listed = "; ".join(f"line {line} {name!r}: {why}" for line, name, why in unsafe[:5])
+        raise MetadataError(f"{csv_path}: {len(unsafe)} name(s) are not paths inside --images {images} ({listed}"
+                            f"{'; ...' if len(unsafe) > 5 else ''}); fix those rows and run again")
     labels = Labels(has_identity="identity" in table.columns)
-    for row in table.itertuples(index=False):
+    crop_of: dict[str, list[tuple[int, str]]] = {}
+    for line, row in zip(lines, table.itertuples(index=False)):
         age = pd.to_numeric(row.age, errors="coerce")
         if pd.isna(age) or age % 1:
             labels.dropped["age not a whole number"] += 1
         elif not (images / row.name).is_file():
             labels.dropped["file missing"] += 1
         else:
-            labels.keep(row.name, int(age), getattr(row, "identity", None) if labels.has_identity else None)
+            identity = getattr(row, "identity", None) if labels.has_identity else None
+            labels.keep(row.name, int(age), None if pd.isna(identity) or not str(identity).strip() else identity)
+            # casefold: on Windows and macOS file systems Q.jpg and q.jpg are one file
+            crop_of.setdefault(output_name(row.name).casefold(), []).append((line, row.name))
+    clashes = [rows for rows in crop_of.values() if len(rows) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(f"line {line} {name!r}" for line, name in rows) + f" -> {output_name(rows[0][1])}"
+                           for rows in clashes[:5])
+        raise MetadataError(f"{csv_path}: {sum(map(len, clashes))} rows would share a crop file, and one crop cannot "
+                            f"carry two labels ({listed}{'; ...' if len(clashes) > 5 else ''}); remove the duplicate "
+                            "rows or rename the photos so their names differ by more than '/' vs '_' or the extension")
     return labels
+
+
+def _unsafe_name(name) -> str | None:
+    """Why a CSV name cannot be a photo inside the images folder, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "blank name"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or name.startswith(("/", "\\")):
+        return "absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "'..' leads out of the folder"
+    return None

@@ -93,8 +93,10 @@ def test_interrupted_cropping_continues_where_it_stopped(tmp_path, imdb_tar, mon
             yield item
 
     monkeypatch.setattr(data_prep, "run_crops", dies_after_four)
-    with pytest.raises(KeyboardInterrupt):
-        _prep(tmp_path, "--archive", served / "imdb_crop.tar", "--skip-checksum")
+    assert _prep(tmp_path, "--archive", served / "imdb_crop.tar", "--skip-checksum") == data_prep.EXIT_INTERRUPTED
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("interrupted: 4 of 18 photos are done") and "run the same command again" in err[-1]
+    assert not any("Traceback" in line for line in err)
     out = tmp_path / "data" / "IMDB"
     written = len(list(out.rglob("*.jpg")))  # whole files only: the chunk being cropped was saved atomically
     assert not (out / "train.csv").exists() and not list(out.rglob("*.tmp")) and written >= 4
