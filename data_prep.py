@@ -203,8 +203,8 @@ def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, 
                                                                      device)) as outcomes:
             for task, outcome in tqdm(outcomes, total=len(pending), desc="cropping faces" if detect else "resizing",
                                       unit="photo"):
+                done += 1  # first: the crop file (if any) is written, so it counts as done even if the log line is not
                 log.record(handle, task, outcome)
-                done += 1
     except KeyboardInterrupt:
         raise Interrupted(f"{done} of {len(tasks)} photos are done and kept in {out_dir} (logged in {log.path}); "
                           "run the same command again to continue from there") from None

@@ -139,7 +139,7 @@ def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
     lines = range(2, len(table) + 2)  # line 1 is the header
     unsafe = [(line, name, why) for line, name in zip(lines, table["name"]) if (why := _unsafe_name(name))]
     if unsafe:
-        listed = "; ".join(f"line {line} {name!r}: {why}" for line, name, why in unsafe[:5])
+        listed = "; ".join(f"line {line} {name if isinstance(name, str) else ''!r}: {why}" for line, name, why in unsafe[:5])
         raise MetadataError(f"{csv_path}: {len(unsafe)} name(s) are not paths inside --images {images} ({listed}"
                             f"{'; ...' if len(unsafe) > 5 else ''}); fix those rows and run again")
     labels = Labels(has_identity="identity" in table.columns)

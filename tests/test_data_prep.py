@@ -233,3 +233,158 @@ def test_an_unreachable_mirror_says_what_to_do(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "could not download http://127.0.0.1:9/imdb_crop.tar" in err and "--archive PATH" in err
     assert err.count("\n") == 1
+
+
+# --- your own photos: names, identities, split shares, retries, interruptions ----------------------------
+
+def _own_photos(tmp_path, rows, photos=None):
+    """A folder of face photos named by `rows` (dicts: name, age, optionally identity) and its labels CSV."""
+    from dataset_archives import face_photo
+
+    folder = tmp_path / "mine"
+    for number, row in enumerate(rows):
+        name = row.get("name")
+        if isinstance(name, str) and name.strip() and not name.startswith(("/", "..")):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (photos or {}).get(name, face_photo(number)).save(folder / name, format="JPEG")
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    return folder
+
+
+def _prep_csv(tmp_path, folder, *extra):
+    return _prep(tmp_path, "--dataset", "csv", "--images", folder, "--csv", tmp_path / "labels.csv",
+                 "--out", tmp_path / "prepared", *extra)
+
+
+def test_csv_names_sharing_a_crop_file_are_refused_naming_the_rows(tmp_path, capsys):
+    rows = [{"name": "a.jpg", "age": 30}, {"name": "sub/q.jpg", "age": 31}, {"name": "sub_q.jpg", "age": 55},
+            {"name": "x.png", "age": 20}, {"name": "x.jpg", "age": 70}, {"name": "a.jpg", "age": 33},
+            {"name": "fine.jpg", "age": 40}]
+    folder = _own_photos(tmp_path, rows)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "one crop cannot carry two labels" in err
+    for clash in ("line 2 'a.jpg' and line 7 'a.jpg'", "line 3 'sub/q.jpg' and line 4 'sub_q.jpg' -> sub_q.jpg",
+                  "line 5 'x.png' and line 6 'x.jpg'"):
+        assert clash in err
+    assert "fine.jpg" not in err and not (tmp_path / "prepared").exists()  # refused before any cropping
+
+
+def test_blank_absolute_and_parent_names_are_one_error_before_cropping(tmp_path, capsys):
+    from dataset_archives import face_photo
+
+    face_photo(0).save(tmp_path / "outside.jpg")  # exists, so only the name check can keep it out
+    rows = [{"name": "good.jpg", "age": 30}, {"name": "", "age": 31}, {"name": "../outside.jpg", "age": 32},
+            {"name": str(tmp_path / "outside.jpg"), "age": 33}, {"name": "sub/../../outside.jpg", "age": 34}]
+    folder = _own_photos(tmp_path, rows)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "4 name(s) are not paths inside --images" in err
+    assert "line 3 '': blank name" in err
+    assert "line 4 '../outside.jpg': '..' leads out of the folder" in err
+    assert f"line 5 '{tmp_path / 'outside.jpg'}': absolute path" in err and "line 6" in err
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_rows_without_identity_count_as_one_person_each_in_the_split(tmp_path, capsys):
+    rows = [{"name": f"p{i}.jpg", "age": 18 + 4 * i, "identity": f"id{i // 3}" if i < 9 else None} for i in range(15)]
+    folder = _own_photos(tmp_path, rows)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+    captured = capsys.readouterr()
+    assert "6 photos have no identity; each counts as a person of its own" in captured.out
+    train, val = (pd.read_csv(tmp_path / "prepared" / f"{split}.csv", dtype={"identity": str}) for split in ("train", "val"))
+    assert len(train) + len(val) == 15 and len(val) == 3  # 20% of 15
+    assert set(train["identity"].dropna()).isdisjoint(val["identity"].dropna())
+    summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
+    assert summary["identity_disjoint"] and summary["train_identities"] + summary["val_identities"] == 3 + 6
+
+
+def test_a_split_that_cannot_meet_the_ratio_warns_with_the_real_shares(tmp_path, capsys):
+    rows = [{"name": f"p{i}.jpg", "age": 30 + i, "identity": "star" if i < 8 else f"other{i}"} for i in range(10)]
+    folder = _own_photos(tmp_path, rows)
+    assert _prep_csv(tmp_path, folder, "--no-detect", "--val-ratio", "0.4") == 0
+    err = capsys.readouterr().err
+    assert "warning: val holds 2 of 10 images (20%) and train 8 (80%), not the 40% asked" in err
+    assert "the largest with 8 images" in err
+
+
+def test_a_photo_fixed_after_failing_is_tried_again(tmp_path, capsys):
+    from dataset_archives import face_photo
+
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(5)]
+    folder = _own_photos(tmp_path, rows)
+    (folder / "p2.jpg").write_bytes(b"not a photo yet")
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+    summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
+    assert summary["dropped_by_cropping"] == {"unreadable image": 1}
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0  # nothing changed: the failure is remembered
+    assert "already prepared" in capsys.readouterr().out
+    face_photo(2).save(folder / "p2.jpg", format="JPEG")  # the user repairs it
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+    out = capsys.readouterr().out
+    assert "1 photos that failed before have changed since" in out and "resuming: 4 of 5" in out
+    summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
+    assert summary["dropped_by_cropping"] == {} and summary["train_images"] + summary["val_images"] == 5
+
+
+def test_tiny_photos_are_counted_as_no_face_not_a_crash(tmp_path, capsys):
+    # 48 and 50 pixels pass the 48-pixel minimum; shrunk for detection (longest side 1600) they are 19 and
+    # 10 pixels high, smaller than MTCNN's first network can look at.
+    banners = {"banner_4000x48.jpg": Image.new("RGB", (4000, 48), (90, 90, 90)),
+               "panorama_8000x50.jpg": Image.new("RGB", (8000, 50), (120, 120, 120))}
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(4)]
+    rows += [{"name": name, "age": 40, "identity": name} for name in banners]
+    folder = _own_photos(tmp_path, rows, photos=banners)
+    assert _prep_csv(tmp_path, folder) == 0
+    summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
+    assert summary["dropped_by_cropping"] == {"no face detected": 2}
+    assert summary["train_images"] + summary["val_images"] == 4
+    capsys.readouterr()
+    assert _prep_csv(tmp_path, folder) == 0 and "already prepared" in capsys.readouterr().out
+
+
+def test_ctrl_c_during_the_download_keeps_the_part_and_says_so(tmp_path, monkeypatch, capsys):
+    def interrupted(url, dest, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_prep, "download", interrupted)
+    assert _prep(tmp_path, "--url", "http://127.0.0.1:9/imdb_crop.tar") == data_prep.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted: the part downloaded so far is kept in")
+    assert "imdb_crop.tar.part" in err and "resume" in err
+
+
+def test_ctrl_c_while_cropping_in_worker_processes_stops_them(tmp_path, monkeypatch, capsys):
+    import multiprocessing
+
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 2 * i, "identity": f"id{i}"} for i in range(40)]
+    folder = _own_photos(tmp_path, rows)
+    real_record = data_prep.CropLog.record
+
+    def dies_after_two(self, handle, task, outcome):
+        real_record(self, handle, task, outcome)
+        if len(self.entries) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_prep.CropLog, "record", dies_after_two)
+    code = _prep(tmp_path, "--dataset", "csv", "--images", folder, "--csv", tmp_path / "labels.csv",
+                 "--out", tmp_path / "prepared", "--no-detect", "--workers", "2")
+    assert code == data_prep.EXIT_INTERRUPTED and multiprocessing.active_children() == []
+    err = capsys.readouterr().err
+    assert "interrupted: 2 of 40 photos are done" in err and "Traceback" not in err
+    out = tmp_path / "prepared"
+    assert not list(out.rglob("*.tmp")) and not (out / "train.csv").exists()
+    monkeypatch.setattr(data_prep.CropLog, "record", real_record)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+    assert json.loads((out / "summary.json").read_text())["train_images"] + 8 == 40
+
+
+def test_a_crop_log_line_cut_short_does_not_swallow_the_next_entry(tmp_path):
+    from crops import CropLog, CropTask
+
+    log_path = tmp_path / "crop_log.jsonl"
+    log_path.write_text('{"dest": "a.jpg", "outcome": "no face detected", "source": "a", "stamp": null}\n{"dest": "b.j')
+    log = CropLog(log_path)
+    with log.appending() as handle:
+        log.record(handle, CropTask(str(tmp_path / "c_src.jpg"), "c.jpg"), "unreadable image")
+    assert set(CropLog(log_path).entries) == {"a.jpg", "c.jpg"}
