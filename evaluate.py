@@ -11,6 +11,7 @@ first (the message says what; for leakage: people found in both sets); 2 bad com
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 import metrics
 from age_network import CheckpointError, age_interval, age_std, expected_age, load_age_model
-from batch_infer import InputError
+from batch_infer import BatchInterrupted, InputError
 from calibration import calibrate
 from config import Config
 from device import resolve_device
@@ -35,6 +36,8 @@ from tables import read_table
 from weights import PretrainedWeightsError
 
 TARGET_FARS = (1e-2, 1e-3)
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+LABEL_NAMES = {1: "1 (same person)", 0: "0 (different people)"}
 
 
 class EvaluationError(RuntimeError):
@@ -98,19 +101,30 @@ def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
 
 def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | None, config: Config,
                           device: str = "auto", calibrate_far: float | None = None) -> dict:
-    """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap."""
+    """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
+    The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
+    they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
     from analyzer import FaceAnalyzer
     from batch_infer import read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
-    make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
-    run_batch(read_pairs_csv(pairs_csv), out_dir, make_analyzer, config.verification_threshold, config=config,
+    recorder = _EmbeddingRecorder(functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint,
+                                                    with_age=checkpoint is not None))
+    pairs = read_pairs_csv(pairs_csv)
+    run_batch(pairs, out_dir, recorder, config.verification_threshold, config=config,
               device=device, record={"script": "evaluate.py verify", "pairs": str(pairs_csv)})
     results = _joined_results(out_dir / "results.jsonl", table)
-    summary = verification_summary(results, config.verification_threshold)
-    summary |= {"pairs_csv": str(pairs_csv), "checkpoint": str(checkpoint) if checkpoint else None}
+    results["score"] = _unrounded_scores(results, pairs, recorder, device)
+    write_atomically(out_dir / "similarities.csv", lambda tmp: results[["pair_index", "label", "score", "gap"]].rename(
+        columns={"score": "similarity"}).to_csv(tmp, index=False, float_format="%.9g"))
     scored = results[results["score"].notna()]
+    _require_both_classes(scored["label"], f"of the {len(scored)} pairs where both faces were found",
+                          f"; {len(results) - len(scored)} pairs lacked a face "
+                          f"({'; '.join(results.loc[results['score'].isna(), 'error'].head(3))})")
+    summary = verification_summary(results, config.verification_threshold)
+    summary |= {"pairs_csv": str(pairs_csv), "checkpoint": str(checkpoint) if checkpoint else None,
+                "similarities": str(out_dir / "similarities.csv")}
     _plot_roc(scored["score"], scored["label"].astype(bool), out_dir / "roc.png")
     if calibrate_far is not None:
         record = calibrate(scored["score"], scored["label"].astype(bool), scored["gap"], calibrate_far)
@@ -126,7 +140,61 @@ def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
     if len(bad):
         lines = ", ".join(f"line {i + 2}: {table.at[i, 'label']}" for i in bad[:5])
         raise EvaluationError(f"{pairs_csv}: labels must be 1 (same person) or 0 (different); {lines}")
+    _require_both_classes(table["label"], f"in {pairs_csv}")
     return table
+
+
+def _require_both_classes(labels: pd.Series, where: str, why: str = "") -> None:
+    """ROC AUC, EER, TAR at a FAR and a calibrated threshold all compare same-person with different-person
+    pairs: with one kind only there is nothing to measure, and a calibration would hold no threshold."""
+    present = sorted(set(int(label) for label in labels))
+    if len(present) < 2:
+        only = f"all {len(labels)} pairs are labelled {LABEL_NAMES[present[0]]}" if present else "no pair is left"
+        missing = " and ".join(LABEL_NAMES[label] for label in (1, 0) if label not in present)
+        raise EvaluationError(f"{only} {where}{why}: verification figures and a calibration need pairs of both kinds; "
+                              f"add pairs labelled {missing}")
+
+
+class _EmbeddingRecorder:
+    """Builds the analyzer for run_batch, and keeps the unrounded embedding of each photo's chosen face
+    (None when it has none) as the photos stream past."""
+
+    def __init__(self, make_analyzer) -> None:
+        self.make_analyzer, self.embeddings = make_analyzer, {}
+
+    def __call__(self, **options):
+        return _RecordingAnalyzer(self.make_analyzer(**options), self.embeddings)
+
+
+class _RecordingAnalyzer:
+    def __init__(self, analyzer, embeddings: dict) -> None:
+        self.analyzer, self.embeddings = analyzer, embeddings
+
+    def analyze_many(self, photos, **options):
+        with contextlib.closing(self.analyzer.analyze_many(photos, **options)) as analyses:
+            for analysis in analyses:
+                self.embeddings[analysis.source] = None if analysis.face is None else analysis.face.embedding
+                yield analysis
+
+
+def _unrounded_scores(results: pd.DataFrame, pairs, recorder: _EmbeddingRecorder, device: str) -> pd.Series:
+    """The similarity of each scored pair from the embeddings; photos of pairs resumed from an earlier run
+    (not analysed this time) are embedded again first."""
+    from analyzer import cosine_similarity
+
+    by_index = {pair.index: pair for pair in pairs}
+    scored = [by_index[i] for i in results.loc[results["score"].notna(), "pair_index"]]
+    missing = list(dict.fromkeys(str(p) for pair in scored for p in (pair.path1, pair.path2)
+                                 if str(p) not in recorder.embeddings))
+    if missing:
+        for _ in recorder(device=device).analyze_many([Path(p) for p in missing], names=missing):
+            pass
+    scores = []
+    for index, rounded in zip(results["pair_index"], results["score"]):
+        first, second = (recorder.embeddings.get(str(p)) for p in (by_index[index].path1, by_index[index].path2))
+        usable = pd.notna(rounded) and first is not None and second is not None
+        scores.append(cosine_similarity(first, second) if usable else None if pd.isna(rounded) else rounded)
+    return pd.Series(scores, index=results.index, dtype=float)
 
 
 def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +208,8 @@ def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
         else:
             gap, gap_from = row["age_gap"], "predicted ages"
         verification = row["verification"]
-        joined.append({"label": int(given["label"]), "score": verification["similarity_score"] if verification else None,
+        joined.append({"pair_index": row["pair_index"], "label": int(given["label"]),
+                       "score": verification["similarity_score"] if verification else None,
                        "gap": gap, "gap_from": gap_from, "error": row["error"]})
     return pd.DataFrame(joined)
 
@@ -149,7 +218,7 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
     scored = results[results["score"].notna()]
     failures = results[results["score"].isna()]
     summary = {"pairs": len(results), "scored_pairs": len(scored), "pairs_without_a_face": len(failures),
-               "failure_examples": failures["error"].head(5).tolist(),
+               "failure_examples": failures["error"].head(5).tolist(), "failures": failures["error"].tolist(),
                **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold)}
     bands = {}
     for name, _, _ in metrics.AGE_GAP_BANDS:
@@ -189,16 +258,29 @@ def _plot_roc(scores, labels, path: Path) -> None:
 # --- leakage -------------------------------------------------------------------------------------------
 
 def leakage(train_csv: Path, val_csv: Path) -> dict:
-    """People present in both sets, by the identity column."""
+    """People present in both sets, by the identity column. Without identities (UTKFace, a CSV without
+    them) nothing can be checked: EvaluationError says so rather than reporting 0 shared people."""
     from splits import shared_identities
 
-    train, val = (read_table(path, ("identity",), EvaluationError, "labels file", dtype={"identity": str})
+    train, val = (read_table(path, (), EvaluationError, "labels file", dtype={"identity": str})
                   for path in (train_csv, val_csv))
+    for path, table in ((train_csv, train), (val_csv, val)):
+        if "identity" not in table.columns or not _known_identity(table).any():
+            raise EvaluationError(f"cannot check for people in both sets: {path} has no identities (no identity "
+                                  "column, or every value empty), so a shared person cannot be recognised. A split "
+                                  "of such data is random and may hold the same person on both sides")
     shared = shared_identities(train, val)
     in_val = val["identity"].isin(shared)
     return {"shared_identities": len(shared), "examples": shared[:10], "val_images_of_shared_people": int(in_val.sum()),
             "val_images": len(val), "train_identities": int(train["identity"].nunique()),
-            "val_identities": int(val["identity"].nunique())}
+            "val_identities": int(val["identity"].nunique()),
+            # rows without an identity cannot be checked: say how many, so "0 shared" is not read as covering them
+            "train_images_without_identity": int((~_known_identity(train)).sum()),
+            "val_images_without_identity": int((~_known_identity(val)).sum())}
+
+
+def _known_identity(table: pd.DataFrame) -> pd.Series:
+    return table["identity"].notna() & (table["identity"].astype(str).str.strip() != "")
 
 
 # --- shared --------------------------------------------------------------------------------------------
@@ -249,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
             ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
+    except BatchInterrupted as interrupt:
+        print(f"interrupted: {interrupt.rows} scored pairs kept in {interrupt.results}; run the same command again "
+              "to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # outside the scoring: nothing half-written is kept (files are written whole)
+        print("interrupted: run the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     return 1 if args.command == "leakage" and summary["shared_identities"] else 0
 

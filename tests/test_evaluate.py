@@ -132,3 +132,101 @@ def test_labels_must_be_zero_or_one(labelled_pairs, tmp_path, capsys):
     table.to_csv(labelled_pairs / "pairs.csv", index=False)
     assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "o")]) == 1
     assert "line 4: 7" in capsys.readouterr().err
+
+
+def _write_pairs(folder, rows):
+    with open(folder / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["img1", "img2", "label", "age1", "age2"])
+        writer.writerows(rows)
+    return folder / "pairs.csv"
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path, label, capsys):
+    pairs = _write_pairs(labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32), ("face2.jpg", "face3.jpg", label, 20, 50)])
+    out = tmp_path / "verify"
+    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"all 2 pairs are labelled {label}" in err and "need pairs of both kinds" in err
+    assert f"add pairs labelled {1 - label}" in err and not (out / "calibration.json").exists()
+
+
+def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(labelled_pairs, tmp_path,
+                                                                          torch_home_with_vggface2, capsys):
+    # Every different-person pair involves the coffee photo, where no face is found.
+    pairs = _write_pairs(labelled_pairs, [("face0.jpg", "face1.jpg", 1, 30, 32), ("face2.jpg", "face3.jpg", 1, 20, 50),
+                                          ("face4.jpg", "coffee.jpg", 0, 36, 40)])
+    out = tmp_path / "verify"
+    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "all 2 pairs are labelled 1 (same person) of the 2 pairs where both faces were found" in err
+    assert "1 pairs lacked a face" in err and "coffee.jpg" in err and "add pairs labelled 0" in err
+    assert not (out / "calibration.json").exists() and not (out / "summary.json").exists()
+
+
+def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch):
+    import analyzer
+
+    real = analyzer.cosine_similarity
+    # Similarities that differ only after the 4th decimal: rounded, every pair would tie at 0.5 (AUC 0.5).
+    monkeypatch.setattr(analyzer, "cosine_similarity", lambda a, b: 0.5 + 1e-6 * real(a, b))
+    out = tmp_path / "verify"
+    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out),
+                          "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["verification"]["similarity_score"] for r in results if r["verification"]} == {0.5}
+    similarities = pd.read_csv(out / "similarities.csv").dropna(subset=["similarity"])
+    assert len(similarities) == 6 and similarities["similarity"].nunique() == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["roc_auc"] == pytest.approx(metrics.roc_auc(similarities["similarity"], similarities["label"]))
+    assert summary["eer"] == pytest.approx(metrics.equal_error_rate(similarities["similarity"], similarities["label"]))
+
+
+def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_path, torch_home_with_vggface2):
+    # 1x1 and 19x19 are too small for MTCNN at all; 4000x40 is shrunk to 1600x16 for detection.
+    for name, size in (("dot.png", (1, 1)), ("icon.png", (19, 19)), ("banner.png", (4000, 40))):
+        Image.new("RGB", size, (128, 128, 128)).save(labelled_pairs / name)
+    table = pd.read_csv(labelled_pairs / "pairs.csv")
+    extra = pd.DataFrame([("face0.jpg", "dot.png", 0, 30, 40), ("icon.png", "face1.jpg", 0, 20, 32),
+                          ("banner.png", "face2.jpg", 1, 20, 20)], columns=table.columns)
+    pd.concat([table, extra]).to_csv(labelled_pairs / "pairs.csv", index=False)
+    out = tmp_path / "verify"
+    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out),
+                          "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == 10 and summary["scored_pairs"] == 6 and summary["pairs_without_a_face"] == 4
+    for name in ("dot.png", "icon.png", "banner.png", "coffee.jpg"):
+        assert sum(name in failure for failure in summary["failures"]) == 1, name
+
+
+def test_leakage_without_identities_says_it_cannot_check(tmp_path, capsys):
+    pd.DataFrame({"name": ["a", "b"], "age": [1, 2], "identity": ["", None]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"name": ["d"], "age": [1]}).to_csv(tmp_path / "v.csv", index=False)
+    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "cannot check for people in both sets" in captured.err
+    assert str(tmp_path / "t.csv") in captured.err and captured.err.count("\n") == 1
+
+
+def test_leakage_counts_the_rows_it_could_not_check(tmp_path, capsys):
+    pd.DataFrame({"name": ["a", "b", "c"], "age": [1, 2, 3], "identity": ["x", None, "z"]}).to_csv(tmp_path / "t.csv")
+    pd.DataFrame({"name": ["d", "e"], "age": [1, 2], "identity": ["w", None]}).to_csv(tmp_path / "v.csv")
+    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shared_identities"] == 0
+    assert report["train_images_without_identity"] == 1 and report["val_images_without_identity"] == 1
+
+
+def test_ctrl_c_while_scoring_ends_with_one_line(labelled_pairs, tmp_path, monkeypatch, capsys):
+    import batch_infer
+
+    def interrupted(*args, **kwargs):
+        raise batch_infer.BatchInterrupted(tmp_path / "verify" / "results.jsonl", 3)
+
+    monkeypatch.setattr(batch_infer, "run_batch", interrupted)
+    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "verify"),
+                          "--device", "cpu"]) == evaluate.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err == f"interrupted: 3 scored pairs kept in {tmp_path / 'verify' / 'results.jsonl'}; run the same " \
+                  "command again to resume\n"
