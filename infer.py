@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, PretrainedWeightsError) as error:
         return _fail(error, EXIT_MODEL)
     except BatchInterrupted as interrupt:
-        print(f"interrupted: {interrupt.rows} rows kept in {interrupt.results}; rerun the same command to resume",
-              file=sys.stderr)
+        rows = f"{interrupt.rows} row{'' if interrupt.rows == 1 else 's'}"
+        print(f"interrupted: {rows} kept in {interrupt.results}; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # before a batch wrote anything, or in pair mode (whose files are written whole)
         print("interrupted: rerun the same command to " + ("resume" if batch else "compare the pair"), file=sys.stderr)
