@@ -72,7 +72,7 @@ def detect_faces_batch(detector: MTCNN, images: list[Image.Image], config: Confi
     results: list[DetectedFaces | None] = [None] * len(images)
     for index, (small, _) in enumerate(shrunk):
         if _too_small_for_mtcnn(small.size, config.mtcnn_min_face_size):
-            results[index] = _faces_in(images[index], None, None, 1.0, config)  # MTCNN would crash, not answer
+            results[index] = _no_faces(config)  # asked, MTCNN would crash instead of answering
         else:
             by_size.setdefault(small.size, []).append(index)
     for indices in by_size.values():
@@ -109,10 +109,13 @@ def _for_detection(image: Image.Image, max_side: int) -> tuple[Image.Image, floa
     return image.resize(_detection_size(image.size, max_side), Image.BILINEAR), scale
 
 
+def _no_faces(config: Config) -> DetectedFaces:
+    return DetectedFaces(np.empty((0, 4)), np.empty(0), torch.empty(0, 3, config.img_size, config.img_size))
+
+
 def _faces_in(image: Image.Image, boxes, probabilities, scale: float, config: Config) -> DetectedFaces:
     if boxes is None:
-        empty = torch.empty(0, 3, config.img_size, config.img_size)
-        return DetectedFaces(np.empty((0, 4)), np.empty(0), empty)
+        return _no_faces(config)
     boxes = np.asarray(boxes, dtype=np.float64) / scale
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.height)
