@@ -62,4 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # one line, no traceback: the scratch folder is already removed
+        print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
+        raise SystemExit(130) from None

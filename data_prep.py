@@ -32,7 +32,7 @@ from crops import KEPT, CropLog, CropTask, run_crops
 from datasets import Labels, MetadataError, output_name, read_labels
 from device import choose_device
 from download import DownloadError, NotEnoughSpace, download
-from outputs import write_atomically, write_json
+from outputs import OutputError, write_atomically, write_json
 from splits import people_of, shared_identities, split_records, split_shortfall
 
 DATASETS = (*DATASET_SOURCES, "csv")
@@ -79,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--limit must be at least 1")
     try:
         prepare(args, config)
-    except (PrepError, DownloadError, ArchiveError, MetadataError) as error:
+    except (PrepError, DownloadError, ArchiveError, MetadataError, OutputError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk or a folder without write permission, while cropping or writing
+        print(f"error: {error.strerror or error} ({error.filename or 'while preparing'}); fix that and run the same "
+              "command again: it continues where it stopped", file=sys.stderr)
         return 1
     except Interrupted as stopped:
         print(f"interrupted: {stopped}", file=sys.stderr)

@@ -139,7 +139,8 @@ def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
     lines = range(2, len(table) + 2)  # line 1 is the header
     unsafe = [(line, name, why) for line, name in zip(lines, table["name"]) if (why := _unsafe_name(name))]
     if unsafe:
-        listed = "; ".join(f"line {line} {name if isinstance(name, str) else ''!r}: {why}" for line, name, why in unsafe[:5])
+        listed = "; ".join(f"line {line} {name if isinstance(name, str) else ''!r}: {why}"
+                           for line, name, why in unsafe[:5])
         raise MetadataError(f"{csv_path}: {len(unsafe)} name(s) are not paths inside --images {images} ({listed}"
                             f"{'; ...' if len(unsafe) > 5 else ''}); fix those rows and run again")
     labels = Labels(has_identity="identity" in table.columns)
@@ -157,8 +158,8 @@ def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
             crop_of.setdefault(output_name(row.name).casefold(), []).append((line, row.name))
     clashes = [rows for rows in crop_of.values() if len(rows) > 1]
     if clashes:
-        listed = "; ".join(" and ".join(f"line {line} {name!r}" for line, name in rows) + f" -> {output_name(rows[0][1])}"
-                           for rows in clashes[:5])
+        listed = "; ".join(" and ".join(f"line {line} {name!r}" for line, name in rows)
+                           + f" -> {output_name(rows[0][1])}" for rows in clashes[:5])
         raise MetadataError(f"{csv_path}: {sum(map(len, clashes))} rows would share a crop file, and one crop cannot "
                             f"carry two labels ({listed}{'; ...' if len(clashes) > 5 else ''}); remove the duplicate "
                             "rows or rename the photos so their names differ by more than '/' vs '_' or the extension")

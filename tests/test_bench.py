@@ -3,6 +3,9 @@ values or recomputes a ratio from the rounded printed figures: that depends on t
 
 import math
 import re
+from pathlib import Path
+
+import pytest
 
 import bench_train
 
@@ -49,3 +52,19 @@ def test_preparation_benchmark_covers_every_configuration(capsys):
     assert [(row.split()[0], _figures(row.split(")")[-1])[0]) for row in rows] == [
         ("resize", 1), ("resize", 2), ("MTCNN", 1), ("MTCNN", 2)]
     assert all(len(_figures(row.split(")")[-1])) == 4 for row in rows)
+
+
+def test_ctrl_c_in_a_benchmark_is_one_line(monkeypatch, capsys):
+    import runpy
+
+    import sample_photos
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_photos, "write_astronaut_variants", interrupted)
+    monkeypatch.setattr("sys.argv", ["bench_prep.py", "--photos", "2"])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(Path(bench_train.__file__).with_name("bench_prep.py")), run_name="__main__")
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.startswith("interrupted: no figures were printed")

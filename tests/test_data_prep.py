@@ -292,7 +292,8 @@ def test_rows_without_identity_count_as_one_person_each_in_the_split(tmp_path, c
     assert _prep_csv(tmp_path, folder, "--no-detect") == 0
     captured = capsys.readouterr()
     assert "6 photos have no identity; each counts as a person of its own" in captured.out
-    train, val = (pd.read_csv(tmp_path / "prepared" / f"{split}.csv", dtype={"identity": str}) for split in ("train", "val"))
+    train, val = (pd.read_csv(tmp_path / "prepared" / f"{split}.csv", dtype={"identity": str})
+                  for split in ("train", "val"))
     assert len(train) + len(val) == 15 and len(val) == 3  # 20% of 15
     assert set(train["identity"].dropna()).isdisjoint(val["identity"].dropna())
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
@@ -388,3 +389,23 @@ def test_a_crop_log_line_cut_short_does_not_swallow_the_next_entry(tmp_path):
     with log.appending() as handle:
         log.record(handle, CropTask(str(tmp_path / "c_src.jpg"), "c.jpg"), "unreadable image")
     assert set(CropLog(log_path).entries) == {"a.jpg", "c.jpg"}
+
+
+def test_a_full_disk_while_cropping_is_one_line_and_the_rerun_continues(tmp_path, monkeypatch, capsys):
+    import crops
+
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(5)]
+    folder = _own_photos(tmp_path, rows)
+    real_save = crops._save_atomically
+
+    def disk_full(face, dest):
+        raise OSError(28, "No space left on device", str(dest))
+
+    monkeypatch.setattr(crops, "_save_atomically", disk_full)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    err = capsys.readouterr().err
+    *progress, last = err.rstrip("\n").split("\n")
+    assert all(line.startswith("\r") for line in progress)  # the progress bar, ended where it stopped
+    assert last.startswith("error: No space left on device (") and "Traceback" not in err
+    monkeypatch.setattr(crops, "_save_atomically", real_save)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0

@@ -144,7 +144,8 @@ def _write_pairs(folder, rows):
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path, label, capsys):
-    pairs = _write_pairs(labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32), ("face2.jpg", "face3.jpg", label, 20, 50)])
+    pairs = _write_pairs(labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32),
+                                          ("face2.jpg", "face3.jpg", label, 20, 50)])
     out = tmp_path / "verify"
     assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
