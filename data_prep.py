@@ -8,7 +8,7 @@
 Writes <out>/train_images/, <out>/val_images/, <out>/train.csv and <out>/val.csv (columns name, age,
 identity, source) and <out>/summary.json. A second run with the same arguments does nothing; an
 interrupted one continues where it stopped. Exit code 0 when done, 1 when something must be fixed
-first (the message says what), 2 for a bad command line.
+first (the message says what), 2 for a bad command line, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv
 
 Every run writes OUT/summary.json beside its plots and tables. Exit codes: 0 done; 1 something to fix
-first (the message says what; for leakage: people found in both sets); 2 bad command line.
+first (the message says what; for leakage: people found in both sets, or no identities to check);
+2 bad command line; 130 interrupted (Ctrl-C; verify resumes when run again).
 """
 
 from __future__ import annotations
