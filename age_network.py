@@ -23,6 +23,8 @@ from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
 from weights import load_backbone
 
 EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
+DAMAGED_ADVICE = ("Point --ckpt at another checkpoint (last.ckpt and best.ckpt of a run are separate files) "
+                  "or train again with `uv run python train.py`")
 
 
 def age_bins(device: torch.device | None = None) -> torch.Tensor:
@@ -124,13 +126,10 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
         if isinstance(error, pickle.UnpicklingError):
             raise CheckpointError(
                 f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "
-                "code when unpickled. Only use checkpoints from a source you trust, saved by train.py") from None
+                "code when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, "
+                "saved by train.py") from None
         raise CheckpointError(f"{path} is not a readable age-model checkpoint ({_first_line(error)})") from None
     return _network_from(checkpoint, path).to(map_location).eval()
-
-
-DAMAGED_ADVICE = ("Point --ckpt at another checkpoint (last.ckpt and best.ckpt of a run are separate files) "
-                  "or train again with `uv run python train.py`")
 
 
 def _first_line(error: Exception) -> str:

@@ -1,7 +1,7 @@
 """How train.py saves its progress: atomic checkpoint files, a last.ckpt that always holds the latest point
 training reached, and a checkpoint when a scheduler or Ctrl-C stops the run.
 
-`LastCheckpoint` writes <ckpt-dir>/last.ckpt after every validation (so at every epoch end, improved or not),
+`LastCheckpoint` writes <ckpt-dir>/last.ckpt at every epoch end (after its validation, improved or not),
 every `every_n_steps` optimizer steps within an epoch, and when SIGTERM or SIGINT stops the run.
 Lightning's `ModelCheckpoint(save_last=True)` cannot do this: since Lightning 2.6 it writes last.ckpt only
 together with a top-k checkpoint, so with save_top_k=1 an epoch that does not improve leaves last.ckpt behind.
@@ -51,35 +51,35 @@ class LastCheckpoint(Checkpoint):
         super().__init__()
         self.path = Path(dirpath) / LAST_NAME
         self.every_n_steps = every_n_steps
-        self.saved_on_stop = False
+        self.saved_on_stop = False  # whether last.ckpt holds the step at which SIGTERM or SIGINT stopped training
         self.saved_step: int | None = None  # global step of this run's latest save; None: nothing saved yet
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        # Not after an epoch's last batch: its validation has not run yet, and the epoch-end save follows it.
+        # Not after an epoch's last batch: its validation has not run yet, and the epoch-end save follows.
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not last_batch:
             self._save(trainer)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)  # runs after validation, so this only saves epochs that had none
+        # The epoch's end: after its validation and, since Lightning calls checkpoint callbacks last, after early
+        # stopping has judged it (saving at validation end would make a resumed run judge it again, without metrics).
+        self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Lightning raises SIGTERMException only between batches, where the state is whole; other exceptions can
-        # strike mid-step, so nothing is saved for them and last.ckpt stays at the last consistent point.
-        if isinstance(exception, SIGTERMException):
-            self.saved_on_stop = self._save(trainer)
+        # strike mid-step, so nothing is saved for them and last.ckpt stays at the last consistent point. Nor is
+        # anything saved in the middle of validation: a resumed run would judge the epoch on part of the set.
+        if isinstance(exception, SIGTERMException) and not trainer.validating:
+            self._save(trainer)
+            self.saved_on_stop = self.saved_step == trainer.global_step  # now, or by a save at this very step
 
-    def _save(self, trainer: L.Trainer) -> bool:
+    def _save(self, trainer: L.Trainer) -> None:
         if (trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0
                 or self.saved_step == trainer.global_step):
-            return False
+            return
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
-        return True
 
 
 class StopOnSignal(L.Callback):

@@ -69,7 +69,7 @@ class TrainingResult:
 
 
 def check_inputs(config: Config) -> None:
-    """Fail early, with what to do, when the data or the resume checkpoint is missing."""
+    """Fail early, with what to do, when the data is missing or the resume checkpoint missing or damaged."""
     missing = [f"{name} {path}" for name, path in (
         ("training images", config.train_dir), ("validation images", config.val_dir),
         ("training labels", config.train_csv), ("validation labels", config.val_csv)) if not Path(path).exists()]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
@@ -70,19 +71,36 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_resume_continues_exactly_where_training_stopped(tmp_path):
-    base = make_dataset(tmp_path / "data", train=12, val=4, size=80)
-    straight = base.replace(checkpoint_dir=tmp_path / "straight", log_dir=tmp_path / "logs_a" / "run")
-    train.train(straight)
+class ScriptedValidationScore(L.Callback):
+    """Logs `name` with a given value for each epoch, so that a test decides which epochs improve."""
+
+    def __init__(self, name: str, values: list[float]) -> None:
+        self.name, self.values = name, values
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log(self.name, self.values[trainer.current_epoch])
+
+
+def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
+    # Epoch 1 scores worse than epoch 0: with Lightning 2.6's save_last, last.ckpt stayed at epoch 0 after it.
+    monkeypatch.setattr(train, "MONITOR", "val/scripted")
+    scores = ScriptedValidationScore("val/scripted", [1.0, 2.0, 0.5])
+    base = make_dataset(tmp_path / "data", train=12, val=4, size=80).replace(checkpoint_every_n_steps=0)
+    straight = base.replace(checkpoint_dir=tmp_path / "straight", log_dir=tmp_path / "logs_a" / "run", max_epochs=3)
+    train.train(straight, (scores,))
 
     interrupted = base.replace(checkpoint_dir=tmp_path / "split", log_dir=tmp_path / "logs_b" / "run")
-    train.train(interrupted.replace(max_epochs=1))
-    first_half = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
-    assert first_half["epoch"] == 0
-    train.train(interrupted.replace(resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"))
+    train.train(interrupted.replace(max_epochs=2), (scores,))
+    first_part = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
+    assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 0
+    assert first_part["epoch"] == 1 and first_part["global_step"] == 2 * 3  # the epoch that did not improve
+    train.train(interrupted.replace(max_epochs=3, resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"),
+                (scores,))
 
     resumed = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * first_half["global_step"]
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3  # epoch 1 was not run again
+    assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 2
     assert resumed["optimizer_states"][0]["state"]  # Adam moments travelled too
     expected = _weights(straight.checkpoint_dir / "last.ckpt")
     for name, tensor in resumed["state_dict"].items():

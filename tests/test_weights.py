@@ -72,3 +72,18 @@ def test_weights_file_can_be_named_directly(tmp_path, empty_torch_home):
     state = write_facenet_weights(tmp_path / "mine.pt", 8631, seed=5)
     backbone = load_backbone("vggface2", weights_file=tmp_path / "mine.pt")
     assert torch.equal(backbone.last_bn.running_mean, state["last_bn.running_mean"])
+
+
+def test_a_broken_file_the_user_named_is_not_met_with_download_advice(tmp_path, empty_torch_home):
+    # Deleting the file and running again only downloads a fresh copy of the file kept in TORCH_HOME.
+    named = tmp_path / "mine.pt"
+    write_facenet_weights(named, 8631)
+    named.write_bytes(named.read_bytes()[:1000])
+    with pytest.raises(PretrainedWeightsError) as truncated:
+        load_backbone("vggface2", weights_file=named)
+    torch.save({"conv.weight": torch.zeros(1)}, named)
+    with pytest.raises(PretrainedWeightsError) as foreign:
+        load_backbone("vggface2", weights_file=named)
+    for error in (truncated.value, foreign.value):
+        assert str(named) in str(error) and "name another file" in str(error)
+        assert "Delete it" not in str(error) and "download" not in str(error)
