@@ -77,7 +77,7 @@ class _StepClock(L.Callback):
 def lightning_loop(config: Config, choice: DeviceChoice, steps: int) -> tuple[float, float]:
     """(images per second, share of time waiting for data) of train.py's Trainer."""
     clock = _StepClock(choice, steps)
-    trainer, _ = build_trainer(config, choice, extra_callbacks=(clock,))
+    trainer = build_trainer(config, choice, extra_callbacks=(clock,))[0]  # the Trainer; the rest are its callbacks
     trainer.fit(build_age_model(config), datamodule=FaceAgeDataModule(config, choice.accelerator == "cuda"))
     elapsed = clock.end - clock.start
     return steps * config.batch_size / elapsed, clock.wait_s / elapsed
