@@ -231,3 +231,15 @@ def test_ctrl_c_while_scoring_ends_with_one_line(labelled_pairs, tmp_path, monke
     err = capsys.readouterr().err
     assert err == f"interrupted: 3 scored pairs kept in {tmp_path / 'verify' / 'results.jsonl'}; run the same " \
                   "command again to resume\n"
+
+
+def test_a_rerun_into_the_same_folder_resumes_with_the_same_unrounded_figures(labelled_pairs, tmp_path,
+                                                                              torch_home_with_vggface2, capsys):
+    out = tmp_path / "verify"
+    command = ["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"]
+    assert evaluate.main(command) == 0
+    first = pd.read_csv(out / "similarities.csv")
+    assert evaluate.main(command) == 0  # every pair is already in results.jsonl: only the embeddings are redone
+    assert "resuming: 7 of 7 pairs" in capsys.readouterr().out
+    # Not bit for bit: the photos are embedded in batches of another size, which may change the last float bits.
+    pd.testing.assert_frame_equal(pd.read_csv(out / "similarities.csv"), first, check_exact=False, rtol=1e-5)
