@@ -145,8 +145,10 @@ class RandomStateCheckpoint(L.Callback):
     """Saves Python, NumPy and torch generator states with each checkpoint and restores them when the
     first resumed epoch starts (after any sanity check, which draws random numbers of its own).
 
-    Only exact for epoch-end checkpoints (the ones train.py writes) and for augmentations drawn in the
-    main process (num_workers 0): worker processes keep generators of their own."""
+    Only exact for epoch-end checkpoints and for augmentations drawn in the main process (num_workers 0):
+    worker processes keep generators of their own. After an in-epoch checkpoint (checkpointing.LastCheckpoint)
+    the resumed epoch starts a fresh pass over the data, as README's Training section describes; the restored
+    generators then draw that pass's order."""
 
     def __init__(self) -> None:
         super().__init__()
