@@ -120,7 +120,7 @@ def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | Non
     write_atomically(out_dir / "similarities.csv", lambda tmp: results[["pair_index", "label", "score", "gap"]].rename(
         columns={"score": "similarity"}).to_csv(tmp, index=False, float_format="%.9g"))
     scored = results[results["score"].notna()]
-    _require_both_classes(scored["label"], f"of the {len(scored)} pairs where both faces were found",
+    _require_both_classes(scored["label"], "among the pairs where both faces were found",
                           f"; {len(results) - len(scored)} pairs lacked a face "
                           f"({'; '.join(results.loc[results['score'].isna(), 'error'].head(3))})")
     summary = verification_summary(results, config.verification_threshold)

@@ -161,7 +161,7 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(label
     out = tmp_path / "verify"
     assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert "all 2 pairs are labelled 1 (same person) of the 2 pairs where both faces were found" in err
+    assert "all 2 pairs are labelled 1 (same person) among the pairs where both faces were found" in err
     assert "1 pairs lacked a face" in err and "coffee.jpg" in err and "add pairs labelled 0" in err
     assert not (out / "calibration.json").exists() and not (out / "summary.json").exists()
 
