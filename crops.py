@@ -125,7 +125,13 @@ class CropLog:
                 self.entries[entry["dest"]] = entry
 
     def pending(self, tasks: Iterable[CropTask]) -> list[CropTask]:
-        return [t for t in tasks if not Path(t.dest).exists() and not self._still_failed(t.dest, t.source)]
+        return [t for t in tasks if not self._done(t)]
+
+    def _done(self, task: CropTask) -> bool:
+        entry = self.entries.get(task.dest)
+        if entry is None:  # a crop written just before a run was killed, not yet logged, is done too
+            return Path(task.dest).exists()
+        return entry["outcome"] == KEPT or self._still_failed(task.dest, task.source)  # a kept one costs no stat()
 
     def outcome(self, task: CropTask) -> str:
         if Path(task.dest).exists():
