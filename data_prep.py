@@ -179,7 +179,7 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
     if shared:  # a bug guard: the split is built to avoid this, and writing a leaky split would be worse
         raise PrepError(f"{len(shared)} people are in both train and val (e.g. {shared[:3]}); nothing was written")
     if labels.has_identity and (anonymous := int(records["identity"].isna().sum())):
-        print(f"note: {anonymous} photos have no identity; each counts as a person of its own in the split")
+        print(f"note: photos without an identity: {anonymous}; each counts as a person of its own in the split")
     if shortfall := split_shortfall(train, val, config.val_ratio):
         print(f"warning: {shortfall}", file=sys.stderr)
     return train, val
@@ -268,7 +268,7 @@ def _already_done(summary_path: Path, fingerprint: dict, out_dir: Path) -> bool:
         return False
     retry = CropLog(out_dir / "crop_log.jsonl").changed_failures() if same else 0
     if retry:
-        print(f"{retry} photos that failed before have changed since; trying them again")
+        print(f"photos that failed before and have changed since: {retry}; trying them again")
     return same and not retry
 
 

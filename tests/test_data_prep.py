@@ -291,7 +291,7 @@ def test_rows_without_identity_count_as_one_person_each_in_the_split(tmp_path, c
     folder = _own_photos(tmp_path, rows)
     assert _prep_csv(tmp_path, folder, "--no-detect") == 0
     captured = capsys.readouterr()
-    assert "6 photos have no identity; each counts as a person of its own" in captured.out
+    assert "photos without an identity: 6; each counts as a person of its own" in captured.out
     train, val = (pd.read_csv(tmp_path / "prepared" / f"{split}.csv", dtype={"identity": str})
                   for split in ("train", "val"))
     assert len(train) + len(val) == 15 and len(val) == 3  # 20% of 15
@@ -323,7 +323,7 @@ def test_a_photo_fixed_after_failing_is_tried_again(tmp_path, capsys):
     face_photo(2).save(folder / "p2.jpg", format="JPEG")  # the user repairs it
     assert _prep_csv(tmp_path, folder, "--no-detect") == 0
     out = capsys.readouterr().out
-    assert "1 photos that failed before have changed since" in out and "resuming: 4 of 5" in out
+    assert "photos that failed before and have changed since: 1" in out and "resuming: 4 of 5" in out
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
     assert summary["dropped_by_cropping"] == {} and summary["train_images"] + summary["val_images"] == 5
 
