@@ -200,3 +200,19 @@ def test_unreadable_training_image_stops_training_with_one_line(tmp_path, capsys
     assert f"cannot read image {broken}" in line and f"line 4 of {config.train_csv}" in line, line
     assert "remove its row from the CSV, then run again" in line
 
+
+
+def test_a_broken_verify_weights_file_named_by_the_user_gets_no_download_advice(age_checkpoint, photo_dir, tmp_path,
+                                                                                empty_torch_home, capsys):
+    from conftest import write_facenet_weights
+
+    named = tmp_path / "mine.pt"
+    write_facenet_weights(named, 8631)
+    named.write_bytes(named.read_bytes()[:1000])
+    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg"), str(tmp_path / "out"),
+                       "--ckpt", str(age_checkpoint), "--verify-weights", str(named)])
+    assert code == infer.EXIT_MODEL
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(named) in lines[0], err
+    assert "Delete it" not in err and "to download" not in err and "Traceback" not in err

@@ -86,4 +86,4 @@ def test_a_broken_file_the_user_named_is_not_met_with_download_advice(tmp_path, 
         load_backbone("vggface2", weights_file=named)
     for error in (truncated.value, foreign.value):
         assert str(named) in str(error) and "name another file" in str(error)
-        assert "Delete it" not in str(error) and "download" not in str(error)
+        assert "Delete it" not in str(error) and "to download" not in str(error)
