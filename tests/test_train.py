@@ -86,7 +86,7 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
     # Epoch 1 scores worse than epoch 0: with Lightning 2.6's save_last, last.ckpt stayed at epoch 0 after it.
     monkeypatch.setattr(train, "MONITOR", "val/scripted")
     scores = ScriptedValidationScore("val/scripted", [1.0, 2.0, 0.5])
-    base = make_dataset(tmp_path / "data", train=12, val=4, size=80).replace(checkpoint_every_n_steps=0)
+    base = make_dataset(tmp_path / "data", train=12, val=4, size=80)
     straight = base.replace(checkpoint_dir=tmp_path / "straight", log_dir=tmp_path / "logs_a" / "run", max_epochs=3)
     train.train(straight, (scores,))
 
