@@ -164,10 +164,12 @@ def _validation_problems(config: Config):
     if not -1 <= config.verification_threshold <= 1:
         yield f"verification_threshold is a cosine similarity and must lie in [-1, 1], got {config.verification_threshold}"
     # MTCNN's first network looks at 12-pixel windows: a smaller minimum enlarges the whole photo (1 would make it
-    # 12 times wider and taller; 0 divides by zero), and no face is larger than the photo it is detected in.
-    if not 12 <= config.mtcnn_min_face_size <= config.detection_max_side:
-        yield (f"mtcnn_min_face_size must lie in 12..{config.detection_max_side} (detection_max_side) pixels, "
-               f"got {config.mtcnn_min_face_size}")
+    # 12 times wider and taller; 0 divides by zero). A minimum over half the detection size finds faces only in
+    # close-ups that fill a large photo, and none in any dataset's photos: such a value is a slip, not a choice.
+    largest = config.detection_max_side // 2
+    if not 12 <= config.mtcnn_min_face_size <= largest:
+        yield (f"mtcnn_min_face_size must lie in 12..{largest} pixels (12: MTCNN's smallest window; {largest}: half "
+               f"of detection_max_side), got {config.mtcnn_min_face_size}")
     if config.num_workers < 0 or config.patience < 0 or config.mtcnn_margin < 0:
         yield "num_workers, patience and mtcnn_margin cannot be negative"
     for name in ("limit_train_batches", "limit_val_batches"):

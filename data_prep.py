@@ -33,7 +33,7 @@ from datasets import Labels, MetadataError, output_name, read_labels
 from device import choose_device
 from download import DownloadError, NotEnoughSpace, download
 from outputs import OutputError, write_atomically, write_json
-from splits import people_of, shared_identities, split_records, split_shortfall
+from splits import people_of, shared_identities, split_records, split_shortfall, within_tolerance
 
 DATASETS = (*DATASET_SOURCES, "csv")
 PREP_OPTIONS = ("val_ratio", "img_size", "seed", "data_root", "min_face_score", "min_image_side", "mtcnn_margin",
@@ -108,6 +108,7 @@ def prepare(args, config: Config) -> dict:
         labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
         train, val = _split(labels, args, config)
     kept, dropped = crop_all(train, val, root, out_dir, args, config)
+    _warn_if_drops_moved_the_split(train, val, kept, config.val_ratio)
     with _on_ctrl_c(f"every photo is cropped in {out_dir}; run the same command again to write the CSVs"):
         summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
         _write_split_csvs(out_dir, train, val, kept)
@@ -183,6 +184,17 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
     if shortfall := split_shortfall(train, val, config.val_ratio):
         print(f"warning: {shortfall}", file=sys.stderr)
     return train, val
+
+
+def _warn_if_drops_moved_the_split(train: pd.DataFrame, val: pd.DataFrame, kept: set[str], val_ratio: float) -> None:
+    # The split is drawn before cropping (the crops are written into their split's folder), so photos where no face
+    # is found can still move the shares; a split that already missed the ratio was warned about when drawn.
+    val_kept, total_kept = int(val["source"].isin(kept).sum()), len(kept)
+    if total_kept == 0 or split_shortfall(train, val, val_ratio) or within_tolerance(val_kept, total_kept, val_ratio):
+        return
+    print(f"warning: after cropping, val holds {val_kept} of the {total_kept} images kept ({val_kept / total_kept:.0%}), "
+          f"not the {val_ratio:.0%} asked: the photos dropped while cropping (counted below) came unevenly from "
+          "train and val", file=sys.stderr)
 
 
 def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, args, config: Config

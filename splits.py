@@ -92,6 +92,11 @@ def _stratified_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Ge
     return in_val
 
 
+def within_tolerance(val_images: int, total_images: int, val_ratio: float) -> bool:
+    """Whether val's share of the images is within the stated tolerance of `val_ratio`."""
+    return abs(val_images / total_images - val_ratio) <= max(SPLIT_TOLERANCE, 1 / total_images)
+
+
 def split_shortfall(train: pd.DataFrame, val: pd.DataFrame, val_ratio: float) -> str | None:
     """None when val's share of the images is within the tolerance of `val_ratio`; otherwise what it is
     and why, for a warning."""
@@ -99,7 +104,7 @@ def split_shortfall(train: pd.DataFrame, val: pd.DataFrame, val_ratio: float) ->
     if total == 0:
         return None
     share = len(val) / total
-    if abs(share - val_ratio) <= max(SPLIT_TOLERANCE, 1 / total):
+    if within_tolerance(len(val), total, val_ratio):
         return None
     people = people_of(pd.concat([train, val], ignore_index=True)).value_counts()
     return (f"val holds {len(val)} of {total} images ({share:.0%}) and train {len(train)} ({1 - share:.0%}), "

@@ -310,6 +310,19 @@ def test_a_split_that_cannot_meet_the_ratio_warns_with_the_real_shares(tmp_path,
     assert "the largest with 8 images" in err
 
 
+def test_drops_while_cropping_that_move_the_split_are_warned_about(tmp_path, capsys):
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 5 * i, "identity": f"id{i}"} for i in range(10)]
+    folder = _own_photos(tmp_path, rows)
+    assert _prep_csv(tmp_path, folder, "--no-detect", "--out", tmp_path / "first") == 0
+    val_names = pd.read_csv(tmp_path / "first" / "val.csv")["name"].tolist()
+    assert len(val_names) == 2 and "warning" not in capsys.readouterr().err  # 20% of 10: met when drawn
+    for name in val_names:
+        (folder / name).write_bytes(b"damaged since")
+    assert _prep_csv(tmp_path, folder, "--no-detect", "--out", tmp_path / "second") == 0
+    err = capsys.readouterr().err
+    assert "warning: after cropping, val holds 0 of the 8 images kept (0%), not the 20% asked" in err
+
+
 def test_a_photo_fixed_after_failing_is_tried_again(tmp_path, capsys):
     from dataset_archives import face_photo
 

@@ -46,5 +46,5 @@ def test_the_too_small_rule_is_exactly_where_mtcnn_stops_building_its_pyramid(de
 
 
 def test_a_large_minimum_face_answers_no_face_instead_of_crashing(astronaut):
-    config = Config(mtcnn_min_face_size=1000)  # valid, but larger than this 512-pixel photo
+    config = Config(mtcnn_min_face_size=800)  # the largest allowed, and larger than this 512-pixel photo
     assert len(detect_faces(build_face_detector(config), astronaut, config)) == 0
