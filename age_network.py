@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checkpoint_files import checkpoint_damage, damaged_message
+from checkpoint_files import checkpoint_damage, damaged_message, error_summary
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
 from weights import load_backbone
 
@@ -128,13 +128,8 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
                 f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "
                 "code when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, "
                 "saved by train.py") from None
-        raise CheckpointError(f"{path} is not a readable age-model checkpoint ({_first_line(error)})") from None
+        raise CheckpointError(f"{path} is not a readable age-model checkpoint ({error_summary(error)})") from None
     return _network_from(checkpoint, path).to(map_location).eval()
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _network_from(checkpoint, path: Path) -> AgeNetwork:

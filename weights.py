@@ -15,6 +15,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
 
+from checkpoint_files import checkpoint_damage, damaged_message, error_summary
 from download import DownloadError, download
 
 _RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
@@ -109,10 +110,11 @@ def _read_state_dict(path: Path, remedy: str) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        lines = str(error).strip().splitlines()
-        detail = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
-        raise PretrainedWeightsError(f"{path} is not a readable weights file, damaged or of another kind "
-                                     f"({detail}). {remedy}") from None
+        damage = checkpoint_damage(path)  # looked for only now: it reads every byte
+        if damage is not None:
+            raise PretrainedWeightsError(damaged_message(path, damage, remedy, kind="weights file")) from None
+        raise PretrainedWeightsError(f"{path} is not a readable weights file ({error_summary(error)}). {remedy}"
+                                     ) from None
     if not isinstance(state_dict, dict):
         raise PretrainedWeightsError(f"{path} holds a {type(state_dict).__name__}, not a state dict of weights.")
     return state_dict

@@ -215,4 +215,5 @@ def test_a_broken_verify_weights_file_named_by_the_user_gets_no_download_advice(
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(named) in lines[0], err
+    assert f"weights file {named} is damaged: it is truncated or corrupt" in lines[0], err
     assert "Delete it" not in err and "to download" not in err and "Traceback" not in err

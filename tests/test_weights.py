@@ -56,7 +56,7 @@ def test_corrupt_or_foreign_files_are_named(empty_torch_home):
     path = weights_path("vggface2")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"<html>rate limited</html>")
-    with pytest.raises(PretrainedWeightsError, match="not a readable weights file.*Delete it"):
+    with pytest.raises(PretrainedWeightsError, match="weights file .* is damaged: it is not a PyTorch checkpoint archive.*Delete it"):
         load_backbone("vggface2")
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(PretrainedWeightsError, match="expected layout"):
