@@ -142,5 +142,5 @@ def _network_from(checkpoint, path: Path) -> AgeNetwork:
     try:
         network.load_state_dict(weights)
     except RuntimeError as error:
-        raise CheckpointError(f"{path} does not hold this age model's weights ({_first_line(error)})") from None
+        raise CheckpointError(f"{path} does not hold this age model's weights ({error_summary(error)})") from None
     return network

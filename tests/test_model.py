@@ -147,6 +147,13 @@ def test_missing_or_broken_checkpoints_are_named(tmp_path):
         load_age_model(tmp_path / "junk.ckpt")
 
 
+
+def test_a_checkpoint_of_another_network_is_named_with_what_did_not_fit(tmp_path):
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"head.0.weight": torch.zeros(3, 3)}}, foreign)
+    with pytest.raises(CheckpointError, match=r"other.ckpt does not hold this age model's weights \(RuntimeError: "):
+        load_age_model(foreign)
+
 class _BackboneSnapshots(L.Callback):
     def __init__(self):
         self.snapshots = []
