@@ -25,8 +25,8 @@ from PIL import ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 from config import Config, save_config
-from imaging import tensor_to_image
-from age_network import age_std, expected_age
+from face_match_age.detection.imaging import tensor_to_image
+from face_match_age.network.age_network import age_std, expected_age
 
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU

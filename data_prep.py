@@ -26,14 +26,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from archives import ArchiveError, unpack, verify_checksum
 from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config, save_config
-from crops import KEPT, CropLog, CropTask, run_crops
-from datasets import Labels, MetadataError, output_name, read_labels
-from device import choose_device
-from download import DownloadError, NotEnoughSpace, download
-from outputs import OutputError, write_atomically, write_json
-from splits import people_of, shared_identities, split_records, split_shortfall, within_tolerance
+from face_match_age.device import choose_device
+from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
+from face_match_age.files.output_files import OutputError, write_atomically, write_json
+from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
+from face_match_age.preparation.crops import KEPT, CropLog, CropTask, run_crops
+from face_match_age.preparation.dataset_labels import Labels, MetadataError, output_name, read_labels
+from face_match_age.preparation.splits import (people_of, shared_identities, split_records, split_shortfall,
+                                               within_tolerance)
 
 DATASETS = (*DATASET_SOURCES, "csv")
 PREP_OPTIONS = ("val_ratio", "img_size", "seed", "data_root", "min_face_score", "min_image_side", "mtcnn_margin",

@@ -25,16 +25,16 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import metrics
-from age_network import CheckpointError, age_interval, age_std, expected_age, load_age_model
-from batch_infer import BatchInterrupted, InputError
-from calibration import calibrate
 from config import Config
-from device import resolve_device
+from face_match_age.device import resolve_device
+from face_match_age.evaluation import array_metrics
+from face_match_age.evaluation.calibration import calibrate
+from face_match_age.files.csv_tables import read_table
+from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
+from face_match_age.inference.batch import BatchInterrupted, InputError
+from face_match_age.network.age_network import CheckpointError, age_interval, age_std, expected_age, load_age_model
+from face_match_age.network.weights import PretrainedWeightsError
 from loader import FaceAgeDataset, LabelsError
-from outputs import OutputError, prepare_out_dir, write_atomically, write_json
-from tables import read_table
-from weights import PretrainedWeightsError
 
 TARGET_FARS = (1e-2, 1e-3)
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
@@ -82,8 +82,8 @@ def age_summary(predictions: pd.DataFrame) -> dict:
         decades[f"{int(decade) * 10}-{int(decade) * 10 + 9}"] = {
             "faces": len(group), "mae": round(float(group_error.abs().mean()), 3),
             "bias": round(float(group_error.mean()), 3)}
-    return {"faces": len(predictions), "mae": round(metrics.mae(predictions["predicted"], predictions["age"]), 3),
-            "cs5": round(metrics.cumulative_score(predictions["predicted"], predictions["age"]), 4),
+    return {"faces": len(predictions), "mae": round(array_metrics.mae(predictions["predicted"], predictions["age"]), 3),
+            "cs5": round(array_metrics.cumulative_score(predictions["predicted"], predictions["age"]), 4),
             "bias": round(float(error.mean()), 3), "interval_coverage": round(float(inside.mean()), 4),
             "interval": "central 90% of the predicted age distribution", "per_decade": decades}
 
@@ -94,7 +94,8 @@ def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
     axis.scatter(predictions["age"], predictions["predicted"], s=6, alpha=0.4)
     axis.plot([0, 100], [0, 100], color="grey", linewidth=1)
     axis.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),
-             title=f"MAE {metrics.mae(predictions['predicted'], predictions['age']):.2f} on {len(predictions)} faces")
+             title=f"MAE {array_metrics.mae(predictions['predicted'], predictions['age']):.2f} "
+                   f"on {len(predictions)} faces")
     _save_figure(figure, path)
 
 
@@ -105,8 +106,8 @@ def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | Non
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
     The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
     they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
-    from analyzer import FaceAnalyzer
-    from batch_infer import read_pairs_csv, run_batch
+    from face_match_age.inference.analyzer import FaceAnalyzer
+    from face_match_age.inference.batch import read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
@@ -181,7 +182,7 @@ class _RecordingAnalyzer:
 def _unrounded_scores(results: pd.DataFrame, pairs, recorder: _EmbeddingRecorder, device: str) -> pd.Series:
     """The similarity of each scored pair from the embeddings; photos of pairs resumed from an earlier run
     (not analysed this time) are embedded again first."""
-    from analyzer import cosine_similarity
+    from face_match_age.inference.analyzer import cosine_similarity
 
     by_index = {pair.index: pair for pair in pairs}
     scored = [by_index[i] for i in results.loc[results["score"].notna(), "pair_index"]]
@@ -222,8 +223,8 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
                "failure_examples": failures["error"].head(5).tolist(), "failures": failures["error"].tolist(),
                **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold)}
     bands = {}
-    for name, _, _ in metrics.AGE_GAP_BANDS:
-        in_band = scored[[metrics.age_gap_band(g) == name for g in scored["gap"]]]
+    for name, _, _ in array_metrics.AGE_GAP_BANDS:
+        in_band = scored[[array_metrics.age_gap_band(g) == name for g in scored["gap"]]]
         bands[name] = {"pairs": len(in_band)} | (
             _roc_figures(in_band["score"].to_numpy(float), in_band["label"].to_numpy(bool), threshold)
             if len(in_band) else {})
@@ -234,13 +235,14 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
 
 def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     both = labels.any() and (~labels).any()
-    best_threshold, best_accuracy = metrics.best_accuracy_threshold(scores, labels) if len(scores) else (None, None)
-    figures = {"roc_auc": metrics.roc_auc(scores, labels) if both else None,
-               "eer": metrics.equal_error_rate(scores, labels) if both else None,
-               "threshold": threshold, "accuracy_at_threshold": metrics.accuracy_at(threshold, scores, labels),
+    best_threshold, best_accuracy = (array_metrics.best_accuracy_threshold(scores, labels) if len(scores)
+                                     else (None, None))
+    figures = {"roc_auc": array_metrics.roc_auc(scores, labels) if both else None,
+               "eer": array_metrics.equal_error_rate(scores, labels) if both else None,
+               "threshold": threshold, "accuracy_at_threshold": array_metrics.accuracy_at(threshold, scores, labels),
                "best_threshold": best_threshold, "best_accuracy": best_accuracy}
     for far in TARGET_FARS:
-        figures[f"tar_at_far_{far:g}"] = metrics.tar_at_far(scores, labels, far) if both else None
+        figures[f"tar_at_far_{far:g}"] = array_metrics.tar_at_far(scores, labels, far) if both else None
     return figures
 
 
@@ -248,8 +250,8 @@ def _plot_roc(scores, labels, path: Path) -> None:
     figure = Figure(figsize=(5.5, 5))
     axis = figure.subplots()
     if labels.any() and (~labels).any():
-        far, tar, _ = metrics.roc_curve(scores, labels)
-        axis.plot(far, tar, label=f"AUC {metrics.roc_auc(scores, labels):.3f}")
+        far, tar, _ = array_metrics.roc_curve(scores, labels)
+        axis.plot(far, tar, label=f"AUC {array_metrics.roc_auc(scores, labels):.3f}")
         axis.legend(loc="lower right")
     axis.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     axis.set(xlabel="false accept rate", ylabel="true accept rate", title=f"ROC over {len(scores)} pairs")
@@ -261,7 +263,7 @@ def _plot_roc(scores, labels, path: Path) -> None:
 def leakage(train_csv: Path, val_csv: Path) -> dict:
     """People present in both sets, by the identity column. Without identities (UTKFace, a CSV without
     them) nothing can be checked: EvaluationError says so rather than reporting 0 shared people."""
-    from splits import shared_identities
+    from face_match_age.preparation.splits import shared_identities
 
     train, val = (read_table(path, (), EvaluationError, "labels file", dtype={"identity": str})
                   for path in (train_csv, val_csv))

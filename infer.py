@@ -22,16 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from analyzer import FaceAnalyzer, pair_result
-from annotate import comparison_image
-from batch_infer import BatchInterrupted, InputError, file_stamp, folder_pairs, read_pairs_csv, run_batch
-from calibration import CalibratedThreshold, CalibrationError
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
-from device import resolve_device
-from imaging import ImageLoadError, load_image
-from age_network import CheckpointError
-from outputs import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
-from weights import PretrainedWeightsError
+from face_match_age.detection.imaging import ImageLoadError, load_image
+from face_match_age.device import resolve_device
+from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
+from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
+from face_match_age.inference.analyzer import FaceAnalyzer, pair_result
+from face_match_age.inference.annotate import comparison_image
+from face_match_age.inference.batch import (BatchInterrupted, InputError, file_stamp, folder_pairs, read_pairs_csv,
+                                           run_batch)
+from face_match_age.network.age_network import CheckpointError
+from face_match_age.network.weights import PretrainedWeightsError
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE, EXIT_OUTPUT, EXIT_MODEL, EXIT_PAIRS_FAILED = 0, 2, 3, 4, 5, 6, 7
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)

@@ -18,8 +18,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from config import MAX_AGE, MIN_AGE, Config
-from imaging import ImageLoadError, face_to_tensor, load_image
-from tables import read_table
+from face_match_age.detection.imaging import ImageLoadError, face_to_tensor, load_image
+from face_match_age.files.csv_tables import read_table
 
 SHOWN_OFFENDERS = 5  # enough to spot a pattern without flooding the terminal
 

@@ -1,6 +1,6 @@
 """The age model for training: a LightningModule around InceptionResnetV1 (VGGFace2) and a 101-bin
-age head trained with KL divergence against Gaussian label distributions (see age_network.py for
-the network and its maths, which inference uses without Lightning).
+age head trained with KL divergence against Gaussian label distributions (see
+face_match_age/network/age_network.py for the network and its maths, which inference uses without Lightning).
 
 Run `python model.py` to check an installation: it reports the device and precision this machine
 would use, where the pretrained weights are expected, and builds the model once.
@@ -17,11 +17,11 @@ import torchmetrics
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
-from age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
-from checkpoint_files import save_checkpoint_file
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config, ConfigArgumentParser, add_config_arguments, parse_config
-from device import choose_device
-from weights import PretrainedWeightsError, load_backbone, weights_path
+from face_match_age.device import choose_device
+from face_match_age.files.checkpoint_files import save_checkpoint_file
+from face_match_age.network.age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
+from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
 
 class CumulativeScore(torchmetrics.Metric):
     """CS@k: the share of predictions within `years` of the true age (higher is better)."""

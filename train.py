@@ -24,13 +24,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint, RunRecord, ValidationPredictionImages
-from checkpoint_files import checkpoint_damage, damaged_message
-from checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
 from config import Config, ConfigArgumentParser, add_config_arguments, batch_limit, parse_config
-from device import DeviceChoice, choose_device
+from face_match_age.device import DeviceChoice, choose_device
+from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+from face_match_age.network.weights import PretrainedWeightsError
+from face_match_age.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
 from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_message
 from model import backbone_freezing, build_age_model
-from weights import PretrainedWeightsError
 
 TRAIN_OPTIONS = (
     "train_dir", "val_dir", "train_csv", "val_csv", "batch_size", "max_epochs", "learning_rate", "patience",

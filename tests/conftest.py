@@ -16,10 +16,10 @@ from http_server import serve_directory
 @pytest.fixture(autouse=True)
 def _offline_and_quick(monkeypatch):
     """Downloads never leave this machine in tests, and failed attempts are retried without waiting."""
-    import download
-    import weights
+    from face_match_age.files import downloader
+    from face_match_age.network import weights
 
-    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(downloader, "BACKOFF_S", 0.0)
     monkeypatch.setattr(weights, "_RELEASE_URL", "http://127.0.0.1:9/unreachable/")  # port 9: nothing listens
 
 
@@ -56,7 +56,7 @@ def calibrate_batchnorm(network: torch.nn.Module, seed: int = 0) -> None:
 
 def write_facenet_weights(path: Path, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A randomly initialised InceptionResnetV1 state dict with the layout of the released files."""
-    from weights import save_random_weights
+    from face_match_age.network.weights import save_random_weights
 
     name = {8631: "vggface2", 10575: "casia-webface"}[num_classes]
     torch.manual_seed(seed)

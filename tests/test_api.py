@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyzer import FaceAnalyzer, NoFaceError
+from face_match_age.inference.analyzer import FaceAnalyzer, NoFaceError
 
 
 def test_face_analyzer_returns_plain_data(torch_home_with_vggface2, age_checkpoint, photo_dir, astronaut):
@@ -33,9 +33,9 @@ def test_no_face_is_an_exception_in_the_api(torch_home_with_vggface2, coffee):
 
 
 def test_tta_averages_a_face_with_its_mirror(torch_home_with_vggface2, age_checkpoint, astronaut):
-    from faces import detect_faces
-    from imaging import face_to_tensor
-    from age_network import expected_age
+    from face_match_age.detection.faces import detect_faces
+    from face_match_age.detection.imaging import face_to_tensor
+    from face_match_age.network.age_network import expected_age
 
     analyzers = [FaceAnalyzer(age_checkpoint=age_checkpoint, tta=tta) for tta in (False, True)]
     for analyzer in analyzers:  # sharpen the random head so that a mirror image changes the answer

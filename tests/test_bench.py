@@ -3,11 +3,10 @@ values or recomputes a ratio from the rounded printed figures: that depends on t
 
 import math
 import re
-from pathlib import Path
 
 import pytest
 
-import bench_train
+import bench.train
 
 NUMBER = r"[-+]?\d+(?:\.\d+)?"
 
@@ -24,7 +23,7 @@ def _row(out: str, label: str) -> str:
 
 
 def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
-    code = bench_train.main(["--batch-size", "4", "--steps", "1", "--img-size", "80", "--accelerator", "cpu",
+    code = bench.train.main(["--batch-size", "4", "--steps", "1", "--img-size", "80", "--accelerator", "cpu",
                              "--num-workers", "0"])
     assert code == 0
     out = capsys.readouterr().out
@@ -35,9 +34,9 @@ def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
 
 
 def test_inference_benchmark_prints_every_row(capsys, torch_home_with_vggface2, age_checkpoint):
-    import bench_infer
+    import bench.infer
 
-    assert bench_infer.main(["--photos", "3", "--repeats", "1", "--ckpt", str(age_checkpoint)]) == 0
+    assert bench.infer.main(["--photos", "3", "--repeats", "1", "--ckpt", str(age_checkpoint)]) == 0
     out = capsys.readouterr().out
     for measure in ("warm pair latency", "cold pair latency", "batch faces/s vs floor", "batch vs our pair-by-pair"):
         figures = _figures(re.split(r"\s[<>]=", _row(out, measure).split(")")[-1])[0])  # before the goal
@@ -45,9 +44,9 @@ def test_inference_benchmark_prints_every_row(capsys, torch_home_with_vggface2, 
 
 
 def test_preparation_benchmark_covers_every_configuration(capsys):
-    import bench_prep
+    import bench.prep
 
-    assert bench_prep.main(["--photos", "16"]) == 0
+    assert bench.prep.main(["--photos", "16"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("resize", "MTCNN"))]
     assert [(row.split()[0], _figures(row.split(")")[-1])[0]) for row in rows] == [
         ("resize", 1), ("resize", 2), ("MTCNN", 1), ("MTCNN", 2)]
@@ -57,14 +56,14 @@ def test_preparation_benchmark_covers_every_configuration(capsys):
 def test_ctrl_c_in_a_benchmark_is_one_line(monkeypatch, capsys):
     import runpy
 
-    import sample_photos
+    import bench.photos
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sample_photos, "write_astronaut_variants", interrupted)
-    monkeypatch.setattr("sys.argv", ["bench_prep.py", "--photos", "2"])
+    monkeypatch.setattr(bench.photos, "write_astronaut_variants", interrupted)
+    monkeypatch.setattr("sys.argv", ["bench/prep.py", "--photos", "2"])
     with pytest.raises(SystemExit) as stopped:
-        runpy.run_path(str(Path(bench_train.__file__).with_name("bench_prep.py")), run_name="__main__")
+        runpy.run_module("bench.prep", run_name="__main__")
     assert stopped.value.code == 130
     assert capsys.readouterr().err.startswith("interrupted: no figures were printed")

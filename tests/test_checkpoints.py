@@ -13,15 +13,15 @@ import lightning as L
 import pytest
 import torch
 
-import evaluate
-import infer
-import train
-from checkpoint_files import checkpoint_damage
-from checkpointing import AtomicCheckpointIO
 from config import Config
-from device import choose_device
-from outputs import OutputError
+import evaluate
+from face_match_age.device import choose_device
+from face_match_age.files.checkpoint_files import checkpoint_damage
+from face_match_age.files.output_files import OutputError
+from face_match_age.training.checkpointing import AtomicCheckpointIO
+import infer
 from synthetic import make_dataset, train_args
+import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT_S = 600  # generous: only reached when something hangs

@@ -11,9 +11,9 @@ from PIL import Image
 
 import config
 import data_prep
-import loader
 from dataset_archives import cacd_archive, fgnet_zip, imdb_archive, unsafe_tar, unsafe_zip, utkface_archive
 from http_server import serve_directory
+import loader
 
 
 def _prep(tmp_path, *args):
@@ -219,10 +219,10 @@ def test_wiki_metadata_without_celebrity_fields(tmp_path):
 
 
 def test_a_full_disk_stops_the_download_before_it_starts(tmp_path, imdb_tar, monkeypatch, capsys):
-    import download
+    from face_match_age.files import downloader
 
     served, _ = imdb_tar
-    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    monkeypatch.setattr(downloader.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
     with serve_directory(served) as (base_url, log):
         assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == 1
     assert "GB free but the download needs" in capsys.readouterr().err
@@ -395,7 +395,7 @@ def test_ctrl_c_while_cropping_in_worker_processes_stops_them(tmp_path, monkeypa
 
 
 def test_a_crop_log_line_cut_short_does_not_swallow_the_next_entry(tmp_path):
-    from crops import CropLog, CropTask
+    from face_match_age.preparation.crops import CropLog, CropTask
 
     log_path = tmp_path / "crop_log.jsonl"
     log_path.write_text('{"dest": "a.jpg", "outcome": "no face detected", "source": "a", "stamp": null}\n{"dest": "b.j')
@@ -406,7 +406,7 @@ def test_a_crop_log_line_cut_short_does_not_swallow_the_next_entry(tmp_path):
 
 
 def test_a_full_disk_while_cropping_is_one_line_and_the_rerun_continues(tmp_path, monkeypatch, capsys):
-    import crops
+    from face_match_age.preparation import crops
 
     rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(5)]
     folder = _own_photos(tmp_path, rows)

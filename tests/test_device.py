@@ -1,6 +1,6 @@
 import pytest
 
-from device import choose_device, decide_device
+from face_match_age.device import choose_device, decide_device
 
 
 def _decide(accelerator="auto", precision="auto", **machine):
@@ -46,7 +46,7 @@ def test_this_machine_gets_a_working_choice():
 
 
 def test_named_devices_are_checked_before_use():
-    from device import resolve_device
+    from face_match_age.device import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")

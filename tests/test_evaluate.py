@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 import evaluate
+from face_match_age.evaluation import array_metrics
 import infer
-import metrics
 from synthetic import make_dataset
 
 
@@ -26,8 +26,9 @@ def test_age_evaluation_writes_metrics_predictions_and_plot(tmp_path, age_checkp
     summary = json.loads((out / "summary.json").read_text())
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == summary["faces"] == 12
-    assert summary["mae"] == pytest.approx(metrics.mae(predictions["predicted"], predictions["age"]), abs=1e-3)
-    assert summary["cs5"] == pytest.approx(metrics.cumulative_score(predictions["predicted"], predictions["age"]), abs=1e-4)
+    assert summary["mae"] == pytest.approx(array_metrics.mae(predictions["predicted"], predictions["age"]), abs=1e-3)
+    assert summary["cs5"] == pytest.approx(array_metrics.cumulative_score(predictions["predicted"], predictions["age"]),
+                                           abs=1e-4)
     inside = ((predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"]))
     assert summary["interval_coverage"] == pytest.approx(inside.mean(), abs=1e-4)
     decade_faces = sum(d["faces"] for d in summary["per_decade"].values())
@@ -67,8 +68,8 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
     scored = [r for r in results if r["verification"]]
     labels = [int(pd.read_csv(labelled_pairs / "pairs.csv").at[r["pair_index"], "label"]) for r in scored]
     scores = [r["verification"]["similarity_score"] for r in scored]
-    assert summary["roc_auc"] == pytest.approx(metrics.roc_auc(scores, labels))
-    assert summary["eer"] == pytest.approx(metrics.equal_error_rate(scores, labels))
+    assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(scores, labels))
+    assert summary["eer"] == pytest.approx(array_metrics.equal_error_rate(scores, labels))
     assert summary["age_gap_from"] == ["given ages"]
     bands = summary["by_age_gap"]
     # gaps of the scored pairs: 2, 30, 6, 28, 40, 14 (the coffee pair has no face to score)
@@ -80,7 +81,7 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
 
 def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration):
     result, calibration = run_infer_with_calibration()
-    band = metrics.age_gap_band(result["age_gap"])
+    band = array_metrics.age_gap_band(result["age_gap"])
     assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
     assert result["verification"]["threshold_source"]["band"] == band
     assert result["verification"]["is_match"] == (result["verification"]["similarity_score"]
@@ -97,7 +98,7 @@ def test_infer_without_ages_uses_the_overall_calibrated_threshold(run_infer_with
 def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, age_checkpoint):
     calibration = {"target_far": 0.01, "overall": {"threshold": 0.11},
                    "bands": {name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-                             for i, (name, _, _) in enumerate(metrics.AGE_GAP_BANDS)}}
+                             for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)}}
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
 
     def run(*extra):
@@ -167,7 +168,7 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(label
 
 
 def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch):
-    import analyzer
+    from face_match_age.inference import analyzer
 
     real = analyzer.cosine_similarity
     # Similarities that differ only after the 4th decimal: rounded, every pair would tie at 0.5 (AUC 0.5).
@@ -180,8 +181,9 @@ def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home
     similarities = pd.read_csv(out / "similarities.csv").dropna(subset=["similarity"])
     assert len(similarities) == 6 and similarities["similarity"].nunique() == 6
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["roc_auc"] == pytest.approx(metrics.roc_auc(similarities["similarity"], similarities["label"]))
-    assert summary["eer"] == pytest.approx(metrics.equal_error_rate(similarities["similarity"], similarities["label"]))
+    assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(similarities["similarity"], similarities["label"]))
+    assert summary["eer"] == pytest.approx(array_metrics.equal_error_rate(similarities["similarity"],
+                                                                         similarities["label"]))
 
 
 def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_path, torch_home_with_vggface2):
@@ -220,12 +222,12 @@ def test_leakage_counts_the_rows_it_could_not_check(tmp_path, capsys):
 
 
 def test_ctrl_c_while_scoring_ends_with_one_line(labelled_pairs, tmp_path, monkeypatch, capsys):
-    import batch_infer
+    from face_match_age.inference import batch
 
     def interrupted(*args, **kwargs):
-        raise batch_infer.BatchInterrupted(tmp_path / "verify" / "results.jsonl", 3)
+        raise batch.BatchInterrupted(tmp_path / "verify" / "results.jsonl", 3)
 
-    monkeypatch.setattr(batch_infer, "run_batch", interrupted)
+    monkeypatch.setattr(batch, "run_batch", interrupted)
     assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "verify"),
                           "--device", "cpu"]) == evaluate.EXIT_INTERRUPTED
     err = capsys.readouterr().err

@@ -8,8 +8,8 @@ from facenet_pytorch import InceptionResnetV1
 from packaging.version import Version
 
 from config import Config
-from faces import build_face_detector, select_face
-from imaging import face_to_tensor
+from face_match_age.detection.faces import build_face_detector, select_face
+from face_match_age.detection.imaging import face_to_tensor
 
 
 def test_locked_versions_are_the_current_ones_not_facenets_pins():

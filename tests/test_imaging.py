@@ -6,7 +6,7 @@ import torch
 from facenet_pytorch import fixed_image_standardization
 from PIL import Image
 
-from imaging import ImageLoadError, face_to_tensor, load_image, tensor_to_image
+from face_match_age.detection.imaging import ImageLoadError, face_to_tensor, load_image, tensor_to_image
 
 
 def _save(image: Image.Image, path, **params):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import annotate
-import infer
-from analyzer import FaceAnalyzer
 from config import Config
+from face_match_age.inference import annotate
+from face_match_age.inference.analyzer import FaceAnalyzer
+import infer
 
 
 @pytest.fixture

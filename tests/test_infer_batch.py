@@ -72,7 +72,7 @@ def test_folder_against_a_reference_and_all_pairs(pairs_dir, tmp_path, torch_hom
 
 
 def test_each_photo_is_analysed_once(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint, monkeypatch):
-    import analyzer
+    from face_match_age.inference import analyzer
 
     seen = []
     original = analyzer.load_image
@@ -124,7 +124,7 @@ def test_command_line_shape_is_checked(capsys):
 
 def _interrupt_after(monkeypatch, photos: int):
     """Ctrl-C once `photos` photos have been analysed, as a user pressing it mid-batch would."""
-    from analyzer import FaceAnalyzer
+    from face_match_age.inference.analyzer import FaceAnalyzer
 
     original = FaceAnalyzer.analyze_many
 
@@ -161,7 +161,7 @@ def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(pa
     rows, table = _results(out)
     assert [r["pair_index"] for r in rows] == [0, 1] and [r["img2"] for r in table] == [r["img2"] for r in rows]
 
-    import analyzer
+    from face_match_age.inference import analyzer
     loaded = []
     monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
     assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
@@ -180,7 +180,7 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(pairs_dir, tmp_path
     shutil.copytree(tmp_path / "whole", out)
     lines = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
     (out / "results.jsonl").write_bytes(b"".join(lines[:2]) + lines[2][:40])  # killed while writing the third row
-    import analyzer
+    from face_match_age.inference import analyzer
     loaded = []
     monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
     capsys.readouterr()

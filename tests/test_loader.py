@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from imaging import face_to_tensor, load_image
+from face_match_age.detection.imaging import face_to_tensor, load_image
 from loader import FaceAgeDataModule, FaceAgeDataset, LabelsError, read_labels
 from synthetic import make_dataset
 

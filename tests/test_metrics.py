@@ -5,36 +5,36 @@ import math
 import numpy as np
 import pytest
 
-import metrics
-from calibration import calibrate, threshold_for
+from face_match_age.evaluation import array_metrics
+from face_match_age.evaluation.calibration import calibrate, threshold_for
 
 
 def test_mae_and_cs5_by_hand():
     predicted, true = [10, 20, 30, 40], [12, 27, 30, 34.5]
-    assert metrics.mae(predicted, true) == pytest.approx((2 + 7 + 0 + 5.5) / 4)
-    assert metrics.cumulative_score(predicted, true) == pytest.approx(2 / 4)  # |2| and |0|; not 7 or 5.5
+    assert array_metrics.mae(predicted, true) == pytest.approx((2 + 7 + 0 + 5.5) / 4)
+    assert array_metrics.cumulative_score(predicted, true) == pytest.approx(2 / 4)  # |2| and |0|; not 7 or 5.5
 
 
 def test_auc_counts_ordered_pairs_with_ties_as_half():
     scores = [0.9, 0.8, 0.4, 0.8, 0.3, 0.1]
     labels = [1, 1, 1, 0, 0, 0]
     # positives vs negatives: 0.9 beats 3; 0.8 beats 2 and ties 1; 0.4 beats 2 -> (3 + 2.5 + 2) / 9
-    assert metrics.roc_auc(scores, labels) == pytest.approx(7.5 / 9)
-    assert metrics.roc_auc([0.9, 0.1], [1, 0]) == 1.0 and metrics.roc_auc([0.1, 0.9], [1, 0]) == 0.0
+    assert array_metrics.roc_auc(scores, labels) == pytest.approx(7.5 / 9)
+    assert array_metrics.roc_auc([0.9, 0.1], [1, 0]) == 1.0 and array_metrics.roc_auc([0.1, 0.9], [1, 0]) == 0.0
 
 
 def test_rates_accept_strictly_above_the_threshold():
     scores, labels = [0.9, 0.7, 0.7, 0.2], [1, 1, 0, 0]
-    assert metrics.rates_at(0.7, scores, labels) == (0.0, 0.5)  # 0.7 itself is not accepted
-    assert metrics.rates_at(0.5, scores, labels) == (0.5, 1.0)
-    assert metrics.accuracy_at(0.7, scores, labels) == 0.75
+    assert array_metrics.rates_at(0.7, scores, labels) == (0.0, 0.5)  # 0.7 itself is not accepted
+    assert array_metrics.rates_at(0.5, scores, labels) == (0.5, 1.0)
+    assert array_metrics.accuracy_at(0.7, scores, labels) == 0.75
 
 
 def test_equal_error_rate_by_hand():
     # positives 0.9 0.6 0.4; negatives 0.5 0.3 0.1. At threshold 0.45: FAR 1/3, FRR 1/3.
     scores, labels = [0.9, 0.6, 0.4, 0.5, 0.3, 0.1], [1, 1, 1, 0, 0, 0]
-    assert metrics.equal_error_rate(scores, labels) == pytest.approx(1 / 3)
-    assert metrics.equal_error_rate([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == pytest.approx(0.0)
+    assert array_metrics.equal_error_rate(scores, labels) == pytest.approx(1 / 3)
+    assert array_metrics.equal_error_rate([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == pytest.approx(0.0)
 
 
 def test_tar_at_far_by_hand():
@@ -43,23 +43,24 @@ def test_tar_at_far_by_hand():
     scores = np.concatenate([positives, negatives])
     labels = np.array([1] * 4 + [0] * 100, bool)
     # FAR 1e-2 lets one negative through: threshold = second highest negative (0.98), accepting 0.99 only.
-    assert metrics.threshold_at_far(scores, labels, 1e-2) == pytest.approx(0.98)
-    assert metrics.tar_at_far(scores, labels, 1e-2) == pytest.approx(2 / 4)
-    assert metrics.threshold_at_far(scores, labels, 1e-3) == pytest.approx(0.99)  # no negative accepted
-    assert metrics.tar_at_far(scores, labels, 1e-3) == pytest.approx(1 / 4)  # only 0.995 is above 0.99
+    assert array_metrics.threshold_at_far(scores, labels, 1e-2) == pytest.approx(0.98)
+    assert array_metrics.tar_at_far(scores, labels, 1e-2) == pytest.approx(2 / 4)
+    assert array_metrics.threshold_at_far(scores, labels, 1e-3) == pytest.approx(0.99)  # no negative accepted
+    assert array_metrics.tar_at_far(scores, labels, 1e-3) == pytest.approx(1 / 4)  # only 0.995 is above 0.99
 
 
 def test_best_threshold_maximises_accuracy():
-    threshold, accuracy = metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 0, 0])
+    threshold, accuracy = array_metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 0, 0])
     assert accuracy == 1.0 and 0.6 <= threshold < 0.8
-    threshold, accuracy = metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0])
-    assert accuracy == pytest.approx(0.8) and metrics.accuracy_at(threshold, [0.9, 0.8, 0.6, 0.4, 0.3],
+    threshold, accuracy = array_metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0])
+    assert accuracy == pytest.approx(0.8) and array_metrics.accuracy_at(threshold, [0.9, 0.8, 0.6, 0.4, 0.3],
                                                                    [1, 1, 0, 1, 0]) == pytest.approx(0.8)
 
 
 def test_age_gap_bands():
-    assert [metrics.age_gap_band(g) for g in (0, 4.9, 5, 12, 20, 45)] == ["0-5", "0-5", "5-10", "10-20", "20+", "20+"]
-    assert metrics.age_gap_band(math.nan) is None
+    assert ([array_metrics.age_gap_band(g) for g in (0, 4.9, 5, 12, 20, 45)]
+            == ["0-5", "0-5", "5-10", "10-20", "20+", "20+"])
+    assert array_metrics.age_gap_band(math.nan) is None
 
 
 def test_calibration_meets_its_target_overall_and_per_band():
@@ -75,9 +76,10 @@ def test_calibration_meets_its_target_overall_and_per_band():
     for name, mask in (("0-5", gaps == 2), ("20+", gaps == 30)):
         entry = record["bands"][name]
         assert not entry["fallback"]
-        far, _ = metrics.rates_at(entry["threshold"], scores[mask], labels[mask])
+        far, _ = array_metrics.rates_at(entry["threshold"], scores[mask], labels[mask])
         assert far <= 1e-2 and entry["far"] == far
-        assert metrics.rates_at(entry["threshold"] - 1e-3, scores[mask], labels[mask])[0] > 1e-2  # the lowest such
+        # the lowest such threshold
+        assert array_metrics.rates_at(entry["threshold"] - 1e-3, scores[mask], labels[mask])[0] > 1e-2
     assert record["bands"]["20+"]["threshold"] < record["bands"]["0-5"]["threshold"]
     assert record["bands"]["5-10"]["fallback"] and record["bands"]["5-10"]["threshold"] == record["overall"]["threshold"]
     threshold, why = threshold_for(record, 31.0, "cal.json")

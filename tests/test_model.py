@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import model as model_module
 from config import Config
 from conftest import random_faces
-from age_network import (CheckpointError, age_interval, age_kl_loss, age_std, expected_age,
-                         gaussian_label_distribution, load_age_model)
+from face_match_age.network.age_network import (CheckpointError, age_interval, age_kl_loss, age_std, expected_age,
+                                                gaussian_label_distribution, load_age_model)
+import model as model_module
 from model import AgeEstimationModel, CumulativeScore, FreezeBackbone, backbone_freezing, build_age_model
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from splits import SPLIT_TOLERANCE, shared_identities, split_records, split_shortfall
+from face_match_age.preparation.splits import SPLIT_TOLERANCE, shared_identities, split_records, split_shortfall
 
 
 def _fgnet_like(rows: int, seed: int = 1) -> pd.DataFrame:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import train
-from age_network import load_age_model
+from face_match_age.network.age_network import load_age_model
 from synthetic import make_dataset, train_args
+import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

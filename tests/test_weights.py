@@ -4,9 +4,9 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-import weights
 from conftest import write_facenet_weights
-from weights import PretrainedWeightsError, load_backbone, weights_path
+from face_match_age.network import weights
+from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
 
 
 def test_weights_path_follows_torch_home(empty_torch_home):

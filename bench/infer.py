@@ -1,7 +1,7 @@
-"""Benchmark: infer.py against the facenet-pytorch floor (bench_floor.py), in one run on one machine.
+"""Benchmark: infer.py against the facenet-pytorch floor (bench/floor.py), in one run on one machine.
 
-    uv run python bench_infer.py                         # CPU or GPU, whichever this machine has
-    uv run python bench_infer.py --photos 32 --repeats 5
+    uv run python -m bench.infer                         # CPU or GPU, whichever this machine has
+    uv run python -m bench.infer --photos 32 --repeats 5
 
 Prints, each as ours / floor: warm pair latency (models loaded), cold pair latency (process start
 to JSON written), and batch throughput in faces/s (infer.py --pairs against the floor running pair
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from sample_photos import WHOLE_PHOTO, write_astronaut_variants
+from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository root, where infer.py is
 
 
 def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
     """The age checkpoint to use; random VGGFace2-layout weights go into TORCH_HOME when missing."""
     from model import AgeEstimationModel, save_age_checkpoint
-    from weights import save_random_weights, weights_path
+    from face_match_age.network.weights import save_random_weights, weights_path
 
     if not weights_path("vggface2").exists():
         os.environ["TORCH_HOME"] = str(scratch / "torch_home")
@@ -57,13 +57,13 @@ def timed(function, repeats: int) -> float:
 
 
 def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
-    import bench_floor
+    from bench import floor
     import infer
-    from analyzer import FaceAnalyzer
-    from imaging import load_image
+    from face_match_age.inference.analyzer import FaceAnalyzer
+    from face_match_age.detection.imaging import load_image
 
     analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
-    floor_models = bench_floor.load_models(checkpoint, analyzer.device)
+    floor_models = floor.load_models(checkpoint, analyzer.device)
 
     def ours():
         loaded = [load_image(p) for p in photos[:2]]
@@ -71,19 +71,18 @@ def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> 
 
     (out / "ours").mkdir(parents=True, exist_ok=True)
     (out / "floor").mkdir(parents=True, exist_ok=True)
-    ours(), bench_floor.pair(floor_models, *photos[:2], out / "floor")  # warm-up
-    return timed(ours, repeats), timed(lambda: bench_floor.pair(floor_models, *photos[:2], out / "floor"), repeats)
+    ours(), floor.pair(floor_models, *photos[:2], out / "floor")  # warm-up
+    return timed(ours, repeats), timed(lambda: floor.pair(floor_models, *photos[:2], out / "floor"), repeats)
 
 
 def cold_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ours = [sys.executable, str(ROOT / "infer.py"), str(photos[0]), str(photos[1]), str(out / "cold_ours"),
             "--json", "--ckpt", str(checkpoint), "--device", device]
-    floor = [sys.executable, str(ROOT / "bench_floor.py"), str(photos[0]), str(photos[1]), str(out / "cold_floor"),
+    floor = [sys.executable, "-m", "bench.floor", str(photos[0]), str(photos[1]), str(out / "cold_floor"),
              str(checkpoint)]
 
     def run(command):
-        subprocess.run(command, env=env, check=True, capture_output=True)
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
 
     return timed(lambda: run(ours), repeats), timed(lambda: run(floor), repeats)
 
@@ -92,10 +91,10 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
     """faces/s (two per pair) over every pair of `photos`, as infer.py --folder would compare them: of one
     infer.py --pairs run (model loading included), of the floor pair after pair and of our own pair-by-pair
     calls (both with models already loaded)."""
-    import bench_floor
+    from bench import floor
     import infer
-    from analyzer import FaceAnalyzer
-    from imaging import load_image
+    from face_match_age.inference.analyzer import FaceAnalyzer
+    from face_match_age.detection.imaging import load_image
 
     pairs = list(itertools.combinations(photos, 2))
     csv_path = out / "pairs.csv"
@@ -103,8 +102,8 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
     faces = 2 * len(pairs)
     batch_s = timed(lambda: infer.main(["--pairs", str(csv_path), str(out / "batch"), "--ckpt", str(checkpoint),
                                         "--device", device]), 1)
-    floor_models = bench_floor.load_models(checkpoint, torch.device(device if device != "auto" else "cpu"))
-    floor_s = timed(lambda: [bench_floor.pair(floor_models, a, b, out / "floor") for a, b in pairs], 1)
+    floor_models = floor.load_models(checkpoint, torch.device(device if device != "auto" else "cpu"))
+    floor_s = timed(lambda: [floor.pair(floor_models, a, b, out / "floor") for a, b in pairs], 1)
     analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
     ours_s = timed(lambda: [infer.compare_and_write(analyzer, [a, b], [load_image(a), load_image(b)],
                                                     out / "ours", write_json_file=True) for a, b in pairs], 1)
@@ -118,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda...; the floor runs on the same device")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         checkpoint = ensure_models(scratch, args.ckpt)

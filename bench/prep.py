@@ -1,8 +1,8 @@
 """Benchmark: images/s of data_prep.py's crop-and-resize stage, with 1 and 2 workers, with and without
 MTCNN detection, on generated photos (faces made from scikit-image's astronaut), in one run.
 
-    uv run python bench_prep.py                 # 200 photos
-    uv run python bench_prep.py --photos 400
+    uv run python -m bench.prep                 # 200 photos
+    uv run python -m bench.prep --photos 400
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from sample_photos import FACE_CROP, write_astronaut_variants
-
-ROOT = Path(__file__).resolve().parent
+from bench.photos import FACE_CROP, write_astronaut_variants
 
 
 def stage_rates(photos: list[Path], out: Path, detect: bool, workers: int) -> tuple[float, float]:
     """(images/s overall, images/s after the first result: without process and model start-up)."""
     from config import Config
-    from crops import CropTask, run_crops
+    from face_match_age.preparation.crops import CropTask, run_crops
 
     out.mkdir(parents=True)
     tasks = [CropTask(str(p), str(out / p.name)) for p in photos]
@@ -44,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=200, help="generated photos per configuration")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         photos = write_astronaut_variants(Path(scratch) / "photos", args.photos, FACE_CROP, sides=(160, 200, 240, 280))

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pandas as pd
 
 from config import MAX_AGE, MIN_AGE
-from tables import read_table
+from face_match_age.files.csv_tables import read_table
 
 CACD_NAME = re.compile(r"^(\d+)_(.+)_(\d{4})\.jpg$", re.IGNORECASE)
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")

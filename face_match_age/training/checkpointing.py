@@ -27,7 +27,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from checkpoint_files import save_checkpoint_file
+from face_match_age.files.checkpoint_files import save_checkpoint_file
 
 LAST_NAME = "last.ckpt"
 

@@ -1,6 +1,6 @@
 """FaceAnalyzer: the Python API for detection, age and verification; infer.py is a thin layer over it.
 
-    from analyzer import FaceAnalyzer
+    from face_match_age.inference.analyzer import FaceAnalyzer
     analyzer = FaceAnalyzer()                          # loads MTCNN, the age model and VGGFace2 once
     result = analyzer.compare("a.jpg", "b.jpg")        # plain data: faces, ages, similarity, match
     analyzer.detect(photo), analyzer.predict_age(photo), analyzer.embed(photo)
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from config import Config
-from device import resolve_device
-from faces import build_face_detector, detect_faces_batch, select_face, too_small_for_detection
-from imaging import ImageInput, face_to_tensor, load_image
-from age_network import age_interval, age_std, expected_age, load_age_model
-from weights import load_backbone
+from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face, too_small_for_detection
+from face_match_age.detection.imaging import ImageInput, face_to_tensor, load_image
+from face_match_age.device import resolve_device
+from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
+from face_match_age.network.weights import load_backbone
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
 

@@ -15,8 +15,8 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
 
-from checkpoint_files import checkpoint_damage, damaged_message, error_summary
-from download import DownloadError, download
+from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message, error_summary
+from face_match_age.files.downloader import DownloadError, download
 
 _RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
 

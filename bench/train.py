@@ -1,7 +1,7 @@
 """Benchmark: train.py's Lightning loop against a bare PyTorch loop, in one run, on the same data.
 
-    uv run python bench_train.py                                   # config defaults (batch 256)
-    uv run python bench_train.py --batch-size 16 --steps 8 --images 256 --num-workers 2   # a CPU-sized run
+    uv run python -m bench.train                                   # config defaults (batch 256)
+    uv run python -m bench.train --batch-size 16 --steps 8 --images 256 --num-workers 2   # a CPU-sized run
 
 Both loops train the same model (same batch size, precision and data loader) on pre-cropped JPEGs
 (synthetic ones written to a temporary folder unless --train-dir/--train-csv name real ones). It
@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
-from device import DeviceChoice, choose_device
+from face_match_age.device import DeviceChoice, choose_device
+from face_match_age.network.age_network import age_kl_loss
 from loader import FaceAgeDataModule
-from age_network import age_kl_loss
 from model import build_age_model
 from train import build_trainer
 

@@ -30,12 +30,12 @@ from typing import Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
-from calibration import CalibratedThreshold
 from config import Config, save_config
-from age_network import CheckpointError
-from outputs import OutputError, prepare_out_dir, write_atomically, write_json
-from weights import PretrainedWeightsError
+from face_match_age.evaluation.calibration import CalibratedThreshold
+from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
+from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
+from face_match_age.network.age_network import CheckpointError
+from face_match_age.network.weights import PretrainedWeightsError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CSV_COLUMNS = ["img1", "img2", "label", "is_match", "similarity_score", "threshold_used", "age_1", "age_2",
@@ -73,7 +73,8 @@ class PairSpec:
 def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
     """Pairs from a CSV with columns img1, img2 (and optionally label); relative paths are taken from
     the CSV's own folder."""
-    from tables import read_table  # here, not at the top: pair mode should not pay pandas' import time
+    # here, not at the top: pair mode should not pay pandas' import time
+    from face_match_age.files.csv_tables import read_table
 
     table = read_table(csv_path, ("img1", "img2"), InputError, "pairs file", dtype={"img1": str, "img2": str},
                        keep_default_na=False)

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageOps
 
 from config import Config
-from faces import build_face_detector, detect_faces_batch, select_face
-from imaging import ImageLoadError, load_image
+from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face
+from face_match_age.detection.imaging import ImageLoadError, load_image
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway

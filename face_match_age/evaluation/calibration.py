@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metrics import AGE_GAP_BANDS, age_gap_band, rates_at, threshold_at_far
+from face_match_age.evaluation.array_metrics import AGE_GAP_BANDS, age_gap_band, rates_at, threshold_at_far
 
 MIN_NEGATIVES_FACTOR = 1.0  # a band needs at least 1 / target_far different-person pairs to measure that FAR
 

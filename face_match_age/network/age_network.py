@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checkpoint_files import checkpoint_damage, damaged_message, error_summary
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
-from weights import load_backbone
+from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message, error_summary
+from face_match_age.network.weights import load_backbone
 
 EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
 DAMAGED_ADVICE = ("Point --ckpt at another checkpoint (last.ckpt and best.ckpt of a run are separate files) "

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from outputs import write_atomically
+from face_match_age.files.output_files import write_atomically
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since torch 1.6; Lightning checkpoints are such
 

@@ -1,6 +1,6 @@
-"""The floor for bench_infer.py: the least code that does infer.py's pair work with facenet-pytorch.
+"""The floor for bench/infer.py: the least code that does infer.py's pair work with facenet-pytorch.
 
-    uv run python bench_floor.py IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON
+    uv run python -m bench.floor IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON
 
 It calls MTCNN and InceptionResnetV1 directly (the age model is the same InceptionResnetV1 plus the
 same head, loaded from the checkpoint's state dict) with none of the toolkit's checks or options.

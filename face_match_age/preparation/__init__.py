@@ -1,0 +1,1 @@
+"""data_prep.py's stages: safe archive unpacking, dataset labels, face crops, identity-disjoint splits."""
