@@ -1,0 +1,83 @@
+"""The repository's layout: the root shows what a user runs or edits, everything only imported sits in the
+face_match_age package, benchmarks sit in bench/ and run with `python -m`, nothing edits the import path,
+and no module of ours hides a library of the same name."""
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "face_match_age"
+BENCH = ROOT / "bench"
+
+# The seed's scripts: the only Python files a user finds at the root.
+ROOT_SCRIPTS = {"config", "data_prep", "loader", "model", "train", "infer", "callbacks", "evaluate"}
+
+# Widely used libraries a module of ours must not be named after, installed here or not: a top-level
+# `datasets.py` or `tables.py` hid Hugging Face datasets or PyTables, and inside the package such a name
+# still reads as the library. (Folder names that say a job, like inference/, are not on this list.)
+WELL_KNOWN = {"datasets", "tables", "metrics", "download", "outputs", "evaluate", "config", "models", "utils",
+              "common", "core", "data", "features", "transformers", "tokenizers", "accelerate", "timm", "cv2",
+              "skimage", "sklearn", "tqdm", "requests", "yaml", "attr", "six"}
+
+
+def _ours(folder: Path) -> list[Path]:
+    """The Python files of a folder of ours, however deep."""
+    return sorted(path for path in folder.rglob("*.py") if "__pycache__" not in path.parts)
+
+
+def _module_names(folder: Path) -> set[str]:
+    """The last part of every module and package name under `folder`: what `import` would look up."""
+    return ({path.stem for path in _ours(folder) if path.stem != "__init__"}
+            | {path.name for path in folder.rglob("*") if path.is_dir() and (path / "__init__.py").is_file()})
+
+
+def _repository_files(*suffixes: str) -> list[Path]:
+    return sorted(path for path in ROOT.rglob("*") if path.suffix in suffixes and path.is_file()
+                  and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(ROOT).parts))
+
+
+def test_the_root_holds_only_the_scripts_a_user_runs_or_edits():
+    assert {path.stem for path in ROOT.glob("*.py")} == ROOT_SCRIPTS
+
+
+def test_nothing_edits_the_import_path():
+    edits = re.compile(r"\bsys\.path\b|\baddsitedir\b")
+    files = _repository_files(".py", ".ipynb")
+    assert ROOT / "notebook.ipynb" in files and PACKAGE / "inference" / "batch.py" in files  # the search sees them
+    assert [str(path.relative_to(ROOT)) for path in files if edits.search(path.read_text())] == []
+
+
+def test_no_module_of_ours_takes_the_name_of_a_library():
+    installed = set(importlib.metadata.packages_distributions()) | set(sys.stdlib_module_names)
+    library = _module_names(PACKAGE) | _module_names(BENCH) | {"face_match_age", "bench"}
+    assert {"batch", "detection", "photos"} <= library  # the names are collected
+    assert sorted(library & (installed | WELL_KNOWN)) == []
+    # The seed named the root scripts; they must still not hide anything installed here.
+    assert sorted(ROOT_SCRIPTS & installed) == []
+
+
+def test_every_package_folder_only_documents_itself_on_import():
+    folders = [PACKAGE, *(path for path in PACKAGE.rglob("*") if path.is_dir() and path.name != "__pycache__"),
+               BENCH]
+    for folder in folders:
+        init = folder / "__init__.py"
+        assert init.is_file(), f"{folder.relative_to(ROOT)} is not a package"
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
+
+
+def test_nothing_in_the_package_is_run():
+    run = [str(path.relative_to(ROOT)) for path in _ours(PACKAGE) if "__main__" in path.read_text()]
+    assert run == []
+
+
+def test_every_benchmark_the_documents_name_exists():
+    named = set()
+    for document in ("README.md", "REPORT.md"):
+        named |= set(re.findall(r"python -m bench\.([a-z_]+)\b", (ROOT / document).read_text()))
+    assert {"infer", "prep", "train"} <= named
+    assert sorted(name for name in named if not (BENCH / f"{name}.py").is_file()) == []
+    assert not re.search(r"python \S*bench_\w+\.py", (ROOT / "README.md").read_text() + (ROOT / "REPORT.md").read_text())
