@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from bench.cli import run_benchmark
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root, where infer.py is
@@ -136,8 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except KeyboardInterrupt:  # one line, no traceback: the scratch folder is already removed
-        print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_benchmark(main)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.cli import run_benchmark
 from bench.photos import FACE_CROP, write_astronaut_variants
 
 
@@ -58,8 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except KeyboardInterrupt:  # one line, no traceback: the scratch folder is already removed
-        print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_benchmark(main)

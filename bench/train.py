@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from bench.cli import run_benchmark
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from face_match_age.device import DeviceChoice, choose_device
 from face_match_age.network.age_network import age_kl_loss
@@ -153,8 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except KeyboardInterrupt:  # one line, no traceback: the scratch folder is already removed
-        print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_benchmark(main)

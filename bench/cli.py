@@ -1,0 +1,17 @@
+"""How every benchmark script ends: its exit code, or one line and 130 on Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+def run_benchmark(main: Callable[[], int]) -> None:
+    """Run a benchmark's `main` as a script: no traceback when Ctrl-C stops it (its scratch folder is
+    already removed by then), just what happened and the shell's code for an interrupted command."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code)
