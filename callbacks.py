@@ -65,7 +65,7 @@ def _predict(pl_module, dataset, indices):
     pl_module.eval()
     faces, true_ages, predicted, spread = [], [], [], []
     for start in range(0, len(indices), INFERENCE_BATCH):
-        items = [dataset[i] for i in indices[start:start + INFERENCE_BATCH]]
+        items = [dataset[i] for i in indices[start : start + INFERENCE_BATCH]]
         batch = torch.stack([item[0] for item in items])
         logits = pl_module(batch.to(pl_module.device))
         faces.append(batch)
@@ -98,8 +98,13 @@ def _predicted_vs_true_figure(true_ages: torch.Tensor, predicted: torch.Tensor):
     scatter, bars = figure.subplots(1, 2)
     scatter.scatter(true_ages, predicted, s=8, alpha=0.5)
     scatter.plot([0, 100], [0, 100], color="grey", linewidth=1)
-    scatter.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),
-                title=f"predicted vs true ({len(true_ages)} faces)")
+    scatter.set(
+        xlabel="true age",
+        ylabel="predicted age",
+        xlim=(0, 100),
+        ylim=(0, 100),
+        title=f"predicted vs true ({len(true_ages)} faces)",
+    )
     decades = (true_ages // 10).clamp(max=9).long()
     labels, errors = [], []
     for decade in decades.unique().tolist():

@@ -18,7 +18,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 MIN_AGE = 0  # youngest age the model can predict
 MAX_AGE = 100  # oldest age; with MIN_AGE it gives 101 one-year bins
@@ -32,6 +32,7 @@ PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
 @dataclass(frozen=True)
 class ArchiveSource:
     """Where a public dataset comes from; `md5` is checked after download when known."""
+
     file_name: str
     url: str | None  # None: no stable direct link; the user passes --archive or --url
     md5: str | None
@@ -43,13 +44,27 @@ class ArchiveSource:
 _IMDB_WIKI = "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/static/"
 DATASET_SOURCES = {
     # MD5s for IMDB-WIKI are published by third parties (unverified); --skip-checksum accepts a mismatch.
-    "imdb": ArchiveSource("imdb_crop.tar", _IMDB_WIKI + "imdb_crop.tar", "44b7548f288c14397cb7a7bab35ebe14",
-                          "IMDB", "imdb_crop", "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/"),
-    "wiki": ArchiveSource("wiki_crop.tar", _IMDB_WIKI + "wiki_crop.tar", "f536eb7f5eae229ae8f286184364b42b",
-                          "WIKI", "wiki_crop", "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/"),
+    "imdb": ArchiveSource(
+        "imdb_crop.tar",
+        _IMDB_WIKI + "imdb_crop.tar",
+        "44b7548f288c14397cb7a7bab35ebe14",
+        "IMDB",
+        "imdb_crop",
+        "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/",
+    ),
+    "wiki": ArchiveSource(
+        "wiki_crop.tar",
+        _IMDB_WIKI + "wiki_crop.tar",
+        "f536eb7f5eae229ae8f286184364b42b",
+        "WIKI",
+        "wiki_crop",
+        "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/",
+    ),
     "cacd": ArchiveSource("CACD2000.tar.gz", None, None, "CACD", "CACD2000", "http://bcsiriuschen.github.io/CARC/"),
     "utkface": ArchiveSource("UTKFace.tar.gz", None, None, "UTKFace", "UTKFace", "https://susanqq.github.io/UTKFace/"),
-    "fgnet": ArchiveSource("FGNET.zip", None, None, "FGNET", "FGNET/images", "the FG-NET ageing database (research use)"),
+    "fgnet": ArchiveSource(
+        "FGNET.zip", None, None, "FGNET", "FGNET/images", "the FG-NET ageing database (research use)"
+    ),
 }
 
 
@@ -80,52 +95,75 @@ class Config:
     img_size: int = setting(160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining")
 
     # --- model ---
-    pretrained: str = setting("vggface2", "backbone weights; VGGFace2 faces carry the most age variety",
-                              choices=PRETRAINED_CHOICES)
+    pretrained: str = setting(
+        "vggface2", "backbone weights; VGGFace2 faces carry the most age variety", choices=PRETRAINED_CHOICES
+    )
     head_hidden_dim: int = setting(256, "width of the age head between the 512-d embedding and the 101 bins")
     head_dropout: float = setting(0.2, "dropout before the age head; the backbone already generalises well")
-    label_sigma: float = setting(2.0, "std (years) of the Gaussian label distribution: neighbouring ages look alike",
-                                 aliases=("--sigma",))
+    label_sigma: float = setting(
+        2.0, "std (years) of the Gaussian label distribution: neighbouring ages look alike", aliases=("--sigma",)
+    )
     freeze_backbone_epochs: int = setting(0, "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)")
 
     # --- training ---
     batch_size: int = setting(256, "fits a 24 GB GPU at 160x160 in mixed precision; lower it if memory runs out")
     num_workers: int = setting(_default_num_workers, "data-loading processes; more than the CPU cores only thrashes")
-    learning_rate: float = setting(1e-4, "Adam step size small enough not to wreck the pretrained backbone",
-                                   aliases=("--lr",))
+    learning_rate: float = setting(
+        1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",)
+    )
     max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner")
     patience: int = setting(6, "epochs without a better validation MAE before early stopping")
     seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated")
-    precision: str = setting("auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere",
-                             choices=PRECISION_CHOICES)
+    precision: str = setting(
+        "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES
+    )
     accelerator: str = setting("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"))
     devices: str = setting("auto", "GPUs (or CPU processes) per node: a count, a list like 0,1, or auto for all")
     num_nodes: int = setting(1, "machines taking part in distributed (DDP) training")
     strategy: str = setting("auto", "Lightning strategy; auto is DDP when more than one device is used")
-    limit_train_batches: str = setting("1.0", "share (0-1.0) or count (an integer) of training batches per epoch, for quick runs")
+    limit_train_batches: str = setting(
+        "1.0", "share (0-1.0) or count (an integer) of training batches per epoch, for quick runs"
+    )
     limit_val_batches: str = setting("1.0", "share (0-1.0) or count (an integer) of validation batches per epoch")
     log_every_n_steps: int = setting(50, "training steps between logged points; lower for tiny datasets")
     logged_sample_faces: int = setting(16, "validation faces drawn into the TensorBoard grid each epoch")
     figure_sample_size: int = setting(512, "most validation faces behind the predicted-vs-true figure; bounds its cost")
-    resume_checkpoint: Optional[Path] = setting(None, "checkpoint to resume from: weights, optimizer, epoch and callbacks",
-                                                aliases=("--ckpt",))
-    checkpoint_dir: Path = setting(Path("checkpoints"), "where best.ckpt and last.ckpt are written",
-                                   aliases=("--ckpt-dir",))
-    checkpoint_every_n_steps: int = setting(500, "training steps between in-epoch saves of last.ckpt, which bound "
-                                            "what a crash loses (an IMDB epoch at batch 256 is ~1,800); 0: epoch ends only")
+    resume_checkpoint: Path | None = setting(
+        None, "checkpoint to resume from: weights, optimizer, epoch and callbacks", aliases=("--ckpt",)
+    )
+    checkpoint_dir: Path = setting(
+        Path("checkpoints"), "where best.ckpt and last.ckpt are written", aliases=("--ckpt-dir",)
+    )
+    checkpoint_every_n_steps: int = setting(
+        500,
+        "training steps between in-epoch saves of last.ckpt, which bound "
+        "what a crash loses (an IMDB epoch at batch 256 is ~1,800); 0: epoch ends only",
+    )
     log_dir: Path = setting(Path("logs/face_age_det"), "TensorBoard folder: tensorboard --logdir logs/face_age_det")
 
     # --- inference ---
-    best_checkpoint: Path = setting(Path("checkpoints/best.ckpt"), "age model that inference loads by default",
-                                    aliases=("--ckpt",))
-    verification_threshold: float = setting(0.7, "cosine similarity above which two faces count as one person",
-                                            aliases=("--threshold",))
-    mtcnn_margin: int = setting(14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example")
+    best_checkpoint: Path = setting(
+        Path("checkpoints/best.ckpt"), "age model that inference loads by default", aliases=("--ckpt",)
+    )
+    verification_threshold: float = setting(
+        0.7, "cosine similarity above which two faces count as one person", aliases=("--threshold",)
+    )
+    mtcnn_margin: int = setting(
+        14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example"
+    )
     mtcnn_min_face_size: int = setting(20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age")
-    detection_max_side: int = setting(1600, "photos larger than this (pixels) are shrunk for detection only; crops come from the original")
-    inference_batch_size: int = setting(64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low")
-    face_selection: str = setting("largest", "which face to use when a photo holds several: the subject is usually the biggest",
-                                  choices=FACE_SELECTION_CHOICES, aliases=("--face",))
+    detection_max_side: int = setting(
+        1600, "photos larger than this (pixels) are shrunk for detection only; crops come from the original"
+    )
+    inference_batch_size: int = setting(
+        64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low"
+    )
+    face_selection: str = setting(
+        "largest",
+        "which face to use when a photo holds several: the subject is usually the biggest",
+        choices=FACE_SELECTION_CHOICES,
+        aliases=("--face",),
+    )
 
     def __post_init__(self) -> None:
         problems = list(_validation_problems(self))
@@ -141,8 +179,9 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (paths as strings)."""
-        return {name: str(value) if isinstance(value, Path) else value
-                for name, value in dataclasses.asdict(self).items()}
+        return {
+            name: str(value) if isinstance(value, Path) else value for name, value in dataclasses.asdict(self).items()
+        }
 
 
 def _validation_problems(config: Config):
@@ -162,14 +201,17 @@ def _validation_problems(config: Config):
     if not 0 <= config.head_dropout < 1:
         yield f"head_dropout must lie in [0, 1), got {config.head_dropout}"
     if not -1 <= config.verification_threshold <= 1:
-        yield f"verification_threshold is a cosine similarity and must lie in [-1, 1], got {config.verification_threshold}"
+        threshold = config.verification_threshold
+        yield f"verification_threshold is a cosine similarity and must lie in [-1, 1], got {threshold}"
     # MTCNN's first network looks at 12-pixel windows: a smaller minimum enlarges the whole photo (1 would make it
     # 12 times wider and taller; 0 divides by zero). A minimum over half the detection size finds faces only in
     # close-ups that fill a large photo, and none in any dataset's photos: such a value is a slip, not a choice.
     largest = config.detection_max_side // 2
     if not 12 <= config.mtcnn_min_face_size <= largest:
-        yield (f"mtcnn_min_face_size must lie in 12..{largest} pixels (12: MTCNN's smallest window; {largest}: half "
-               f"of detection_max_side), got {config.mtcnn_min_face_size}")
+        yield (
+            f"mtcnn_min_face_size must lie in 12..{largest} pixels (12: MTCNN's smallest window; {largest}: half "
+            f"of detection_max_side), got {config.mtcnn_min_face_size}"
+        )
     if config.num_workers < 0 or config.patience < 0 or config.mtcnn_margin < 0:
         yield "num_workers, patience and mtcnn_margin cannot be negative"
     for name in ("limit_train_batches", "limit_val_batches"):
@@ -178,7 +220,8 @@ def _validation_problems(config: Config):
         except ValueError:
             limit = -1
         if limit < 0 or (isinstance(limit, float) and limit > 1.0):
-            yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {getattr(config, name)!r}"
+            given = getattr(config, name)
+            yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {given!r}"
     if config.num_nodes < 1 or config.log_every_n_steps < 1:
         yield "num_nodes and log_every_n_steps must be at least 1"
     if config.freeze_backbone_epochs < -1:
@@ -264,8 +307,9 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         return parsed
 
 
-def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None,
-                 base: Config | None = None) -> tuple[argparse.Namespace, Config]:
+def parse_config(
+    parser: argparse.ArgumentParser, argv: list[str] | None, base: Config | None = None
+) -> tuple[argparse.Namespace, Config]:
     """Parse `argv` over `base` (default Config()); a config value that fails validation ends as a
     usage error, not a traceback."""
     args = parser.parse_args(argv)
@@ -290,6 +334,11 @@ def load_config(path: Path) -> Config:
     """Read a config.json written by save_config; keys that are not config fields are ignored."""
     values = json.loads(Path(path).read_text())
     hints = typing.get_type_hints(Config)
-    known = {name: _optional_inner(hints[name])(value) if _optional_inner(hints[name]) is Path and value is not None
-             else value for name, value in values.items() if name in field_names()}
+    known = {
+        name: _optional_inner(hints[name])(value)
+        if _optional_inner(hints[name]) is Path and value is not None
+        else value
+        for name, value in values.items()
+        if name in field_names()
+    }
     return Config(**known)

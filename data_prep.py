@@ -33,12 +33,25 @@ from face_match_age.files.output_files import OutputError, write_atomically, wri
 from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
 from face_match_age.preparation.crops import KEPT, CropLog, CropTask, run_crops
 from face_match_age.preparation.dataset_labels import Labels, MetadataError, output_name, read_labels
-from face_match_age.preparation.splits import (people_of, shared_identities, split_records, split_shortfall,
-                                               within_tolerance)
+from face_match_age.preparation.splits import (
+    people_of,
+    shared_identities,
+    split_records,
+    split_shortfall,
+    within_tolerance,
+)
 
 DATASETS = (*DATASET_SOURCES, "csv")
-PREP_OPTIONS = ("val_ratio", "img_size", "seed", "data_root", "min_face_score", "min_image_side", "mtcnn_margin",
-                "face_selection")
+PREP_OPTIONS = (
+    "val_ratio",
+    "img_size",
+    "seed",
+    "data_root",
+    "min_face_score",
+    "min_image_side",
+    "mtcnn_margin",
+    "face_selection",
+)
 CSV_COLUMNS = ["name", "age", "identity", "source"]
 
 
@@ -54,8 +67,11 @@ class Interrupted(Exception):
 
 
 def build_parser() -> ConfigArgumentParser:
-    parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ConfigArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", choices=DATASETS, default="imdb", help="which dataset (default: imdb)")
     parser.add_argument("--url", help="download the archive from this mirror instead")
     parser.add_argument("--archive", type=Path, help="use this archive file already on disk")
@@ -63,8 +79,9 @@ def build_parser() -> ConfigArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: data/<DATASET>)")
     parser.add_argument("--limit", type=int, help="prepare at most this many photos (a seeded random subset)")
     parser.add_argument("--workers", type=int, default=Config().num_workers, help="processes cropping faces")
-    parser.add_argument("--no-detect", action="store_true",
-                        help="resize the dataset's own crops instead of cropping with MTCNN")
+    parser.add_argument(
+        "--no-detect", action="store_true", help="resize the dataset's own crops instead of cropping with MTCNN"
+    )
     parser.add_argument("--images", type=Path, help="--dataset csv: the folder of photos")
     parser.add_argument("--csv", type=Path, help="--dataset csv: labels with columns name, age (identity optional)")
     add_config_arguments(parser, PREP_OPTIONS)
@@ -84,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk or a folder without write permission, while cropping or writing
-        print(f"error: {error.strerror or error} ({error.filename or 'while preparing'}); fix that and run the same "
-              "command again: it continues where it stopped", file=sys.stderr)
+        print(
+            f"error: {error.strerror or error} ({error.filename or 'while preparing'}); fix that and run the same "
+            "command again: it continues where it stopped",
+            file=sys.stderr,
+        )
         return 1
     except Interrupted as stopped:
         print(f"interrupted: {stopped}", file=sys.stderr)
@@ -95,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare(args, config: Config) -> dict:
     """The whole pipeline; returns the summary written to <out>/summary.json."""
-    out_dir = args.out or config.data_root / (DATASET_SOURCES[args.dataset].out_name if args.dataset != "csv"
-                                              else "CUSTOM")
+    out_dir = args.out or config.data_root / (
+        DATASET_SOURCES[args.dataset].out_name if args.dataset != "csv" else "CUSTOM"
+    )
     fingerprint = _fingerprint(args, config)
     summary_path = out_dir / "summary.json"
     if _already_done(summary_path, fingerprint, out_dir):
@@ -113,8 +134,16 @@ def prepare(args, config: Config) -> dict:
     with _on_ctrl_c(f"every photo is cropped in {out_dir}; run the same command again to write the CSVs"):
         summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
         _write_split_csvs(out_dir, train, val, kept)
-        save_config(config, out_dir, extra={"script": "data_prep.py", "dataset": args.dataset, "limit": args.limit,
-                                            "detect": not args.no_detect})
+        save_config(
+            config,
+            out_dir,
+            extra={
+                "script": "data_prep.py",
+                "dataset": args.dataset,
+                "limit": args.limit,
+                "detect": not args.no_detect,
+            },
+        )
         write_json(summary_path, summary)  # last: its presence marks the preparation as complete
     print_summary(summary, out_dir)
     return summary
@@ -131,14 +160,17 @@ def obtain_photos(args, config: Config) -> Path:
     if not archive.is_file():
         raise PrepError(f"--archive {archive} is not a file")
     if not args.skip_checksum and not verify_checksum(archive, source.md5):
-        raise PrepError(f"{archive} does not have the expected MD5 {source.md5}: it may be incomplete or a "
-                        "different version. It was kept; delete it to download again, or pass --skip-checksum "
-                        "to use it anyway")
+        raise PrepError(
+            f"{archive} does not have the expected MD5 {source.md5}: it may be incomplete or a "
+            "different version. It was kept; delete it to download again, or pass --skip-checksum "
+            "to use it anyway"
+        )
     unpacked = unpack(archive, config.data_root / "raw" / source.out_name)
     root = unpacked / source.inner
     if not root.is_dir():
-        raise PrepError(f"{archive} does not contain {source.inner}/: is it the right archive for --dataset "
-                        f"{args.dataset}?")
+        raise PrepError(
+            f"{archive} does not contain {source.inner}/: is it the right archive for --dataset {args.dataset}?"
+        )
     return root
 
 
@@ -154,8 +186,10 @@ def _on_ctrl_c(kept: str):
 def _download(args, config: Config, source) -> Path:
     url = args.url or source.url
     if url is None:
-        raise PrepError(f"{source.file_name} has no stable direct download: get it from {source.page} "
-                        f"and pass --archive PATH (or --url MIRROR)")
+        raise PrepError(
+            f"{source.file_name} has no stable direct download: get it from {source.page} "
+            f"and pass --archive PATH (or --url MIRROR)"
+        )
     dest = config.data_root / "downloads" / source.file_name
     try:
         with _on_ctrl_c(f"the part downloaded so far is kept in {dest}.part; run the same command again to resume"):
@@ -163,8 +197,10 @@ def _download(args, config: Config, source) -> Path:
     except NotEnoughSpace:
         raise  # its message already says what to do
     except DownloadError as error:
-        raise PrepError(f"{error}. Check the network and run again (the download resumes), or download "
-                        f"{source.file_name} from {source.page} elsewhere and pass --archive PATH") from None
+        raise PrepError(
+            f"{error}. Check the network and run again (the download resumes), or download "
+            f"{source.file_name} from {source.page} elsewhere and pass --archive PATH"
+        ) from None
 
 
 def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -174,8 +210,10 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
     if args.limit is not None and args.limit < len(records):
         records = records.sample(n=args.limit, random_state=config.seed).sort_values("source")
     if not labels.has_identity:
-        print(f"note: {args.dataset} has no identity labels, so the split is random (stratified by age) and the "
-              "same person may appear in both train and val: validation figures will be optimistic.")
+        print(
+            f"note: {args.dataset} has no identity labels, so the split is random (stratified by age) and the "
+            "same person may appear in both train and val: validation figures will be optimistic."
+        )
     train, val = split_records(records.reset_index(drop=True), config.val_ratio, config.seed, labels.has_identity)
     shared = shared_identities(train, val) if labels.has_identity else []
     if shared:  # a bug guard: the split is built to avoid this, and writing a leaky split would be worse
@@ -193,13 +231,17 @@ def _warn_if_drops_moved_the_split(train: pd.DataFrame, val: pd.DataFrame, kept:
     val_kept, total_kept = int(val["source"].isin(kept).sum()), len(kept)
     if total_kept == 0 or split_shortfall(train, val, val_ratio) or within_tolerance(val_kept, total_kept, val_ratio):
         return
-    print(f"warning: after cropping, val holds {val_kept} of the {total_kept} images kept ({val_kept / total_kept:.0%}), "
-          f"not the {val_ratio:.0%} asked: the photos dropped while cropping (counted below) came unevenly from "
-          "train and val", file=sys.stderr)
+    print(
+        f"warning: after cropping, val holds {val_kept} of the {total_kept} images kept ({val_kept / total_kept:.0%}), "
+        f"not the {val_ratio:.0%} asked: the photos dropped while cropping (counted below) came unevenly from "
+        "train and val",
+        file=sys.stderr,
+    )
 
 
-def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, args, config: Config
-             ) -> tuple[set[str], Counter]:
+def crop_all(
+    train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, args, config: Config
+) -> tuple[set[str], Counter]:
     """Crop every photo not yet done; returns the sources kept and the drop counts (this run and earlier ones)."""
     tasks = {}  # task -> the dataset's own name of its photo
     for split, rows in (("train", train), ("val", val)):
@@ -209,22 +251,29 @@ def crop_all(train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, 
     log = CropLog(out_dir / "crop_log.jsonl")
     pending = log.pending(tasks)
     if len(pending) < len(tasks):
-        print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} photos were done by an earlier run "
-              "(photos that failed are tried again when their file has changed)")
+        print(
+            f"resuming: {len(tasks) - len(pending)} of {len(tasks)} photos were done by an earlier run "
+            "(photos that failed are tried again when their file has changed)"
+        )
     detect = not args.no_detect
     device = choose_device().accelerator if detect and args.workers <= 1 else "cpu"
     done = len(tasks) - len(pending)
     try:
         # closing(): on Ctrl-C the generator ends here, and with it the worker pool, before the message
-        with log.appending() as handle, contextlib.closing(run_crops(pending, config, detect, args.workers,
-                                                                     device)) as outcomes:
-            for task, outcome in tqdm(outcomes, total=len(pending), desc="cropping faces" if detect else "resizing",
-                                      unit="photo"):
+        with (
+            log.appending() as handle,
+            contextlib.closing(run_crops(pending, config, detect, args.workers, device)) as outcomes,
+        ):
+            for task, outcome in tqdm(
+                outcomes, total=len(pending), desc="cropping faces" if detect else "resizing", unit="photo"
+            ):
                 done += 1  # first: the crop file (if any) is written, so it counts as done even if the log line is not
                 log.record(handle, task, outcome)
     except KeyboardInterrupt:
-        raise Interrupted(f"{done} of {len(tasks)} photos are done and kept in {out_dir} (logged in {log.path}); "
-                          "run the same command again to continue from there") from None
+        raise Interrupted(
+            f"{done} of {len(tasks)} photos are done and kept in {out_dir} (logged in {log.path}); "
+            "run the same command again to continue from there"
+        ) from None
     outcomes = {source: log.outcome(task) for task, source in tasks.items()}
     kept = {source for source, outcome in outcomes.items() if outcome == KEPT}
     return kept, Counter(outcome for outcome in outcomes.values() if outcome != KEPT)
@@ -236,17 +285,27 @@ def _write_split_csvs(out_dir: Path, train: pd.DataFrame, val: pd.DataFrame, kep
         write_atomically(out_dir / f"{split}.csv", functools.partial(table.to_csv, index=False))
 
 
-def _summary(args, labels: Labels, train, val, kept: set[str], crop_drops: Counter, fingerprint: dict,
-             seconds: float) -> dict:
+def _summary(
+    args, labels: Labels, train, val, kept: set[str], crop_drops: Counter, fingerprint: dict, seconds: float
+) -> dict:
     counts = {split: int(rows["source"].isin(kept).sum()) for split, rows in (("train", train), ("val", val))}
-    people = {split: int(people_of(rows.loc[rows["source"].isin(kept)]).nunique())  # a row without identity: one
-              for split, rows in (("train", train), ("val", val))}
-    return {"dataset": args.dataset, "fingerprint": fingerprint, "records_usable": len(labels.rows),
-            "dropped_by_metadata": dict(labels.dropped), "dropped_by_cropping": dict(crop_drops),
-            "train_images": counts["train"], "val_images": counts["val"],
-            "train_identities": people["train"] if labels.has_identity else None,
-            "val_identities": people["val"] if labels.has_identity else None,
-            "identity_disjoint": labels.has_identity, "seconds": round(seconds, 1)}
+    people = {
+        split: int(people_of(rows.loc[rows["source"].isin(kept)]).nunique())  # a row without identity: one
+        for split, rows in (("train", train), ("val", val))
+    }
+    return {
+        "dataset": args.dataset,
+        "fingerprint": fingerprint,
+        "records_usable": len(labels.rows),
+        "dropped_by_metadata": dict(labels.dropped),
+        "dropped_by_cropping": dict(crop_drops),
+        "train_images": counts["train"],
+        "val_images": counts["val"],
+        "train_identities": people["train"] if labels.has_identity else None,
+        "val_identities": people["val"] if labels.has_identity else None,
+        "identity_disjoint": labels.has_identity,
+        "seconds": round(seconds, 1),
+    }
 
 
 def print_summary(summary: dict, out_dir: Path) -> None:
@@ -265,11 +324,20 @@ def print_summary(summary: dict, out_dir: Path) -> None:
 def _fingerprint(args, config: Config) -> dict:
     """What decides the output: a second run with the same fingerprint has nothing to do."""
     archive = args.archive or args.images
-    return {"dataset": args.dataset, "limit": args.limit, "seed": config.seed, "val_ratio": config.val_ratio,
-            "img_size": config.img_size, "detect": not args.no_detect, "min_face_score": config.min_face_score,
-            "min_image_side": config.min_image_side, "mtcnn_margin": config.mtcnn_margin,
-            "face_selection": config.face_selection, "source": str(archive or args.url or "default"),
-            "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None}
+    return {
+        "dataset": args.dataset,
+        "limit": args.limit,
+        "seed": config.seed,
+        "val_ratio": config.val_ratio,
+        "img_size": config.img_size,
+        "detect": not args.no_detect,
+        "min_face_score": config.min_face_score,
+        "min_image_side": config.min_image_side,
+        "mtcnn_margin": config.mtcnn_margin,
+        "face_selection": config.face_selection,
+        "source": str(archive or args.url or "default"),
+        "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None,
+    }
 
 
 def _already_done(summary_path: Path, fingerprint: dict, out_dir: Path) -> bool:

@@ -47,8 +47,10 @@ class EvaluationError(RuntimeError):
 
 # --- age ---------------------------------------------------------------------------------------------
 
-def evaluate_age(images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto",
-                 batch_size: int = 64) -> dict:
+
+def evaluate_age(
+    images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto", batch_size: int = 64
+) -> dict:
     """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
     dataset = FaceAgeDataset(images, csv_path, Config().img_size)
     model = load_age_model(checkpoint, resolve_device(device))
@@ -59,11 +61,23 @@ def evaluate_age(images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, 
             progress.update(len(ages))
             logits = model(faces.to(next(model.parameters()).device))
             interval = age_interval(logits).cpu()
-            for i, age, predicted, spread, (low, high) in zip(indices.tolist(), ages.tolist(),
-                                                              expected_age(logits).cpu().tolist(),
-                                                              age_std(logits).cpu().tolist(), interval.tolist()):
-                rows.append({"name": dataset.labels.at[i, "name"], "age": age, "predicted": round(predicted, 2),
-                             "age_std": round(spread, 2), "interval_low": low, "interval_high": high})
+            for i, age, predicted, spread, (low, high) in zip(
+                indices.tolist(),
+                ages.tolist(),
+                expected_age(logits).cpu().tolist(),
+                age_std(logits).cpu().tolist(),
+                interval.tolist(),
+            ):
+                rows.append(
+                    {
+                        "name": dataset.labels.at[i, "name"],
+                        "age": age,
+                        "predicted": round(predicted, 2),
+                        "age_std": round(spread, 2),
+                        "interval_low": low,
+                        "interval_high": high,
+                    }
+                )
     predictions = pd.DataFrame(rows)
     write_atomically(out_dir / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
     summary = age_summary(predictions) | {"checkpoint": str(checkpoint), "images": str(images), "csv": str(csv_path)}
@@ -80,12 +94,19 @@ def age_summary(predictions: pd.DataFrame) -> dict:
     for decade, group in predictions.groupby((predictions["age"] // 10).clip(upper=9)):
         group_error = group["predicted"] - group["age"]
         decades[f"{int(decade) * 10}-{int(decade) * 10 + 9}"] = {
-            "faces": len(group), "mae": round(float(group_error.abs().mean()), 3),
-            "bias": round(float(group_error.mean()), 3)}
-    return {"faces": len(predictions), "mae": round(array_metrics.mae(predictions["predicted"], predictions["age"]), 3),
-            "cs5": round(array_metrics.cumulative_score(predictions["predicted"], predictions["age"]), 4),
-            "bias": round(float(error.mean()), 3), "interval_coverage": round(float(inside.mean()), 4),
-            "interval": "central 90% of the predicted age distribution", "per_decade": decades}
+            "faces": len(group),
+            "mae": round(float(group_error.abs().mean()), 3),
+            "bias": round(float(group_error.mean()), 3),
+        }
+    return {
+        "faces": len(predictions),
+        "mae": round(array_metrics.mae(predictions["predicted"], predictions["age"]), 3),
+        "cs5": round(array_metrics.cumulative_score(predictions["predicted"], predictions["age"]), 4),
+        "bias": round(float(error.mean()), 3),
+        "interval_coverage": round(float(inside.mean()), 4),
+        "interval": "central 90% of the predicted age distribution",
+        "per_decade": decades,
+    }
 
 
 def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
@@ -93,16 +114,27 @@ def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
     axis = figure.subplots()
     axis.scatter(predictions["age"], predictions["predicted"], s=6, alpha=0.4)
     axis.plot([0, 100], [0, 100], color="grey", linewidth=1)
-    axis.set(xlabel="true age", ylabel="predicted age", xlim=(0, 100), ylim=(0, 100),
-             title=f"MAE {array_metrics.mae(predictions['predicted'], predictions['age']):.2f} "
-                   f"on {len(predictions)} faces")
+    axis.set(
+        xlabel="true age",
+        ylabel="predicted age",
+        xlim=(0, 100),
+        ylim=(0, 100),
+        title=f"MAE {array_metrics.mae(predictions['predicted'], predictions['age']):.2f} on {len(predictions)} faces",
+    )
     _save_figure(figure, path)
 
 
 # --- verification --------------------------------------------------------------------------------------
 
-def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | None, config: Config,
-                          device: str = "auto", calibrate_far: float | None = None) -> dict:
+
+def evaluate_verification(
+    pairs_csv: Path,
+    out_dir: Path,
+    checkpoint: Path | None,
+    config: Config,
+    device: str = "auto",
+    calibrate_far: float | None = None,
+) -> dict:
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
     The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
     they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
@@ -111,22 +143,42 @@ def evaluate_verification(pairs_csv: Path, out_dir: Path, checkpoint: Path | Non
 
     table = _labelled_pairs(pairs_csv)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
-    recorder = _EmbeddingRecorder(functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint,
-                                                    with_age=checkpoint is not None))
+    recorder = _EmbeddingRecorder(
+        functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
+    )
     pairs = read_pairs_csv(pairs_csv)
-    run_batch(pairs, out_dir, recorder, config.verification_threshold, config=config,
-              device=device, record={"script": "evaluate.py verify", "pairs": str(pairs_csv)})
+    run_batch(
+        pairs,
+        out_dir,
+        recorder,
+        config.verification_threshold,
+        config=config,
+        device=device,
+        record={"script": "evaluate.py verify", "pairs": str(pairs_csv)},
+    )
     results = _joined_results(out_dir / "results.jsonl", table)
     results["score"] = _unrounded_scores(results, pairs, recorder, device)
-    write_atomically(out_dir / "similarities.csv", lambda tmp: results[["pair_index", "label", "score", "gap"]].rename(
-        columns={"score": "similarity"}).to_csv(tmp, index=False, float_format="%.9g"))
+    write_atomically(
+        out_dir / "similarities.csv",
+        lambda tmp: (
+            results[["pair_index", "label", "score", "gap"]]
+            .rename(columns={"score": "similarity"})
+            .to_csv(tmp, index=False, float_format="%.9g")
+        ),
+    )
     scored = results[results["score"].notna()]
-    _require_both_classes(scored["label"], "among the pairs where both faces were found",
-                          f"; {len(results) - len(scored)} pairs lacked a face "
-                          f"({'; '.join(results.loc[results['score'].isna(), 'error'].head(3))})")
+    _require_both_classes(
+        scored["label"],
+        "among the pairs where both faces were found",
+        f"; {len(results) - len(scored)} pairs lacked a face "
+        f"({'; '.join(results.loc[results['score'].isna(), 'error'].head(3))})",
+    )
     summary = verification_summary(results, config.verification_threshold)
-    summary |= {"pairs_csv": str(pairs_csv), "checkpoint": str(checkpoint) if checkpoint else None,
-                "similarities": str(out_dir / "similarities.csv")}
+    summary |= {
+        "pairs_csv": str(pairs_csv),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "similarities": str(out_dir / "similarities.csv"),
+    }
     _plot_roc(scored["score"], scored["label"].astype(bool), out_dir / "roc.png")
     if calibrate_far is not None:
         record = calibrate(scored["score"], scored["label"].astype(bool), scored["gap"], calibrate_far)
@@ -153,8 +205,10 @@ def _require_both_classes(labels: pd.Series, where: str, why: str = "") -> None:
     if len(present) < 2:
         only = f"all {len(labels)} pairs are labelled {LABEL_NAMES[present[0]]}" if present else "no pair is left"
         missing = " and ".join(LABEL_NAMES[label] for label in (1, 0) if label not in present)
-        raise EvaluationError(f"{only} {where}{why}: verification figures and a calibration need pairs of both kinds; "
-                              f"add pairs labelled {missing}")
+        raise EvaluationError(
+            f"{only} {where}{why}: verification figures and a calibration need pairs of both kinds; "
+            f"add pairs labelled {missing}"
+        )
 
 
 class _EmbeddingRecorder:
@@ -186,8 +240,9 @@ def _unrounded_scores(results: pd.DataFrame, pairs, recorder: _EmbeddingRecorder
 
     by_index = {pair.index: pair for pair in pairs}
     scored = [by_index[i] for i in results.loc[results["score"].notna(), "pair_index"]]
-    missing = list(dict.fromkeys(str(p) for pair in scored for p in (pair.path1, pair.path2)
-                                 if str(p) not in recorder.embeddings))
+    missing = list(
+        dict.fromkeys(str(p) for pair in scored for p in (pair.path1, pair.path2) if str(p) not in recorder.embeddings)
+    )
     if missing:
         for _ in recorder(device=device).analyze_many([Path(p) for p in missing], names=missing):
             pass
@@ -210,24 +265,38 @@ def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
         else:
             gap, gap_from = row["age_gap"], "predicted ages"
         verification = row["verification"]
-        joined.append({"pair_index": row["pair_index"], "label": int(given["label"]),
-                       "score": verification["similarity_score"] if verification else None,
-                       "gap": gap, "gap_from": gap_from, "error": row["error"]})
+        joined.append(
+            {
+                "pair_index": row["pair_index"],
+                "label": int(given["label"]),
+                "score": verification["similarity_score"] if verification else None,
+                "gap": gap,
+                "gap_from": gap_from,
+                "error": row["error"],
+            }
+        )
     return pd.DataFrame(joined)
 
 
 def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
     scored = results[results["score"].notna()]
     failures = results[results["score"].isna()]
-    summary = {"pairs": len(results), "scored_pairs": len(scored), "pairs_without_a_face": len(failures),
-               "failure_examples": failures["error"].head(5).tolist(), "failures": failures["error"].tolist(),
-               **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold)}
+    summary = {
+        "pairs": len(results),
+        "scored_pairs": len(scored),
+        "pairs_without_a_face": len(failures),
+        "failure_examples": failures["error"].head(5).tolist(),
+        "failures": failures["error"].tolist(),
+        **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold),
+    }
     bands = {}
     for name, _, _ in array_metrics.AGE_GAP_BANDS:
         in_band = scored[[array_metrics.age_gap_band(g) == name for g in scored["gap"]]]
         bands[name] = {"pairs": len(in_band)} | (
             _roc_figures(in_band["score"].to_numpy(float), in_band["label"].to_numpy(bool), threshold)
-            if len(in_band) else {})
+            if len(in_band)
+            else {}
+        )
     summary["by_age_gap"] = bands
     summary["age_gap_from"] = sorted(set(scored["gap_from"]))
     return summary
@@ -235,12 +304,17 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
 
 def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     both = labels.any() and (~labels).any()
-    best_threshold, best_accuracy = (array_metrics.best_accuracy_threshold(scores, labels) if len(scores)
-                                     else (None, None))
-    figures = {"roc_auc": array_metrics.roc_auc(scores, labels) if both else None,
-               "eer": array_metrics.equal_error_rate(scores, labels) if both else None,
-               "threshold": threshold, "accuracy_at_threshold": array_metrics.accuracy_at(threshold, scores, labels),
-               "best_threshold": best_threshold, "best_accuracy": best_accuracy}
+    best_threshold, best_accuracy = (
+        array_metrics.best_accuracy_threshold(scores, labels) if len(scores) else (None, None)
+    )
+    figures = {
+        "roc_auc": array_metrics.roc_auc(scores, labels) if both else None,
+        "eer": array_metrics.equal_error_rate(scores, labels) if both else None,
+        "threshold": threshold,
+        "accuracy_at_threshold": array_metrics.accuracy_at(threshold, scores, labels),
+        "best_threshold": best_threshold,
+        "best_accuracy": best_accuracy,
+    }
     for far in TARGET_FARS:
         figures[f"tar_at_far_{far:g}"] = array_metrics.tar_at_far(scores, labels, far) if both else None
     return figures
@@ -260,26 +334,35 @@ def _plot_roc(scores, labels, path: Path) -> None:
 
 # --- leakage -------------------------------------------------------------------------------------------
 
+
 def leakage(train_csv: Path, val_csv: Path) -> dict:
     """People present in both sets, by the identity column. Without identities (UTKFace, a CSV without
     them) nothing can be checked: EvaluationError says so rather than reporting 0 shared people."""
     from face_match_age.preparation.splits import shared_identities
 
-    train, val = (read_table(path, (), EvaluationError, "labels file", dtype={"identity": str})
-                  for path in (train_csv, val_csv))
+    train, val = (
+        read_table(path, (), EvaluationError, "labels file", dtype={"identity": str}) for path in (train_csv, val_csv)
+    )
     for path, table in ((train_csv, train), (val_csv, val)):
         if "identity" not in table.columns or not _known_identity(table).any():
-            raise EvaluationError(f"cannot check for people in both sets: {path} has no identities (no identity "
-                                  "column, or every value empty), so a shared person cannot be recognised. A split "
-                                  "of such data is random and may hold the same person on both sides")
+            raise EvaluationError(
+                f"cannot check for people in both sets: {path} has no identities (no identity "
+                "column, or every value empty), so a shared person cannot be recognised. A split "
+                "of such data is random and may hold the same person on both sides"
+            )
     shared = shared_identities(train, val)
     in_val = val["identity"].isin(shared)
-    return {"shared_identities": len(shared), "examples": shared[:10], "val_images_of_shared_people": int(in_val.sum()),
-            "val_images": len(val), "train_identities": int(train["identity"].nunique()),
-            "val_identities": int(val["identity"].nunique()),
-            # rows without an identity cannot be checked: say how many, so "0 shared" is not read as covering them
-            "train_images_without_identity": int((~_known_identity(train)).sum()),
-            "val_images_without_identity": int((~_known_identity(val)).sum())}
+    return {
+        "shared_identities": len(shared),
+        "examples": shared[:10],
+        "val_images_of_shared_people": int(in_val.sum()),
+        "val_images": len(val),
+        "train_identities": int(train["identity"].nunique()),
+        "val_identities": int(val["identity"].nunique()),
+        # rows without an identity cannot be checked: say how many, so "0 shared" is not read as covering them
+        "train_images_without_identity": int((~_known_identity(train)).sum()),
+        "val_images_without_identity": int((~_known_identity(val)).sum()),
+    }
 
 
 def _known_identity(table: pd.DataFrame) -> pd.Series:
@@ -288,6 +371,7 @@ def _known_identity(table: pd.DataFrame) -> pd.Series:
 
 # --- shared --------------------------------------------------------------------------------------------
 
+
 def _save_figure(figure: Figure, path: Path) -> None:
     # A bare Figure renders to PNG without pyplot: no display needed, no global backend changed.
     figure.tight_layout()
@@ -295,8 +379,11 @@ def _save_figure(figure: Figure, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     age = commands.add_parser("age", help="MAE, CS@5, per-decade bias and interval coverage on a folder + CSV")
     age.add_argument("--images", type=Path, required=True)
@@ -305,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     age.add_argument("--out", type=Path, required=True)
     age.add_argument("--device", default="auto")
     verify = commands.add_parser("verify", help="ROC AUC, EER, TAR at FAR, by age gap; --calibrate writes thresholds")
-    verify.add_argument("--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), "
-                        "optionally age1, age2")
+    verify.add_argument(
+        "--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), optionally age1, age2"
+    )
     verify.add_argument("--out", type=Path, required=True)
     verify.add_argument("--ckpt", type=Path, help="age model, for predicted age gaps (default: none, use age1/age2)")
     verify.add_argument("--threshold", type=float, default=Config().verification_threshold)
@@ -326,17 +414,28 @@ def main(argv: list[str] | None = None) -> int:
             summary = evaluate_age(args.images, args.csv, args.ckpt, args.out, args.device)
         elif args.command == "verify":
             config = Config().replace(verification_threshold=args.threshold)
-            summary = evaluate_verification(args.pairs, args.out, args.ckpt, config, args.device,
-                                            args.target_far if args.calibrate else None)
+            summary = evaluate_verification(
+                args.pairs, args.out, args.ckpt, config, args.device, args.target_far if args.calibrate else None
+            )
         else:
             summary = leakage(args.train_csv, args.val_csv)
-    except (EvaluationError, CheckpointError, PretrainedWeightsError, OutputError, InputError, LabelsError,
-            ValueError) as error:
+    except (
+        EvaluationError,
+        CheckpointError,
+        PretrainedWeightsError,
+        OutputError,
+        InputError,
+        LabelsError,
+        ValueError,
+    ) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     except BatchInterrupted as interrupt:
-        print(f"interrupted: {interrupt.rows} scored pairs kept in {interrupt.results}; run the same command again "
-              "to resume", file=sys.stderr)
+        print(
+            f"interrupted: {interrupt.rows} scored pairs kept in {interrupt.results}; run the same command again "
+            "to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # outside the scoring: nothing half-written is kept (files are written whole)
         print("interrupted: run the same command again", file=sys.stderr)

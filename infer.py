@@ -29,34 +29,59 @@ from face_match_age.evaluation.calibration import CalibratedThreshold, Calibrati
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
 from face_match_age.inference.analyzer import FaceAnalyzer, pair_result
 from face_match_age.inference.annotate import comparison_image
-from face_match_age.inference.batch import (BatchInterrupted, InputError, file_stamp, folder_pairs, read_pairs_csv,
-                                           run_batch)
+from face_match_age.inference.batch import (
+    BatchInterrupted,
+    InputError,
+    file_stamp,
+    folder_pairs,
+    read_pairs_csv,
+    run_batch,
+)
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE, EXIT_OUTPUT, EXIT_MODEL, EXIT_PAIRS_FAILED = 0, 2, 3, 4, 5, 6, 7
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
-INFER_OPTIONS = ("best_checkpoint", "verification_threshold", "face_selection", "mtcnn_margin",
-                 "mtcnn_min_face_size", "detection_max_side", "inference_batch_size")
+INFER_OPTIONS = (
+    "best_checkpoint",
+    "verification_threshold",
+    "face_selection",
+    "mtcnn_margin",
+    "mtcnn_min_face_size",
+    "detection_max_side",
+    "inference_batch_size",
+)
 
 
 def build_parser() -> ConfigArgumentParser:
-    parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ConfigArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
     parser.add_argument("--json", action="store_true", help="also write {stem1}_vs_{stem2}_data.json")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
     parser.add_argument("--no-age", action="store_true", help="verification only: no age checkpoint needed")
     parser.add_argument("--all-faces", action="store_true", help="every face of IMG1 against every face of IMG2")
     parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
-    parser.add_argument("--verify-weights", type=Path, help="InceptionResnetV1 weight file for verification "
-                        "(default: VGGFace2 from $TORCH_HOME/checkpoints)")
+    parser.add_argument(
+        "--verify-weights",
+        type=Path,
+        help="InceptionResnetV1 weight file for verification (default: VGGFace2 from $TORCH_HOME/checkpoints)",
+    )
     parser.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
     parser.add_argument("--folder", type=Path, help="compare the photos of this folder")
     parser.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
-    parser.add_argument("--calibration", type=Path, help="calibration.json from evaluate.py verify --calibrate: "
-                        "a threshold per predicted age gap instead of --threshold")
-    parser.add_argument("--devices", type=int, default=1, help="batch modes: processes (one per GPU) sharing the photos")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="calibration.json from evaluate.py verify --calibrate: "
+        "a threshold per predicted age gap instead of --threshold",
+    )
+    parser.add_argument(
+        "--devices", type=int, default=1, help="batch modes: processes (one per GPU) sharing the photos"
+    )
     add_config_arguments(parser, INFER_OPTIONS)
     return parser
 
@@ -97,21 +122,44 @@ def main(argv: list[str] | None = None) -> int:
 
 def analyzer_factory(args, config: Config) -> functools.partial:
     """FaceAnalyzer as the command line asks for it; call it with device=... (picklable for batch workers)."""
-    return functools.partial(FaceAnalyzer, config, age_checkpoint=config.best_checkpoint, with_age=not args.no_age,
-                             verify_weights=args.verify_weights, tta=args.tta)
+    return functools.partial(
+        FaceAnalyzer,
+        config,
+        age_checkpoint=config.best_checkpoint,
+        with_age=not args.no_age,
+        verify_weights=args.verify_weights,
+        tta=args.tta,
+    )
 
 
 def run_batches(args, config: Config, threshold) -> int:
     pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
-    record = {"pairs": str(args.pairs) if args.pairs else None, "folder": str(args.folder) if args.folder else None,
-              "no_age": args.no_age, "tta": args.tta, "all_faces": args.all_faces,
-              "calibration": str(args.calibration) if args.calibration else None}
+    record = {
+        "pairs": str(args.pairs) if args.pairs else None,
+        "folder": str(args.folder) if args.folder else None,
+        "no_age": args.no_age,
+        "tta": args.tta,
+        "all_faces": args.all_faces,
+        "calibration": str(args.calibration) if args.calibration else None,
+    }
     # What changes a row beyond the config: a rerun that differs in one of these is another batch.
-    settings = {"tta": args.tta, "age_checkpoint": None if args.no_age else file_stamp(config.best_checkpoint),
-                "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2"}
-    counts = run_batch(pairs, Path(args.paths[0]), analyzer_factory(args, config), threshold, config=config,
-                       devices=args.devices, device=args.device, all_faces=args.all_faces, record=record,
-                       settings=settings)
+    settings = {
+        "tta": args.tta,
+        "age_checkpoint": None if args.no_age else file_stamp(config.best_checkpoint),
+        "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2",
+    }
+    counts = run_batch(
+        pairs,
+        Path(args.paths[0]),
+        analyzer_factory(args, config),
+        threshold,
+        config=config,
+        devices=args.devices,
+        device=args.device,
+        all_faces=args.all_faces,
+        record=record,
+        settings=settings,
+    )
     return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -123,20 +171,40 @@ def run_pair(args, config: Config, threshold) -> int:
     loaded = time.perf_counter()
     analyzer = analyzer_factory(args, config)(device=args.device)
     timings = {"read_photos": _ms(loaded - started), "load_models": _ms(time.perf_counter() - loaded)}
-    result, written = compare_and_write(analyzer, paths, photos, out_dir, write_json_file=args.json,
-                                        all_faces=args.all_faces, timings=timings, started=started,
-                                        threshold=threshold)
+    result, written = compare_and_write(
+        analyzer,
+        paths,
+        photos,
+        out_dir,
+        write_json_file=args.json,
+        all_faces=args.all_faces,
+        timings=timings,
+        started=started,
+        threshold=threshold,
+    )
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
     if result["error"]:
-        print(f"error: {result['error']}: use photos where the face is visible, frontal and at least "
-              f"{config.mtcnn_min_face_size} pixels wide", file=sys.stderr)
+        print(
+            f"error: {result['error']}: use photos where the face is visible, frontal and at least "
+            f"{config.mtcnn_min_face_size} pixels wide",
+            file=sys.stderr,
+        )
         return EXIT_NO_FACE
     return EXIT_OK
 
 
-def compare_and_write(analyzer: FaceAnalyzer, paths: list[Path], photos: list, out_dir: Path, *,
-                      write_json_file: bool, all_faces: bool = False, timings: dict | None = None,
-                      started: float | None = None, threshold=None) -> tuple[dict, list[Path]]:
+def compare_and_write(
+    analyzer: FaceAnalyzer,
+    paths: list[Path],
+    photos: list,
+    out_dir: Path,
+    *,
+    write_json_file: bool,
+    all_faces: bool = False,
+    timings: dict | None = None,
+    started: float | None = None,
+    threshold=None,
+) -> tuple[dict, list[Path]]:
     """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON).
     `threshold`: a number or a calibration rule (default: the config's verification_threshold)."""
     analysis_start = time.perf_counter()
@@ -147,8 +215,9 @@ def compare_and_write(analyzer: FaceAnalyzer, paths: list[Path], photos: list, o
     stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
     image_path = out_dir / f"{stem}_result.jpg"
     sources = json.dumps([str(p.resolve()) for p in paths]).encode()
-    write_atomically(image_path, lambda tmp: comparison_image(*photos, result).save(
-        tmp, format="JPEG", quality=92, comment=sources))
+    write_atomically(
+        image_path, lambda tmp: comparison_image(*photos, result).save(tmp, format="JPEG", quality=92, comment=sources)
+    )
     written = [image_path]
     if write_json_file:
         result["timings_ms"]["total"] = _ms(time.perf_counter() - (started or analysis_start))
@@ -158,11 +227,20 @@ def compare_and_write(analyzer: FaceAnalyzer, paths: list[Path], photos: list, o
 
 def pair_json(paths: list[Path], result: dict, analyzer: FaceAnalyzer) -> dict:
     """The seed's JSON layout first (image names, faces, verification), then what this toolkit adds."""
-    return {"image_1": paths[0].name, "image_2": paths[1].name, **result,
-            "path_1": str(paths[0]), "path_2": str(paths[1]),
-            "models": {"age_checkpoint": str(analyzer.age_checkpoint) if analyzer.age_checkpoint else None,
-                       "verification_weights": analyzer.verify_weights, "device": str(analyzer.device),
-                       "tta": analyzer.tta, "face_selection": analyzer.config.face_selection}}
+    return {
+        "image_1": paths[0].name,
+        "image_2": paths[1].name,
+        **result,
+        "path_1": str(paths[0]),
+        "path_2": str(paths[1]),
+        "models": {
+            "age_checkpoint": str(analyzer.age_checkpoint) if analyzer.age_checkpoint else None,
+            "verification_weights": analyzer.verify_weights,
+            "device": str(analyzer.device),
+            "tta": analyzer.tta,
+            "face_selection": analyzer.config.face_selection,
+        },
+    }
 
 
 def summary_line(result: dict) -> str:
@@ -172,8 +250,10 @@ def summary_line(result: dict) -> str:
     verdict = "MATCH" if verification["is_match"] else "NO MATCH"
     ages = [result[key].get("age_prediction") for key in ("face_1", "face_2")]
     age_text = "" if None in ages else f"; ages {ages[0]:.0f} and {ages[1]:.0f}"
-    return (f"{verdict}: similarity {verification['similarity_score']:.4f} vs threshold "
-            f"{verification['threshold_used']}{age_text}")
+    return (
+        f"{verdict}: similarity {verification['similarity_score']:.4f} vs threshold "
+        f"{verification['threshold_used']}{age_text}"
+    )
 
 
 def _ms(seconds: float) -> float:

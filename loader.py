@@ -87,12 +87,14 @@ def _shown(value) -> str:
 def training_augmentation(img_size: int) -> v2.Compose:
     """Random crop (80-100% of the face), mirror, tilt up to 10 degrees and colour jitter, on uint8 pixels;
     the shared standardisation (imaging.face_to_tensor) follows."""
-    return v2.Compose([
-        v2.RandomResizedCrop(img_size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomRotation(10),
-        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(img_size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(10),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+        ]
+    )
 
 
 class FaceAgeDataset(Dataset):
@@ -150,8 +152,15 @@ class FaceAgeDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: FaceAgeDataset, shuffle: bool, drop_last: bool) -> DataLoader:
         workers = self.config.num_workers
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=workers, persistent_workers=workers > 0, pin_memory=self.pin_memory)
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.pin_memory,
+        )
 
     def _single_sample_last_batch(self) -> bool:
         # BatchNorm cannot train on a batch of one, so only such a last batch is dropped.

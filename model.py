@@ -23,6 +23,7 @@ from face_match_age.files.checkpoint_files import save_checkpoint_file
 from face_match_age.network.age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
 from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
 
+
 class CumulativeScore(torchmetrics.Metric):
     """CS@k: the share of predictions within `years` of the true age (higher is better)."""
 
@@ -50,9 +51,16 @@ class AgeEstimationModel(L.LightningModule):
     `load_from_checkpoint` uses it, since the checkpoint already holds the trained backbone.
     """
 
-    def __init__(self, pretrained: str | None = "vggface2", learning_rate: float = 1e-4, label_sigma: float = 2.0,
-                 head_hidden_dim: int = 256, head_dropout: float = 0.2, freeze_backbone_epochs: int = 0,
-                 load_pretrained_weights: bool = True) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = "vggface2",
+        learning_rate: float = 1e-4,
+        label_sigma: float = 2.0,
+        head_hidden_dim: int = 256,
+        head_dropout: float = 0.2,
+        freeze_backbone_epochs: int = 0,
+        load_pretrained_weights: bool = True,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["load_pretrained_weights"])
         self.backbone = load_backbone(pretrained if load_pretrained_weights else None)
@@ -69,8 +77,9 @@ class AgeEstimationModel(L.LightningModule):
         no download of pretrained weights that the checkpoint replaces anyway."""
         kwargs.setdefault("load_pretrained_weights", False)
         kwargs.setdefault("weights_only", True)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location,
-                                             hparams_file=hparams_file, strict=strict, **kwargs)
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, **kwargs
+        )
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -85,8 +94,15 @@ class AgeEstimationModel(L.LightningModule):
         mae(predicted, ages.float())
         cs5(predicted, ages.float())
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(ages),
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(ages),
+            sync_dist=stage != "train",
+        )
         self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, prog_bar=stage != "train")
         self.log(f"{stage}/cs5", cs5, on_step=False, on_epoch=True)
         return loss
@@ -120,7 +136,9 @@ class FreezeBackbone(BaseFinetuning):
         self.epochs = epochs
 
     def freeze_before_training(self, pl_module: AgeEstimationModel) -> None:
-        self.freeze(pl_module.backbone, train_bn=False)  # BatchNorm too: its statistics are part of the pretrained features
+        self.freeze(
+            pl_module.backbone, train_bn=False
+        )  # BatchNorm too: its statistics are part of the pretrained features
 
     def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
         if current_epoch == self.epochs:
@@ -136,16 +154,26 @@ def build_age_model(config: Config) -> AgeEstimationModel:
     """A new age model from the config's model fields."""
     return AgeEstimationModel(
         pretrained=None if config.pretrained == "none" else config.pretrained,
-        learning_rate=config.learning_rate, label_sigma=config.label_sigma,
-        head_hidden_dim=config.head_hidden_dim, head_dropout=config.head_dropout,
+        learning_rate=config.learning_rate,
+        label_sigma=config.label_sigma,
+        head_hidden_dim=config.head_hidden_dim,
+        head_dropout=config.head_dropout,
         freeze_backbone_epochs=config.freeze_backbone_epochs,
     )
 
 
 def save_age_checkpoint(model: AgeEstimationModel, path: Path) -> Path:
     """Save `model` in Lightning's checkpoint layout without a Trainer (load_age_model reads it)."""
-    return save_checkpoint_file({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                                 "pytorch-lightning_version": L.__version__, "epoch": None, "global_step": 0}, path)
+    return save_checkpoint_file(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": L.__version__,
+            "epoch": None,
+            "global_step": 0,
+        },
+        path,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

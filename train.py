@@ -33,10 +33,32 @@ from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_
 from model import backbone_freezing, build_age_model
 
 TRAIN_OPTIONS = (
-    "train_dir", "val_dir", "train_csv", "val_csv", "batch_size", "max_epochs", "learning_rate", "patience",
-    "label_sigma", "pretrained", "freeze_backbone_epochs", "num_workers", "accelerator", "devices", "num_nodes",
-    "strategy", "precision", "resume_checkpoint", "checkpoint_dir", "log_dir", "limit_train_batches",
-    "limit_val_batches", "seed", "log_every_n_steps", "img_size", "checkpoint_every_n_steps",
+    "train_dir",
+    "val_dir",
+    "train_csv",
+    "val_csv",
+    "batch_size",
+    "max_epochs",
+    "learning_rate",
+    "patience",
+    "label_sigma",
+    "pretrained",
+    "freeze_backbone_epochs",
+    "num_workers",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "resume_checkpoint",
+    "checkpoint_dir",
+    "log_dir",
+    "limit_train_batches",
+    "limit_val_batches",
+    "seed",
+    "log_every_n_steps",
+    "img_size",
+    "checkpoint_every_n_steps",
 )
 MONITOR = "val/mae"  # what "best" means: lowest mean absolute error in years on the validation set
 
@@ -53,7 +75,9 @@ class TrainingStopped(RuntimeError):
     """SIGTERM or SIGINT stopped training. `checkpoint`: what to resume from (None: nothing to resume yet);
     `saved_now`: whether it was written on this stop, so that nothing was lost."""
 
-    def __init__(self, signal_name: str, checkpoint: Path | None, saved_now: bool, epoch: int, global_step: int) -> None:
+    def __init__(
+        self, signal_name: str, checkpoint: Path | None, saved_now: bool, epoch: int, global_step: int
+    ) -> None:
         super().__init__(f"stopped by {signal_name} in epoch {epoch} at step {global_step}")
         self.signal_name, self.checkpoint, self.saved_now = signal_name, checkpoint, saved_now
         self.epoch, self.global_step = epoch, global_step
@@ -70,13 +94,21 @@ class TrainingResult:
 
 def check_inputs(config: Config) -> None:
     """Fail early, with what to do, when the data is missing or the resume checkpoint missing or damaged."""
-    missing = [f"{name} {path}" for name, path in (
-        ("training images", config.train_dir), ("validation images", config.val_dir),
-        ("training labels", config.train_csv), ("validation labels", config.val_csv)) if not Path(path).exists()]
+    missing = [
+        f"{name} {path}"
+        for name, path in (
+            ("training images", config.train_dir),
+            ("validation images", config.val_dir),
+            ("training labels", config.train_csv),
+            ("validation labels", config.val_csv),
+        )
+        if not Path(path).exists()
+    ]
     if missing:
         raise TrainingSetupError(
             "cannot find the dataset: " + "; ".join(missing) + ".\nRun `uv run python data_prep.py` to download "
-            "and prepare it, or point --train-dir, --val-dir, --train-csv and --val-csv at your own folders and CSVs.")
+            "and prepare it, or point --train-dir, --val-dir, --train-csv and --val-csv at your own folders and CSVs."
+        )
     if config.checkpoint_every_n_steps < 0:
         raise TrainingSetupError(f"checkpoint_every_n_steps cannot be negative, got {config.checkpoint_every_n_steps}")
     if config.resume_checkpoint is not None:
@@ -85,18 +117,32 @@ def check_inputs(config: Config) -> None:
         # Found now rather than by Lightning deep inside fit, after the data and the model are set up.
         damage = checkpoint_damage(config.resume_checkpoint)
         if damage is not None:
-            raise TrainingSetupError("cannot resume: " + damaged_message(
-                config.resume_checkpoint, damage, "Resume from another checkpoint (best.ckpt or last.ckpt of the "
-                "same run) or start again without --ckpt"))
+            raise TrainingSetupError(
+                "cannot resume: "
+                + damaged_message(
+                    config.resume_checkpoint,
+                    damage,
+                    "Resume from another checkpoint (best.ckpt or last.ckpt of the "
+                    "same run) or start again without --ckpt",
+                )
+            )
 
 
-def build_trainer(config: Config, choice: DeviceChoice,
-                  extra_callbacks: tuple[Callback, ...] = ()) -> tuple[L.Trainer, RunRecord, LastCheckpoint, StopOnSignal]:
-    logger = TensorBoardLogger(save_dir=str(config.log_dir.parent), name=config.log_dir.name,
-                               default_hp_metric=True)  # hp_metric: best val MAE, set by RunRecord
-    best = ModelCheckpoint(dirpath=config.checkpoint_dir, filename="best", monitor=MONITOR, mode="min",
-                           save_top_k=1, auto_insert_metric_name=False,
-                           enable_version_counter=False)  # a stable name: best.ckpt
+def build_trainer(
+    config: Config, choice: DeviceChoice, extra_callbacks: tuple[Callback, ...] = ()
+) -> tuple[L.Trainer, RunRecord, LastCheckpoint, StopOnSignal]:
+    logger = TensorBoardLogger(
+        save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=True
+    )  # hp_metric: best val MAE, set by RunRecord
+    best = ModelCheckpoint(
+        dirpath=config.checkpoint_dir,
+        filename="best",
+        monitor=MONITOR,
+        mode="min",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )  # a stable name: best.ckpt
     last = LastCheckpoint(config.checkpoint_dir, config.checkpoint_every_n_steps)  # after best: it saves best's state
     record = RunRecord(config, "train.py", MONITOR)
     stop = StopOnSignal()
@@ -116,11 +162,18 @@ def build_trainer(config: Config, choice: DeviceChoice,
         callbacks.append(freezing)
     devices = int(config.devices) if config.devices.isdigit() else config.devices
     trainer = L.Trainer(
-        accelerator=choice.accelerator, precision=choice.precision, devices=devices, num_nodes=config.num_nodes,
-        strategy=config.strategy, max_epochs=config.max_epochs, logger=logger, callbacks=callbacks,
+        accelerator=choice.accelerator,
+        precision=choice.precision,
+        devices=devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        max_epochs=config.max_epochs,
+        logger=logger,
+        callbacks=callbacks,
         limit_train_batches=batch_limit(config.limit_train_batches),
         limit_val_batches=batch_limit(config.limit_val_batches),
-        log_every_n_steps=config.log_every_n_steps, plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=config.log_every_n_steps,
+        plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
         print(f"Training on {choice.describe()}")
@@ -136,19 +189,31 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = ()) -> Trainin
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     model = build_age_model(config)
     try:
-        trainer.fit(model, datamodule=datamodule,
-                    ckpt_path=str(config.resume_checkpoint) if config.resume_checkpoint else None)
+        trainer.fit(
+            model, datamodule=datamodule, ckpt_path=str(config.resume_checkpoint) if config.resume_checkpoint else None
+        )
     except SIGTERMException:
-        raise TrainingStopped(stop.signal_name or "SIGTERM", _resume_point(last, config), last.saved_on_stop,
-                              trainer.current_epoch, trainer.global_step) from None
+        raise TrainingStopped(
+            stop.signal_name or "SIGTERM",
+            _resume_point(last, config),
+            last.saved_on_stop,
+            trainer.current_epoch,
+            trainer.global_step,
+        ) from None
     except UnreadableImageError as error:
         # Met here rather than by opening every image before training: for 500k images that is minutes of disk reads.
         resume_from = _resume_point(last, config)
         then = f"resume with --ckpt {resume_from}" if resume_from else "run again"
-        raise TrainingDataError(f"{raised_message(error)}. Delete the file or remove its row from the CSV, "
-                                f"then {then}") from None
-    return TrainingResult(config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt",
-                          record.best_epoch, record.best, Path(trainer.logger.log_dir))
+        raise TrainingDataError(
+            f"{raised_message(error)}. Delete the file or remove its row from the CSV, then {then}"
+        ) from None
+    return TrainingResult(
+        config.checkpoint_dir / "best.ckpt",
+        config.checkpoint_dir / "last.ckpt",
+        record.best_epoch,
+        record.best,
+        Path(trainer.logger.log_dir),
+    )
 
 
 def _resume_point(last: LastCheckpoint, config: Config) -> Path | None:
@@ -180,12 +245,15 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
 @rank_zero_only
 def _report_stop(stopped: TrainingStopped, argv: list[str]) -> None:
     if stopped.checkpoint is None:
-        print(f"{stopped}, before any checkpoint was written; run the same command again to start over",
-              file=sys.stderr)
+        print(
+            f"{stopped}, before any checkpoint was written; run the same command again to start over", file=sys.stderr
+        )
         return
     saved = "saved" if stopped.saved_now else "latest checkpoint"
-    print(f"{stopped}; {saved} {stopped.checkpoint}; resume with: {resume_command(argv, stopped.checkpoint)}",
-          file=sys.stderr)
+    print(
+        f"{stopped}; {saved} {stopped.checkpoint}; resume with: {resume_command(argv, stopped.checkpoint)}",
+        file=sys.stderr,
+    )
 
 
 def resume_command(argv: list[str], checkpoint: Path) -> str:
@@ -206,9 +274,11 @@ def _report(result: TrainingResult, config: Config) -> None:
     if result.best_val_mae is None:
         print("No validation MAE was recorded, so there is no best checkpoint (was --limit-val-batches 0?)")
         return
-    print(f"Best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
-          f"validation MAE {result.best_val_mae:.2f} years)\nLast checkpoint: {result.last_checkpoint}\n"
-          f"TensorBoard: tensorboard --logdir {config.log_dir}")
+    print(
+        f"Best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
+        f"validation MAE {result.best_val_mae:.2f} years)\nLast checkpoint: {result.last_checkpoint}\n"
+        f"TensorBoard: tensorboard --logdir {config.log_dir}"
+    )
 
 
 if __name__ == "__main__":

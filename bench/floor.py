@@ -19,8 +19,13 @@ from PIL import Image, ImageDraw
 def load_models(age_checkpoint, device="cpu"):
     mtcnn = MTCNN(image_size=160, margin=14, device=device)
     backbone = InceptionResnetV1()
-    head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(512, 256), torch.nn.ReLU(),
-                               torch.nn.BatchNorm1d(256), torch.nn.Linear(256, 101))
+    head = torch.nn.Sequential(
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(512, 256),
+        torch.nn.ReLU(),
+        torch.nn.BatchNorm1d(256),
+        torch.nn.Linear(256, 101),
+    )
     state = torch.load(age_checkpoint, map_location=device, weights_only=True)["state_dict"]
     backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")})
     head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
@@ -58,8 +63,11 @@ def pair(models, path_1, path_2, out_dir):
         ImageDraw.Draw(canvas).rectangle([box[0] + offset, box[1], box[2] + offset, box[3]], outline=(255, 210, 0))
     stem = f"{Path(path_1).stem}_vs_{Path(path_2).stem}"
     canvas.save(Path(out_dir) / f"{stem}_result.jpg", quality=92)
-    result = {"face_1": {"age_prediction": ages[0], "bbox": boxes[0]}, "face_2": {"age_prediction": ages[1],
-              "bbox": boxes[1]}, "verification": {"is_match": similarity > 0.7, "similarity_score": similarity}}
+    result = {
+        "face_1": {"age_prediction": ages[0], "bbox": boxes[0]},
+        "face_2": {"age_prediction": ages[1], "bbox": boxes[1]},
+        "verification": {"is_match": similarity > 0.7, "similarity_score": similarity},
+    }
     (Path(out_dir) / f"{stem}_data.json").write_text(json.dumps(result))
     return result
 

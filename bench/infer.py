@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository root, where infer.p
 
 def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
     """The age checkpoint to use; random VGGFace2-layout weights go into TORCH_HOME when missing."""
-    from model import AgeEstimationModel, save_age_checkpoint
     from face_match_age.network.weights import save_random_weights, weights_path
+    from model import AgeEstimationModel, save_age_checkpoint
 
     if not weights_path("vggface2").exists():
         os.environ["TORCH_HOME"] = str(scratch / "torch_home")
@@ -58,10 +58,10 @@ def timed(function, repeats: int) -> float:
 
 
 def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
-    from bench import floor
     import infer
-    from face_match_age.inference.analyzer import FaceAnalyzer
+    from bench import floor
     from face_match_age.detection.imaging import load_image
+    from face_match_age.inference.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
     floor_models = floor.load_models(checkpoint, analyzer.device)
@@ -77,10 +77,27 @@ def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> 
 
 
 def cold_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
-    ours = [sys.executable, str(ROOT / "infer.py"), str(photos[0]), str(photos[1]), str(out / "cold_ours"),
-            "--json", "--ckpt", str(checkpoint), "--device", device]
-    floor = [sys.executable, "-m", "bench.floor", str(photos[0]), str(photos[1]), str(out / "cold_floor"),
-             str(checkpoint)]
+    ours = [
+        sys.executable,
+        str(ROOT / "infer.py"),
+        str(photos[0]),
+        str(photos[1]),
+        str(out / "cold_ours"),
+        "--json",
+        "--ckpt",
+        str(checkpoint),
+        "--device",
+        device,
+    ]
+    floor = [
+        sys.executable,
+        "-m",
+        "bench.floor",
+        str(photos[0]),
+        str(photos[1]),
+        str(out / "cold_floor"),
+        str(checkpoint),
+    ]
 
     def run(command):
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
@@ -92,22 +109,33 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
     """faces/s (two per pair) over every pair of `photos`, as infer.py --folder would compare them: of one
     infer.py --pairs run (model loading included), of the floor pair after pair and of our own pair-by-pair
     calls (both with models already loaded)."""
-    from bench import floor
     import infer
-    from face_match_age.inference.analyzer import FaceAnalyzer
+    from bench import floor
     from face_match_age.detection.imaging import load_image
+    from face_match_age.inference.analyzer import FaceAnalyzer
 
     pairs = list(itertools.combinations(photos, 2))
     csv_path = out / "pairs.csv"
     csv_path.write_text("img1,img2\n" + "".join(f"{a},{b}\n" for a, b in pairs))
     faces = 2 * len(pairs)
-    batch_s = timed(lambda: infer.main(["--pairs", str(csv_path), str(out / "batch"), "--ckpt", str(checkpoint),
-                                        "--device", device]), 1)
+    batch_s = timed(
+        lambda: infer.main(
+            ["--pairs", str(csv_path), str(out / "batch"), "--ckpt", str(checkpoint), "--device", device]
+        ),
+        1,
+    )
     floor_models = floor.load_models(checkpoint, torch.device(device if device != "auto" else "cpu"))
     floor_s = timed(lambda: [floor.pair(floor_models, a, b, out / "floor") for a, b in pairs], 1)
     analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
-    ours_s = timed(lambda: [infer.compare_and_write(analyzer, [a, b], [load_image(a), load_image(b)],
-                                                    out / "ours", write_json_file=True) for a, b in pairs], 1)
+    ours_s = timed(
+        lambda: [
+            infer.compare_and_write(
+                analyzer, [a, b], [load_image(a), load_image(b)], out / "ours", write_json_file=True
+            )
+            for a, b in pairs
+        ],
+        1,
+    )
     return faces / batch_s, faces / floor_s, faces / ours_s
 
 
@@ -121,16 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         checkpoint = ensure_models(scratch, args.ckpt)
-        photos = write_astronaut_variants(scratch / "photos", max(2, args.photos), WHOLE_PHOTO,
-                                          sides=(400, 430, 460, 490))
+        photos = write_astronaut_variants(
+            scratch / "photos", max(2, args.photos), WHOLE_PHOTO, sides=(400, 430, 460, 490)
+        )
         warm = warm_latencies(photos, checkpoint, scratch, args.device, args.repeats)
         cold = cold_latencies(photos, checkpoint, scratch, args.device, args.repeats)
         batch, floor_rate, pair_by_pair = batch_rates(photos, checkpoint, scratch, args.device)
     pair_count = len(photos) * (len(photos) - 1) // 2
-    print(f"\ndevice {args.device}; {args.repeats} repeats (median); batch: all {pair_count} pairs of {len(photos)} photos")
+    print(
+        f"\ndevice {args.device}; {args.repeats} repeats (median); "
+        f"batch: all {pair_count} pairs of {len(photos)} photos"
+    )
     print(f"{'measure':<28}{'ours':>10}{'floor':>10}{'ratio':>8}  goal")
-    print(f"{'warm pair latency (ms)':<28}{warm[0] * 1e3:>10.0f}{warm[1] * 1e3:>10.0f}{warm[0] / warm[1]:>8.2f}  <= 1.15")
-    print(f"{'cold pair latency (ms)':<28}{cold[0] * 1e3:>10.0f}{cold[1] * 1e3:>10.0f}{cold[0] / cold[1]:>8.2f}  <= 1.30")
+    print(
+        f"{'warm pair latency (ms)':<28}{warm[0] * 1e3:>10.0f}{warm[1] * 1e3:>10.0f}{warm[0] / warm[1]:>8.2f}  <= 1.15"
+    )
+    print(
+        f"{'cold pair latency (ms)':<28}{cold[0] * 1e3:>10.0f}{cold[1] * 1e3:>10.0f}{cold[0] / cold[1]:>8.2f}  <= 1.30"
+    )
     print(f"{'batch faces/s vs floor':<28}{batch:>10.1f}{floor_rate:>10.1f}{batch / floor_rate:>8.2f}")
     print(f"{'batch vs our pair-by-pair':<28}{batch:>10.1f}{pair_by_pair:>10.1f}{batch / pair_by_pair:>8.2f}  >= 2.00")
     return 0

@@ -11,8 +11,9 @@ WHOLE_PHOTO = (0, 0, 512, 512)  # the astronaut in her setting: detection has wo
 FACE_CROP = (100, 0, 350, 250)  # a face with margin, as IMDB-WIKI's crops are
 
 
-def write_astronaut_variants(folder: Path, count: int, box: tuple[int, int, int, int],
-                             sides: tuple[int, ...]) -> list[Path]:
+def write_astronaut_variants(
+    folder: Path, count: int, box: tuple[int, int, int, int], sides: tuple[int, ...]
+) -> list[Path]:
     """`count` JPEGs cut from `box` with small shifts, resized to the `sides` in turn, every other mirrored."""
     from skimage import data
 

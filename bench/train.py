@@ -121,11 +121,17 @@ def _autocast(choice: DeviceChoice):
 
 def main(argv: list[str] | None = None) -> int:
     parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    add_config_arguments(parser, ["batch_size", "num_workers", "img_size", "accelerator", "precision", "pretrained",
-                                  "train_dir", "train_csv"])
+    add_config_arguments(
+        parser,
+        ["batch_size", "num_workers", "img_size", "accelerator", "precision", "pretrained", "train_dir", "train_csv"],
+    )
     parser.add_argument("--steps", type=int, default=20, help="measured steps per loop, after the warm-up")
-    parser.add_argument("--images", type=int, default=0,
-                        help="synthetic images to write (default: enough for the run); ignored with --train-dir")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        help="synthetic images to write (default: enough for the run); ignored with --train-dir",
+    )
     # Random weights by default: speed does not depend on their values, and they need no download.
     args, config = parse_config(parser, argv, base=Config(pretrained="none"))
     given_data = "train_dir" in vars(args)
@@ -135,20 +141,31 @@ def main(argv: list[str] | None = None) -> int:
         if not given_data:
             csv_path = write_synthetic_faces(scratch / "faces", max(args.images, needed), config.img_size)
             config = config.replace(train_dir=scratch / "faces", train_csv=csv_path)
-        config = config.replace(val_dir=config.train_dir, val_csv=config.train_csv, limit_val_batches="1",
-                                max_epochs=1, checkpoint_dir=scratch / "ckpt", log_dir=scratch / "logs" / "bench",
-                                logged_sample_faces=1, figure_sample_size=1)
+        config = config.replace(
+            val_dir=config.train_dir,
+            val_csv=config.train_csv,
+            limit_val_batches="1",
+            max_epochs=1,
+            checkpoint_dir=scratch / "ckpt",
+            log_dir=scratch / "logs" / "bench",
+            logged_sample_faces=1,
+            figure_sample_size=1,
+        )
         choice = choose_device(config.accelerator, config.precision)
         L.seed_everything(config.seed, verbose=False)
         bare_rate, bare_wait = bare_loop(config, choice, args.steps)
         lightning_rate, lightning_wait = lightning_loop(config, choice, args.steps)
-    print(f"\n{choice.describe()}; batch {config.batch_size}, {config.num_workers} workers, "
-          f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up")
+    print(
+        f"\n{choice.describe()}; batch {config.batch_size}, {config.num_workers} workers, "
+        f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up"
+    )
     print(f"{'loop':<12}{'images/s':>10}{'data wait':>12}")
     print(f"{'bare torch':<12}{bare_rate:>10.1f}{bare_wait:>11.1%}")
     print(f"{'lightning':<12}{lightning_rate:>10.1f}{lightning_wait:>11.1%}")
-    print(f"lightning / bare throughput: {lightning_rate / bare_rate:.3f} "
-          f"(overhead {1 - lightning_rate / bare_rate:+.1%}; goal under 5%)")
+    print(
+        f"lightning / bare throughput: {lightning_rate / bare_rate:.3f} "
+        f"(overhead {1 - lightning_rate / bare_rate:+.1%}; goal under 5%)"
+    )
     return 0
 
 

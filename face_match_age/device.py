@@ -25,8 +25,15 @@ class DeviceChoice:
         return f"{self.accelerator}, precision {self.precision} ({self.reason})"
 
 
-def decide_device(requested_accelerator: str, requested_precision: str, *, cuda_available: bool,
-                  bf16_supported: bool, mps_available: bool, gpu_name: str = "") -> DeviceChoice:
+def decide_device(
+    requested_accelerator: str,
+    requested_precision: str,
+    *,
+    cuda_available: bool,
+    bf16_supported: bool,
+    mps_available: bool,
+    gpu_name: str = "",
+) -> DeviceChoice:
     """Pick accelerator and precision from what was asked for and what the machine has."""
     reasons = []
     accelerator = requested_accelerator
@@ -43,8 +50,9 @@ def decide_device(requested_accelerator: str, requested_precision: str, *, cuda_
         if accelerator not in available:
             raise ValueError(f"unknown accelerator {accelerator!r}; use auto, cuda, mps or cpu")
         if not available[accelerator]:
-            raise RuntimeError(f"accelerator {accelerator!r} was requested but this machine has none; "
-                               "use --accelerator auto or cpu")
+            raise RuntimeError(
+                f"accelerator {accelerator!r} was requested but this machine has none; use --accelerator auto or cpu"
+            )
         reasons.append(f"{accelerator} requested")
 
     precision = requested_precision
@@ -67,7 +75,8 @@ def choose_device(requested_accelerator: str = "auto", requested_precision: str 
     cuda_available = torch.cuda.is_available()
     mps_backend = getattr(torch.backends, "mps", None)
     return decide_device(
-        requested_accelerator, requested_precision,
+        requested_accelerator,
+        requested_precision,
         cuda_available=cuda_available,
         bf16_supported=cuda_available and torch.cuda.is_bf16_supported(),
         mps_available=bool(mps_backend and mps_backend.is_available()),
@@ -85,7 +94,9 @@ def resolve_device(requested: str) -> torch.device:
     except RuntimeError:
         raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device {requested!r} was requested but this machine has no such CUDA GPU; use --device auto or cpu")
+        raise ValueError(
+            f"device {requested!r} was requested but this machine has no such CUDA GPU; use --device auto or cpu"
+        )
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {requested!r} was requested but MPS is not available here; use --device auto or cpu")
     return device

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from http_server import serve_directory
+from PIL import Image
 
 
 @pytest.fixture(autouse=True)
@@ -26,12 +25,14 @@ def _offline_and_quick(monkeypatch):
 @pytest.fixture(scope="session")
 def astronaut() -> Image.Image:
     from skimage import data
+
     return Image.fromarray(data.astronaut())
 
 
 @pytest.fixture(scope="session")
 def coffee() -> Image.Image:
     from skimage import data
+
     return Image.fromarray(data.coffee())
 
 

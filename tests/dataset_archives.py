@@ -56,30 +56,59 @@ def imdb_archive(path: Path, kind: str = "imdb", people: int = 5, photos_each: i
             taken = birth.year + 8 + 15 * photo + person
             name = f"{person:02d}/nm{person:07d}_rm{photo:09d}_{birth.isoformat()}_{taken}.jpg"
             files[name] = jpeg_bytes(face_photo(person * photos_each + photo))
-            rows.append(dict(full_path=name, dob=matlab_datenum(birth), photo_taken=taken, face_score=2.5,
-                             second_face_score=np.nan, celeb_id=person + 1))
+            rows.append(
+                dict(
+                    full_path=name,
+                    dob=matlab_datenum(birth),
+                    photo_taken=taken,
+                    face_score=2.5,
+                    second_face_score=np.nan,
+                    celeb_id=person + 1,
+                )
+            )
     extra = [  # one record per filter, each a distinct person so the split stays identity-disjoint
         ("90/nm0000090_rm1_1970-1-1_2000.jpg", face_photo(1), dict(face_score=-np.inf)),
         ("91/nm0000091_rm1_1970-1-1_2000.jpg", face_photo(2), dict(face_score=0.5)),
         ("92/nm0000092_rm1_1970-1-1_2000.jpg", face_photo(3), dict(second_face_score=1.3)),
         ("93/nm0000093_rm1_1870-1-1_2000.jpg", face_photo(4), dict(dob=matlab_datenum(date(1870, 1, 1)))),
-        ("94/nm0000094_rm1_1970-1-1_2000.jpg", non_face_photo(1), {}),   # passes metadata, MTCNN finds no face
-        ("95/nm0000095_rm1_1970-1-1_2000.jpg", b"corrupt", {}),          # passes metadata, cannot be decoded
+        ("94/nm0000094_rm1_1970-1-1_2000.jpg", non_face_photo(1), {}),  # passes metadata, MTCNN finds no face
+        ("95/nm0000095_rm1_1970-1-1_2000.jpg", b"corrupt", {}),  # passes metadata, cannot be decoded
         ("96/nm0000096_rm1_1970-1-1_2000.jpg", Image.new("RGB", (20, 20)), {}),  # a tiny placeholder
     ]
     for offset, (name, photo, override) in enumerate(extra):
         files[name] = photo if isinstance(photo, bytes) else jpeg_bytes(photo)
-        rows.append({"full_path": name, "dob": matlab_datenum(date(1970, 1, 1)), "photo_taken": 2000,
-                     "face_score": 3.0, "second_face_score": np.nan, "celeb_id": 100 + offset, **override})
-    fields = ["dob", "photo_taken", "full_path", "gender", "name", "face_location", "face_score",
-              "second_face_score"] + (["celeb_names", "celeb_id"] if kind == "imdb" else [])
+        rows.append(
+            {
+                "full_path": name,
+                "dob": matlab_datenum(date(1970, 1, 1)),
+                "photo_taken": 2000,
+                "face_score": 3.0,
+                "second_face_score": np.nan,
+                "celeb_id": 100 + offset,
+                **override,
+            }
+        )
+    fields = [
+        "dob",
+        "photo_taken",
+        "full_path",
+        "gender",
+        "name",
+        "face_location",
+        "face_score",
+        "second_face_score",
+    ] + (["celeb_names", "celeb_id"] if kind == "imdb" else [])
     record = {}
     for field in fields:
         if field in ("full_path", "name", "face_location", "celeb_names"):
             cell = np.empty((1, len(rows)), dtype=object)
             for i, row in enumerate(rows):
-                cell[0, i] = {"full_path": row["full_path"], "name": f"Person {i}", "celeb_names": f"Celeb {i}",
-                              "face_location": np.array([[1.0, 1.0, 50.0, 50.0]])}[field]
+                cell[0, i] = {
+                    "full_path": row["full_path"],
+                    "name": f"Person {i}",
+                    "celeb_names": f"Celeb {i}",
+                    "face_location": np.array([[1.0, 1.0, 50.0, 50.0]]),
+                }[field]
             record[field] = cell
         elif field == "gender":
             record[field] = np.ones((1, len(rows)))
@@ -91,10 +120,17 @@ def imdb_archive(path: Path, kind: str = "imdb", people: int = 5, photos_each: i
         _add(tar, f"{kind}_crop/{kind}.mat", mat.getvalue())
         for name, payload in files.items():
             _add(tar, f"{kind}_crop/{name}", payload)
-    return {"kept": people * photos_each, "people": people,
-            "metadata_drops": {"no face found by the dataset": 1, "face_score below 1.0": 1,
-                               "second face in the photo": 1, "age outside 0..100": 1},
-            "crop_drops": {"no face detected": 1, "unreadable image": 1, "image smaller than 48 pixels": 1}}
+    return {
+        "kept": people * photos_each,
+        "people": people,
+        "metadata_drops": {
+            "no face found by the dataset": 1,
+            "face_score below 1.0": 1,
+            "second face in the photo": 1,
+            "age outside 0..100": 1,
+        },
+        "crop_drops": {"no face detected": 1, "unreadable image": 1, "image smaller than 48 pixels": 1},
+    }
 
 
 def cacd_archive(path: Path, people: int = 4, photos_each: int = 3) -> int:

@@ -19,12 +19,13 @@ def age_picture(age: int, size: int, rng: np.random.Generator) -> Image.Image:
     pixels = np.clip(rng.normal(level, 12, (size, size, 3)), 0, 255)
     side = max(2, int(size * (0.1 + 0.8 * age / 100)))
     start = (size - side) // 2
-    pixels[start:start + side, start:start + side, 0] = 255
+    pixels[start : start + side, start : start + side, 0] = 255
     return Image.fromarray(pixels.astype(np.uint8))
 
 
-def write_split(folder: Path, csv_path: Path, ages: list[int], rng: np.random.Generator, size: int,
-                prefix: str) -> pd.DataFrame:
+def write_split(
+    folder: Path, csv_path: Path, ages: list[int], rng: np.random.Generator, size: int, prefix: str
+) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for number, age in enumerate(ages):
@@ -44,21 +45,41 @@ def make_dataset(root: Path, train: int = 16, val: int = 8, size: int = 96, seed
     write_split(root / "train_images", root / "train.csv", train_ages, rng, size, "train")
     write_split(root / "val_images", root / "val.csv", val_ages, rng, size, "val")
     return Config(
-        dataset_dir=root, train_dir=root / "train_images", val_dir=root / "val_images",
-        train_csv=root / "train.csv", val_csv=root / "val.csv", img_size=size, pretrained="none",
-        batch_size=4, num_workers=0, max_epochs=2, accelerator="cpu", log_every_n_steps=1,
-        checkpoint_dir=root / "checkpoints", log_dir=root / "logs" / "face_age_det",
-        logged_sample_faces=4, figure_sample_size=8,
+        dataset_dir=root,
+        train_dir=root / "train_images",
+        val_dir=root / "val_images",
+        train_csv=root / "train.csv",
+        val_csv=root / "val.csv",
+        img_size=size,
+        pretrained="none",
+        batch_size=4,
+        num_workers=0,
+        max_epochs=2,
+        accelerator="cpu",
+        log_every_n_steps=1,
+        checkpoint_dir=root / "checkpoints",
+        log_dir=root / "logs" / "face_age_det",
+        logged_sample_faces=4,
+        figure_sample_size=8,
     )
 
 
 def train_args(config: Config, **extra) -> list[str]:
     """The train.py command line that reproduces `config` (plus `extra` options)."""
     options = {
-        "--train-dir": config.train_dir, "--val-dir": config.val_dir, "--train-csv": config.train_csv,
-        "--val-csv": config.val_csv, "--pretrained": config.pretrained, "--batch-size": config.batch_size,
-        "--num-workers": config.num_workers, "--max-epochs": config.max_epochs, "--accelerator": config.accelerator,
-        "--log-every-n-steps": config.log_every_n_steps, "--ckpt-dir": config.checkpoint_dir,
-        "--log-dir": config.log_dir, "--img-size": config.img_size, **{f"--{k.replace('_', '-')}": v for k, v in extra.items()},
+        "--train-dir": config.train_dir,
+        "--val-dir": config.val_dir,
+        "--train-csv": config.train_csv,
+        "--val-csv": config.val_csv,
+        "--pretrained": config.pretrained,
+        "--batch-size": config.batch_size,
+        "--num-workers": config.num_workers,
+        "--max-epochs": config.max_epochs,
+        "--accelerator": config.accelerator,
+        "--log-every-n-steps": config.log_every_n_steps,
+        "--ckpt-dir": config.checkpoint_dir,
+        "--log-dir": config.log_dir,
+        "--img-size": config.img_size,
+        **{f"--{k.replace('_', '-')}": v for k, v in extra.items()},
     }
     return [str(part) for option, value in options.items() for part in (option, value)]

@@ -23,8 +23,9 @@ def _row(out: str, label: str) -> str:
 
 
 def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
-    code = bench.train.main(["--batch-size", "4", "--steps", "1", "--img-size", "80", "--accelerator", "cpu",
-                             "--num-workers", "0"])
+    code = bench.train.main(
+        ["--batch-size", "4", "--steps", "1", "--img-size", "80", "--accelerator", "cpu", "--num-workers", "0"]
+    )
     assert code == 0
     out = capsys.readouterr().out
     for label in ("bare torch", "lightning"):
@@ -49,7 +50,11 @@ def test_preparation_benchmark_covers_every_configuration(capsys):
     assert bench.prep.main(["--photos", "16"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("resize", "MTCNN"))]
     assert [(row.split()[0], _figures(row.split(")")[-1])[0]) for row in rows] == [
-        ("resize", 1), ("resize", 2), ("MTCNN", 1), ("MTCNN", 2)]
+        ("resize", 1),
+        ("resize", 2),
+        ("MTCNN", 1),
+        ("MTCNN", 2),
+    ]
     assert all(len(_figures(row.split(")")[-1])) == 4 for row in rows)
 
 

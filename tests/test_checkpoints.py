@@ -12,16 +12,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from synthetic import make_dataset, train_args
 
-from config import Config
 import evaluate
+import infer
+import train
+from config import Config
 from face_match_age.device import choose_device
 from face_match_age.files.checkpoint_files import checkpoint_damage
 from face_match_age.files.output_files import OutputError
 from face_match_age.training.checkpointing import AtomicCheckpointIO
-import infer
-from synthetic import make_dataset, train_args
-import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT_S = 600  # generous: only reached when something hangs
@@ -38,14 +38,20 @@ def _start_probe(tmp_path: Path, hold_at_step: int, args: list[str]) -> tuple[su
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     # Output into files, not pipes: a full pipe would block the progress bar and the run with it.
     with open(tmp_path / "probe_out.txt", "w") as out, open(tmp_path / "probe_err.txt", "w") as err:
-        process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "train_probe.py"), str(ready),
-                                    str(hold_at_step), *args], cwd=tmp_path, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "train_probe.py"), str(ready), str(hold_at_step), *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     while not ready.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"train.py never reached step {hold_at_step}:\n"
-                        + (tmp_path / "probe_err.txt").read_text()[-3000:])
+            pytest.fail(
+                f"train.py never reached step {hold_at_step}:\n" + (tmp_path / "probe_err.txt").read_text()[-3000:]
+            )
         time.sleep(0.05)
     return process, tmp_path / "probe_err.txt"
 
@@ -91,14 +97,17 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_print_how_to_resume(tmp_path, 
     assert "Traceback" not in err
     last = config.checkpoint_dir / "last.ckpt"
     stop_lines = [line for line in err.splitlines() if line.startswith("stopped by")]
-    assert stop_lines == [f"stopped by {signum.name} in epoch 0 at step 2; saved {last}; resume with: "
-                          f"uv run python train.py {shlex.join(args)} --ckpt {last}"], err[-3000:]
+    assert stop_lines == [
+        f"stopped by {signum.name} in epoch 0 at step 2; saved {last}; resume with: "
+        f"uv run python train.py {shlex.join(args)} --ckpt {last}"
+    ], err[-3000:]
     assert _checkpoint_position(last) == (0, 2)  # the batch running when the signal came was finished first
 
 
 def test_resume_command_replaces_the_old_checkpoint_option():
-    command = train.resume_command(["--ckpt", "old.ckpt", "--train-dir", "my faces", "--resume-checkpoint=x"],
-                                   Path("c/last.ckpt"))
+    command = train.resume_command(
+        ["--ckpt", "old.ckpt", "--train-dir", "my faces", "--resume-checkpoint=x"], Path("c/last.ckpt")
+    )
     assert command == "uv run python train.py --train-dir 'my faces' --ckpt c/last.ckpt"
 
 
@@ -161,18 +170,37 @@ def test_train_reports_a_corrupt_byte_that_torch_load_would_accept(tmp_path, age
     _assert_one_damaged_line(capsys.readouterr().err, corrupt)
 
 
-def test_infer_reports_a_truncated_checkpoint_as_damaged(torch_home_with_vggface2, photo_dir, truncated_checkpoint,
-                                                         tmp_path, capsys):
-    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg"), str(tmp_path / "out"),
-                       "--ckpt", str(truncated_checkpoint)])
+def test_infer_reports_a_truncated_checkpoint_as_damaged(
+    torch_home_with_vggface2, photo_dir, truncated_checkpoint, tmp_path, capsys
+):
+    code = infer.main(
+        [
+            str(photo_dir / "astronaut.jpg"),
+            str(photo_dir / "astronaut_edit.jpg"),
+            str(tmp_path / "out"),
+            "--ckpt",
+            str(truncated_checkpoint),
+        ]
+    )
     assert code == infer.EXIT_MODEL
     _assert_one_damaged_line(capsys.readouterr().err, truncated_checkpoint)
 
 
 def test_evaluate_reports_a_truncated_checkpoint_as_damaged(tmp_path, truncated_checkpoint, capsys):
     config = make_dataset(tmp_path / "data", train=1, val=2, size=80)
-    code = evaluate.main(["age", "--images", str(config.val_dir), "--csv", str(config.val_csv),
-                          "--ckpt", str(truncated_checkpoint), "--out", str(tmp_path / "eval")])
+    code = evaluate.main(
+        [
+            "age",
+            "--images",
+            str(config.val_dir),
+            "--csv",
+            str(config.val_csv),
+            "--ckpt",
+            str(truncated_checkpoint),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 1
     _assert_one_damaged_line(capsys.readouterr().err, truncated_checkpoint)
 
@@ -181,8 +209,22 @@ def test_empty_checkpoint_file_is_reported_as_damaged(tmp_path, capsys):
     empty = tmp_path / "best.ckpt"
     empty.write_bytes(b"")
     config = make_dataset(tmp_path / "data", train=1, val=2, size=80)
-    assert evaluate.main(["age", "--images", str(config.val_dir), "--csv", str(config.val_csv),
-                          "--ckpt", str(empty), "--out", str(tmp_path / "eval")]) == 1
+    assert (
+        evaluate.main(
+            [
+                "age",
+                "--images",
+                str(config.val_dir),
+                "--csv",
+                str(config.val_csv),
+                "--ckpt",
+                str(empty),
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 1
+    )
     _assert_one_damaged_line(capsys.readouterr().err, empty)
 
 
@@ -201,16 +243,25 @@ def test_unreadable_training_image_stops_training_with_one_line(tmp_path, capsys
     assert "remove its row from the CSV, then run again" in line
 
 
-
-def test_a_broken_verify_weights_file_named_by_the_user_gets_no_download_advice(age_checkpoint, photo_dir, tmp_path,
-                                                                                empty_torch_home, capsys):
+def test_a_broken_verify_weights_file_named_by_the_user_gets_no_download_advice(
+    age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys
+):
     from conftest import write_facenet_weights
 
     named = tmp_path / "mine.pt"
     write_facenet_weights(named, 8631)
     named.write_bytes(named.read_bytes()[:1000])
-    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg"), str(tmp_path / "out"),
-                       "--ckpt", str(age_checkpoint), "--verify-weights", str(named)])
+    code = infer.main(
+        [
+            str(photo_dir / "astronaut.jpg"),
+            str(photo_dir / "astronaut_edit.jpg"),
+            str(tmp_path / "out"),
+            "--ckpt",
+            str(age_checkpoint),
+            "--verify-weights",
+            str(named),
+        ]
+    )
     assert code == infer.EXIT_MODEL
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

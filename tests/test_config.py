@@ -31,13 +31,19 @@ def test_every_field_says_why():
 
 def test_import_has_no_side_effects(tmp_path):
     """Every root script and every module of the package: importing one makes, fetches and prints nothing."""
-    package = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-                     for path in (ROOT / "face_match_age").rglob("*.py"))
+    package = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / "face_match_age").rglob("*.py")
+    )
     scripts = sorted(path.stem for path in ROOT.glob("*.py"))
     assert "face_match_age.detection.faces" in package and "train" in scripts  # the lists are not empty
-    result = subprocess.run([sys.executable, "-c", "import " + ", ".join(scripts + package)],
-                            cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "th")},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import " + ", ".join(scripts + package)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "th")},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []  # no folders made, no weights fetched
@@ -51,8 +57,10 @@ def _parser(*names):
 
 def test_command_line_overrides_fields_by_name_and_alias():
     parser = _parser("batch_size", "learning_rate", "train_dir", "pretrained", "checkpoint_dir")
-    _, c = parse_config(parser, ["--batch-size", "64", "--lr", "0.001", "--train-dir", "x/y",
-                                 "--pretrained", "none", "--ckpt-dir", "out"])
+    _, c = parse_config(
+        parser,
+        ["--batch-size", "64", "--lr", "0.001", "--train-dir", "x/y", "--pretrained", "none", "--ckpt-dir", "out"],
+    )
     assert c.batch_size == 64 and c.learning_rate == 0.001 and c.train_dir == Path("x/y")
     assert c.pretrained == "none" and c.checkpoint_dir == Path("out")
     assert c.max_epochs == Config().max_epochs  # untouched fields keep their defaults

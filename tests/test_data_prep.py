@@ -7,12 +7,12 @@ import tarfile
 
 import pandas as pd
 import pytest
+from dataset_archives import cacd_archive, fgnet_zip, imdb_archive, unsafe_tar, unsafe_zip, utkface_archive
+from http_server import serve_directory
 from PIL import Image
 
 import config
 import data_prep
-from dataset_archives import cacd_archive, fgnet_zip, imdb_archive, unsafe_tar, unsafe_zip, utkface_archive
-from http_server import serve_directory
 import loader
 
 
@@ -26,9 +26,11 @@ def _md5(path):
 
 def _use_md5(monkeypatch, dataset, md5):
     source = config.DATASET_SOURCES[dataset]
-    monkeypatch.setitem(config.DATASET_SOURCES, dataset,
-                        config.ArchiveSource(source.file_name, source.url, md5, source.out_name, source.inner,
-                                             source.page))
+    monkeypatch.setitem(
+        config.DATASET_SOURCES,
+        dataset,
+        config.ArchiveSource(source.file_name, source.url, md5, source.out_name, source.inner, source.page),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +120,12 @@ def test_checksum_mismatch_stops_and_keeps_the_archive(tmp_path, imdb_tar, monke
     err = capsys.readouterr().err
     assert "does not have the expected MD5" in err and "--skip-checksum" in err
     assert (tmp_path / "data" / "downloads" / "imdb_crop.tar").is_file()
-    assert _prep(tmp_path, "--archive", tmp_path / "data" / "downloads" / "imdb_crop.tar", "--skip-checksum",
-                 "--no-detect") == 0
+    assert (
+        _prep(
+            tmp_path, "--archive", tmp_path / "data" / "downloads" / "imdb_crop.tar", "--skip-checksum", "--no-detect"
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("member", ["../escape.txt", "/tmp/absolute_escape.txt"])
@@ -176,8 +182,10 @@ def test_utkface_split_is_random_and_says_so(tmp_path, capsys):
 def test_fgnet_zip_and_limit(tmp_path):
     archive = tmp_path / "FGNET.zip"
     fgnet_zip(archive)
-    assert _prep(tmp_path, "--dataset", "fgnet", "--archive", archive, "--limit", "6", "--no-detect",
-                 "--img-size", "96") == 0
+    assert (
+        _prep(tmp_path, "--dataset", "fgnet", "--archive", archive, "--limit", "6", "--no-detect", "--img-size", "96")
+        == 0
+    )
     out = tmp_path / "data" / "FGNET"
     train, val = (pd.read_csv(out / f"{split}.csv", dtype={"identity": str}) for split in ("train", "val"))
     assert len(train) + len(val) == 6 and set(train["identity"]).isdisjoint(val["identity"])
@@ -195,8 +203,20 @@ def test_own_photos_with_a_csv(tmp_path):
         rows.append({"name": f"p{number}.jpg", "age": 20 + number * 7, "identity": f"id{number // 2}"})
     rows.append({"name": "ghost.jpg", "age": 30, "identity": "id9"})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
-    assert _prep(tmp_path, "--dataset", "csv", "--images", photos, "--csv", tmp_path / "labels.csv",
-                 "--out", tmp_path / "prepared") == 0
+    assert (
+        _prep(
+            tmp_path,
+            "--dataset",
+            "csv",
+            "--images",
+            photos,
+            "--csv",
+            tmp_path / "labels.csv",
+            "--out",
+            tmp_path / "prepared",
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
     assert summary["dropped_by_metadata"] == {"file missing": 1}
     assert summary["train_images"] + summary["val_images"] == 6
@@ -238,6 +258,7 @@ def test_an_unreachable_mirror_says_what_to_do(tmp_path, capsys):
 
 # --- your own photos: names, identities, split shares, retries, interruptions ----------------------------
 
+
 def _own_photos(tmp_path, rows, photos=None):
     """A folder of face photos named by `rows` (dicts: name, age, optionally identity) and its labels CSV."""
     from dataset_archives import face_photo
@@ -253,20 +274,39 @@ def _own_photos(tmp_path, rows, photos=None):
 
 
 def _prep_csv(tmp_path, folder, *extra):
-    return _prep(tmp_path, "--dataset", "csv", "--images", folder, "--csv", tmp_path / "labels.csv",
-                 "--out", tmp_path / "prepared", *extra)
+    return _prep(
+        tmp_path,
+        "--dataset",
+        "csv",
+        "--images",
+        folder,
+        "--csv",
+        tmp_path / "labels.csv",
+        "--out",
+        tmp_path / "prepared",
+        *extra,
+    )
 
 
 def test_csv_names_sharing_a_crop_file_are_refused_naming_the_rows(tmp_path, capsys):
-    rows = [{"name": "a.jpg", "age": 30}, {"name": "sub/q.jpg", "age": 31}, {"name": "sub_q.jpg", "age": 55},
-            {"name": "x.png", "age": 20}, {"name": "x.jpg", "age": 70}, {"name": "a.jpg", "age": 33},
-            {"name": "fine.jpg", "age": 40}]
+    rows = [
+        {"name": "a.jpg", "age": 30},
+        {"name": "sub/q.jpg", "age": 31},
+        {"name": "sub_q.jpg", "age": 55},
+        {"name": "x.png", "age": 20},
+        {"name": "x.jpg", "age": 70},
+        {"name": "a.jpg", "age": 33},
+        {"name": "fine.jpg", "age": 40},
+    ]
     folder = _own_photos(tmp_path, rows)
     assert _prep_csv(tmp_path, folder, "--no-detect") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "one crop cannot carry two labels" in err
-    for clash in ("line 2 'a.jpg' and line 7 'a.jpg'", "line 3 'sub/q.jpg' and line 4 'sub_q.jpg' -> sub_q.jpg",
-                  "line 5 'x.png' and line 6 'x.jpg'"):
+    for clash in (
+        "line 2 'a.jpg' and line 7 'a.jpg'",
+        "line 3 'sub/q.jpg' and line 4 'sub_q.jpg' -> sub_q.jpg",
+        "line 5 'x.png' and line 6 'x.jpg'",
+    ):
         assert clash in err
     assert "fine.jpg" not in err and not (tmp_path / "prepared").exists()  # refused before any cropping
 
@@ -275,8 +315,13 @@ def test_blank_absolute_and_parent_names_are_one_error_before_cropping(tmp_path,
     from dataset_archives import face_photo
 
     face_photo(0).save(tmp_path / "outside.jpg")  # exists, so only the name check can keep it out
-    rows = [{"name": "good.jpg", "age": 30}, {"name": "", "age": 31}, {"name": "../outside.jpg", "age": 32},
-            {"name": str(tmp_path / "outside.jpg"), "age": 33}, {"name": "sub/../../outside.jpg", "age": 34}]
+    rows = [
+        {"name": "good.jpg", "age": 30},
+        {"name": "", "age": 31},
+        {"name": "../outside.jpg", "age": 32},
+        {"name": str(tmp_path / "outside.jpg"), "age": 33},
+        {"name": "sub/../../outside.jpg", "age": 34},
+    ]
     folder = _own_photos(tmp_path, rows)
     assert _prep_csv(tmp_path, folder, "--no-detect") == 1
     err = capsys.readouterr().err
@@ -293,8 +338,9 @@ def test_rows_without_identity_count_as_one_person_each_in_the_split(tmp_path, c
     assert _prep_csv(tmp_path, folder, "--no-detect") == 0
     captured = capsys.readouterr()
     assert "photos without an identity: 6; each counts as a person of its own" in captured.out
-    train, val = (pd.read_csv(tmp_path / "prepared" / f"{split}.csv", dtype={"identity": str})
-                  for split in ("train", "val"))
+    train, val = (
+        pd.read_csv(tmp_path / "prepared" / f"{split}.csv", dtype={"identity": str}) for split in ("train", "val")
+    )
     assert len(train) + len(val) == 15 and len(val) == 3  # 20% of 15
     assert set(train["identity"].dropna()).isdisjoint(val["identity"].dropna())
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
@@ -345,8 +391,10 @@ def test_a_photo_fixed_after_failing_is_tried_again(tmp_path, capsys):
 def test_tiny_photos_are_counted_as_no_face_not_a_crash(tmp_path, capsys):
     # 48 and 50 pixels pass the 48-pixel minimum; shrunk for detection (longest side 1600) they are 19 and
     # 10 pixels high, smaller than MTCNN's first network can look at.
-    banners = {"banner_4000x48.jpg": Image.new("RGB", (4000, 48), (90, 90, 90)),
-               "panorama_8000x50.jpg": Image.new("RGB", (8000, 50), (120, 120, 120))}
+    banners = {
+        "banner_4000x48.jpg": Image.new("RGB", (4000, 48), (90, 90, 90)),
+        "panorama_8000x50.jpg": Image.new("RGB", (8000, 50), (120, 120, 120)),
+    }
     rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(4)]
     rows += [{"name": name, "age": 40, "identity": name} for name in banners]
     folder = _own_photos(tmp_path, rows, photos=banners)
@@ -382,8 +430,20 @@ def test_ctrl_c_while_cropping_in_worker_processes_stops_them(tmp_path, monkeypa
             raise KeyboardInterrupt
 
     monkeypatch.setattr(data_prep.CropLog, "record", dies_after_two)
-    code = _prep(tmp_path, "--dataset", "csv", "--images", folder, "--csv", tmp_path / "labels.csv",
-                 "--out", tmp_path / "prepared", "--no-detect", "--workers", "2")
+    code = _prep(
+        tmp_path,
+        "--dataset",
+        "csv",
+        "--images",
+        folder,
+        "--csv",
+        tmp_path / "labels.csv",
+        "--out",
+        tmp_path / "prepared",
+        "--no-detect",
+        "--workers",
+        "2",
+    )
     assert code == data_prep.EXIT_INTERRUPTED and multiprocessing.active_children() == []
     err = capsys.readouterr().err
     assert "interrupted: 2 of 40 photos are done" in err and "Traceback" not in err

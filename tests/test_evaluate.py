@@ -5,11 +5,11 @@ import shutil
 import pandas as pd
 import pytest
 from PIL import Image
+from synthetic import make_dataset
 
 import evaluate
-from face_match_age.evaluation import array_metrics
 import infer
-from synthetic import make_dataset
+from face_match_age.evaluation import array_metrics
 
 
 def _is_png(path):
@@ -21,15 +21,32 @@ def _is_png(path):
 def test_age_evaluation_writes_metrics_predictions_and_plot(tmp_path, age_checkpoint, capsys):
     config = make_dataset(tmp_path / "data", train=2, val=12, size=160)
     out = tmp_path / "eval"
-    assert evaluate.main(["age", "--images", str(config.val_dir), "--csv", str(config.val_csv),
-                          "--ckpt", str(age_checkpoint), "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        evaluate.main(
+            [
+                "age",
+                "--images",
+                str(config.val_dir),
+                "--csv",
+                str(config.val_csv),
+                "--ckpt",
+                str(age_checkpoint),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == summary["faces"] == 12
     assert summary["mae"] == pytest.approx(array_metrics.mae(predictions["predicted"], predictions["age"]), abs=1e-3)
-    assert summary["cs5"] == pytest.approx(array_metrics.cumulative_score(predictions["predicted"], predictions["age"]),
-                                           abs=1e-4)
-    inside = ((predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"]))
+    assert summary["cs5"] == pytest.approx(
+        array_metrics.cumulative_score(predictions["predicted"], predictions["age"]), abs=1e-4
+    )
+    inside = (predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"])
     assert summary["interval_coverage"] == pytest.approx(inside.mean(), abs=1e-4)
     decade_faces = sum(d["faces"] for d in summary["per_decade"].values())
     assert decade_faces == 12 and all("bias" in d for d in summary["per_decade"].values())
@@ -46,10 +63,15 @@ def labelled_pairs(photo_dir, tmp_path):
     for number in range(6):
         face_photo(number).resize((300, 300)).save(folder / f"face{number}.jpg")
     shutil.copy(photo_dir / "coffee.jpg", folder / "coffee.jpg")
-    rows = [("face0.jpg", "face1.jpg", 1, 30, 32), ("face2.jpg", "face3.jpg", 1, 20, 50),
-            ("face0.jpg", "face4.jpg", 0, 30, 36), ("face1.jpg", "face5.jpg", 0, 32, 60),
-            ("face2.jpg", "face5.jpg", 0, 20, 60), ("face3.jpg", "face4.jpg", 1, 50, 36),
-            ("face4.jpg", "coffee.jpg", 0, 36, 40)]
+    rows = [
+        ("face0.jpg", "face1.jpg", 1, 30, 32),
+        ("face2.jpg", "face3.jpg", 1, 20, 50),
+        ("face0.jpg", "face4.jpg", 0, 30, 36),
+        ("face1.jpg", "face5.jpg", 0, 32, 60),
+        ("face2.jpg", "face5.jpg", 0, 20, 60),
+        ("face3.jpg", "face4.jpg", 1, 50, 36),
+        ("face4.jpg", "coffee.jpg", 0, 36, 40),
+    ]
     with open(folder / "pairs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["img1", "img2", "label", "age1", "age2"])
@@ -59,8 +81,23 @@ def labelled_pairs(photo_dir, tmp_path):
 
 def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch_home_with_vggface2, capsys):
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out),
-                          "--calibrate", "--target-far", "0.5", "--device", "cpu"]) == 0
+    assert (
+        evaluate.main(
+            [
+                "verify",
+                "--pairs",
+                str(labelled_pairs / "pairs.csv"),
+                "--out",
+                str(out),
+                "--calibrate",
+                "--target-far",
+                "0.5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs"] == 7 and summary["scored_pairs"] == 6 and summary["pairs_without_a_face"] == 1
     assert "no face found" in summary["failure_examples"][0]
@@ -84,8 +121,9 @@ def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration
     band = array_metrics.age_gap_band(result["age_gap"])
     assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
     assert result["verification"]["threshold_source"]["band"] == band
-    assert result["verification"]["is_match"] == (result["verification"]["similarity_score"]
-                                                  > calibration["bands"][band]["threshold"])
+    assert result["verification"]["is_match"] == (
+        result["verification"]["similarity_score"] > calibration["bands"][band]["threshold"]
+    )
 
 
 def test_infer_without_ages_uses_the_overall_calibrated_threshold(run_infer_with_calibration):
@@ -96,24 +134,47 @@ def test_infer_without_ages_uses_the_overall_calibrated_threshold(run_infer_with
 
 @pytest.fixture
 def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, age_checkpoint):
-    calibration = {"target_far": 0.01, "overall": {"threshold": 0.11},
-                   "bands": {name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-                             for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)}}
+    calibration = {
+        "target_far": 0.01,
+        "overall": {"threshold": 0.11},
+        "bands": {
+            name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
+            for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)
+        },
+    }
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
 
     def run(*extra):
-        code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg"),
-                           str(tmp_path / "out"), "--json", "--ckpt", str(age_checkpoint),
-                           "--calibration", str(tmp_path / "calibration.json"), *extra])
+        code = infer.main(
+            [
+                str(photo_dir / "astronaut.jpg"),
+                str(photo_dir / "astronaut_edit.jpg"),
+                str(tmp_path / "out"),
+                "--json",
+                "--ckpt",
+                str(age_checkpoint),
+                "--calibration",
+                str(tmp_path / "calibration.json"),
+                *extra,
+            ]
+        )
         assert code == 0
         return json.loads((tmp_path / "out" / "astronaut_vs_astronaut_edit_data.json").read_text()), calibration
+
     return run
 
 
 def test_a_broken_calibration_file_is_an_input_error(tmp_path, photo_dir, capsys):
     (tmp_path / "cal.json").write_text("{}")
-    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut.jpg"), str(tmp_path / "o"),
-                       "--calibration", str(tmp_path / "cal.json")])
+    code = infer.main(
+        [
+            str(photo_dir / "astronaut.jpg"),
+            str(photo_dir / "astronaut.jpg"),
+            str(tmp_path / "o"),
+            "--calibration",
+            str(tmp_path / "cal.json"),
+        ]
+    )
     assert code == infer.EXIT_INPUT and "not a calibration file" in capsys.readouterr().err
 
 
@@ -122,7 +183,9 @@ def test_leakage_reports_people_in_both_sets(tmp_path, capsys):
     pd.DataFrame({"name": ["d", "e"], "age": [1, 2], "identity": ["y", "w"]}).to_csv(tmp_path / "v.csv")
     assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["shared_identities"] == 1 and report["examples"] == ["y"] and report["val_images_of_shared_people"] == 1
+    assert (
+        report["shared_identities"] == 1 and report["examples"] == ["y"] and report["val_images_of_shared_people"] == 1
+    )
     pd.DataFrame({"name": ["d"], "age": [1], "identity": ["w"]}).to_csv(tmp_path / "v.csv")
     assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 0
 
@@ -145,8 +208,9 @@ def _write_pairs(folder, rows):
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path, label, capsys):
-    pairs = _write_pairs(labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32),
-                                          ("face2.jpg", "face3.jpg", label, 20, 50)])
+    pairs = _write_pairs(
+        labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32), ("face2.jpg", "face3.jpg", label, 20, 50)]
+    )
     out = tmp_path / "verify"
     assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
@@ -154,11 +218,18 @@ def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path,
     assert f"add pairs labelled {1 - label}" in err and not (out / "calibration.json").exists()
 
 
-def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(labelled_pairs, tmp_path,
-                                                                          torch_home_with_vggface2, capsys):
+def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, capsys
+):
     # Every different-person pair involves the coffee photo, where no face is found.
-    pairs = _write_pairs(labelled_pairs, [("face0.jpg", "face1.jpg", 1, 30, 32), ("face2.jpg", "face3.jpg", 1, 20, 50),
-                                          ("face4.jpg", "coffee.jpg", 0, 36, 40)])
+    pairs = _write_pairs(
+        labelled_pairs,
+        [
+            ("face0.jpg", "face1.jpg", 1, 30, 32),
+            ("face2.jpg", "face3.jpg", 1, 20, 50),
+            ("face4.jpg", "coffee.jpg", 0, 36, 40),
+        ],
+    )
     out = tmp_path / "verify"
     assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
@@ -174,16 +245,19 @@ def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home
     # Similarities that differ only after the 4th decimal: rounded, every pair would tie at 0.5 (AUC 0.5).
     monkeypatch.setattr(analyzer, "cosine_similarity", lambda a, b: 0.5 + 1e-6 * real(a, b))
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out),
-                          "--device", "cpu"]) == 0
+    assert (
+        evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["verification"]["similarity_score"] for r in results if r["verification"]} == {0.5}
     similarities = pd.read_csv(out / "similarities.csv").dropna(subset=["similarity"])
     assert len(similarities) == 6 and similarities["similarity"].nunique() == 6
     summary = json.loads((out / "summary.json").read_text())
     assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(similarities["similarity"], similarities["label"]))
-    assert summary["eer"] == pytest.approx(array_metrics.equal_error_rate(similarities["similarity"],
-                                                                         similarities["label"]))
+    assert summary["eer"] == pytest.approx(
+        array_metrics.equal_error_rate(similarities["similarity"], similarities["label"])
+    )
 
 
 def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_path, torch_home_with_vggface2):
@@ -191,12 +265,20 @@ def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_
     for name, size in (("dot.png", (1, 1)), ("icon.png", (19, 19)), ("banner.png", (4000, 40))):
         Image.new("RGB", size, (128, 128, 128)).save(labelled_pairs / name)
     table = pd.read_csv(labelled_pairs / "pairs.csv")
-    extra = pd.DataFrame([("face0.jpg", "dot.png", 0, 30, 40), ("icon.png", "face1.jpg", 0, 20, 32),
-                          ("banner.png", "face2.jpg", 1, 20, 20)], columns=table.columns)
+    extra = pd.DataFrame(
+        [
+            ("face0.jpg", "dot.png", 0, 30, 40),
+            ("icon.png", "face1.jpg", 0, 20, 32),
+            ("banner.png", "face2.jpg", 1, 20, 20),
+        ],
+        columns=table.columns,
+    )
     pd.concat([table, extra]).to_csv(labelled_pairs / "pairs.csv", index=False)
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out),
-                          "--device", "cpu"]) == 0
+    assert (
+        evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs"] == 10 and summary["scored_pairs"] == 6 and summary["pairs_without_a_face"] == 4
     for name in ("dot.png", "icon.png", "banner.png", "coffee.jpg"):
@@ -228,15 +310,30 @@ def test_ctrl_c_while_scoring_ends_with_one_line(labelled_pairs, tmp_path, monke
         raise batch.BatchInterrupted(tmp_path / "verify" / "results.jsonl", 3)
 
     monkeypatch.setattr(batch, "run_batch", interrupted)
-    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "verify"),
-                          "--device", "cpu"]) == evaluate.EXIT_INTERRUPTED
+    assert (
+        evaluate.main(
+            [
+                "verify",
+                "--pairs",
+                str(labelled_pairs / "pairs.csv"),
+                "--out",
+                str(tmp_path / "verify"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == evaluate.EXIT_INTERRUPTED
+    )
     err = capsys.readouterr().err
-    assert err == f"interrupted: 3 scored pairs kept in {tmp_path / 'verify' / 'results.jsonl'}; run the same " \
-                  "command again to resume\n"
+    assert (
+        err == f"interrupted: 3 scored pairs kept in {tmp_path / 'verify' / 'results.jsonl'}; run the same "
+        "command again to resume\n"
+    )
 
 
-def test_a_rerun_into_the_same_folder_resumes_with_the_same_unrounded_figures(labelled_pairs, tmp_path,
-                                                                              torch_home_with_vggface2, capsys):
+def test_a_rerun_into_the_same_folder_resumes_with_the_same_unrounded_figures(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, capsys
+):
     out = tmp_path / "verify"
     command = ["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"]
     assert evaluate.main(command) == 0

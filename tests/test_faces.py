@@ -5,8 +5,12 @@ import pytest
 from PIL import Image
 
 from config import Config
-from face_match_age.detection.faces import (build_face_detector, detect_faces, detect_faces_batch,
-                                           too_small_for_detection)
+from face_match_age.detection.faces import (
+    build_face_detector,
+    detect_faces,
+    detect_faces_batch,
+    too_small_for_detection,
+)
 
 # (width, height): a thumbnail, one pixel short of a 20-pixel face, a banner, and a panorama that the shrink
 # to detection_max_side=1600 makes 1600x10.

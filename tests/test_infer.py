@@ -9,19 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import infer
 from config import Config
 from face_match_age.inference import annotate
 from face_match_age.inference.analyzer import FaceAnalyzer
-import infer
 
 
 @pytest.fixture
 def run(torch_home_with_vggface2, age_checkpoint, capsys):
     """Run infer.main with the test age checkpoint; returns (exit code, stdout, stderr)."""
+
     def _run(*args, ckpt=True):
         code = infer.main([*map(str, args), *(["--ckpt", str(age_checkpoint)] if ckpt else [])])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
+
     return _run
 
 
@@ -37,13 +39,19 @@ def test_pair_writes_annotated_image_and_seed_json(run, photo_dir, tmp_path):
     out = tmp_path / "new" / "out"  # created when missing
     code, stdout, _ = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", out, "--json")
     assert code == 0
-    image_path, json_path = out / "astronaut_vs_astronaut_edit_result.jpg", out / "astronaut_vs_astronaut_edit_data.json"
+    image_path, json_path = (
+        out / "astronaut_vs_astronaut_edit_result.jpg",
+        out / "astronaut_vs_astronaut_edit_data.json",
+    )
     assert str(image_path) in stdout
     with Image.open(image_path) as picture:
         assert picture.format == "JPEG" and picture.width > picture.height
     result = json.loads(json_path.read_text())
     assert result["image_1"] == "astronaut.jpg" and result["image_2"] == "astronaut_edit.jpg"
-    sizes = {"face_1": Image.open(photo_dir / "astronaut.jpg").size, "face_2": Image.open(photo_dir / "astronaut_edit.jpg").size}
+    sizes = {
+        "face_1": Image.open(photo_dir / "astronaut.jpg").size,
+        "face_2": Image.open(photo_dir / "astronaut_edit.jpg").size,
+    }
     for key, (width, height) in sizes.items():
         face = result[key]
         assert isinstance(face["age_prediction"], float) and 0 <= face["age_prediction"] <= 100
@@ -86,12 +94,15 @@ def test_face_missing_writes_json_with_nulls_and_never_matches(run, photo_dir, t
     assert (tmp_path / "astronaut_vs_coffee_result.jpg").is_file()
 
 
-@pytest.mark.parametrize("make_input, needle", [
-    (lambda d: d / "missing.jpg", "no such file"),
-    (lambda d: d, "folder"),
-    (lambda d: _write(d / "notes.jpg", b"just text"), "not a readable image"),
-    (lambda d: _write(d / "half.jpg", (d / "src.jpg").read_bytes()[:3000]), "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "make_input, needle",
+    [
+        (lambda d: d / "missing.jpg", "no such file"),
+        (lambda d: d, "folder"),
+        (lambda d: _write(d / "notes.jpg", b"just text"), "not a readable image"),
+        (lambda d: _write(d / "half.jpg", (d / "src.jpg").read_bytes()[:3000]), "not a readable image"),
+    ],
+)
 def test_bad_inputs_end_with_one_line_and_exit_3(run, photo_dir, tmp_path, make_input, needle):
     shutil.copy(photo_dir / "astronaut.jpg", tmp_path / "src.jpg")
     bad = make_input(tmp_path)
@@ -121,12 +132,26 @@ def test_unwritable_out_dir_exits_5(run, photo_dir, tmp_path):
 
 
 def test_missing_age_checkpoint_exits_6_and_no_age_needs_none(run, photo_dir, tmp_path):
-    code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", tmp_path,
-                       "--ckpt", tmp_path / "none.ckpt", ckpt=False)
+    code, _, err = run(
+        photo_dir / "astronaut.jpg",
+        photo_dir / "astronaut_edit.jpg",
+        tmp_path,
+        "--ckpt",
+        tmp_path / "none.ckpt",
+        ckpt=False,
+    )
     assert code == infer.EXIT_MODEL
     _only_error_line(err, str(tmp_path / "none.ckpt"), "train.py")
-    code, _, _ = run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", tmp_path, "--json",
-                     "--no-age", "--ckpt", tmp_path / "none.ckpt", ckpt=False)
+    code, _, _ = run(
+        photo_dir / "astronaut.jpg",
+        photo_dir / "astronaut_edit.jpg",
+        tmp_path,
+        "--json",
+        "--no-age",
+        "--ckpt",
+        tmp_path / "none.ckpt",
+        ckpt=False,
+    )
     assert code == 0
     result = json.loads((tmp_path / "astronaut_vs_astronaut_edit_data.json").read_text())
     assert result["face_1"]["age_prediction"] is None and result["age_gap"] is None
@@ -134,8 +159,15 @@ def test_missing_age_checkpoint_exits_6_and_no_age_needs_none(run, photo_dir, tm
 
 
 def test_missing_verification_weights_exit_6(age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys):
-    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut.jpg"), str(tmp_path),
-                       "--ckpt", str(age_checkpoint)])
+    code = infer.main(
+        [
+            str(photo_dir / "astronaut.jpg"),
+            str(photo_dir / "astronaut.jpg"),
+            str(tmp_path),
+            "--ckpt",
+            str(age_checkpoint),
+        ]
+    )
     assert code == infer.EXIT_MODEL
     _only_error_line(capsys.readouterr().err, "20180402-114759-vggface2.pt", "--verify-weights")
 
@@ -144,8 +176,18 @@ def test_verify_weights_names_a_file_directly(age_checkpoint, photo_dir, tmp_pat
     from conftest import write_facenet_weights
 
     write_facenet_weights(tmp_path / "mine.pt", 8631)
-    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut.jpg"), str(tmp_path / "o"),
-                       "--ckpt", str(age_checkpoint), "--verify-weights", str(tmp_path / "mine.pt"), "--json"])
+    code = infer.main(
+        [
+            str(photo_dir / "astronaut.jpg"),
+            str(photo_dir / "astronaut.jpg"),
+            str(tmp_path / "o"),
+            "--ckpt",
+            str(age_checkpoint),
+            "--verify-weights",
+            str(tmp_path / "mine.pt"),
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads((tmp_path / "o" / "astronaut_vs_astronaut_data.json").read_text())
     assert result["models"]["verification_weights"] == str(tmp_path / "mine.pt")
@@ -185,14 +227,19 @@ def test_same_stems_from_other_folders_do_not_overwrite(run, photo_dir, tmp_path
     second = json.loads((out / "me_vs_astronaut_2_data.json").read_text())
     assert "first" in first["path_1"] and "second" in second["path_1"]
     assert run(tmp_path / "first" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")[0] == 0
-    assert sorted(p.name for p in out.glob("*_result.jpg")) == ["me_vs_astronaut_2_result.jpg", "me_vs_astronaut_result.jpg"]
+    assert sorted(p.name for p in out.glob("*_result.jpg")) == [
+        "me_vs_astronaut_2_result.jpg",
+        "me_vs_astronaut_result.jpg",
+    ]
 
 
 def test_paths_with_spaces_and_non_ascii(run, photo_dir, tmp_path):
     folder = tmp_path / "photos of Zoë"
     folder.mkdir()
     shutil.copy(photo_dir / "astronaut.jpg", folder / "année 1999.jpg")
-    code, _, _ = run(folder / "année 1999.jpg", photo_dir / "astronaut_edit.jpg", tmp_path / "sortie é", "--json", "--tta")
+    code, _, _ = run(
+        folder / "année 1999.jpg", photo_dir / "astronaut_edit.jpg", tmp_path / "sortie é", "--json", "--tta"
+    )
     assert code == 0
     result = json.loads((tmp_path / "sortie é" / "année 1999_vs_astronaut_edit_data.json").read_text(encoding="utf-8"))
     assert result["image_1"] == "année 1999.jpg" and result["models"]["tta"] is True
@@ -214,8 +261,15 @@ def test_photo_too_small_for_a_face_is_no_face_not_a_crash(run, photo_dir, astro
 @pytest.mark.parametrize("value", ["0", "11", "801", "1000"])
 def test_min_face_size_outside_what_mtcnn_can_search_is_a_usage_error(photo_dir, tmp_path, capsys, value):
     with pytest.raises(SystemExit) as error:
-        infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "coffee.jpg"), str(tmp_path),
-                    "--mtcnn-min-face-size", value])
+        infer.main(
+            [
+                str(photo_dir / "astronaut.jpg"),
+                str(photo_dir / "coffee.jpg"),
+                str(tmp_path),
+                "--mtcnn-min-face-size",
+                value,
+            ]
+        )
     assert error.value.code == infer.EXIT_USAGE
     err = capsys.readouterr().err
     assert "mtcnn_min_face_size must lie in 12..800 pixels" in err and f"got {value}" in err and "Traceback" not in err

@@ -14,10 +14,12 @@ def pairs_dir(photo_dir, tmp_path):
     (folder / "imgs").mkdir(parents=True)
     for name in ("astronaut.jpg", "astronaut_edit.jpg", "coffee.jpg", "two_people.jpg"):
         shutil.copy(photo_dir / name, folder / "imgs" / name)
-    rows = [("imgs/astronaut.jpg", "imgs/astronaut_edit.jpg", 1),
-            ("imgs/astronaut.jpg", "imgs/missing.jpg", 1),           # the broken row
-            ("imgs/astronaut_edit.jpg", "imgs/two_people.jpg", 0),
-            ("imgs/two_people.jpg", "imgs/coffee.jpg", 0)]           # no face in coffee
+    rows = [
+        ("imgs/astronaut.jpg", "imgs/astronaut_edit.jpg", 1),
+        ("imgs/astronaut.jpg", "imgs/missing.jpg", 1),  # the broken row
+        ("imgs/astronaut_edit.jpg", "imgs/two_people.jpg", 0),
+        ("imgs/two_people.jpg", "imgs/coffee.jpg", 0),
+    ]  # no face in coffee
     with open(folder / "pairs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["img1", "img2", "label"])
@@ -35,8 +37,9 @@ def _run(*args, checkpoint):
     return infer.main([*map(str, args), "--ckpt", str(checkpoint)])
 
 
-def test_pairs_csv_streams_every_row_and_reports_broken_ones(pairs_dir, tmp_path, torch_home_with_vggface2,
-                                                             age_checkpoint, capsys):
+def test_pairs_csv_streams_every_row_and_reports_broken_ones(
+    pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint, capsys
+):
     out = tmp_path / "out"
     code = _run("--pairs", pairs_dir / "pairs.csv", out, checkpoint=age_checkpoint)
     assert code == infer.EXIT_PAIRS_FAILED
@@ -87,8 +90,16 @@ def test_each_photo_is_analysed_once(pairs_dir, tmp_path, torch_home_with_vggfac
 
 
 def test_two_processes_share_the_photos(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint):
-    code = _run("--pairs", pairs_dir / "pairs.csv", tmp_path / "out", "--devices", "2", "--device", "cpu",
-                checkpoint=age_checkpoint)
+    code = _run(
+        "--pairs",
+        pairs_dir / "pairs.csv",
+        tmp_path / "out",
+        "--devices",
+        "2",
+        "--device",
+        "cpu",
+        checkpoint=age_checkpoint,
+    )
     assert code == infer.EXIT_PAIRS_FAILED
     rows, _ = _results(tmp_path / "out")
     assert len(rows) == 4
@@ -141,9 +152,9 @@ def _files(out_dir):
     return [(out_dir / name).read_bytes() for name in ("results.jsonl", "results.csv")]
 
 
-def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(pairs_dir, tmp_path, age_checkpoint,
-                                                                              torch_home_with_vggface2, monkeypatch,
-                                                                              capsys):
+def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(
+    pairs_dir, tmp_path, age_checkpoint, torch_home_with_vggface2, monkeypatch, capsys
+):
     # One face per forward pass: the resumed run batches fewer faces, which must not move a last digit.
     command = ["--pairs", pairs_dir / "pairs.csv", "--inference-batch-size", "1"]
     assert _run(*command, tmp_path / "whole", checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
@@ -157,11 +168,13 @@ def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(pa
     assert "Traceback" not in err
     assert err.splitlines() == [
         f"error: cannot read image {pairs_dir / 'imgs' / 'missing.jpg'}: no such file",  # the failed photo, named
-        f"interrupted: 2 rows kept in {out / 'results.jsonl'}; rerun the same command to resume"]
+        f"interrupted: 2 rows kept in {out / 'results.jsonl'}; rerun the same command to resume",
+    ]
     rows, table = _results(out)
     assert [r["pair_index"] for r in rows] == [0, 1] and [r["img2"] for r in table] == [r["img2"] for r in rows]
 
     from face_match_age.inference import analyzer
+
     loaded = []
     monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
     assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
@@ -172,8 +185,9 @@ def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(pa
     assert _files(out) == _files(tmp_path / "whole")
 
 
-def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(pairs_dir, tmp_path, age_checkpoint,
-                                                             torch_home_with_vggface2, monkeypatch, capsys):
+def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(
+    pairs_dir, tmp_path, age_checkpoint, torch_home_with_vggface2, monkeypatch, capsys
+):
     command = ["--pairs", pairs_dir / "pairs.csv", "--inference-batch-size", "1"]
     _run(*command, tmp_path / "whole", checkpoint=age_checkpoint)
     out = tmp_path / "killed"
@@ -181,6 +195,7 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(pairs_dir, tmp_path
     lines = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
     (out / "results.jsonl").write_bytes(b"".join(lines[:2]) + lines[2][:40])  # killed while writing the third row
     from face_match_age.inference import analyzer
+
     loaded = []
     monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
     capsys.readouterr()
@@ -190,23 +205,29 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(pairs_dir, tmp_path
     assert _files(out) == _files(tmp_path / "whole")
 
 
-def test_another_batch_is_refused_and_the_same_one_is_not_redone(pairs_dir, tmp_path, age_checkpoint,
-                                                                 torch_home_with_vggface2, monkeypatch, capsys):
+def test_another_batch_is_refused_and_the_same_one_is_not_redone(
+    pairs_dir, tmp_path, age_checkpoint, torch_home_with_vggface2, monkeypatch, capsys
+):
     with open(pairs_dir / "one.csv", "w") as handle:
         handle.write("img1,img2\nimgs/astronaut.jpg,imgs/astronaut_edit.jpg\n")
     out = tmp_path / "out"
     assert _run("--pairs", pairs_dir / "one.csv", out, checkpoint=age_checkpoint) == infer.EXIT_OK
     before = _files(out)
     capsys.readouterr()
-    for other in (["--pairs", pairs_dir / "one.csv", "--threshold", "0.5"], ["--pairs", pairs_dir / "pairs.csv"],
-                  ["--folder", pairs_dir / "imgs"], ["--pairs", pairs_dir / "one.csv", "--no-age"]):
+    for other in (
+        ["--pairs", pairs_dir / "one.csv", "--threshold", "0.5"],
+        ["--pairs", pairs_dir / "pairs.csv"],
+        ["--folder", pairs_dir / "imgs"],
+        ["--pairs", pairs_dir / "one.csv", "--no-age"],
+    ):
         assert _run(*other, out, checkpoint=age_checkpoint) == infer.EXIT_OUTPUT
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and "holds the results of another batch" in err
         assert "choose another OUT_DIR" in err and "Traceback" not in err
         assert _files(out) == before
-    assert "verification_threshold" in _run_err(capsys, out, "--pairs", pairs_dir / "one.csv", "--threshold", "0.5",
-                                                 checkpoint=age_checkpoint)
+    assert "verification_threshold" in _run_err(
+        capsys, out, "--pairs", pairs_dir / "one.csv", "--threshold", "0.5", checkpoint=age_checkpoint
+    )
 
     def no_models(*args, **kwargs):
         raise AssertionError("a finished batch needs no model")
@@ -222,14 +243,18 @@ def _run_err(capsys, out, *args, checkpoint):
     return capsys.readouterr().err
 
 
-def test_photos_too_small_for_a_face_fail_their_rows_only(photo_dir, astronaut, tmp_path, age_checkpoint,
-                                                          torch_home_with_vggface2, capsys):
+def test_photos_too_small_for_a_face_fail_their_rows_only(
+    photo_dir, astronaut, tmp_path, age_checkpoint, torch_home_with_vggface2, capsys
+):
     sizes = [(1, 1), (19, 19), (4000, 40), (8000, 50)]
     for width, height in sizes:
         astronaut.resize((width, height)).save(tmp_path / f"{width}x{height}.png")
     with open(tmp_path / "pairs.csv", "w") as handle:
-        handle.write("img1,img2\n" + "".join(f"{photo_dir / 'astronaut.jpg'},{w}x{h}.png\n" for w, h in sizes)
-                     + f"{photo_dir / 'astronaut.jpg'},{photo_dir / 'astronaut_edit.jpg'}\n")
+        handle.write(
+            "img1,img2\n"
+            + "".join(f"{photo_dir / 'astronaut.jpg'},{w}x{h}.png\n" for w, h in sizes)
+            + f"{photo_dir / 'astronaut.jpg'},{photo_dir / 'astronaut_edit.jpg'}\n"
+        )
     assert _run("--pairs", tmp_path / "pairs.csv", tmp_path / "out", checkpoint=age_checkpoint) == 7
     rows, _ = _results(tmp_path / "out")
     assert [r["pair_index"] for r in rows] == [0, 1, 2, 3, 4]  # a finished batch is in the order of the pairs

@@ -18,9 +18,33 @@ ROOT_SCRIPTS = {"config", "data_prep", "loader", "model", "train", "infer", "cal
 # Widely used libraries a module of ours must not be named after, installed here or not: a top-level
 # `datasets.py` or `tables.py` hid Hugging Face datasets or PyTables, and inside the package such a name
 # still reads as the library. (Folder names that say a job, like inference/, are not on this list.)
-WELL_KNOWN = {"datasets", "tables", "metrics", "download", "outputs", "evaluate", "config", "models", "utils",
-              "common", "core", "data", "features", "transformers", "tokenizers", "accelerate", "timm", "cv2",
-              "skimage", "sklearn", "tqdm", "requests", "yaml", "attr", "six"}
+WELL_KNOWN = {
+    "datasets",
+    "tables",
+    "metrics",
+    "download",
+    "outputs",
+    "evaluate",
+    "config",
+    "models",
+    "utils",
+    "common",
+    "core",
+    "data",
+    "features",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "timm",
+    "cv2",
+    "skimage",
+    "sklearn",
+    "tqdm",
+    "requests",
+    "yaml",
+    "attr",
+    "six",
+}
 
 
 def _ours(folder: Path) -> list[Path]:
@@ -30,13 +54,19 @@ def _ours(folder: Path) -> list[Path]:
 
 def _module_names(folder: Path) -> set[str]:
     """The last part of every module and package name under `folder`: what `import` would look up."""
-    return ({path.stem for path in _ours(folder) if path.stem != "__init__"}
-            | {path.name for path in folder.rglob("*") if path.is_dir() and (path / "__init__.py").is_file()})
+    return {path.stem for path in _ours(folder) if path.stem != "__init__"} | {
+        path.name for path in folder.rglob("*") if path.is_dir() and (path / "__init__.py").is_file()
+    }
 
 
 def _repository_files(*suffixes: str) -> list[Path]:
-    return sorted(path for path in ROOT.rglob("*") if path.suffix in suffixes and path.is_file()
-                  and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(ROOT).parts))
+    return sorted(
+        path
+        for path in ROOT.rglob("*")
+        if path.suffix in suffixes
+        and path.is_file()
+        and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(ROOT).parts)
+    )
 
 
 def test_the_root_holds_only_the_scripts_a_user_runs_or_edits():
@@ -60,8 +90,7 @@ def test_no_module_of_ours_takes_the_name_of_a_library():
 
 
 def test_every_package_folder_only_documents_itself_on_import():
-    folders = [PACKAGE, *(path for path in PACKAGE.rglob("*") if path.is_dir() and path.name != "__pycache__"),
-               BENCH]
+    folders = [PACKAGE, *(path for path in PACKAGE.rglob("*") if path.is_dir() and path.name != "__pycache__"), BENCH]
     for folder in folders:
         init = folder / "__init__.py"
         assert init.is_file(), f"{folder.relative_to(ROOT)} is not a package"
@@ -80,4 +109,6 @@ def test_every_benchmark_the_documents_name_exists():
         named |= set(re.findall(r"python -m bench\.([a-z_]+)\b", (ROOT / document).read_text()))
     assert {"infer", "prep", "train"} <= named
     assert sorted(name for name in named if not (BENCH / f"{name}.py").is_file()) == []
-    assert not re.search(r"python \S*bench_\w+\.py", (ROOT / "README.md").read_text() + (ROOT / "REPORT.md").read_text())
+    assert not re.search(
+        r"python \S*bench_\w+\.py", (ROOT / "README.md").read_text() + (ROOT / "REPORT.md").read_text()
+    )

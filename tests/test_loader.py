@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 import torch
+from synthetic import make_dataset
 
 from face_match_age.detection.imaging import face_to_tensor, load_image
 from loader import FaceAgeDataModule, FaceAgeDataset, LabelsError, read_labels
-from synthetic import make_dataset
 
 
 @pytest.fixture
@@ -22,10 +22,13 @@ def test_reads_names_ages_and_keeps_extra_columns(dataset_config):
     assert labels["age"].dtype.kind == "i"
 
 
-@pytest.mark.parametrize("bad_ages, expected", [
-    ([101, 5, -1], "2 ages that are not whole numbers in 0..100 (line 2: 101, line 4: -1)"),
-    ([33.5, "old", 5], "2 ages that are not whole numbers"),
-])
+@pytest.mark.parametrize(
+    "bad_ages, expected",
+    [
+        ([101, 5, -1], "2 ages that are not whole numbers in 0..100 (line 2: 101, line 4: -1)"),
+        ([33.5, "old", 5], "2 ages that are not whole numbers"),
+    ],
+)
 def test_bad_ages_are_listed(dataset_config, bad_ages, expected):
     names = sorted(p.name for p in dataset_config.train_dir.iterdir())[:3]
     _rewrite(dataset_config, {"name": names, "age": bad_ages})

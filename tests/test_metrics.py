@@ -53,13 +53,20 @@ def test_best_threshold_maximises_accuracy():
     threshold, accuracy = array_metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 0, 0])
     assert accuracy == 1.0 and 0.6 <= threshold < 0.8
     threshold, accuracy = array_metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0])
-    assert accuracy == pytest.approx(0.8) and array_metrics.accuracy_at(threshold, [0.9, 0.8, 0.6, 0.4, 0.3],
-                                                                   [1, 1, 0, 1, 0]) == pytest.approx(0.8)
+    assert accuracy == pytest.approx(0.8) and array_metrics.accuracy_at(
+        threshold, [0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0]
+    ) == pytest.approx(0.8)
 
 
 def test_age_gap_bands():
-    assert ([array_metrics.age_gap_band(g) for g in (0, 4.9, 5, 12, 20, 45)]
-            == ["0-5", "0-5", "5-10", "10-20", "20+", "20+"])
+    assert [array_metrics.age_gap_band(g) for g in (0, 4.9, 5, 12, 20, 45)] == [
+        "0-5",
+        "0-5",
+        "5-10",
+        "10-20",
+        "20+",
+        "20+",
+    ]
     assert array_metrics.age_gap_band(math.nan) is None
 
 
@@ -81,7 +88,9 @@ def test_calibration_meets_its_target_overall_and_per_band():
         # the lowest such threshold
         assert array_metrics.rates_at(entry["threshold"] - 1e-3, scores[mask], labels[mask])[0] > 1e-2
     assert record["bands"]["20+"]["threshold"] < record["bands"]["0-5"]["threshold"]
-    assert record["bands"]["5-10"]["fallback"] and record["bands"]["5-10"]["threshold"] == record["overall"]["threshold"]
+    assert (
+        record["bands"]["5-10"]["fallback"] and record["bands"]["5-10"]["threshold"] == record["overall"]["threshold"]
+    )
     threshold, why = threshold_for(record, 31.0, "cal.json")
     assert threshold == record["bands"]["20+"]["threshold"] and why["band"] == "20+"
     threshold, why = threshold_for(record, None, "cal.json")

@@ -4,19 +4,33 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import random_faces
 from torch.utils.data import DataLoader, TensorDataset
 
-from config import Config
-from conftest import random_faces
-from face_match_age.network.age_network import (CheckpointError, age_interval, age_kl_loss, age_std, expected_age,
-                                                gaussian_label_distribution, load_age_model)
 import model as model_module
+from config import Config
+from face_match_age.network.age_network import (
+    CheckpointError,
+    age_interval,
+    age_kl_loss,
+    age_std,
+    expected_age,
+    gaussian_label_distribution,
+    load_age_model,
+)
 from model import AgeEstimationModel, CumulativeScore, FreezeBackbone, backbone_freezing, build_age_model
 
 
 def _tiny_trainer(tmp_path, **overrides):
-    settings = dict(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    settings = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     return L.Trainer(**{**settings, **overrides})
 
 
@@ -97,7 +111,8 @@ def test_loss_falls_when_overfitting_a_tiny_batch():
 
 
 def test_checkpoint_loads_with_no_other_argument_and_without_pretrained_weights(
-        tmp_path, torch_home_with_vggface2, monkeypatch):
+    tmp_path, torch_home_with_vggface2, monkeypatch
+):
     model = build_age_model(Config().replace(learning_rate=3e-4))  # vggface2 backbone from TORCH_HOME
     trainer = _tiny_trainer(tmp_path, limit_train_batches=1)
     trainer.fit(model, _tiny_loader())
@@ -147,12 +162,12 @@ def test_missing_or_broken_checkpoints_are_named(tmp_path):
         load_age_model(tmp_path / "junk.ckpt")
 
 
-
 def test_a_checkpoint_of_another_network_is_named_with_what_did_not_fit(tmp_path):
     foreign = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"head.0.weight": torch.zeros(3, 3)}}, foreign)
     with pytest.raises(CheckpointError, match=r"other.ckpt does not hold this age model's weights \(RuntimeError: "):
         load_age_model(foreign)
+
 
 class _BackboneSnapshots(L.Callback):
     def __init__(self):
@@ -170,8 +185,9 @@ def test_backbone_stays_frozen_for_the_configured_epochs(tmp_path, freeze_epochs
     start_bn = model.backbone.last_bn.running_mean.clone()
     start_head = model.head[1].weight.detach().clone()
     snapshots = _BackboneSnapshots()
-    trainer = _tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=1,
-                            callbacks=[backbone_freezing(freeze_epochs), snapshots])
+    trainer = _tiny_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[backbone_freezing(freeze_epochs), snapshots]
+    )
     trainer.fit(model, _tiny_loader())
     assert torch.equal(snapshots.snapshots[0], start_backbone)  # epoch 0: frozen
     assert torch.equal(model.backbone.last_bn.running_mean, start_bn) or freeze_epochs == 1

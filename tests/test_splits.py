@@ -10,8 +10,13 @@ from face_match_age.preparation.splits import SPLIT_TOLERANCE, shared_identities
 def _fgnet_like(rows: int, seed: int = 1) -> pd.DataFrame:
     """A subset of 82 people with 12 photos each over ages 0-69, as `--dataset fgnet --limit N` takes."""
     rng = np.random.default_rng(seed)
-    table = pd.DataFrame([{"source": f"{person:03d}A{photo:02d}.JPG", "age": int(rng.integers(0, 70)),
-                           "identity": f"{person:03d}"} for person in range(82) for photo in range(12)])
+    table = pd.DataFrame(
+        [
+            {"source": f"{person:03d}A{photo:02d}.JPG", "age": int(rng.integers(0, 70)), "identity": f"{person:03d}"}
+            for person in range(82)
+            for photo in range(12)
+        ]
+    )
     return table.sample(n=rows, random_state=0).reset_index(drop=True)
 
 
@@ -25,15 +30,25 @@ def test_few_people_per_age_band_still_meet_the_ratio(seed):
 
 def test_eleven_photos_of_five_people_split_as_close_to_the_ratio_as_whole_people_allow():
     # Seen before: 3 train / 8 val at 0.2, because each age band took a whole person to reach its share.
-    records = pd.DataFrame({"source": list("abcdefghijk"), "age": [5, 15, 25, 35, 45, 55, 65, 75, 20, 30, 40],
-                            "identity": ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "e"]})
+    records = pd.DataFrame(
+        {
+            "source": list("abcdefghijk"),
+            "age": [5, 15, 25, 35, 45, 55, 65, 75, 20, 30, 40],
+            "identity": ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "e"],
+        }
+    )
     train, val = split_records(records, 0.2, 0, has_identity=True)
     assert (len(train), len(val)) == (9, 2) and not shared_identities(train, val)
 
 
 def test_rows_without_an_identity_count_as_one_person_each():
-    records = pd.DataFrame({"source": [f"p{i}.jpg" for i in range(30)], "age": [20 + i for i in range(30)],
-                            "identity": [f"id{i // 3}" if i < 15 else (None if i % 2 else " ") for i in range(30)]})
+    records = pd.DataFrame(
+        {
+            "source": [f"p{i}.jpg" for i in range(30)],
+            "age": [20 + i for i in range(30)],
+            "identity": [f"id{i // 3}" if i < 15 else (None if i % 2 else " ") for i in range(30)],
+        }
+    )
     train, val = split_records(records, 0.2, 0, has_identity=True)
     assert len(val) == 6 and len(train) == 24
     known = records["identity"].str.startswith("id", na=False)
@@ -43,8 +58,9 @@ def test_rows_without_an_identity_count_as_one_person_each():
 
 
 def test_one_person_holding_most_photos_gives_a_warning_with_the_real_shares():
-    records = pd.DataFrame({"source": [f"{i}.jpg" for i in range(12)], "age": [30] * 12,
-                            "identity": ["star"] * 10 + ["a", "b"]})
+    records = pd.DataFrame(
+        {"source": [f"{i}.jpg" for i in range(12)], "age": [30] * 12, "identity": ["star"] * 10 + ["a", "b"]}
+    )
     train, val = split_records(records, 0.5, 0, has_identity=True)
     assert len(train) == 10 or len(val) == 10  # the star's ten photos stay together
     message = split_shortfall(train, val, 0.5)
@@ -52,8 +68,9 @@ def test_one_person_holding_most_photos_gives_a_warning_with_the_real_shares():
 
 
 def test_a_random_split_meets_the_ratio_to_one_image_across_bands():
-    records = pd.DataFrame({"source": [f"{i}.jpg" for i in range(23)],
-                            "age": [3, 14, 25, 36, 47, 58, 69] * 3 + [80, 91], "identity": None})
+    records = pd.DataFrame(
+        {"source": [f"{i}.jpg" for i in range(23)], "age": [3, 14, 25, 36, 47, 58, 69] * 3 + [80, 91], "identity": None}
+    )
     train, val = split_records(records, 0.2, 0, has_identity=False)
     # Rounding each band on its own gave 7 (1 of each band of 3, none of the bands of 1) instead of 5.
     assert len(val) == 5 and val["age"].floordiv(10).nunique() == 5

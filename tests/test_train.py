@@ -8,11 +8,11 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+from synthetic import make_dataset, train_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from face_match_age.network.age_network import load_age_model
-from synthetic import make_dataset, train_args
 import train
+from face_match_age.network.age_network import load_age_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,17 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss_step", "train/loss_epoch", "train/mae", "train/cs5", "val/loss", "val/mae", "val/cs5",
-            "lr-Adam", "hp_metric"} <= scalars
+    assert {
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/mae",
+        "train/cs5",
+        "val/loss",
+        "val/mae",
+        "val/cs5",
+        "lr-Adam",
+        "hp_metric",
+    } <= scalars
     assert events.Scalars("hp_metric")[-1].value == pytest.approx(min(e.value for e in events.Scalars("val/mae")))
     assert {"val/predictions", "val/predicted_vs_true"} <= set(events.Tags()["images"])
     assert len(events.Images("val/predictions")) == 2  # one grid per validation epoch, none for the sanity check
@@ -60,7 +69,8 @@ def test_bad_labels_stop_before_training(tmp_path, capsys):
 
 def test_tiny_set_is_learned_well_below_the_mean_predictor(tmp_path):
     config = make_dataset(tmp_path / "data", train=32, val=16, size=80).replace(
-        max_epochs=10, learning_rate=3e-3, batch_size=8, patience=50)
+        max_epochs=10, learning_rate=3e-3, batch_size=8, patience=50
+    )
     result = train.train(config)
     train_ages, val_ages = pd.read_csv(config.train_csv)["age"], pd.read_csv(config.val_csv)["age"]
     mean_predictor_mae = (val_ages - train_ages.mean()).abs().mean()
@@ -95,8 +105,9 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
     first_part = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
     assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 0
     assert first_part["epoch"] == 1 and first_part["global_step"] == 2 * 3  # the epoch that did not improve
-    train.train(interrupted.replace(max_epochs=3, resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"),
-                (scores,))
+    train.train(
+        interrupted.replace(max_epochs=3, resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"), (scores,)
+    )
 
     resumed = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3  # epoch 1 was not run again
@@ -112,10 +123,20 @@ def test_ddp_with_two_cpu_processes_shards_the_data(tmp_path):
     out_dir = tmp_path / "seen"
     out_dir.mkdir()
     args = train_args(config, devices=2, strategy="ddp", max_epochs=1)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-           "MASTER_PORT": "29517", "PL_TORCH_DISTRIBUTED_BACKEND": "gloo"}
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_probe.py"), str(out_dir), *args],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        "MASTER_PORT": "29517",
+        "PL_TORCH_DISTRIBUTED_BACKEND": "gloo",
+    }
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "ddp_probe.py"), str(out_dir), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(record["world_size"] == 2 for record in ranks)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import write_facenet_weights
 from facenet_pytorch import InceptionResnetV1
 
-from conftest import write_facenet_weights
 from face_match_age.network import weights
 from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
 
@@ -34,8 +34,13 @@ def test_missing_weights_without_network_give_one_clear_message(empty_torch_home
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone("vggface2")
     message = str(error.value)
-    for part in ("20180402-114759-vggface2.pt", str(empty_torch_home / "checkpoints"), "TORCH_HOME",
-                 weights.PRETRAINED["vggface2"].url, "--pretrained none"):
+    for part in (
+        "20180402-114759-vggface2.pt",
+        str(empty_torch_home / "checkpoints"),
+        "TORCH_HOME",
+        weights.PRETRAINED["vggface2"].url,
+        "--pretrained none",
+    ):
         assert part in message
     assert "Traceback" not in message
     assert not list((empty_torch_home / "checkpoints").glob("*.pt"))
@@ -56,7 +61,9 @@ def test_corrupt_or_foreign_files_are_named(empty_torch_home):
     path = weights_path("vggface2")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"<html>rate limited</html>")
-    with pytest.raises(PretrainedWeightsError, match="weights file .* is damaged: it is not a PyTorch checkpoint archive.*Delete it"):
+    with pytest.raises(
+        PretrainedWeightsError, match="weights file .* is damaged: it is not a PyTorch checkpoint archive.*Delete it"
+    ):
         load_backbone("vggface2")
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(PretrainedWeightsError, match="expected layout"):

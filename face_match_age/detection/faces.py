@@ -21,8 +21,15 @@ from config import Config
 def build_face_detector(config: Config, device: torch.device | str = "cpu") -> MTCNN:
     """MTCNN returning every face as 0..255 pixels (post_process=False): `imaging.face_to_tensor`
     applies the one standardisation, so it is never done twice."""
-    return MTCNN(image_size=config.img_size, margin=config.mtcnn_margin, min_face_size=config.mtcnn_min_face_size,
-                 post_process=False, keep_all=True, select_largest=False, device=device)
+    return MTCNN(
+        image_size=config.img_size,
+        margin=config.mtcnn_margin,
+        min_face_size=config.mtcnn_min_face_size,
+        post_process=False,
+        keep_all=True,
+        select_largest=False,
+        device=device,
+    )
 
 
 def select_face(boxes: np.ndarray, probabilities: np.ndarray, rule: str, image_size: tuple[int, int]) -> int:

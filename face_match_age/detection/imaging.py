@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from facenet_pytorch import fixed_image_standardization
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
-ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
+ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
 # Background for transparent pixels: what is under a transparent pixel is arbitrary, white is neutral.
 _ALPHA_BACKGROUND = (255, 255, 255)
@@ -58,8 +57,14 @@ def _open(source: str | Path | bytes) -> tuple[Image.Image, str]:
         raise ImageLoadError(f"cannot read image {name}: no such file") from None
     except IsADirectoryError:
         raise ImageLoadError(f"cannot read image {name}: it is a folder, not a file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
         raise ImageLoadError(f"cannot read image {name}: not a readable image ({error})") from None
     return image, name
 
@@ -87,7 +92,8 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise ImageLoadError(
             f"cannot read image array of shape {array.shape} and dtype {array.dtype}: "
-            "expected uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA)")
+            "expected uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
+        )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     return _to_rgb(Image.fromarray(array), "array")
@@ -104,8 +110,10 @@ def face_to_tensor(face: Image.Image | torch.Tensor, img_size: int = 160) -> tor
     elif isinstance(face, torch.Tensor) and face.ndim == 3 and face.shape[0] == 3:
         pixels = face
     else:
-        raise TypeError(f"face_to_tensor takes a PIL image or a 3xHxW tensor, got {type(face).__name__}"
-                        f"{' of shape ' + str(tuple(face.shape)) if hasattr(face, 'shape') else ''}")
+        raise TypeError(
+            f"face_to_tensor takes a PIL image or a 3xHxW tensor, got {type(face).__name__}"
+            f"{' of shape ' + str(tuple(face.shape)) if hasattr(face, 'shape') else ''}"
+        )
     if tuple(pixels.shape[1:]) != (img_size, img_size):
         pixels = TF.resize(pixels, [img_size, img_size], antialias=True)
     return fixed_image_standardization(pixels.float())

@@ -32,24 +32,45 @@ def calibrate(scores, labels, gaps, target_far: float) -> dict:
         mask = bands_of == name
         entry = _band_entry(scores[mask], labels[mask], target_far)
         if entry["negatives"] < MIN_NEGATIVES_FACTOR / target_far:
-            entry |= {"threshold": overall["threshold"], "fallback": True,
-                      "reason": f"only {entry['negatives']} different-person pairs; at least "
-                                f"{int(np.ceil(MIN_NEGATIVES_FACTOR / target_far))} are needed to measure "
-                                f"FAR {target_far}, so the overall threshold is used"}
+            entry |= {
+                "threshold": overall["threshold"],
+                "fallback": True,
+                "reason": f"only {entry['negatives']} different-person pairs; at least "
+                f"{int(np.ceil(MIN_NEGATIVES_FACTOR / target_far))} are needed to measure "
+                f"FAR {target_far}, so the overall threshold is used",
+            }
         bands[name] = entry
-    return {"target_far": target_far, "overall": overall, "bands": bands,
-            "rule": "a pair matches when its cosine similarity is greater than the threshold"}
+    return {
+        "target_far": target_far,
+        "overall": overall,
+        "bands": bands,
+        "rule": "a pair matches when its cosine similarity is greater than the threshold",
+    }
 
 
 def _band_entry(scores, labels, target_far: float) -> dict:
     negatives, positives = int((~labels).sum()), int(labels.sum())
     if negatives == 0:
-        return {"threshold": None, "far": None, "tar": None, "pairs": len(scores), "negatives": 0,
-                "positives": positives, "fallback": False}
+        return {
+            "threshold": None,
+            "far": None,
+            "tar": None,
+            "pairs": len(scores),
+            "negatives": 0,
+            "positives": positives,
+            "fallback": False,
+        }
     threshold = threshold_at_far(scores, labels, target_far)
     far, tar = rates_at(threshold, scores, labels)
-    return {"threshold": threshold, "far": far, "tar": None if positives == 0 else tar,
-            "pairs": len(scores), "negatives": negatives, "positives": positives, "fallback": False}
+    return {
+        "threshold": threshold,
+        "far": far,
+        "tar": None if positives == 0 else tar,
+        "pairs": len(scores),
+        "negatives": negatives,
+        "positives": positives,
+        "fallback": False,
+    }
 
 
 def load_calibration(path: Path) -> dict:
@@ -57,8 +78,10 @@ def load_calibration(path: Path) -> dict:
         calibration = json.loads(Path(path).read_text())
         calibration["overall"]["threshold"], calibration["bands"]  # noqa: B018 (the fields it must have)
     except FileNotFoundError:
-        raise CalibrationError(f"no calibration file at {path}; write one with "
-                               "`uv run python evaluate.py verify --pairs PAIRS.csv --out DIR --calibrate`") from None
+        raise CalibrationError(
+            f"no calibration file at {path}; write one with "
+            "`uv run python evaluate.py verify --pairs PAIRS.csv --out DIR --calibrate`"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CalibrationError(f"{path} is not a calibration file written by evaluate.py ({error})") from None
     if calibration["overall"]["threshold"] is None:
@@ -71,8 +94,12 @@ def threshold_for(calibration: dict, age_gap: float | None, source: str) -> tupl
     band = age_gap_band(age_gap) if age_gap is not None else None
     overall = calibration["overall"]["threshold"]
     if band is None:
-        return overall, {"calibration": source, "band": None, "target_far": calibration["target_far"],
-                         "reason": "no predicted age gap (ages off or missing), so the overall calibrated threshold"}
+        return overall, {
+            "calibration": source,
+            "band": None,
+            "target_far": calibration["target_far"],
+            "reason": "no predicted age gap (ages off or missing), so the overall calibrated threshold",
+        }
     entry = calibration["bands"][band]
     threshold = entry["threshold"] if entry["threshold"] is not None else overall
     reason = entry.get("reason") or f"calibrated on {entry['pairs']} pairs with an age gap of {band} years"

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 
-def read_table(path: Path, required: tuple[str, ...], error: type[Exception], what: str, **read_options
-               ) -> pd.DataFrame:
+def read_table(
+    path: Path, required: tuple[str, ...], error: type[Exception], what: str, **read_options
+) -> pd.DataFrame:
     """`path` as a DataFrame holding the `required` columns and at least one row; otherwise raises
     `error` saying which file, what is wrong and (for columns) what it needs. `what` names the table."""
     path = Path(path)
@@ -20,8 +21,10 @@ def read_table(path: Path, required: tuple[str, ...], error: type[Exception], wh
         raise error(f"{path} is not a readable CSV ({cause})") from None
     missing = set(required) - set(table.columns)
     if missing:
-        raise error(f"{path} lacks the column(s) {', '.join(sorted(missing))}; it needs {', '.join(required)} "
-                    f"and has {', '.join(map(str, table.columns)) or 'none'}")
+        raise error(
+            f"{path} lacks the column(s) {', '.join(sorted(missing))}; it needs {', '.join(required)} "
+            f"and has {', '.join(map(str, table.columns)) or 'none'}"
+        )
     if table.empty:
         raise error(f"{path} has a header but no rows")
     return table

@@ -44,8 +44,11 @@ def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = 
     for attempt in range(retries + 1):
         if attempt:
             wait_s = BACKOFF_S * 2 ** (attempt - 1)
-            print(f"download of {url} failed ({_short(last_error)[:120]}); "
-                  f"attempt {attempt + 1} of {retries + 1} in {wait_s:.0f}s", file=sys.stderr)
+            print(
+                f"download of {url} failed ({_short(last_error)[:120]}); "
+                f"attempt {attempt + 1} of {retries + 1} in {wait_s:.0f}s",
+                file=sys.stderr,
+            )
             time.sleep(wait_s)
         try:
             _fetch_into(url, part, quiet)
@@ -72,10 +75,18 @@ def _fetch_into(url: str, part: Path, quiet: bool) -> None:
         total = done + int(length) if length is not None else None
         if length is not None:
             _check_free_space(part.parent, int(length))
-        with open(part, "ab" if done else "wb") as out, tqdm(
-            total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name.removesuffix(".part"), disable=quiet,
-        ) as bar:
+        with (
+            open(part, "ab" if done else "wb") as out,
+            tqdm(
+                total=total,
+                initial=done,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name.removesuffix(".part"),
+                disable=quiet,
+            ) as bar,
+        ):
             for chunk in response.iter_content(CHUNK_BYTES):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -86,8 +97,10 @@ def _fetch_into(url: str, part: Path, quiet: bool) -> None:
 def _check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed + FREE_SPACE_MARGIN:
-        raise NotEnoughSpace(f"{folder} has {free / 1e9:.1f} GB free but the download needs {needed / 1e9:.1f} GB "
-                             "more; free some space or download elsewhere and pass --archive")
+        raise NotEnoughSpace(
+            f"{folder} has {free / 1e9:.1f} GB free but the download needs {needed / 1e9:.1f} GB "
+            "more; free some space or download elsewhere and pass --archive"
+        )
 
 
 def _is_permanent(error: Exception) -> bool:

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
@@ -24,8 +24,10 @@ def prepare_out_dir(path: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
             pass
     except OSError as error:
-        raise OutputError(f"cannot write to output folder {path} ({error.strerror or error}); "
-                          "choose another OUT_DIR or fix its permissions") from None
+        raise OutputError(
+            f"cannot write to output folder {path} ({error.strerror or error}); "
+            "choose another OUT_DIR or fix its permissions"
+        ) from None
     return path
 
 
@@ -42,19 +44,24 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
 
 
 def write_json(path: Path, data: dict) -> Path:
-    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n",
-                                                             encoding="utf-8"))
+    return write_atomically(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+    )
 
 
 def unique_stem(out_dir: Path, stem: str, sources: list[str]) -> str:
     """`stem`, or `stem_2`, `stem_3`... when `stem_result.jpg` already holds the result of other photos
     (same file names from other folders). The sources are recorded in each result image's JPEG comment."""
     candidate, number = stem, 2
-    while (out_dir / f"{candidate}_result.jpg").exists() and _sources_of(out_dir / f"{candidate}_result.jpg") != sources:
+    while (out_dir / f"{candidate}_result.jpg").exists() and _sources_of(
+        out_dir / f"{candidate}_result.jpg"
+    ) != sources:
         candidate, number = f"{stem}_{number}", number + 1
     if candidate != stem:
-        print(f"note: {out_dir / (stem + '_result.jpg')} holds another pair's result; writing {candidate}_* instead",
-              file=sys.stderr)
+        print(
+            f"note: {out_dir / (stem + '_result.jpg')} holds another pair's result; writing {candidate}_* instead",
+            file=sys.stderr,
+        )
     return candidate
 
 

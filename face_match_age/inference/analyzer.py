@@ -12,9 +12,9 @@ Photos may be paths, bytes, PIL images or uint8 numpy arrays. Every result is pl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ class NoFaceError(ValueError):
 @dataclass
 class FaceRecord:
     """One detected face: where it is and, when computed, its age and identity embedding."""
+
     bbox: list[int]  # x1, y1, x2, y2 in the original photo's pixels
     detection_probability: float
     age_prediction: float | None = None
@@ -44,14 +45,19 @@ class FaceRecord:
     embedding: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return {"age_prediction": self.age_prediction, "bbox": self.bbox,
-                "detection_probability": self.detection_probability, "age_std": self.age_std,
-                "age_interval": self.age_interval}
+        return {
+            "age_prediction": self.age_prediction,
+            "bbox": self.bbox,
+            "detection_probability": self.detection_probability,
+            "age_std": self.age_std,
+            "age_interval": self.age_interval,
+        }
 
 
 @dataclass
 class PhotoAnalysis:
     """What one photo gave: its faces, the one chosen by the face-selection rule, or an error."""
+
     source: str
     size: tuple[int, int] | None = None
     faces: list[FaceRecord] = field(default_factory=list)
@@ -74,8 +80,16 @@ class FaceAnalyzer:
     tta: average each face with its mirror image, for age and for the embedding.
     """
 
-    def __init__(self, config: Config | None = None, *, age_checkpoint: Path | None = None, with_age: bool = True,
-                 verify_weights: Path | None = None, device: str = "auto", tta: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        age_checkpoint: Path | None = None,
+        with_age: bool = True,
+        verify_weights: Path | None = None,
+        device: str = "auto",
+        tta: bool = False,
+    ) -> None:
         self.config = config or Config()
         self.device = resolve_device(device)
         self.tta = tta
@@ -83,8 +97,9 @@ class FaceAnalyzer:
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
-        self.verifier = load_backbone(VERIFICATION_WEIGHTS, weights_file=verify_weights,
-                                      hint="or name a weights file with --verify-weights PATH")
+        self.verifier = load_backbone(
+            VERIFICATION_WEIGHTS, weights_file=verify_weights, hint="or name a weights file with --verify-weights PATH"
+        )
         self.verifier = self.verifier.to(self.device).eval()
 
     # --- single photos -------------------------------------------------------------------------
@@ -109,8 +124,9 @@ class FaceAnalyzer:
         _raise_for(analysis)
         return analysis.face.embedding
 
-    def compare(self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None,
-                all_faces: bool = False) -> dict:
+    def compare(
+        self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None, all_faces: bool = False
+    ) -> dict:
         """Ages of both chosen faces and whether they are the same person (see pair_result); with
         all_faces, every face of one photo against every face of the other."""
         first, second = self.analyze_many([photo_1, photo_2], all_faces=all_faces)
@@ -120,8 +136,14 @@ class FaceAnalyzer:
         return next(self.analyze_many([photo], all_faces=all_faces, compute=compute))
 
     # --- many photos ---------------------------------------------------------------------------
-    def analyze_many(self, photos: Iterable[ImageInput], all_faces: bool = False, compute: bool = True,
-                     photos_per_chunk: int = 16, names: Iterable[str] | None = None) -> Iterator[PhotoAnalysis]:
+    def analyze_many(
+        self,
+        photos: Iterable[ImageInput],
+        all_faces: bool = False,
+        compute: bool = True,
+        photos_per_chunk: int = 16,
+        names: Iterable[str] | None = None,
+    ) -> Iterator[PhotoAnalysis]:
         """Analyse photos in input order, each once; a chunk of photos shares MTCNN calls and forward
         passes. A photo that fails yields an analysis with `error` set instead of stopping the others.
         `names` label the photos in results and errors (default: the path, or the object's type)."""
@@ -161,18 +183,22 @@ class FaceAnalyzer:
             analysis.error = f"no face found in {analysis.source}"
             if too_small_for_detection(analysis.size, self.config):
                 width, height = analysis.size
-                analysis.error += (f" (at {width}x{height} pixels it is too small or too narrow to hold a face of "
-                                   f"mtcnn_min_face_size={self.config.mtcnn_min_face_size} pixels)")
+                analysis.error += (
+                    f" (at {width}x{height} pixels it is too small or too narrow to hold a face of "
+                    f"mtcnn_min_face_size={self.config.mtcnn_min_face_size} pixels)"
+                )
             return None
         analysis.faces_found = len(found)
-        analysis.faces = [FaceRecord([int(round(v)) for v in box], round(float(p), 4))
-                          for box, p in zip(found.boxes, found.probabilities)]
+        analysis.faces = [
+            FaceRecord([int(round(v)) for v in box], round(float(p), 4))
+            for box, p in zip(found.boxes, found.probabilities)
+        ]
         analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, analysis.size)
         if all_faces:
             return found.crops
         analysis.faces, chosen = [analysis.faces[analysis.chosen]], analysis.chosen
         analysis.chosen = 0  # only the chosen face is kept, and worth the networks' time
-        return found.crops[chosen:chosen + 1]
+        return found.crops[chosen : chosen + 1]
 
     def _attach_network_outputs(self, analyses: list[PhotoAnalysis], crops: torch.Tensor) -> None:
         ages, embeddings = self._run_networks(crops)
@@ -187,7 +213,7 @@ class FaceAnalyzer:
         ages, embeddings = [], []
         size = self.config.inference_batch_size
         for start in range(0, len(crops), size):
-            faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in crops[start:start + size]])
+            faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in crops[start : start + size]])
             faces = faces.to(self.device)
             views = [faces, faces.flip(-1)] if self.tta else [faces]
             embedding = torch.stack([self.verifier(view) for view in views]).mean(0)
@@ -196,8 +222,7 @@ class FaceAnalyzer:
                 # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
                 probabilities = torch.stack([self.age_model(view).float().softmax(1) for view in views]).mean(0)
                 logits = probabilities.clamp_min(1e-12).log()
-                ages.extend(zip(expected_age(logits).tolist(), age_std(logits).tolist(),
-                                age_interval(logits).tolist()))
+                ages.extend(zip(expected_age(logits).tolist(), age_std(logits).tolist(), age_interval(logits).tolist()))
         rounded = [(round(a, 2), round(s, 2), [round(v, 1) for v in i]) for a, s, i in ages]
         return (rounded if self.age_model is not None else None), np.concatenate(embeddings)
 
@@ -209,16 +234,24 @@ def cosine_similarity(embedding_1: np.ndarray, embedding_2: np.ndarray) -> float
 
 
 def verification_result(similarity: float, threshold: float) -> dict:
-    return {"is_match": bool(similarity > threshold), "similarity_score": round(similarity, 4),
-            "threshold_used": threshold}
+    return {
+        "is_match": bool(similarity > threshold),
+        "similarity_score": round(similarity, 4),
+        "threshold_used": threshold,
+    }
 
 
 def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
     """The seed's pair JSON body (plus additions) for two analysed photos. A missing face gives a null face,
     null verification and an `error`: a pair is never called a match unless both faces were found.
     `threshold` is a number, or a rule with choose(age_gap) -> (threshold, why) such as a calibration."""
-    result = {"face_1": _face_dict(first), "face_2": _face_dict(second), "verification": None, "age_gap": None,
-              "error": None}
+    result = {
+        "face_1": _face_dict(first),
+        "face_2": _face_dict(second),
+        "verification": None,
+        "age_gap": None,
+        "error": None,
+    }
     errors = [analysis.error for analysis in (first, second) if analysis.error]
     if errors:
         result["error"] = "; ".join(errors)
@@ -226,9 +259,12 @@ def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
     if len(first.faces) > 1 or len(second.faces) > 1:
         matrix = [[round(cosine_similarity(a.embedding, b.embedding), 4) for b in second.faces] for a in first.faces]
         i, j = np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces)))
-        result |= {"faces_1": [f.to_dict() for f in first.faces], "faces_2": [f.to_dict() for f in second.faces],
-                   "similarity_matrix": matrix,
-                   "best_pair": {"face_1": int(i), "face_2": int(j), "similarity_score": matrix[i][j]}}
+        result |= {
+            "faces_1": [f.to_dict() for f in first.faces],
+            "faces_2": [f.to_dict() for f in second.faces],
+            "similarity_matrix": matrix,
+            "best_pair": {"face_1": int(i), "face_2": int(j), "similarity_score": matrix[i][j]},
+        }
         first, second = _with_chosen(first, int(i)), _with_chosen(second, int(j))
         result["face_1"], result["face_2"] = _face_dict(first), _face_dict(second)
     similarity = cosine_similarity(first.face.embedding, second.face.embedding)

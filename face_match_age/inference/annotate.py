@@ -16,8 +16,9 @@ MATCH_COLOUR, NO_MATCH_COLOUR, NEUTRAL_COLOUR = (40, 170, 70), (200, 50, 50), (9
 
 def comparison_image(photo_1: Image.Image | None, photo_2: Image.Image | None, result: dict) -> Image.Image:
     """Draw `result` (infer's pair JSON) over the two photos; a missing photo or face is said so in its panel."""
-    panels = [_panel(photo, result.get(f"face_{n}"), result.get(f"faces_{n}"))
-              for n, photo in ((1, photo_1), (2, photo_2))]
+    panels = [
+        _panel(photo, result.get(f"face_{n}"), result.get(f"faces_{n}")) for n, photo in ((1, photo_1), (2, photo_2))
+    ]
     width = panels[0].width + GAP + panels[1].width
     canvas = Image.new("RGB", (width, BANNER_HEIGHT + PANEL_HEIGHT), (255, 255, 255))
     canvas.paste(panels[0], (0, BANNER_HEIGHT))
@@ -59,8 +60,10 @@ def _banner(draw: ImageDraw.ImageDraw, width: int, result: dict) -> None:
     else:
         colour = MATCH_COLOUR if verification["is_match"] else NO_MATCH_COLOUR
         verdict = "MATCH" if verification["is_match"] else "NO MATCH"
-        text = (f"{verdict}   similarity {verification['similarity_score']:.3f}"
-                f"   threshold {verification['threshold_used']:.3f}")
+        text = (
+            f"{verdict}   similarity {verification['similarity_score']:.3f}"
+            f"   threshold {verification['threshold_used']:.3f}"
+        )
     draw.rectangle((0, 0, width, BANNER_HEIGHT), fill=colour)
     draw.text((12, 12), text[:120], fill=(255, 255, 255), font=ImageFont.load_default(size=26))
 

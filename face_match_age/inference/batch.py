@@ -23,9 +23,9 @@ import os
 import queue
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -38,13 +38,33 @@ from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-CSV_COLUMNS = ["img1", "img2", "label", "is_match", "similarity_score", "threshold_used", "age_1", "age_2",
-               "age_std_1", "age_std_2", "age_gap", "bbox_1", "bbox_2", "error"]
+CSV_COLUMNS = [
+    "img1",
+    "img2",
+    "label",
+    "is_match",
+    "similarity_score",
+    "threshold_used",
+    "age_1",
+    "age_2",
+    "age_std_1",
+    "age_std_2",
+    "age_gap",
+    "bbox_1",
+    "bbox_2",
+    "error",
+]
 WORKER_POLL_S = 5.0  # how often the main process checks that no worker died silently
 RESULTS_JSONL, RESULTS_CSV, MANIFEST = "results.jsonl", "results.csv", "batch.json"
 # Config fields that change a row; the others (batch sizes, workers...) change only how fast rows come.
-RESULT_FIELDS = ("img_size", "verification_threshold", "face_selection", "mtcnn_margin", "mtcnn_min_face_size",
-                 "detection_max_side")
+RESULT_FIELDS = (
+    "img_size",
+    "verification_threshold",
+    "face_selection",
+    "mtcnn_margin",
+    "mtcnn_min_face_size",
+    "detection_max_side",
+)
 
 
 class InputError(ValueError):
@@ -76,12 +96,15 @@ def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
     # here, not at the top: pair mode should not pay pandas' import time
     from face_match_age.files.csv_tables import read_table
 
-    table = read_table(csv_path, ("img1", "img2"), InputError, "pairs file", dtype={"img1": str, "img2": str},
-                       keep_default_na=False)
+    table = read_table(
+        csv_path, ("img1", "img2"), InputError, "pairs file", dtype={"img1": str, "img2": str}, keep_default_na=False
+    )
     base = csv_path.resolve().parent
     labels = table["label"].tolist() if "label" in table.columns else [None] * len(table)
-    return [PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label), index)
-            for index, (a, b, label) in enumerate(zip(table["img1"], table["img2"], labels))]
+    return [
+        PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label), index)
+        for index, (a, b, label) in enumerate(zip(table["img1"], table["img2"], labels))
+    ]
 
 
 def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
@@ -93,16 +116,30 @@ def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
         others = [p for p in photos if p.resolve() != reference.resolve()]
         if not others:
             raise InputError(f"{folder} holds no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) besides the reference")
-        return [PairSpec(str(reference), str(p), reference.resolve(), p.resolve(), index=i) for i, p in enumerate(others)]
+        return [
+            PairSpec(str(reference), str(p), reference.resolve(), p.resolve(), index=i) for i, p in enumerate(others)
+        ]
     if len(photos) < 2:
         raise InputError(f"{folder} holds fewer than two photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
-    return [PairSpec(str(a), str(b), a.resolve(), b.resolve(), index=i)
-            for i, (a, b) in enumerate(itertools.combinations(photos, 2))]
+    return [
+        PairSpec(str(a), str(b), a.resolve(), b.resolve(), index=i)
+        for i, (a, b) in enumerate(itertools.combinations(photos, 2))
+    ]
 
 
-def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[..., FaceAnalyzer], threshold, *,
-              config: Config, devices: int = 1, device: str = "auto", all_faces: bool = False,
-              record: dict | None = None, settings: dict | None = None) -> dict[str, int]:
+def run_batch(
+    pairs: list[PairSpec],
+    out_dir: Path,
+    make_analyzer: Callable[..., FaceAnalyzer],
+    threshold,
+    *,
+    config: Config,
+    devices: int = 1,
+    device: str = "auto",
+    all_faces: bool = False,
+    record: dict | None = None,
+    settings: dict | None = None,
+) -> dict[str, int]:
     """Compare every pair, streaming rows to out_dir; returns the counts of match, no_match and failed.
 
     make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
@@ -128,8 +165,9 @@ def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[...,
         elif devices > 1:
             analyses = _analyses_sharded(devices, device, all_faces, make_analyzer, photos)
         else:
-            analyses = make_analyzer(device=device).analyze_many(photos, all_faces=all_faces,
-                                                                 names=[str(p) for p in photos])
+            analyses = make_analyzer(device=device).analyze_many(
+                photos, all_faces=all_faces, names=[str(p) for p in photos]
+            )
         with contextlib.closing(analyses):  # on Ctrl-C too, worker processes are stopped here
             _write_results(todo, analyses, out_dir, threshold, already=len(pairs) - len(todo))
         # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
@@ -143,21 +181,30 @@ def run_batch(pairs: list[PairSpec], out_dir: Path, make_analyzer: Callable[...,
     counts = {"match": 0, "no_match": 0, "failed": 0}
     for line in done.values():
         counts[_outcome(json.loads(line))] += 1
-    print(f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
-          f"-> {results}, {out_dir / RESULTS_CSV}")
+    print(
+        f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
+        f"-> {results}, {out_dir / RESULTS_CSV}"
+    )
     return counts
 
 
-def batch_identity(pairs: list[PairSpec], config: Config, threshold, all_faces: bool,
-                   settings: dict | None = None) -> dict:
+def batch_identity(
+    pairs: list[PairSpec], config: Config, threshold, all_faces: bool, settings: dict | None = None
+) -> dict:
     """What makes two runs the same batch, as JSON-ready data: the pairs and every setting that changes a row."""
     listed = [[p.index, str(p.path1), str(p.path2), p.img1, p.img2, p.label] for p in pairs]
     digest = hashlib.sha256(json.dumps(listed, ensure_ascii=False, default=str).encode()).hexdigest()
     if isinstance(threshold, CalibratedThreshold):
         threshold = {"calibration": threshold.source, "rule": threshold.calibration}
-    identity = {"pairs": len(pairs), "pairs_sha256": digest, "threshold": threshold, "all_faces": all_faces,
-                **{name: config.to_dict()[name] for name in RESULT_FIELDS},
-                "age_checkpoint": file_stamp(config.best_checkpoint), **(settings or {})}
+    identity = {
+        "pairs": len(pairs),
+        "pairs_sha256": digest,
+        "threshold": threshold,
+        "all_faces": all_faces,
+        **{name: config.to_dict()[name] for name in RESULT_FIELDS},
+        "age_checkpoint": file_stamp(config.best_checkpoint),
+        **(settings or {}),
+    }
     return json.loads(json.dumps(identity, default=str))  # as batch.json will read back
 
 
@@ -174,8 +221,9 @@ def file_stamp(path: Path | None) -> list | None:
 
 def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
     jsonl, table = out_dir / RESULTS_JSONL, out_dir / RESULTS_CSV
-    holds_rows = (jsonl.is_file() and jsonl.stat().st_size > 0) or \
-        (table.is_file() and len(table.read_bytes().splitlines()) > 1)  # more than a header
+    holds_rows = (jsonl.is_file() and jsonl.stat().st_size > 0) or (
+        table.is_file() and len(table.read_bytes().splitlines()) > 1
+    )  # more than a header
     if not holds_rows:
         return
     try:
@@ -189,8 +237,10 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
         why = f"its {', '.join(differ)} differ from this command's"
     else:
         why = f"no readable {MANIFEST} says which"
-    raise OutputError(f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
-                      f"or delete {jsonl} and {table} to start again")
+    raise OutputError(
+        f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
+        f"or delete {jsonl} and {table} to start again"
+    )
 
 
 def _read_rows(jsonl: Path) -> dict[int, str]:
@@ -201,7 +251,7 @@ def _read_rows(jsonl: Path) -> dict[int, str]:
     except FileNotFoundError:
         return {}
     rows: dict[int, str] = {}
-    for line in text[:text.rfind("\n") + 1].split("\n")[:-1]:  # not splitlines(): rows may hold U+2028
+    for line in text[: text.rfind("\n") + 1].split("\n")[:-1]:  # not splitlines(): rows may hold U+2028
         try:
             index = json.loads(line).get("pair_index")
         except (ValueError, AttributeError):
@@ -217,13 +267,15 @@ def _write_rows(out_dir: Path, lines: list[str]) -> None:
     writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(_csv_row(json.loads(line)) for line in lines)
-    write_atomically(out_dir / RESULTS_JSONL,
-                     lambda tmp: tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
+    write_atomically(
+        out_dir / RESULTS_JSONL, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    )
     write_atomically(out_dir / RESULTS_CSV, lambda tmp: tmp.write_text(table.getvalue(), encoding="utf-8", newline=""))
 
 
-def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path,
-                   threshold, already: int = 0) -> None:
+def _write_results(
+    pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path, threshold, already: int = 0
+) -> None:
     """Append the rows of `pairs` to both results files, each as soon as both its photos are done."""
     waiting: dict[str, list[int]] = {}
     for index, pair in enumerate(pairs):
@@ -231,9 +283,11 @@ def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out
             waiting.setdefault(path, []).append(index)
     done: dict[str, PhotoAnalysis] = {}
     # disable=None: no progress bar when stderr is not a terminal (a log file), only the error lines
-    with open(out_dir / RESULTS_JSONL, "a", encoding="utf-8") as jsonl, \
-            open(out_dir / RESULTS_CSV, "a", newline="", encoding="utf-8") as table, \
-            tqdm(total=already + len(pairs), initial=already, unit="pair", desc="pairs", disable=None) as progress:
+    with (
+        open(out_dir / RESULTS_JSONL, "a", encoding="utf-8") as jsonl,
+        open(out_dir / RESULTS_CSV, "a", newline="", encoding="utf-8") as table,
+        tqdm(total=already + len(pairs), initial=already, unit="pair", desc="pairs", disable=None) as progress,
+    ):
         writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
         for analysis in analyses:
             done[analysis.source] = analysis
@@ -251,22 +305,37 @@ def _write_results(pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out
 
 
 def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
-    return {"pair_index": pair.index, "img1": pair.img1, "img2": pair.img2, "label": pair.label,
-            "image_1": pair.path1.name,
-            "image_2": pair.path2.name, **pair_result(first, second, threshold),
-            "worker_ranks": [first.worker_rank, second.worker_rank]}
+    return {
+        "pair_index": pair.index,
+        "img1": pair.img1,
+        "img2": pair.img2,
+        "label": pair.label,
+        "image_1": pair.path1.name,
+        "image_2": pair.path2.name,
+        **pair_result(first, second, threshold),
+        "worker_ranks": [first.worker_rank, second.worker_rank],
+    }
 
 
 def _csv_row(row: dict) -> dict:
     faces = [row.get("face_1") or {}, row.get("face_2") or {}]
     verification = row.get("verification") or {}
-    return {"img1": row["img1"], "img2": row["img2"], "label": row["label"],
-            "is_match": verification.get("is_match"), "similarity_score": verification.get("similarity_score"),
-            "threshold_used": verification.get("threshold_used"),
-            "age_1": faces[0].get("age_prediction"), "age_2": faces[1].get("age_prediction"),
-            "age_std_1": faces[0].get("age_std"), "age_std_2": faces[1].get("age_std"), "age_gap": row["age_gap"],
-            "bbox_1": " ".join(map(str, faces[0].get("bbox", []))), "bbox_2": " ".join(map(str, faces[1].get("bbox", []))),
-            "error": row["error"]}
+    return {
+        "img1": row["img1"],
+        "img2": row["img2"],
+        "label": row["label"],
+        "is_match": verification.get("is_match"),
+        "similarity_score": verification.get("similarity_score"),
+        "threshold_used": verification.get("threshold_used"),
+        "age_1": faces[0].get("age_prediction"),
+        "age_2": faces[1].get("age_prediction"),
+        "age_std_1": faces[0].get("age_std"),
+        "age_std_2": faces[1].get("age_std"),
+        "age_gap": row["age_gap"],
+        "bbox_1": " ".join(map(str, faces[0].get("bbox", []))),
+        "bbox_2": " ".join(map(str, faces[1].get("bbox", []))),
+        "error": row["error"],
+    }
 
 
 def _outcome(row: dict) -> str:
@@ -292,13 +361,18 @@ def _plain(label):
 
 # --- sharding over processes -----------------------------------------------------------------------
 
-def _analyses_sharded(world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path]
-                      ) -> Iterator[PhotoAnalysis]:
+
+def _analyses_sharded(
+    world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path]
+) -> Iterator[PhotoAnalysis]:
     context = torch.multiprocessing.get_context("spawn")  # CUDA cannot be forked
     results = context.Queue(maxsize=256)
-    workers = [context.Process(target=_shard_worker, daemon=True,
-                               args=(rank, world, device, all_faces, make_analyzer, photos, results))
-               for rank in range(world)]
+    workers = [
+        context.Process(
+            target=_shard_worker, daemon=True, args=(rank, world, device, all_faces, make_analyzer, photos, results)
+        )
+        for rank in range(world)
+    ]
     for worker in workers:
         worker.start()
     finished = 0
@@ -323,12 +397,14 @@ def _analyses_sharded(world: int, device: str, all_faces: bool, make_analyzer, p
 def _check_alive(workers) -> None:
     dead = [w for w in workers if w.exitcode not in (None, 0)]
     if dead:
-        raise RuntimeError(f"a batch worker process died (exit code {dead[0].exitcode}); "
-                           "rerun with --devices 1 to see its error")
+        raise RuntimeError(
+            f"a batch worker process died (exit code {dead[0].exitcode}); rerun with --devices 1 to see its error"
+        )
 
 
-def _shard_worker(rank: int, world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path],
-                  results) -> None:
+def _shard_worker(
+    rank: int, world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path], results
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the workers
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:

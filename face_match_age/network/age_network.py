@@ -23,8 +23,10 @@ from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_mes
 from face_match_age.network.weights import load_backbone
 
 EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
-DAMAGED_ADVICE = ("Point --ckpt at another checkpoint (last.ckpt and best.ckpt of a run are separate files) "
-                  "or train again with `uv run python train.py`")
+DAMAGED_ADVICE = (
+    "Point --ckpt at another checkpoint (last.ckpt and best.ckpt of a run are separate files) "
+    "or train again with `uv run python train.py`"
+)
 
 
 def age_bins(device: torch.device | None = None) -> torch.Tensor:
@@ -52,7 +54,7 @@ def age_std(logits: torch.Tensor) -> torch.Tensor:
     probabilities = logits.float().softmax(dim=1)
     bins = age_bins(logits.device)
     mean = probabilities @ bins
-    variance = probabilities @ (bins ** 2) - mean ** 2
+    variance = probabilities @ (bins**2) - mean**2
     return variance.clamp_min(0).sqrt()
 
 
@@ -114,8 +116,10 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no age checkpoint at {path}: train one with `uv run python train.py`, "
-                              "or point --ckpt at an existing .ckpt file")
+        raise CheckpointError(
+            f"no age checkpoint at {path}: train one with `uv run python train.py`, "
+            "or point --ckpt at an existing .ckpt file"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
@@ -127,15 +131,17 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
             raise CheckpointError(
                 f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "
                 "code when unpickled (loaded with weights_only=True). Only use checkpoints from a source you trust, "
-                "saved by train.py") from None
+                "saved by train.py"
+            ) from None
         raise CheckpointError(f"{path} is not a readable age-model checkpoint ({error_summary(error)})") from None
     return _network_from(checkpoint, path).to(map_location).eval()
 
 
 def _network_from(checkpoint, path: Path) -> AgeNetwork:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not an age-model checkpoint (no state_dict); use best.ckpt or last.ckpt "
-                              "written by train.py")
+        raise CheckpointError(
+            f"{path} is not an age-model checkpoint (no state_dict); use best.ckpt or last.ckpt written by train.py"
+        )
     hparams = checkpoint.get("hyper_parameters") or {}
     network = AgeNetwork(hparams.get("head_hidden_dim", 256), hparams.get("head_dropout", 0.2), hparams)
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}

@@ -62,12 +62,14 @@ def ensure_weights(name: str, hint: str = RANDOM_WEIGHTS_HINT) -> Path:
             f"The pretrained '{name}' InceptionResnetV1 weights are not on this machine and could not be "
             f"downloaded.\n  file:   {spec.file_name}\n  folder: {path.parent}  (set TORCH_HOME to use another)\n"
             f"  url:    {spec.url}\n  cause:  {error}\n"
-            f"Download the file where there is internet access and copy it into that folder, {hint}.") from None
+            f"Download the file where there is internet access and copy it into that folder, {hint}."
+        ) from None
     return path
 
 
-def load_backbone(name: str | None, *, weights_file: Path | None = None,
-                  hint: str = RANDOM_WEIGHTS_HINT) -> InceptionResnetV1:
+def load_backbone(
+    name: str | None, *, weights_file: Path | None = None, hint: str = RANDOM_WEIGHTS_HINT
+) -> InceptionResnetV1:
     """InceptionResnetV1 returning 512-d unit embeddings, with `name` weights ('vggface2',
     'casia-webface') or random ones (None / 'none'). `weights_file` names a file directly."""
     backbone = InceptionResnetV1(pretrained=None, classify=False)
@@ -78,8 +80,11 @@ def load_backbone(name: str | None, *, weights_file: Path | None = None,
         raise PretrainedWeightsError(f"no weights file at {weights_file}")
     path = Path(weights_file) if weights_file is not None else ensure_weights(name, hint)
     # Deleting the file to download it again only helps for the file this toolkit downloads into TORCH_HOME.
-    remedy = (f"Check that {path} is a complete InceptionResnetV1 state dict, or name another file." if weights_file
-              is not None else "Delete it and run again to download a fresh copy.")
+    remedy = (
+        f"Check that {path} is a complete InceptionResnetV1 state dict, or name another file."
+        if weights_file is not None
+        else "Delete it and run again to download a fresh copy."
+    )
     state_dict = _read_state_dict(path, remedy)
     # The files carry the identity classifier they were trained with; it is loaded to check the
     # layout strictly, then dropped, since only the embedding is used here.
@@ -90,7 +95,8 @@ def load_backbone(name: str | None, *, weights_file: Path | None = None,
     except RuntimeError as error:
         raise PretrainedWeightsError(
             f"{path} does not hold InceptionResnetV1 weights with the expected layout "
-            f"({str(error).splitlines()[0]}). {remedy}") from None
+            f"({str(error).splitlines()[0]}). {remedy}"
+        ) from None
     return _drop_classifier(backbone)
 
 
@@ -113,8 +119,9 @@ def _read_state_dict(path: Path, remedy: str) -> dict[str, torch.Tensor]:
         damage = checkpoint_damage(path)  # looked for only now: it reads every byte
         if damage is not None:
             raise PretrainedWeightsError(damaged_message(path, damage, remedy, kind="weights file")) from None
-        raise PretrainedWeightsError(f"{path} is not a readable weights file ({error_summary(error)}). {remedy}"
-                                     ) from None
+        raise PretrainedWeightsError(
+            f"{path} is not a readable weights file ({error_summary(error)}). {remedy}"
+        ) from None
     if not isinstance(state_dict, dict):
         raise PretrainedWeightsError(f"{path} holds a {type(state_dict).__name__}, not a state dict of weights.")
     return state_dict

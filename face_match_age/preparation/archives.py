@@ -38,8 +38,10 @@ def unpack(archive: Path, target: Path) -> Path:
         else:
             raise ArchiveError(f"{archive} is neither a tar nor a zip archive")
     except OSError as error:
-        raise ArchiveError(f"unpacking {archive} into {target} failed ({error.strerror or error}); "
-                           "check the free disk space and the archive, then run again") from None
+        raise ArchiveError(
+            f"unpacking {archive} into {target} failed ({error.strerror or error}); "
+            "check the free disk space and the archive, then run again"
+        ) from None
     marker.write_text(json.dumps({"archive": archive.name, "archive_size": archive.stat().st_size}))
     return target
 
@@ -53,11 +55,13 @@ def _unpack_tar(archive: Path, target: Path) -> None:
             try:
                 tar.extract(member, target, filter="data")
             except tarfile.FilterError as error:
-                raise ArchiveError(f"refused to unpack {archive}: member {member.name!r} is unsafe "
-                                   f"({type(error).__name__}: {error})") from None
+                raise ArchiveError(
+                    f"refused to unpack {archive}: member {member.name!r} is unsafe ({type(error).__name__}: {error})"
+                ) from None
             except (tarfile.ReadError, EOFError, zlib.error) as error:
-                raise ArchiveError(f"{archive} is corrupt or truncated near {member.name!r} ({error}); "
-                                   "delete it and download it again") from None
+                raise ArchiveError(
+                    f"{archive} is corrupt or truncated near {member.name!r} ({error}); delete it and download it again"
+                ) from None
 
 
 def _unpack_zip(archive: Path, target: Path) -> None:
@@ -68,8 +72,9 @@ def _unpack_zip(archive: Path, target: Path) -> None:
             try:
                 bundle.extract(info, target)
             except (zipfile.BadZipFile, EOFError) as error:
-                raise ArchiveError(f"{archive} is corrupt near {info.filename!r} ({error}); "
-                                   "delete it and download it again") from None
+                raise ArchiveError(
+                    f"{archive} is corrupt near {info.filename!r} ({error}); delete it and download it again"
+                ) from None
 
 
 def _check_zip_member(archive: Path, info: zipfile.ZipInfo, root: Path) -> None:
@@ -96,8 +101,10 @@ def _is_absolute(name: str) -> bool:
 def md5_of(path: Path) -> str:
     """MD5 of a file, with a progress bar (multi-GB archives take a while)."""
     digest = hashlib.md5()
-    with open(path, "rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                          desc=f"checking {path.name}") as bar:
+    with (
+        open(path, "rb") as handle,
+        tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"checking {path.name}") as bar,
+    ):
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
             bar.update(len(chunk))

@@ -12,9 +12,9 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from PIL import Image, ImageOps
@@ -73,10 +73,11 @@ def _save_atomically(face: Image.Image, dest: Path) -> None:
         raise
 
 
-def run_crops(tasks: list[CropTask], config: Config, detect: bool, workers: int, device: str = "cpu"
-              ) -> Iterator[tuple[CropTask, str]]:
+def run_crops(
+    tasks: list[CropTask], config: Config, detect: bool, workers: int, device: str = "cpu"
+) -> Iterator[tuple[CropTask, str]]:
     """(task, outcome) for every task, as chunks finish; over `workers` processes when more than one."""
-    chunks = [tasks[start:start + PHOTOS_PER_CHUNK] for start in range(0, len(tasks), PHOTOS_PER_CHUNK)]
+    chunks = [tasks[start : start + PHOTOS_PER_CHUNK] for start in range(0, len(tasks), PHOTOS_PER_CHUNK)]
     if workers <= 1:
         detector = build_face_detector(config, device) if detect else None
         for chunk in chunks:
@@ -140,8 +141,11 @@ class CropLog:
 
     def changed_failures(self) -> int:
         """How many photos that failed have changed on disk since (a rerun tries them again)."""
-        return sum(1 for dest, entry in self.entries.items()
-                   if entry["outcome"] != KEPT and not self._still_failed(dest, entry.get("source")))
+        return sum(
+            1
+            for dest, entry in self.entries.items()
+            if entry["outcome"] != KEPT and not self._still_failed(dest, entry.get("source"))
+        )
 
     def _still_failed(self, dest: str, source: str | None) -> bool:
         entry = self.entries.get(dest)

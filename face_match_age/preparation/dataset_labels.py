@@ -47,12 +47,14 @@ class Labels:
 
 def read_labels(dataset: str, root: Path, min_face_score: float = 1.0, user_csv: Path | None = None) -> Labels:
     """Labels of `dataset` unpacked under `root` (for "csv": the photos folder and `user_csv`)."""
-    readers = {"imdb": lambda: read_imdb_wiki(root, "imdb", min_face_score),
-               "wiki": lambda: read_imdb_wiki(root, "wiki", min_face_score),
-               "cacd": lambda: read_by_name(root, CACD_NAME, _cacd_fields),
-               "utkface": lambda: read_by_name(root, UTKFACE_NAME, _utkface_fields, has_identity=False),
-               "fgnet": lambda: read_by_name(root, FGNET_NAME, _fgnet_fields),
-               "csv": lambda: read_user_csv(root, user_csv)}
+    readers = {
+        "imdb": lambda: read_imdb_wiki(root, "imdb", min_face_score),
+        "wiki": lambda: read_imdb_wiki(root, "wiki", min_face_score),
+        "cacd": lambda: read_by_name(root, CACD_NAME, _cacd_fields),
+        "utkface": lambda: read_by_name(root, UTKFACE_NAME, _utkface_fields, has_identity=False),
+        "fgnet": lambda: read_by_name(root, FGNET_NAME, _fgnet_fields),
+        "csv": lambda: read_user_csv(root, user_csv),
+    }
     return readers[dataset]()
 
 
@@ -76,14 +78,16 @@ def read_imdb_wiki(root: Path, kind: str, min_face_score: float) -> Labels:
     try:
         record = scipy.io.loadmat(mat_path)[kind][0, 0]
     except Exception as error:  # scipy raises its own MatReadError besides OS and format errors
-        raise MetadataError(f"cannot read {mat_path} as IMDB-WIKI metadata ({type(error).__name__}: {error}); "
-                            "is the archive complete?") from None
+        raise MetadataError(
+            f"cannot read {mat_path} as IMDB-WIKI metadata ({type(error).__name__}: {error}); is the archive complete?"
+        ) from None
     column = lambda name: record[name][0]  # noqa: E731 (each field is a 1 x N row)
     paths = [str(cell[0]) if len(cell) else "" for cell in column("full_path")]
     celeb_ids = column("celeb_id") if "celeb_id" in record.dtype.names else None
     labels = Labels()
-    for index, (path, dob, taken, score, second) in enumerate(zip(
-            paths, column("dob"), column("photo_taken"), column("face_score"), column("second_face_score"))):
+    for index, (path, dob, taken, score, second) in enumerate(
+        zip(paths, column("dob"), column("photo_taken"), column("face_score"), column("second_face_score"))
+    ):
         if not math.isfinite(score):
             labels.dropped["no face found by the dataset"] += 1
         elif score < min_face_score:
@@ -139,10 +143,13 @@ def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
     lines = range(2, len(table) + 2)  # line 1 is the header
     unsafe = [(line, name, why) for line, name in zip(lines, table["name"]) if (why := _unsafe_name(name))]
     if unsafe:
-        listed = "; ".join(f"line {line} {name if isinstance(name, str) else ''!r}: {why}"
-                           for line, name, why in unsafe[:5])
-        raise MetadataError(f"{csv_path}: {len(unsafe)} name(s) are not paths inside --images {images} ({listed}"
-                            f"{'; ...' if len(unsafe) > 5 else ''}); fix those rows and run again")
+        listed = "; ".join(
+            f"line {line} {name if isinstance(name, str) else ''!r}: {why}" for line, name, why in unsafe[:5]
+        )
+        raise MetadataError(
+            f"{csv_path}: {len(unsafe)} name(s) are not paths inside --images {images} ({listed}"
+            f"{'; ...' if len(unsafe) > 5 else ''}); fix those rows and run again"
+        )
     labels = Labels(has_identity="identity" in table.columns)
     crop_of: dict[str, list[tuple[int, str]]] = {}
     for line, row in zip(lines, table.itertuples(index=False)):
@@ -158,11 +165,15 @@ def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
             crop_of.setdefault(output_name(row.name).casefold(), []).append((line, row.name))
     clashes = [rows for rows in crop_of.values() if len(rows) > 1]
     if clashes:
-        listed = "; ".join(" and ".join(f"line {line} {name!r}" for line, name in rows)
-                           + f" -> {output_name(rows[0][1])}" for rows in clashes[:5])
-        raise MetadataError(f"{csv_path}: {sum(map(len, clashes))} rows would share a crop file, and one crop cannot "
-                            f"carry two labels ({listed}{'; ...' if len(clashes) > 5 else ''}); remove the duplicate "
-                            "rows or rename the photos so their names differ by more than '/' vs '_' or the extension")
+        listed = "; ".join(
+            " and ".join(f"line {line} {name!r}" for line, name in rows) + f" -> {output_name(rows[0][1])}"
+            for rows in clashes[:5]
+        )
+        raise MetadataError(
+            f"{csv_path}: {sum(map(len, clashes))} rows would share a crop file, and one crop cannot "
+            f"carry two labels ({listed}{'; ...' if len(clashes) > 5 else ''}); remove the duplicate "
+            "rows or rename the photos so their names differ by more than '/' vs '_' or the extension"
+        )
     return labels
 
 

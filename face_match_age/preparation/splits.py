@@ -25,8 +25,9 @@ def age_band(ages: pd.Series) -> pd.Series:
     return (ages // BAND_YEARS).clip(upper=9)
 
 
-def split_records(records: pd.DataFrame, val_ratio: float, seed: int, has_identity: bool
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_records(
+    records: pd.DataFrame, val_ratio: float, seed: int, has_identity: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, val) rows of `records` (columns source, age, identity); deterministic for a seed."""
     rng = np.random.default_rng(seed)
     if has_identity:
@@ -41,14 +42,18 @@ def people_of(records: pd.DataFrame) -> pd.Series:
     identity = records["identity"].astype(object)
     missing = identity.isna() | (identity.astype(str).str.strip() == "")
     # Prefixes keep a row's stand-in apart from a real identity that happens to read "row 3".
-    return pd.Series([f"row {i}" if gone else f"id {v}" for i, v, gone in zip(records.index, identity, missing)],
-                     index=records.index)
+    return pd.Series(
+        [f"row {i}" if gone else f"id {v}" for i, v, gone in zip(records.index, identity, missing)], index=records.index
+    )
 
 
 def _identity_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Generator) -> pd.Series:
     person_of_row = people_of(records)
-    people = records.assign(person=person_of_row).groupby("person", sort=True).agg(
-        images=("age", "size"), median_age=("age", "median"))
+    people = (
+        records.assign(person=person_of_row)
+        .groupby("person", sort=True)
+        .agg(images=("age", "size"), median_age=("age", "median"))
+    )
     people = people.iloc[rng.permutation(len(people))]  # the seed decides who goes where
     sizes, bands = people["images"].to_numpy(), age_band(people["median_age"]).to_numpy()
     chosen = np.zeros(len(people), bool)
@@ -84,11 +89,11 @@ def _stratified_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Ge
     per_band = np.floor(wanted).astype(int)
     # Largest remainders get the images that rounding each band down left over, so the total is right too.
     left_over = int(round(val_ratio * len(records))) - int(per_band.sum())
-    for band in (wanted - per_band).sort_values(ascending=False, kind="stable").index[:max(left_over, 0)]:
+    for band in (wanted - per_band).sort_values(ascending=False, kind="stable").index[: max(left_over, 0)]:
         per_band[band] += 1
     in_val = pd.Series(False, index=records.index)
     for band, rows in records.groupby(bands):
-        in_val[rows.index.to_numpy()[rng.permutation(len(rows))[:per_band[band]]]] = True
+        in_val[rows.index.to_numpy()[rng.permutation(len(rows))[: per_band[band]]]] = True
     return in_val
 
 
@@ -107,9 +112,11 @@ def split_shortfall(train: pd.DataFrame, val: pd.DataFrame, val_ratio: float) ->
     if within_tolerance(len(val), total, val_ratio):
         return None
     people = people_of(pd.concat([train, val], ignore_index=True)).value_counts()
-    return (f"val holds {len(val)} of {total} images ({share:.0%}) and train {len(train)} ({1 - share:.0%}), "
-            f"not the {val_ratio:.0%} asked (tolerance {SPLIT_TOLERANCE:.0%} or one image): whole people go to one "
-            f"side, and {len(people)} people (the largest with {people.iloc[0]} images) cannot be split closer")
+    return (
+        f"val holds {len(val)} of {total} images ({share:.0%}) and train {len(train)} ({1 - share:.0%}), "
+        f"not the {val_ratio:.0%} asked (tolerance {SPLIT_TOLERANCE:.0%} or one image): whole people go to one "
+        f"side, and {len(people)} people (the largest with {people.iloc[0]} images) cannot be split closer"
+    )
 
 
 def shared_identities(train: pd.DataFrame, val: pd.DataFrame) -> list:

@@ -54,8 +54,9 @@ class LastCheckpoint(Checkpoint):
         self.saved_on_stop = False  # whether last.ckpt holds the step at which SIGTERM or SIGINT stopped training
         self.saved_step: int | None = None  # global step of this run's latest save; None: nothing saved yet
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         # Not after an epoch's last batch: its validation has not run yet, and the epoch-end save follows.
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not last_batch:
@@ -75,8 +76,12 @@ class LastCheckpoint(Checkpoint):
             self.saved_on_stop = self.saved_step == trainer.global_step  # now, or by a save at this very step
 
     def _save(self, trainer: L.Trainer) -> None:
-        if (trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0
-                or self.saved_step == trainer.global_step):
+        if (
+            trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.global_step == 0
+            or self.saved_step == trainer.global_step
+        ):
             return
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
