@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,8 +270,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: typing.Iterable
 
 
 def _optional_inner(kind: Any) -> Any:
-    """Optional[X] -> X, so argparse gets a callable type."""
-    if typing.get_origin(kind) is Union:
+    """`X | None` (or Optional[X]) -> X, so argparse gets a callable type."""
+    if typing.get_origin(kind) in (Union, types.UnionType):  # Optional[X] and X | None have different origins
         inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
         if len(inner) == 1:
             return inner[0]

@@ -105,3 +105,10 @@ def test_stray_positional_arguments_are_named(capsys):
     with pytest.raises(SystemExit):
         parse_config(_parser("batch_size"), ["--batch-size", "3", "stray"])
     assert "unexpected argument stray" in capsys.readouterr().err
+
+
+def test_an_optional_path_field_is_an_option_that_takes_a_path():
+    parser = ConfigArgumentParser()
+    add_config_arguments(parser, ["resume_checkpoint"])
+    _, config = parse_config(parser, ["--ckpt", "runs/last.ckpt"])
+    assert config.resume_checkpoint == Path("runs/last.ckpt")
