@@ -187,45 +187,23 @@ def test_infer_reports_a_truncated_checkpoint_as_damaged(
 
 
 def test_evaluate_reports_a_truncated_checkpoint_as_damaged(tmp_path, truncated_checkpoint, capsys):
-    config = make_dataset(tmp_path / "data", train=1, val=2, size=80)
-    code = evaluate.main(
-        [
-            "age",
-            "--images",
-            str(config.val_dir),
-            "--csv",
-            str(config.val_csv),
-            "--ckpt",
-            str(truncated_checkpoint),
-            "--out",
-            str(tmp_path / "eval"),
-        ]
-    )
-    assert code == 1
+    assert _evaluate_age(tmp_path, truncated_checkpoint) == 1
     _assert_one_damaged_line(capsys.readouterr().err, truncated_checkpoint)
 
 
 def test_empty_checkpoint_file_is_reported_as_damaged(tmp_path, capsys):
     empty = tmp_path / "best.ckpt"
     empty.write_bytes(b"")
-    config = make_dataset(tmp_path / "data", train=1, val=2, size=80)
-    assert (
-        evaluate.main(
-            [
-                "age",
-                "--images",
-                str(config.val_dir),
-                "--csv",
-                str(config.val_csv),
-                "--ckpt",
-                str(empty),
-                "--out",
-                str(tmp_path / "eval"),
-            ]
-        )
-        == 1
-    )
+    assert _evaluate_age(tmp_path, empty) == 1
     _assert_one_damaged_line(capsys.readouterr().err, empty)
+
+
+def _evaluate_age(tmp_path: Path, checkpoint: Path) -> int:
+    """evaluate.py age on a tiny labelled set with `checkpoint`; its exit code."""
+    config = make_dataset(tmp_path / "data", train=1, val=2, size=80)
+    images, labels = str(config.val_dir), str(config.val_csv)
+    out = str(tmp_path / "eval")
+    return evaluate.main(["age", "--images", images, "--csv", labels, "--ckpt", str(checkpoint), "--out", out])
 
 
 @pytest.mark.parametrize("workers", [0, 2])
