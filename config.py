@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from face_match_age.files.output_files import write_atomically
+
 MIN_AGE = 0  # youngest age the model can predict
 MAX_AGE = 100  # oldest age; with MIN_AGE it gives 101 one-year bins
 NUM_AGE_BINS = MAX_AGE - MIN_AGE + 1
@@ -325,10 +327,7 @@ def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.json"
     payload = {**config.to_dict(), **(extra or {})}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)  # atomic: a crash never leaves half a config behind
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
 
 
 def load_config(path: Path) -> Config:

@@ -5,7 +5,6 @@ Kept free of Lightning so that inference (age_network.py) can use the damage che
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,10 @@ def save_checkpoint_file(checkpoint: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
-        try:
-            with open(tmp, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())  # the rename must not reach the disk before the data it points to
-        except BaseException:  # write_atomically only cleans up after OSError; pickling errors or Ctrl-C too
-            tmp.unlink(missing_ok=True)
-            raise
+        with open(tmp, "wb") as file:
+            torch.save(checkpoint, file)
 
-    return write_atomically(path, write)
+    return write_atomically(path, write, durable=True)
 
 
 def checkpoint_damage(path: Path) -> str | None:

@@ -31,16 +31,30 @@ def prepare_out_dir(path: Path) -> Path:
     return path
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call write(temporary path) and move the result onto `path`: readers never see half a file."""
+def write_atomically(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> Path:
+    """Call write(temporary path) and move the result onto `path`: readers never see half a file, and a write
+    that fails midway (full disk, Ctrl-C, an error in `write`) leaves the previous file whole and no temporary
+    file behind. The temporary file sits in the same folder, so the move is a rename, never a copy.
+    `durable`: flush the data to disk before the rename (for files worth the cost, such as checkpoints)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        if durable:
+            _flush_to_disk(tmp)
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path} ({error.strerror or error})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _flush_to_disk(path: Path) -> None:
+    # Without it the rename may reach the disk before the data it points to: a power cut leaves an empty file.
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
 
 
 def write_json(path: Path, data: dict) -> Path:

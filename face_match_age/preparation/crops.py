@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 from config import Config
 from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face
 from face_match_age.detection.imaging import ImageLoadError, load_image
+from face_match_age.files.output_files import write_atomically
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway
@@ -64,13 +65,7 @@ def crop_chunk(tasks: list[CropTask], config: Config, detector=None) -> list[tup
 
 
 def _save_atomically(face: Image.Image, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
-        face.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-        os.replace(tmp, dest)
-    except BaseException:  # Ctrl-C included: no half-written file is left behind
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(dest, lambda tmp: face.save(tmp, format="JPEG", quality=JPEG_QUALITY))
 
 
 def run_crops(
