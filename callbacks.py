@@ -26,6 +26,7 @@ from torchvision.utils import make_grid
 
 from config import Config, save_config
 from face_match_age.detection.imaging import tensor_to_image
+from face_match_age.evaluation.figures import predicted_vs_true_figure
 from face_match_age.network.age_network import age_std, expected_age
 
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
@@ -51,7 +52,7 @@ class ValidationPredictionImages(L.Callback):
         grid = _annotated_grid(faces[shown], true_ages[shown], predicted[shown], spread[shown])
         writer, step = trainer.logger.experiment, trainer.global_step
         writer.add_image("val/predictions", grid, step)
-        writer.add_figure("val/predicted_vs_true", _predicted_vs_true_figure(true_ages, predicted), step)
+        writer.add_figure("val/predicted_vs_true", predicted_vs_true_figure(true_ages, predicted), step)
 
 
 def _fixed_sample(size: int, count: int) -> list[int]:
@@ -88,33 +89,6 @@ def _annotated_grid(faces, true_ages, predicted, spread) -> torch.Tensor:
         draw.text((4, tile.height - 18), f"pred {guess:.0f} ± {std:.0f}", fill=colour, font=font)
         tiles.append(torch.from_numpy(np.array(tile)).permute(2, 0, 1))
     return make_grid(torch.stack(tiles), nrow=min(8, len(tiles)), padding=2)
-
-
-def _predicted_vs_true_figure(true_ages: torch.Tensor, predicted: torch.Tensor):
-    # A bare Figure, not pyplot: no GUI backend, and no global state changed in a user's notebook.
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4.5))
-    scatter, bars = figure.subplots(1, 2)
-    scatter.scatter(true_ages, predicted, s=8, alpha=0.5)
-    scatter.plot([0, 100], [0, 100], color="grey", linewidth=1)
-    scatter.set(
-        xlabel="true age",
-        ylabel="predicted age",
-        xlim=(0, 100),
-        ylim=(0, 100),
-        title=f"predicted vs true ({len(true_ages)} faces)",
-    )
-    decades = (true_ages // 10).clamp(max=9).long()
-    labels, errors = [], []
-    for decade in decades.unique().tolist():
-        mask = decades == decade
-        labels.append(f"{decade * 10}s")
-        errors.append((predicted[mask] - true_ages[mask]).abs().mean().item())
-    bars.bar(labels, errors)
-    bars.set(xlabel="true age", ylabel="MAE (years)", title="MAE per decade")
-    figure.tight_layout()
-    return figure
 
 
 class RunRecord(L.Callback):

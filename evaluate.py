@@ -28,7 +28,9 @@ from tqdm import tqdm
 from config import Config
 from face_match_age.device import resolve_device
 from face_match_age.evaluation import array_metrics
+from face_match_age.evaluation.age_decades import age_decade, decade_label
 from face_match_age.evaluation.calibration import calibrate
+from face_match_age.evaluation.figures import predicted_vs_true_figure
 from face_match_age.files.csv_tables import read_table
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
 from face_match_age.inference.batch import BatchInterrupted, InputError
@@ -81,7 +83,9 @@ def evaluate_age(
     predictions = pd.DataFrame(rows)
     write_atomically(out_dir / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
     summary = age_summary(predictions) | {"checkpoint": str(checkpoint), "images": str(images), "csv": str(csv_path)}
-    _plot_predicted_vs_true(predictions, out_dir / "predicted_vs_true.png")
+    _save_figure(
+        predicted_vs_true_figure(predictions["age"], predictions["predicted"]), out_dir / "predicted_vs_true.png"
+    )
     write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -91,9 +95,9 @@ def age_summary(predictions: pd.DataFrame) -> dict:
     error = predictions["predicted"] - predictions["age"]
     inside = (predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"])
     decades = {}
-    for decade, group in predictions.groupby((predictions["age"] // 10).clip(upper=9)):
+    for decade, group in predictions.groupby(age_decade(predictions["age"])):
         group_error = group["predicted"] - group["age"]
-        decades[f"{int(decade) * 10}-{int(decade) * 10 + 9}"] = {
+        decades[decade_label(decade)] = {
             "faces": len(group),
             "mae": round(float(group_error.abs().mean()), 3),
             "bias": round(float(group_error.mean()), 3),
@@ -107,21 +111,6 @@ def age_summary(predictions: pd.DataFrame) -> dict:
         "interval": "central 90% of the predicted age distribution",
         "per_decade": decades,
     }
-
-
-def _plot_predicted_vs_true(predictions: pd.DataFrame, path: Path) -> None:
-    figure = Figure(figsize=(5.5, 5))
-    axis = figure.subplots()
-    axis.scatter(predictions["age"], predictions["predicted"], s=6, alpha=0.4)
-    axis.plot([0, 100], [0, 100], color="grey", linewidth=1)
-    axis.set(
-        xlabel="true age",
-        ylabel="predicted age",
-        xlim=(0, 100),
-        ylim=(0, 100),
-        title=f"MAE {array_metrics.mae(predictions['predicted'], predictions['age']):.2f} on {len(predictions)} faces",
-    )
-    _save_figure(figure, path)
 
 
 # --- verification --------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 When identities are known, whole people go to one side: the same face in train and val makes
 validation flattering (see shared/datasets.md). A row without an identity counts as a person of its
-own. People are first picked band by band (decades of their median age) towards each band's share,
+own. People are first picked band by band (age_decades: the decade of their median age) towards each band's share,
 so val covers children and old people as train does; then single people are moved in or out, over
 all bands, while that brings the val share of images closer to the ratio. Without identities the split
 is random, stratified by age band, and meets the ratio to within one image.
@@ -17,12 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-BAND_YEARS = 10
+from face_match_age.evaluation.age_decades import age_decade
+
 SPLIT_TOLERANCE = 0.02  # the val share of images may differ from --val-ratio by this much (2 percentage points)
-
-
-def age_band(ages: pd.Series) -> pd.Series:
-    return (ages // BAND_YEARS).clip(upper=9)
 
 
 def split_records(
@@ -55,7 +52,7 @@ def _identity_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Gene
         .agg(images=("age", "size"), median_age=("age", "median"))
     )
     people = people.iloc[rng.permutation(len(people))]  # the seed decides who goes where
-    sizes, bands = people["images"].to_numpy(), age_band(people["median_age"]).to_numpy()
+    sizes, bands = people["images"].to_numpy(), age_decade(people["median_age"])
     chosen = np.zeros(len(people), bool)
     for band in np.unique(bands):  # band by band: val covers every age range train covers
         target, taken = val_ratio * sizes[bands == band].sum(), 0
@@ -83,7 +80,7 @@ def _approach_total(chosen: np.ndarray, sizes: np.ndarray, target: float) -> Non
 
 
 def _stratified_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Generator) -> pd.Series:
-    bands = age_band(records["age"])
+    bands = pd.Series(age_decade(records["age"]), index=records.index)
     counts = bands.value_counts().sort_index()
     wanted = val_ratio * counts
     per_band = np.floor(wanted).astype(int)
