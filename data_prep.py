@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config, save_config
 from face_match_age.device import choose_device
+from face_match_age.error_messages import print_error
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
 from face_match_age.files.output_files import OutputError, write_atomically, write_json
 from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
@@ -98,13 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare(args, config)
     except (PrepError, DownloadError, ArchiveError, MetadataError, OutputError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print_error(error)
         return 1
     except OSError as error:  # a full disk or a folder without write permission, while cropping or writing
-        print(
-            f"error: {error.strerror or error} ({error.filename or 'while preparing'}); fix that and run the same "
-            "command again: it continues where it stopped",
-            file=sys.stderr,
+        print_error(
+            f"{error.strerror or error} ({error.filename or 'while preparing'}); fix that and run the same "
+            "command again: it continues where it stopped"
         )
         return 1
     except Interrupted as stopped:

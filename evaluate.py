@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from config import Config
 from face_match_age.device import resolve_device
+from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics
 from face_match_age.evaluation.age_decades import age_decade, decade_label
 from face_match_age.evaluation.calibration import calibrate
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         LabelsError,
         ValueError,
     ) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print_error(error)
         return 1
     except BatchInterrupted as interrupt:
         print(

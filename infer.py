@@ -25,6 +25,7 @@ from pathlib import Path
 from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
 from face_match_age.detection.imaging import ImageLoadError, load_image
 from face_match_age.device import resolve_device
+from face_match_age.error_messages import print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
 from face_match_age.inference.analyzer import FaceAnalyzer, pair_result
@@ -184,10 +185,9 @@ def run_pair(args, config: Config, threshold) -> int:
     )
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
     if result["error"]:
-        print(
-            f"error: {result['error']}: use photos where the face is visible, frontal and at least "
-            f"{config.mtcnn_min_face_size} pixels wide",
-            file=sys.stderr,
+        print_error(
+            f"{result['error']}: use photos where the face is visible, frontal and at least "
+            f"{config.mtcnn_min_face_size} pixels wide"
         )
         return EXIT_NO_FACE
     return EXIT_OK
@@ -261,8 +261,7 @@ def _ms(seconds: float) -> float:
 
 
 def _fail(error: Exception, code: int) -> int:
-    message = " ".join(str(error).split())  # one line, whatever the exception held
-    print(f"error: {message}", file=sys.stderr)
+    print_error(error)
     return code
 
 

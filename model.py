@@ -19,6 +19,7 @@ from torch import nn
 
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config, ConfigArgumentParser, add_config_arguments, parse_config
 from face_match_age.device import choose_device
+from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import save_checkpoint_file
 from face_match_age.network.age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
 from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = build_age_model(config)
     except PretrainedWeightsError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 1
     parameters = sum(p.numel() for p in model.parameters())
     print(f"Age model: {parameters / 1e6:.1f}M parameters, {NUM_AGE_BINS} age bins ({MIN_AGE}-{MAX_AGE}); ready.")

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from callbacks import RandomStateCheckpoint, RunRecord, ValidationPredictionImages
 from config import Config, ConfigArgumentParser, add_config_arguments, batch_limit, parse_config
 from face_match_age.device import DeviceChoice, choose_device
+from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
     try:
         result = train(config, extra_callbacks)
     except (TrainingSetupError, TrainingDataError, LabelsError, PretrainedWeightsError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 1
     except TrainingStopped as stopped:
         _report_stop(stopped, argv)

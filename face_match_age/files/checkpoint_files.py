@@ -62,9 +62,3 @@ def checkpoint_damage(path: Path) -> str | None:
 def damaged_message(path: Path, reason: str, advice: str, kind: str = "checkpoint") -> str:
     """One line for a damaged checkpoint (or other torch.save file, named by `kind`): which file, why, what to do."""
     return f"{kind} {path} is damaged: {reason}. {advice}"
-
-
-def error_summary(error: BaseException) -> str:
-    """`Type: first line of the message`, whole: torch's loader errors run over several lines."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from config import Config, save_config
+from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
@@ -292,7 +293,7 @@ def _write_results(
         for analysis in analyses:
             done[analysis.source] = analysis
             if analysis.error:  # one line per failed photo, above the progress bar; its rows say it too
-                tqdm.write(f"error: {' '.join(analysis.error.split())}", file=sys.stderr)
+                tqdm.write(error_line(analysis.error), file=sys.stderr)
             for index in waiting.pop(analysis.source, []):
                 pair = pairs[index]
                 if str(pair.path1) not in done or str(pair.path2) not in done:

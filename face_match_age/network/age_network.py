@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
-from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message, error_summary
+from face_match_age.error_messages import error_summary
+from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
 from face_match_age.network.weights import load_backbone
 
 EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size

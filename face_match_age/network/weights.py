@@ -15,7 +15,8 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
 
-from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message, error_summary
+from face_match_age.error_messages import error_summary
+from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
 from face_match_age.files.downloader import DownloadError, download
 
 _RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
@@ -95,7 +96,7 @@ def load_backbone(
     except RuntimeError as error:
         raise PretrainedWeightsError(
             f"{path} does not hold InceptionResnetV1 weights with the expected layout "
-            f"({str(error).splitlines()[0]}). {remedy}"
+            f"({error_summary(error)}). {remedy}"
         ) from None
     return _drop_classifier(backbone)
 
