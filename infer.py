@@ -28,7 +28,7 @@ from face_match_age.device import resolve_device
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
-from face_match_age.inference.analyzer import FaceAnalyzer, pair_result
+from face_match_age.inference.analyzer import FaceAnalyzer, pair_row
 from face_match_age.inference.annotate import comparison_image
 from face_match_age.inference.batch import (
     BatchInterrupted,
@@ -210,7 +210,7 @@ def compare_and_write(
     analysis_start = time.perf_counter()
     first, second = analyzer.analyze_many(photos, all_faces=all_faces, names=[str(p) for p in paths])
     rule = analyzer.config.verification_threshold if threshold is None else threshold
-    result = pair_json(paths, pair_result(first, second, rule), analyzer)
+    result = pair_json(paths, pair_row(*paths, first, second, rule), analyzer)
     result["timings_ms"] = {**(timings or {}), "analyze": _ms(time.perf_counter() - analysis_start)}
     stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
     image_path = out_dir / f"{stem}_result.jpg"
@@ -225,12 +225,10 @@ def compare_and_write(
     return result, written
 
 
-def pair_json(paths: list[Path], result: dict, analyzer: FaceAnalyzer) -> dict:
-    """The seed's JSON layout first (image names, faces, verification), then what this toolkit adds."""
+def pair_json(paths: list[Path], row: dict, analyzer: FaceAnalyzer) -> dict:
+    """The pair's row (analyzer.pair_row: the seed's JSON layout), then what pair mode adds."""
     return {
-        "image_1": paths[0].name,
-        "image_2": paths[1].name,
-        **result,
+        **row,
         "path_1": str(paths[0]),
         "path_2": str(paths[1]),
         "models": {

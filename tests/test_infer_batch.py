@@ -264,3 +264,43 @@ def test_photos_too_small_for_a_face_fail_their_rows_only(
     assert rows[4]["error"] is None and rows[4]["verification"]["similarity_score"] is not None
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 4 and all(line.startswith("error: no face found in") for line in err.splitlines())
+
+
+def test_a_weights_error_in_a_worker_process_reaches_the_parent_as_a_weights_error(
+    pairs_dir, tmp_path, age_checkpoint, monkeypatch
+):
+    import functools
+
+    from config import Config
+    from face_match_age.inference.analyzer import FaceAnalyzer
+    from face_match_age.inference.batch import read_pairs_csv, run_batch
+    from face_match_age.network.weights import PRETRAINED, PretrainedWeightsError
+
+    torch_home = tmp_path / "torch_home"  # the worker processes inherit it from the environment
+    (torch_home / "checkpoints").mkdir(parents=True)
+    (torch_home / "checkpoints" / PRETRAINED["vggface2"].file_name).write_bytes(b"not a weights file")
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    pairs = read_pairs_csv(pairs_dir / "pairs.csv")
+    make_analyzer = functools.partial(FaceAnalyzer, Config(), age_checkpoint=age_checkpoint)
+    messages = {}
+    for devices in (1, 2):
+        with pytest.raises(PretrainedWeightsError) as raised:
+            run_batch(pairs, tmp_path / f"out_{devices}", make_analyzer, 0.7, config=Config(), devices=devices)
+        messages[devices] = str(raised.value)
+    assert messages[2] == messages[1]
+
+
+def test_a_pair_gets_the_same_result_fields_in_pair_mode_and_in_a_batch(
+    pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint
+):
+    images = pairs_dir / "imgs"
+    pair_args = (images / "astronaut.jpg", images / "astronaut_edit.jpg", tmp_path / "pair", "--json")
+    assert _run(*pair_args, checkpoint=age_checkpoint) == infer.EXIT_OK
+    pair = json.loads((tmp_path / "pair" / "astronaut_vs_astronaut_edit_data.json").read_text())
+    (pairs_dir / "one.csv").write_text("img1,img2\nimgs/astronaut.jpg,imgs/astronaut_edit.jpg\n")
+    assert _run("--pairs", pairs_dir / "one.csv", tmp_path / "batch", checkpoint=age_checkpoint) == infer.EXIT_OK
+    row = _results(tmp_path / "batch")[0][0]
+    assert [key for key in pair if key in row] == [key for key in row if key in pair]  # same fields, same order
+    assert {key: row[key] for key in row if key in pair} == {key: pair[key] for key in pair if key in row}
+    assert set(pair) - set(row) == {"path_1", "path_2", "models", "timings_ms"}
+    assert set(row) - set(pair) == {"pair_index", "img1", "img2", "label", "worker_ranks"}

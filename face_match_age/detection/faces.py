@@ -18,6 +18,10 @@ from PIL import Image
 from config import Config
 
 
+class NoFaceError(ValueError):
+    """A photo in which MTCNN found no face (or one too small to hold a face it could find)."""
+
+
 def build_face_detector(config: Config, device: torch.device | str = "cpu") -> MTCNN:
     """MTCNN returning every face as 0..255 pixels (post_process=False): `imaging.face_to_tensor`
     applies the one standardisation, so it is never done twice."""
@@ -87,6 +91,21 @@ def detect_faces_batch(detector: MTCNN, images: list[Image.Image], config: Confi
         for index, boxes, probabilities in zip(indices, batch_boxes, batch_probabilities):
             results[index] = _faces_in(images[index], boxes, probabilities, shrunk[index][1], config)
     return results
+
+
+def require_faces(found: DetectedFaces, image_size: tuple[int, int], config: Config, source: str) -> DetectedFaces:
+    """`found` when it holds a face; otherwise raises NoFaceError naming `source` and, for a photo too small
+    to hold a face (see too_small_for_detection), saying so."""
+    if len(found):
+        return found
+    message = f"no face found in {source}"
+    if too_small_for_detection(image_size, config):
+        width, height = image_size
+        message += (
+            f" (at {width}x{height} pixels it is too small or too narrow to hold a face of "
+            f"mtcnn_min_face_size={config.mtcnn_min_face_size} pixels)"
+        )
+    raise NoFaceError(message)
 
 
 def too_small_for_detection(size: tuple[int, int], config: Config) -> bool:

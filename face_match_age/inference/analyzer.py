@@ -20,17 +20,20 @@ import numpy as np
 import torch
 
 from config import Config
-from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face, too_small_for_detection
-from face_match_age.detection.imaging import ImageInput, face_to_tensor, load_image
+from face_match_age.detection.faces import (
+    NoFaceError,
+    build_face_detector,
+    detect_faces_batch,
+    require_faces,
+    select_face,
+)
+from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to_tensor, load_image
 from face_match_age.device import resolve_device
+from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
 from face_match_age.network.weights import load_backbone
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
-
-
-class NoFaceError(ValueError):
-    """A photo in which MTCNN found no face."""
 
 
 @dataclass
@@ -56,19 +59,24 @@ class FaceRecord:
 
 @dataclass
 class PhotoAnalysis:
-    """What one photo gave: its faces, the one chosen by the face-selection rule, or an error."""
+    """What one photo gave: its faces, the one chosen by the face-selection rule, or why it failed."""
 
     source: str
     size: tuple[int, int] | None = None
     faces: list[FaceRecord] = field(default_factory=list)
     chosen: int | None = None
-    error: str | None = None
+    failure: ValueError | None = None  # ImageLoadError or NoFaceError: kept, so one photo never stops the others
     worker_rank: int = 0
     faces_found: int = 0  # detected in the photo, even when only the chosen one is kept
 
     @property
     def face(self) -> FaceRecord | None:
         return None if self.chosen is None else self.faces[self.chosen]
+
+    @property
+    def error(self) -> str | None:
+        """The failure's message, as results report it."""
+        return None if self.failure is None else str(self.failure)
 
 
 class FaceAnalyzer:
@@ -165,8 +173,8 @@ class FaceAnalyzer:
             try:
                 images.append(load_image(photo))
                 analysis.size = images[-1].size
-            except ValueError as error:  # ImageLoadError: unreadable, truncated, too large...
-                analysis.error = str(error)
+            except ImageLoadError as error:  # unreadable, truncated, too large...
+                analysis.failure = error
                 images.append(None)
             analyses.append(analysis)
         readable = [i for i, image in enumerate(images) if image is not None]
@@ -179,14 +187,10 @@ class FaceAnalyzer:
 
     def _keep_faces(self, analysis: PhotoAnalysis, found, all_faces: bool) -> torch.Tensor | None:
         """Record the detected faces on `analysis`; returns the crops worth the networks' time."""
-        if len(found) == 0:
-            analysis.error = f"no face found in {analysis.source}"
-            if too_small_for_detection(analysis.size, self.config):
-                width, height = analysis.size
-                analysis.error += (
-                    f" (at {width}x{height} pixels it is too small or too narrow to hold a face of "
-                    f"mtcnn_min_face_size={self.config.mtcnn_min_face_size} pixels)"
-                )
+        try:
+            require_faces(found, analysis.size, self.config, analysis.source)
+        except NoFaceError as error:
+            analysis.failure = error
             return None
         analysis.faces_found = len(found)
         analysis.faces = [
@@ -241,10 +245,19 @@ def verification_result(similarity: float, threshold: float) -> dict:
     }
 
 
-def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
+def pair_row(
+    path_1: Path, path_2: Path, first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold
+) -> dict:
+    """A pair's result as infer.py writes it, for one pair (the --json file) and for each row of a batch: the
+    photos' file names, then pair_result. Each mode adds its own fields around these."""
+    return {"image_1": Path(path_1).name, "image_2": Path(path_2).name, **pair_result(first, second, threshold)}
+
+
+def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold) -> dict:
     """The seed's pair JSON body (plus additions) for two analysed photos. A missing face gives a null face,
     null verification and an `error`: a pair is never called a match unless both faces were found.
-    `threshold` is a number, or a rule with choose(age_gap) -> (threshold, why) such as a calibration."""
+    `threshold`: a fixed number, or a calibration whose threshold depends on the predicted age gap (its
+    choice and the reason for it are reported as `threshold_source`)."""
     result = {
         "face_1": _face_dict(first),
         "face_2": _face_dict(second),
@@ -270,7 +283,7 @@ def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
     similarity = cosine_similarity(first.face.embedding, second.face.embedding)
     if first.face.age_prediction is not None and second.face.age_prediction is not None:
         result["age_gap"] = round(abs(first.face.age_prediction - second.face.age_prediction), 2)
-    if hasattr(threshold, "choose"):
+    if isinstance(threshold, CalibratedThreshold):
         threshold, why = threshold.choose(result["age_gap"])
         result["verification"] = verification_result(similarity, threshold) | {"threshold_source": why}
     else:
@@ -287,10 +300,8 @@ def _face_dict(analysis: PhotoAnalysis) -> dict | None:
 
 
 def _raise_for(analysis: PhotoAnalysis) -> None:
-    if analysis.error and analysis.error.startswith("no face"):
-        raise NoFaceError(analysis.error)
-    if analysis.error:
-        raise ValueError(analysis.error)
+    if analysis.failure is not None:
+        raise analysis.failure
 
 
 def _describe(photo: ImageInput) -> str:

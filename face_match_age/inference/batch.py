@@ -34,7 +34,7 @@ from config import Config, save_config
 from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
-from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
+from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_row
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 
@@ -311,9 +311,7 @@ def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold)
         "img1": pair.img1,
         "img2": pair.img2,
         "label": pair.label,
-        "image_1": pair.path1.name,
-        "image_2": pair.path2.name,
-        **pair_result(first, second, threshold),
+        **pair_row(pair.path1, pair.path2, first, second, threshold),
         "worker_ranks": [first.worker_rank, second.worker_rank],
     }
 
@@ -388,8 +386,8 @@ def _analyses_sharded(
                 yield payload
             elif kind == "done":
                 finished += 1
-            else:
-                raise CheckpointError(payload) if kind == "model" else RuntimeError(payload)
+            else:  # "model": the worker's own exception, so it ends the run as it would with --devices 1
+                raise payload
     finally:
         for worker in workers:
             worker.join(timeout=1) if finished == len(workers) else worker.terminate()
@@ -411,7 +409,8 @@ def _shard_worker(
     try:
         analyzer = make_analyzer(device=_device_for(rank, world, device))
     except (CheckpointError, PretrainedWeightsError) as error:
-        results.put(("model", " ".join(str(error).split())))
+        # Sent whole: it pickles (one message argument), so the parent raises the same type with the same text.
+        results.put(("model", error))
         return
     mine = photos[rank::world]
     for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
