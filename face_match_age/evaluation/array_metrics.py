@@ -94,6 +94,8 @@ def _scores_in_unit_range(scores) -> torch.Tensor:
 
 def threshold_at_far(scores, labels, target_far: float) -> float:
     """The lowest threshold whose FAR does not exceed `target_far` (accepting `> threshold`)."""
+    # A sort counted in whole pairs, not the ROC: torchmetrics' rates are float32, where 1,000 accepted out of
+    # 1,000,000 reads as more than 1e-3, and calibration needs this exact threshold.
     negatives = np.sort(np.asarray(scores, float)[~np.asarray(labels, bool)])[::-1]
     if len(negatives) == 0:
         return float("nan")
