@@ -121,8 +121,10 @@ class RunRecord(L.Callback):
 
 
 class RandomStateCheckpoint(L.Callback):
-    """Saves Python, NumPy and torch generator states with each checkpoint and restores them when the
-    first resumed epoch starts (after any sanity check, which draws random numbers of its own).
+    """Saves Python, NumPy and torch generator states with each checkpoint and restores them before the
+    resumed run makes its first training data iterator: on loading the checkpoint, and again after the
+    sanity check (which draws random numbers of its own) when one runs. Lightning's public hooks offer no
+    later point before that iterator, which the uninterrupted run makes at the epoch start.
 
     Only exact for epoch-end checkpoints and for augmentations drawn in the main process (num_workers 0):
     worker processes keep generators of their own. After an in-epoch checkpoint (checkpointing.LastCheckpoint)
@@ -148,11 +150,18 @@ class RandomStateCheckpoint(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._pending = state_dict
+        self._restore()
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = None  # the data iterator is made: later sanity checks (a new fit) restore nothing
+
+    def _restore(self) -> None:
         if self._pending is None:
             return
-        state, self._pending = self._pending, None
+        state = self._pending
         version, mt_state, gauss = state["python"]
         random.setstate((version, tuple(mt_state), gauss))
         kind, keys, position, has_gauss, cached = state["numpy"]
@@ -160,6 +169,3 @@ class RandomStateCheckpoint(L.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-        # An uninterrupted run makes a fresh data iterator right after this hook, drawing from the generators;
-        # a resumed one reuses the iterator made before the restore. Making it now keeps both in step.
-        iter(trainer.fit_loop._data_fetcher)

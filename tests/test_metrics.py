@@ -95,3 +95,68 @@ def test_calibration_meets_its_target_overall_and_per_band():
     assert threshold == record["bands"]["20+"]["threshold"] and why["band"] == "20+"
     threshold, why = threshold_for(record, None, "cal.json")
     assert threshold == record["overall"]["threshold"] and "overall" in why["reason"]
+
+
+def _pairs_with_ties(count: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine-like scores in [-1, 1], rounded so that many tie, same-person pairs scoring higher on average."""
+    rng = np.random.default_rng(1)
+    labels = rng.random(count) < 0.3
+    scores = np.clip(rng.normal(np.where(labels, 0.4, -0.1), 0.3), -1, 1).round(2)
+    return scores, labels
+
+
+def _reference_roc(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(FAR, TAR) by counting accepted pairs at every distinct score, from accepting nothing to accepting all."""
+    thresholds = np.concatenate([[np.inf], np.unique(scores)[::-1], [-np.inf]])
+    rates = np.array([array_metrics.rates_at(t, scores, labels) for t in thresholds])
+    return rates[:, 0], rates[:, 1]
+
+
+def test_auc_matches_counting_every_pair_on_random_scores():
+    scores, labels = _pairs_with_ties()
+    positives, negatives = scores[labels], scores[~labels]
+    wins = (positives[:, None] > negatives[None, :]).sum() + 0.5 * (positives[:, None] == negatives[None, :]).sum()
+    assert array_metrics.roc_auc(scores, labels) == pytest.approx(wins / (len(positives) * len(negatives)), abs=1e-6)
+
+
+def test_roc_curve_matches_counting_at_every_threshold_on_random_scores():
+    scores, labels = _pairs_with_ties()
+    far, tar, thresholds = array_metrics.roc_curve(scores, labels)
+    reference_far, reference_tar = _reference_roc(scores, labels)
+    # the reference also evaluates the highest score itself, a second "accept nothing" point
+    np.testing.assert_allclose(far, np.delete(reference_far, 1), atol=1e-6)
+    np.testing.assert_allclose(tar, np.delete(reference_tar, 1), atol=1e-6)
+    measured = np.array([array_metrics.rates_at(t, scores, labels) for t in thresholds])
+    np.testing.assert_allclose(measured[:, 0], far, atol=1e-6)  # each threshold accepts what its point says
+
+
+def test_equal_error_rate_matches_interpolating_the_counted_roc_on_random_scores():
+    scores, labels = _pairs_with_ties()
+    far, tar = _reference_roc(scores, labels)
+    difference = far - (1 - tar)
+    crossing = int(np.argmax(difference >= 0))
+    weight = difference[crossing - 1] / (difference[crossing - 1] - difference[crossing])
+    expected = far[crossing - 1] + weight * (far[crossing] - far[crossing - 1])
+    assert array_metrics.equal_error_rate(scores, labels) == pytest.approx(expected, abs=1e-6)
+
+
+def test_best_threshold_matches_trying_every_candidate_on_random_scores():
+    scores, labels = _pairs_with_ties()
+    distinct = np.unique(scores)
+    candidates = np.concatenate([[distinct[0] - 1e-6], (distinct[:-1] + distinct[1:]) / 2, [distinct[-1]]])
+    accuracies = [array_metrics.accuracy_at(t, scores, labels) for t in candidates]
+    threshold, accuracy = array_metrics.best_accuracy_threshold(scores, labels)
+    assert threshold == candidates[int(np.argmax(accuracies))]
+    assert accuracy == max(accuracies)
+
+
+def test_best_threshold_with_one_class_accepts_all_or_nothing():
+    assert array_metrics.best_accuracy_threshold([0.3, 0.8], [1, 1]) == pytest.approx((0.3 - 1e-6, 1.0))
+    assert array_metrics.best_accuracy_threshold([0.3, 0.8], [0, 0]) == (0.8, 1.0)
+
+
+def test_roc_figures_of_one_class_are_undefined():
+    assert math.isnan(array_metrics.roc_auc([0.3, 0.8], [1, 1]))
+    assert math.isnan(array_metrics.equal_error_rate([0.3, 0.8], [0, 0]))
+    with pytest.raises(ValueError, match="both"):
+        array_metrics.roc_curve([0.3, 0.8], [1, 1])

@@ -1,9 +1,12 @@
 """Pretrained weights resolve exactly where facenet-pytorch looks ($TORCH_HOME/checkpoints)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import write_facenet_weights
 from facenet_pytorch import InceptionResnetV1
+from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
 
 from face_match_age.network import weights
 from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
@@ -94,3 +97,25 @@ def test_a_broken_file_the_user_named_is_not_met_with_download_advice(tmp_path, 
     for error in (truncated.value, foreign.value):
         assert str(named) in str(error) and "name another file" in str(error)
         assert "Delete it" not in str(error) and "to download" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"TORCH_HOME": "{tmp}/torch-home", "XDG_CACHE_HOME": "{tmp}/ignored-cache"},
+        {"TORCH_HOME": None, "XDG_CACHE_HOME": "{tmp}/cache"},
+        {"TORCH_HOME": None, "XDG_CACHE_HOME": None},
+        {"TORCH_HOME": "~/torch-home", "XDG_CACHE_HOME": None},
+    ],
+)
+def test_weights_folder_is_where_facenet_pytorch_downloads(environment, tmp_path, monkeypatch):
+    # facenet-pytorch downloads into os.path.join(get_torch_home(), "checkpoints"). get_torch_home is not
+    # exported, so the toolkit has its own copy of the rule; this fails when the two folders part.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for variable, value in environment.items():
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value.format(tmp=tmp_path))
+    facenet_folder = Path(get_torch_home()) / "checkpoints"
+    assert weights_path("vggface2").parent == facenet_folder

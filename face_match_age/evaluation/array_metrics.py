@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 AGE_GAP_BANDS = (("0-5", 0, 5), ("5-10", 5, 10), ("10-20", 10, 20), ("20+", 20, math.inf))
 
@@ -32,13 +34,11 @@ def age_gap_band(gap: float) -> str | None:
 
 def roc_auc(scores, labels) -> float:
     """Probability that a random same-person pair scores above a random different-person pair (ties 1/2)."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    positives, negatives = scores[labels], scores[~labels]
-    if len(positives) == 0 or len(negatives) == 0:
+    labels = np.asarray(labels, bool)
+    if not _has_both_classes(labels):
         return float("nan")
-    greater = (positives[:, None] > negatives[None, :]).sum()
-    ties = (positives[:, None] == negatives[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
+    # the trapezoid under the exact ROC, which counts a tied pair as half
+    return float(binary_auroc(_scores_in_unit_range(scores), torch.tensor(labels, dtype=torch.long)))
 
 
 def rates_at(threshold: float, scores, labels) -> tuple[float, float]:
@@ -51,15 +51,24 @@ def rates_at(threshold: float, scores, labels) -> tuple[float, float]:
 
 
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(FAR, TAR, thresholds) over every distinct score, from accepting nothing to accepting all."""
-    scores = np.asarray(scores, float)
-    thresholds = np.concatenate([[np.inf], np.unique(scores)[::-1], [-np.inf]])
-    rates = np.array([rates_at(t, scores, labels) for t in thresholds])
-    return rates[:, 0], rates[:, 1], thresholds
+    """(FAR, TAR, thresholds) over every distinct score, from accepting nothing to accepting all; each point
+    accepts the pairs scoring above its threshold. Needs same-person and different-person pairs."""
+    labels = np.asarray(labels, bool)
+    if not _has_both_classes(labels):
+        raise ValueError("a ROC needs both same-person and different-person pairs")
+    far, tar, _ = binary_roc(_scores_in_unit_range(scores), torch.tensor(labels, dtype=torch.long))
+    # torchmetrics accepts scores >= its threshold: the same point accepting "> threshold" sits on the next
+    # lower distinct score (minus infinity after the lowest)
+    distinct_descending = np.unique(np.asarray(scores, float))[::-1]
+    thresholds = np.concatenate([[np.inf], distinct_descending[1:], [-np.inf]])
+    return far.double().numpy(), tar.double().numpy(), thresholds
 
 
 def equal_error_rate(scores, labels) -> float:
     """The error rate where FAR equals FRR (1 - TAR), linearly interpolated along the ROC."""
+    if not _has_both_classes(np.asarray(labels, bool)):
+        return float("nan")
+    # torchmetrics' binary_eer takes the nearest ROC point instead of interpolating, hence the crossing here
     far, tar, _ = roc_curve(scores, labels)
     frr = 1 - tar
     difference = far - frr  # falls from -1 (accept nothing) to +1 (accept all)
@@ -71,8 +80,22 @@ def equal_error_rate(scores, labels) -> float:
     return float(far[crossing - 1] + weight * (far[crossing] - far[crossing - 1]))
 
 
+def _has_both_classes(labels: np.ndarray) -> bool:
+    return bool(labels.any() and (~labels).any())
+
+
+def _scores_in_unit_range(scores) -> torch.Tensor:
+    """The scores' dense ranks scaled into [0, 1]: same order, same ties. torchmetrics reads scores outside
+    [0, 1] (a negative cosine similarity) as logits and squashes them with a sigmoid, which can merge
+    near-equal scores; ranks keep every distinct score apart."""
+    _, ranks = np.unique(np.asarray(scores, float), return_inverse=True)
+    return torch.from_numpy(ranks / max(int(ranks.max(initial=0)), 1))
+
+
 def threshold_at_far(scores, labels, target_far: float) -> float:
     """The lowest threshold whose FAR does not exceed `target_far` (accepting `> threshold`)."""
+    # A sort counted in whole pairs, not the ROC: torchmetrics' rates are float32, where 1,000 accepted out of
+    # 1,000,000 reads as more than 1e-3, and calibration needs this exact threshold.
     negatives = np.sort(np.asarray(scores, float)[~np.asarray(labels, bool)])[::-1]
     if len(negatives) == 0:
         return float("nan")
@@ -90,9 +113,16 @@ def accuracy_at(threshold: float, scores, labels) -> float:
 
 
 def best_accuracy_threshold(scores, labels) -> tuple[float, float]:
-    """(threshold, accuracy) maximising accuracy; thresholds halfway between neighbouring scores."""
-    distinct = np.unique(np.asarray(scores, float))
+    """(threshold, accuracy) maximising accuracy; thresholds halfway between neighbouring scores (the lowest
+    of equally good ones)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    distinct = np.unique(scores)
     candidates = np.concatenate([[distinct[0] - 1e-6], (distinct[:-1] + distinct[1:]) / 2, [distinct[-1]]])
-    accuracies = [accuracy_at(t, scores, labels) for t in candidates]
-    best = int(np.argmax(accuracies))
-    return float(candidates[best]), float(accuracies[best])
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not _has_both_classes(labels):  # one class: accept all or nothing
+        return (float(candidates[0]), 1.0) if negatives == 0 else (float(candidates[-1]), 1.0)
+    far, tar, _ = roc_curve(scores, labels)  # from the highest threshold down, so reversed to match `candidates`
+    # the rates come back in float32: counting whole pairs keeps equally good thresholds exactly equal
+    correct = np.rint(tar[::-1] * positives) + negatives - np.rint(far[::-1] * negatives)
+    best = int(np.argmax(correct))
+    return float(candidates[best]), float(correct[best] / len(scores))

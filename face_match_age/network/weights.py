@@ -8,12 +8,12 @@ fails the user gets one message naming the file, the folder and the URL.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from facenet_pytorch import InceptionResnetV1
-from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
 
 from face_match_age.error_messages import error_summary
 from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
@@ -44,7 +44,15 @@ class PretrainedWeightsError(RuntimeError):
 
 def weights_path(name: str) -> Path:
     """Where facenet-pytorch keeps (and we look for) the `name` weights."""
-    return Path(get_torch_home()) / "checkpoints" / _spec(name).file_name
+    return torch_home() / "checkpoints" / _spec(name).file_name
+
+
+def torch_home() -> Path:
+    """$TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch: the rule of facenet-pytorch (which does
+    not export it) and of torch itself. Not torch.hub.get_dir(): torch.hub.set_dir() moves that folder
+    while facenet-pytorch keeps reading these variables."""
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
 RANDOM_WEIGHTS_HINT = "or pass --pretrained none to start from random weights"
