@@ -1,6 +1,9 @@
-"""The age model for training: a LightningModule around InceptionResnetV1 (VGGFace2) and a 101-bin
-age head trained with KL divergence against Gaussian label distributions (see
-face_match_age/network/age_network.py for the network and its maths, which inference uses without Lightning).
+"""The training wrapper: AgeEstimationModel, a LightningModule around the age network.
+
+The network itself, InceptionResnetV1 (VGGFace2) plus a 101-bin age head, is AgeNetwork in
+face_match_age/network/age_network.py, with its maths; inference loads it there without Lightning.
+AgeEstimationModel keeps one AgeNetwork as `.network` and adds what only training needs: the KL
+divergence loss against Gaussian label distributions, metrics, the optimizer and backbone freezing.
 
 Run `python model.py` to check an installation: it reports the device and precision this machine
 would use, where the pretrained weights are expected, and builds the model once.
@@ -21,8 +24,14 @@ from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config, ConfigArgumentParser,
 from face_match_age.device import choose_device
 from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import save_checkpoint_file
-from face_match_age.network.age_network import age_interval, age_kl_loss, age_std, build_age_head, expected_age
-from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
+from face_match_age.network.age_network import (
+    AgeNetwork,
+    age_kl_loss,
+    checkpoint_parameter_name,
+    expected_age,
+    upgrade_state_dict,
+)
+from face_match_age.network.weights import PretrainedWeightsError, weights_path
 
 
 class CumulativeScore(torchmetrics.Metric):
@@ -46,26 +55,28 @@ class CumulativeScore(torchmetrics.Metric):
 
 
 class AgeEstimationModel(L.LightningModule):
-    """Age from a standardised 3x160x160 face tensor (see imaging.face_to_tensor).
+    """Trains AgeNetwork (`.network`) on standardised 3x160x160 faces (see imaging.face_to_tensor).
 
+    The defaults are the config's, so a checkpoint that lacks a setting loads with the config's value.
     `load_pretrained_weights=False` builds the same network without fetching the pretrained backbone;
     `load_from_checkpoint` uses it, since the checkpoint already holds the trained backbone.
     """
 
     def __init__(
         self,
-        pretrained: str | None = "vggface2",
-        learning_rate: float = 1e-4,
-        label_sigma: float = 2.0,
-        head_hidden_dim: int = 256,
-        head_dropout: float = 0.2,
-        freeze_backbone_epochs: int = 0,
+        pretrained: str | None = Config.pretrained,
+        learning_rate: float = Config.learning_rate,
+        label_sigma: float = Config.label_sigma,
+        head_hidden_dim: int = Config.head_hidden_dim,
+        head_dropout: float = Config.head_dropout,
+        freeze_backbone_epochs: int = Config.freeze_backbone_epochs,
         load_pretrained_weights: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["load_pretrained_weights"])
-        self.backbone = load_backbone(pretrained if load_pretrained_weights else None)
-        self.head = build_age_head(head_hidden_dim, head_dropout)
+        self.network = AgeNetwork(
+            head_hidden_dim, head_dropout, backbone_weights=pretrained if load_pretrained_weights else None
+        )
         # One metric object per stage, so Lightning accumulates and resets each over its own epoch.
         self.stage_metrics = nn.ModuleDict()
         for stage in ("train", "val", "test"):
@@ -82,9 +93,14 @@ class AgeEstimationModel(L.LightningModule):
             checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, **kwargs
         )
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning calls this before loading the state dict, in load_from_checkpoint and in a Trainer resume:
+        # checkpoints from before AgeNetwork name the weights "backbone.*" and "head.*", not "network.*".
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
+
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
-        return self.head(self.backbone(faces))
+        return self.network(faces)
 
     def _common_step(self, batch, stage: str) -> torch.Tensor:
         faces, ages = batch[0], batch[1]
@@ -119,8 +135,7 @@ class AgeEstimationModel(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         faces = batch[0] if isinstance(batch, (list, tuple)) else batch
-        logits = self(faces)
-        return {"age": expected_age(logits), "age_std": age_std(logits), "age_interval": age_interval(logits)}
+        return self.network.predict(faces)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Only trainable parameters: FreezeBackbone adds the backbone's as a new group when it thaws.
@@ -137,13 +152,23 @@ class FreezeBackbone(BaseFinetuning):
         self.epochs = epochs
 
     def freeze_before_training(self, pl_module: AgeEstimationModel) -> None:
-        self.freeze(
-            pl_module.backbone, train_bn=False
-        )  # BatchNorm too: its statistics are part of the pretrained features
+        # BatchNorm too: its statistics are part of the pretrained features.
+        self.freeze(pl_module.network.backbone, train_bn=False)
 
     def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
         if current_epoch == self.epochs:
-            self.unfreeze_and_add_param_group(pl_module.backbone, optimizer, initial_denom_lr=1.0)
+            self.unfreeze_and_add_param_group(pl_module.network.backbone, optimizer, initial_denom_lr=1.0)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # The saved optimizer groups list parameters by name; checkpoints from before AgeNetwork use old names.
+        metadata = state_dict.get("internal_optimizer_metadata", {})
+        renamed = {
+            index: [
+                {**group, "params": [checkpoint_parameter_name(name) for name in group["params"]]} for group in groups
+            ]
+            for index, groups in metadata.items()
+        }
+        super().load_state_dict({**state_dict, "internal_optimizer_metadata": renamed})
 
 
 def backbone_freezing(epochs: int) -> FreezeBackbone | None:

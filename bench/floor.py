@@ -3,7 +3,8 @@
     uv run python -m bench.floor IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON
 
 It calls MTCNN and InceptionResnetV1 directly (the age model is the same InceptionResnetV1 plus the
-same head, loaded from the checkpoint's state dict) with none of the toolkit's checks or options.
+same head, loaded from the checkpoint's state dict) with none of the toolkit's checks or options; it
+borrows only network_state_dict, which finds the weights in checkpoints of any layout.
 Deliberately bare: it is a yardstick, not a tool.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import torch
 from facenet_pytorch import MTCNN, InceptionResnetV1
 from PIL import Image, ImageDraw
+
+from face_match_age.network.age_network import network_state_dict
 
 
 def load_models(age_checkpoint, device="cpu"):
@@ -27,8 +30,8 @@ def load_models(age_checkpoint, device="cpu"):
         torch.nn.Linear(256, 101),
     )
     state = torch.load(age_checkpoint, map_location=device, weights_only=True)["state_dict"]
-    backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")})
-    head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+    backbone.load_state_dict(network_state_dict(state, "backbone"))
+    head.load_state_dict(network_state_dict(state, "head"))
     age_model = torch.nn.Sequential(backbone, head).to(device).eval()
     verifier = InceptionResnetV1(pretrained="vggface2").to(device).eval()
     return mtcnn, age_model, verifier

@@ -1,10 +1,12 @@
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import random_faces
+from conftest import calibrate_batchnorm, random_faces
 from torch.utils.data import DataLoader, TensorDataset
 
 import model as model_module
@@ -17,8 +19,16 @@ from face_match_age.network.age_network import (
     expected_age,
     gaussian_label_distribution,
     load_age_model,
+    network_state_dict,
 )
-from model import AgeEstimationModel, CumulativeScore, FreezeBackbone, backbone_freezing, build_age_model
+from model import (
+    AgeEstimationModel,
+    CumulativeScore,
+    FreezeBackbone,
+    backbone_freezing,
+    build_age_model,
+    save_age_checkpoint,
+)
 
 
 def _tiny_trainer(tmp_path, **overrides):
@@ -169,29 +179,37 @@ def test_a_checkpoint_of_another_network_is_named_with_what_did_not_fit(tmp_path
         load_age_model(foreign)
 
 
+def test_inference_imports_the_network_without_lightning():
+    # A cold infer.py start would pay for importing Lightning; the network module is kept free of it.
+    probe = "import sys, infer, face_match_age.network; print(sorted(m for m in sys.modules if 'lightning' in m))"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 class _BackboneSnapshots(L.Callback):
     def __init__(self):
         self.snapshots = []
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.snapshots.append(pl_module.backbone.last_linear.weight.detach().clone())
+        self.snapshots.append(pl_module.network.backbone.last_linear.weight.detach().clone())
 
 
 @pytest.mark.parametrize("freeze_epochs", [1, -1])
 def test_backbone_stays_frozen_for_the_configured_epochs(tmp_path, freeze_epochs):
     torch.manual_seed(0)
     model = AgeEstimationModel(pretrained=None, learning_rate=1e-2, freeze_backbone_epochs=freeze_epochs)
-    start_backbone = model.backbone.last_linear.weight.detach().clone()
-    start_bn = model.backbone.last_bn.running_mean.clone()
-    start_head = model.head[1].weight.detach().clone()
+    start_backbone = model.network.backbone.last_linear.weight.detach().clone()
+    start_bn = model.network.backbone.last_bn.running_mean.clone()
+    start_head = model.network.head[1].weight.detach().clone()
     snapshots = _BackboneSnapshots()
     trainer = _tiny_trainer(
         tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[backbone_freezing(freeze_epochs), snapshots]
     )
     trainer.fit(model, _tiny_loader())
     assert torch.equal(snapshots.snapshots[0], start_backbone)  # epoch 0: frozen
-    assert torch.equal(model.backbone.last_bn.running_mean, start_bn) or freeze_epochs == 1
-    assert not torch.equal(model.head[1].weight, start_head)  # the head always learns
+    assert torch.equal(model.network.backbone.last_bn.running_mean, start_bn) or freeze_epochs == 1
+    assert not torch.equal(model.network.head[1].weight, start_head)  # the head always learns
     thawed = not torch.equal(snapshots.snapshots[1], start_backbone)
     assert thawed == (freeze_epochs == 1)
 
@@ -213,3 +231,97 @@ def test_model_check_command_explains_missing_weights(capsys, empty_torch_home):
     assert "weights: missing" in captured.out
     assert "could not be downloaded" in captured.err and "20180402-114759-vggface2.pt" in captured.err
     assert model_module.main(["--pretrained", "none"]) == 0
+
+
+# --- checkpoints written before AgeEstimationModel wrapped AgeNetwork --------------------------------
+
+
+def _pre_network_name(name: str) -> str:
+    return name.removeprefix("network.")
+
+
+def _rewrite_in_pre_network_layout(path: Path) -> dict:
+    """Rewrite the checkpoint at `path` as the code before AgeNetwork wrote it: the same keys, save that
+    the weights, and the parameters FreezeBackbone records, were named "backbone.*" and "head.*"."""
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {_pre_network_name(k): v for k, v in checkpoint["state_dict"].items()}
+    for state in checkpoint.get("callbacks", {}).values():
+        for groups in state.get("internal_optimizer_metadata", {}).values():
+            for group in groups:
+                group["params"] = [_pre_network_name(name) for name in group["params"]]
+    torch.save(checkpoint, path)
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def pre_network_checkpoint(tmp_path_factory) -> tuple[AgeEstimationModel, Path]:
+    """A model in eval mode and its checkpoint in the layout written before AgeNetwork."""
+    torch.manual_seed(0)
+    writer = AgeEstimationModel(pretrained=None)
+    calibrate_batchnorm(writer)
+    path = save_age_checkpoint(writer.eval(), tmp_path_factory.mktemp("pre_network") / "old.ckpt")
+    _rewrite_in_pre_network_layout(path)
+    return writer, path
+
+
+def test_pre_network_checkpoint_holds_only_top_level_backbone_and_head(pre_network_checkpoint):
+    _, path = pre_network_checkpoint
+    names = torch.load(path, weights_only=True)["state_dict"]
+    assert {name.split(".")[0] for name in names} == {"backbone", "head"}
+
+
+def test_pre_network_checkpoint_predicts_the_same_through_load_age_model(pre_network_checkpoint):
+    writer, path = pre_network_checkpoint
+    faces = random_faces(3)
+    expected, loaded = writer.network.predict(faces), load_age_model(path).predict(faces)
+    for name in ("age", "age_std", "age_interval"):
+        assert torch.allclose(loaded[name], expected[name], atol=1e-5), name
+
+
+def test_pre_network_checkpoint_predicts_the_same_through_lightning(pre_network_checkpoint):
+    writer, path = pre_network_checkpoint
+    faces = random_faces(3)
+    expected = writer.network.predict(faces)
+    with torch.inference_mode():
+        loaded = AgeEstimationModel.load_from_checkpoint(path).eval().predict_step(faces, 0)
+    for name in ("age", "age_std", "age_interval"):
+        assert torch.allclose(loaded[name], expected[name], atol=1e-5), name
+
+
+def test_backbone_weights_are_found_in_either_checkpoint_layout(pre_network_checkpoint):
+    writer, path = pre_network_checkpoint
+    old = network_state_dict(torch.load(path, weights_only=True)["state_dict"], "backbone")
+    new = network_state_dict(writer.state_dict(), "backbone")
+    assert old.keys() == new.keys() == writer.network.backbone.state_dict().keys()
+
+
+def test_checkpoint_without_head_settings_takes_the_config_defaults(tmp_path):
+    path = save_age_checkpoint(AgeEstimationModel(pretrained=None), tmp_path / "age.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["hyper_parameters"]["head_hidden_dim"], checkpoint["hyper_parameters"]["head_dropout"]
+    torch.save(checkpoint, path)
+    for network in (load_age_model(path), AgeEstimationModel.load_from_checkpoint(path).network):
+        assert network.head[1].out_features == Config().head_hidden_dim
+        assert network.head[0].p == Config().head_dropout
+
+
+class _WeightsAtStart(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.head_weight = pl_module.network.head[1].weight.detach().clone()
+
+
+def test_training_resumes_from_a_pre_network_last_checkpoint_with_a_frozen_backbone(tmp_path):
+    torch.manual_seed(0)
+    first = _tiny_trainer(tmp_path, limit_train_batches=1, callbacks=[backbone_freezing(1)])
+    first.fit(AgeEstimationModel(pretrained=None, freeze_backbone_epochs=1), _tiny_loader())
+    last = tmp_path / "last.ckpt"
+    first.save_checkpoint(last)
+    old = _rewrite_in_pre_network_layout(last)
+
+    at_start = _WeightsAtStart()
+    resumed = _tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[backbone_freezing(1), at_start])
+    model = AgeEstimationModel(pretrained=None, freeze_backbone_epochs=1)
+    resumed.fit(model, _tiny_loader(), ckpt_path=last)
+    assert torch.equal(at_start.head_weight, old["state_dict"]["head.1.weight"])
+    assert resumed.global_step == 2  # one step in the first run, one after resuming
+    assert all(p.requires_grad for p in model.network.backbone.parameters())  # thawed in epoch 1 as recorded

@@ -1,12 +1,16 @@
-"""The age network and its distribution maths, without Lightning: all that inference needs.
+"""The age network (AgeNetwork) and its distribution maths, without Lightning: all that inference needs.
+
+AgeNetwork is the network: InceptionResnetV1 (the backbone) and a 101-bin age head, with forward
+(logits) and predict (age, spread, interval). Inference loads it alone with load_age_model; training
+wraps it in model.AgeEstimationModel, the LightningModule that adds the loss, metrics and optimizer.
 
 Age is treated as a distribution over the 101 whole ages 0..100. Each label becomes a Gaussian
 around the true age (neighbouring ages look alike, so near misses should cost little); the loss is
 KL(target || softmax(logits)). The predicted age is the distribution's expected value and its
 standard deviation is the model's uncertainty.
 
-Kept apart from model.py (the LightningModule that trains it) so that infer.py starts without
-importing Lightning: a cold start is part of what a user waits for.
+This package never imports Lightning, so that infer.py starts without it: a cold start is part of what
+a user waits for.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS
+from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config
 from face_match_age.error_messages import error_summary
 from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
 from face_match_age.network.weights import load_backbone
@@ -86,12 +90,23 @@ def build_age_head(hidden_dim: int, dropout: float) -> nn.Sequential:
 
 
 class AgeNetwork(nn.Module):
-    """Backbone + age head for inference, with the same parameter names as AgeEstimationModel, so it
-    loads the state dict of any checkpoint train.py writes. `hparams` holds the checkpoint's settings."""
+    """The age network: InceptionResnetV1 backbone (`self.backbone`) + age head (`self.head`).
 
-    def __init__(self, head_hidden_dim: int = 256, head_dropout: float = 0.2, hparams: dict | None = None) -> None:
+    The one definition of the network: inference loads it on its own (load_age_model), training wraps it
+    (model.AgeEstimationModel keeps it as `.network`). The defaults are the config's. `backbone_weights`
+    names pretrained weights ('vggface2', 'casia-webface'); None starts from random ones, for a network
+    whose weights come from a checkpoint. `hparams` holds the settings of the checkpoint it was loaded from.
+    """
+
+    def __init__(
+        self,
+        head_hidden_dim: int = Config.head_hidden_dim,
+        head_dropout: float = Config.head_dropout,
+        backbone_weights: str | None = None,
+        hparams: dict | None = None,
+    ) -> None:
         super().__init__()
-        self.backbone = load_backbone(None)  # the checkpoint supplies the trained weights
+        self.backbone = load_backbone(backbone_weights)
         self.head = build_age_head(head_hidden_dim, head_dropout)
         self.hparams = dict(hparams or {})
 
@@ -101,8 +116,40 @@ class AgeNetwork(nn.Module):
 
     @torch.inference_mode()
     def predict(self, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Expected age (B), its standard deviation (B) and the central 90% interval (B x 2) per face."""
         logits = self(faces)
         return {"age": expected_age(logits), "age_std": age_std(logits), "age_interval": age_interval(logits)}
+
+
+# The AgeNetwork arguments a checkpoint's hyper_parameters set; one it lacks (an older checkpoint) keeps
+# AgeNetwork's default, which is the config's.
+_NETWORK_HPARAMS = ("head_hidden_dim", "head_dropout")
+# model.AgeEstimationModel keeps its AgeNetwork as `.network`, so checkpoints name its weights "network.*".
+_CHECKPOINT_PREFIX = "network."
+# Checkpoints written before AgeEstimationModel wrapped AgeNetwork held the backbone and head at the top.
+_PRE_NETWORK_PREFIXES = ("backbone.", "head.")
+
+
+def checkpoint_parameter_name(name: str) -> str:
+    """A parameter or buffer name from any checkpoint, as today's AgeEstimationModel names it: the old
+    "backbone.*" and "head.*" become "network.backbone.*" and "network.head.*"; others stay as they are."""
+    return _CHECKPOINT_PREFIX + name if name.startswith(_PRE_NETWORK_PREFIXES) else name
+
+
+def upgrade_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict with today's names (see checkpoint_parameter_name), for old and new alike."""
+    return {checkpoint_parameter_name(name): tensor for name, tensor in state_dict.items()}
+
+
+def network_state_dict(state_dict: dict[str, torch.Tensor], part: str = "") -> dict[str, torch.Tensor]:
+    """The AgeNetwork weights in a checkpoint's state dict (either layout), named as AgeNetwork names them;
+    with `part` ("backbone" or "head"), only that part's weights, named as the part names them."""
+    prefix = _CHECKPOINT_PREFIX + (f"{part}." if part else "")
+    return {
+        name.removeprefix(prefix): tensor
+        for name, tensor in upgrade_state_dict(state_dict).items()
+        if name.startswith(prefix)
+    }
 
 
 class CheckpointError(RuntimeError):
@@ -144,10 +191,10 @@ def _network_from(checkpoint, path: Path) -> AgeNetwork:
             f"{path} is not an age-model checkpoint (no state_dict); use best.ckpt or last.ckpt written by train.py"
         )
     hparams = checkpoint.get("hyper_parameters") or {}
-    network = AgeNetwork(hparams.get("head_hidden_dim", 256), hparams.get("head_dropout", 0.2), hparams)
-    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
+    settings = {name: hparams[name] for name in _NETWORK_HPARAMS if name in hparams}
+    network = AgeNetwork(**settings, hparams=hparams)
     try:
-        network.load_state_dict(weights)
+        network.load_state_dict(network_state_dict(checkpoint["state_dict"]))
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not hold this age model's weights ({error_summary(error)})") from None
     return network
