@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 import infer
+from config import parse_config
 
 
 @pytest.fixture
@@ -264,3 +265,20 @@ def test_photos_too_small_for_a_face_fail_their_rows_only(
     assert rows[4]["error"] is None and rows[4]["verification"]["similarity_score"] is not None
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 4 and all(line.startswith("error: no face found in") for line in err.splitlines())
+
+
+@pytest.mark.parametrize(("devices", "needle"), [("0,1", "CUDA_VISIBLE_DEVICES=0,1"), ("two", "devices must be")])
+def test_devices_a_batch_cannot_use_are_a_usage_error(pairs_dir, tmp_path, capsys, devices, needle):
+    with pytest.raises(SystemExit) as error:
+        infer.main(["--pairs", str(pairs_dir / "pairs.csv"), str(tmp_path / "out"), "--devices", devices])
+    assert error.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batchs_saved_config_repeats_its_settings(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint):
+    out = tmp_path / "out"
+    _run("--pairs", pairs_dir / "pairs.csv", out, "--threshold", "0.55", "--face", "center", checkpoint=age_checkpoint)
+    _, config = parse_config(infer.build_parser(), ["--config", str(out / "config.json"), str(tmp_path / "again")])
+    assert (config.verification_threshold, config.face_selection) == (0.55, "center")
+    assert config.best_checkpoint == age_checkpoint
