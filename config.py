@@ -1,9 +1,11 @@
-"""The one configuration of face-match-age, shared by every script.
+"""The one configuration of face-match-age, shared by every script, and the command line they share.
 
-`Config` holds every path and setting. Each field is declared with `setting(default, why)`: the
-reason is the field's one-line comment and also its `--help` text. Scripts expose fields as
-command-line options (`batch_size` -> `--batch-size`) with `add_config_arguments`, build the resolved
-config with `config_from_args`, and store it beside what they produce with `save_config`.
+`Config` holds every path and setting. Each field is declared with `setting(default, why, group=...)`: the
+reason is the field's one-line comment and also its `--help` text, the group its `--help` heading. Scripts
+build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
+as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
+`--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
+resolved config with `parse_config`, and store it beside what they produce with `save_config`.
 
 Importing this module has no side effects: no folders are made, no devices probed, nothing printed.
 """
@@ -314,11 +316,16 @@ def field_names() -> tuple[str, ...]:
 
 
 def _unknown_names_message(unknown: list[str]) -> str:
+    return f"unknown config field {_with_suggestions(unknown)}; known fields: {', '.join(field_names())}"
+
+
+def _with_suggestions(unknown: list[str]) -> str:
+    """'batchsize' (did you mean 'batch_size'?), ... for names that are not config fields."""
     parts = []
     for name in unknown:
         close = difflib.get_close_matches(name, field_names(), n=1)
         parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    return f"unknown config field {', '.join(parts)}; known fields: {', '.join(field_names())}"
+    return ", ".join(parts)
 
 
 def option_name(name: str) -> str:
@@ -556,7 +563,10 @@ def load_config(path: Path) -> Config:
         raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(values).__name__}")
     unknown = [name for name in values if name not in field_names() and name not in RUN_RECORD_KEYS]
     if unknown:
-        raise ValueError(f"--config {path}: {_unknown_names_message(unknown)}")
+        raise ValueError(
+            f"--config {path}: unknown key {_with_suggestions(unknown)}: neither a config field nor a key that "
+            "scripts save beside them; correct or remove it"
+        )
     hints = typing.get_type_hints(Config)
     known = {
         name: Path(value) if _optional_inner(hints[name]) is Path and value is not None else value
