@@ -1,9 +1,11 @@
-"""The one configuration of face-match-age, shared by every script.
+"""The one configuration of face-match-age, shared by every script, and the command line they share.
 
-`Config` holds every path and setting. Each field is declared with `setting(default, why)`: the
-reason is the field's one-line comment and also its `--help` text. Scripts expose fields as
-command-line options (`batch_size` -> `--batch-size`) with `add_config_arguments`, build the resolved
-config with `config_from_args`, and store it beside what they produce with `save_config`.
+`Config` holds every path and setting. Each field is declared with `setting(default, why, group=...)`: the
+reason is the field's one-line comment and also its `--help` text, the group its `--help` heading. Scripts
+build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
+as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
+`--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
+resolved config with `parse_config`, and store it beside what they produce with `save_config`.
 
 Importing this module has no side effects: no folders are made, no devices probed, nothing printed.
 """
@@ -15,6 +17,7 @@ import dataclasses
 import difflib
 import json
 import os
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +33,20 @@ NUM_AGE_BINS = MAX_AGE - MIN_AGE + 1
 PRETRAINED_CHOICES = ("vggface2", "casia-webface", "none")
 FACE_SELECTION_CHOICES = ("largest", "probability", "center")
 PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
+# The headings of every script's --help, in this order: key -> title. A script shows the ones it uses.
+OPTION_GROUPS = {
+    "data": "data",
+    "model": "model",
+    "detection": "face detection",
+    "training": "training",
+    "hardware": "hardware",
+    "output": "output",
+    "benchmark": "benchmark",
+}
+# Keys that scripts save beside the config fields in config.json (save_config's `extra`): --config skips them.
+RUN_RECORD_KEYS = frozenset(
+    {"script", "dataset", "limit", "detect", "pairs", "folder", "no_age", "tta", "all_faces", "calibration"}
+)
 
 
 @dataclass(frozen=True)
@@ -71,9 +88,12 @@ DATASET_SOURCES = {
 }
 
 
-def setting(default: Any, why: str, *, aliases: tuple[str, ...] = (), choices: tuple = ()) -> Any:
-    """Declare a config field with its reason (shown by --help), CLI aliases and allowed values."""
-    metadata = {"why": why, "aliases": aliases, "choices": choices}
+def setting(default: Any, why: str, *, group: str, aliases: tuple[str, ...] = (), choices: tuple = ()) -> Any:
+    """Declare a config field with its reason (its --help text), its --help heading (a key of OPTION_GROUPS),
+    CLI aliases and allowed values."""
+    if group not in OPTION_GROUPS:
+        raise ValueError(f"unknown option group {group!r}; use one of {', '.join(OPTION_GROUPS)}")
+    metadata = {"why": why, "group": group, "aliases": aliases, "choices": choices}
     if callable(default):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -86,86 +106,144 @@ def _default_num_workers() -> int:
 @dataclass(frozen=True)
 class Config:
     # --- data (written by data_prep.py, read by train.py) ---
-    dataset_dir: Path = setting(Path("data/IMDB"), "root of the prepared dataset; IMDB-WIKI is the default source")
-    train_dir: Path = setting(Path("data/IMDB/train_images"), "160x160 training face crops")
-    val_dir: Path = setting(Path("data/IMDB/val_images"), "160x160 validation face crops")
-    train_csv: Path = setting(Path("data/IMDB/train.csv"), "training labels: columns name, age (identity optional)")
-    val_csv: Path = setting(Path("data/IMDB/val.csv"), "validation labels, same columns as train_csv")
-    val_ratio: float = setting(0.2, "share of identities held out for validation (80/20 split)")
-    data_root: Path = setting(Path("data"), "where data_prep.py keeps downloads, unpacked archives and prepared sets")
-    min_face_score: float = setting(1.0, "IMDB-WIKI face_score below this is usually not a clean single face")
-    min_image_side: int = setting(48, "smaller source images are placeholders or too blurry to age")
-    img_size: int = setting(160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining")
+    dataset_dir: Path | None = setting(
+        None,
+        "a folder data_prep.py prepared (its --out): sets train_dir, val_dir, train_csv and val_csv to "
+        "DIR/train_images, DIR/val_images, DIR/train.csv and DIR/val.csv; those options, when given, still win",
+        aliases=("--data-dir",),
+        group="data",
+    )
+    train_dir: Path = setting(Path("data/IMDB/train_images"), "160x160 training face crops", group="data")
+    val_dir: Path = setting(Path("data/IMDB/val_images"), "160x160 validation face crops", group="data")
+    train_csv: Path = setting(
+        Path("data/IMDB/train.csv"), "training labels: columns name, age (identity optional)", group="data"
+    )
+    val_csv: Path = setting(Path("data/IMDB/val.csv"), "validation labels, same columns as train_csv", group="data")
+    val_ratio: float = setting(0.2, "share of identities held out for validation (80/20 split)", group="data")
+    data_root: Path = setting(
+        Path("data"), "where data_prep.py keeps downloads, unpacked archives and prepared sets", group="data"
+    )
+    min_face_score: float = setting(
+        1.0, "IMDB-WIKI face_score below this is usually not a clean single face", group="data"
+    )
+    min_image_side: int = setting(48, "smaller source images are placeholders or too blurry to age", group="data")
+    img_size: int = setting(
+        160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining", group="data"
+    )
 
     # --- model ---
     pretrained: str = setting(
-        "vggface2", "backbone weights; VGGFace2 faces carry the most age variety", choices=PRETRAINED_CHOICES
+        "vggface2",
+        "backbone weights; VGGFace2 faces carry the most age variety",
+        choices=PRETRAINED_CHOICES,
+        group="model",
     )
-    head_hidden_dim: int = setting(256, "width of the age head between the 512-d embedding and the 101 bins")
-    head_dropout: float = setting(0.2, "dropout before the age head; the backbone already generalises well")
+    head_hidden_dim: int = setting(
+        256, "width of the age head between the 512-d embedding and the 101 bins", group="model"
+    )
+    head_dropout: float = setting(
+        0.2, "dropout before the age head; the backbone already generalises well", group="model"
+    )
     label_sigma: float = setting(
-        2.0, "std (years) of the Gaussian label distribution: neighbouring ages look alike", aliases=("--sigma",)
+        2.0,
+        "std (years) of the Gaussian label distribution: neighbouring ages look alike",
+        aliases=("--sigma",),
+        group="model",
     )
-    freeze_backbone_epochs: int = setting(0, "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)")
+    freeze_backbone_epochs: int = setting(
+        0, "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)", group="training"
+    )
 
     # --- training ---
-    batch_size: int = setting(256, "fits a 24 GB GPU at 160x160 in mixed precision; lower it if memory runs out")
-    num_workers: int = setting(_default_num_workers, "data-loading processes; more than the CPU cores only thrashes")
+    batch_size: int = setting(
+        256, "fits a 24 GB GPU at 160x160 in mixed precision; lower it if memory runs out", group="training"
+    )
+    num_workers: int = setting(
+        _default_num_workers, "data-loading processes; more than the CPU cores only thrashes", group="hardware"
+    )
     learning_rate: float = setting(
-        1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",)
+        1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",), group="training"
     )
-    max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner")
-    patience: int = setting(6, "epochs without a better validation MAE before early stopping")
-    seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated")
+    max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner", group="training")
+    patience: int = setting(6, "epochs without a better validation MAE before early stopping", group="training")
+    seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated", group="training")
     precision: str = setting(
-        "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES
+        "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES, group="hardware"
     )
-    accelerator: str = setting("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"))
-    devices: str = setting("auto", "GPUs (or CPU processes) per node: a count, a list like 0,1, or auto for all")
-    num_nodes: int = setting(1, "machines taking part in distributed (DDP) training")
-    strategy: str = setting("auto", "Lightning strategy; auto is DDP when more than one device is used")
+    accelerator: str = setting(
+        "auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"), group="hardware"
+    )
+    devices: str = setting(
+        "auto",
+        "processes per machine, one per GPU (or CPU processes): a count; GPU indices like 0,1 (train.py only); "
+        "or auto: every GPU, 1 on CPU",
+        group="hardware",
+    )
+    num_nodes: int = setting(1, "machines taking part in distributed (DDP) training", group="hardware")
+    strategy: str = setting(
+        "auto", "Lightning strategy; auto is DDP when more than one device is used", group="hardware"
+    )
     limit_train_batches: str = setting(
-        "1.0", "share (0-1.0) or count (an integer) of training batches per epoch, for quick runs"
+        "1.0", "share (0-1.0) or count (an integer) of training batches per epoch, for quick runs", group="training"
     )
-    limit_val_batches: str = setting("1.0", "share (0-1.0) or count (an integer) of validation batches per epoch")
-    log_every_n_steps: int = setting(50, "training steps between logged points; lower for tiny datasets")
-    logged_sample_faces: int = setting(16, "validation faces drawn into the TensorBoard grid each epoch")
-    figure_sample_size: int = setting(512, "most validation faces behind the predicted-vs-true figure; bounds its cost")
+    limit_val_batches: str = setting(
+        "1.0", "share (0-1.0) or count (an integer) of validation batches per epoch", group="training"
+    )
+    log_every_n_steps: int = setting(
+        50, "training steps between logged points; lower for tiny datasets", group="output"
+    )
+    logged_sample_faces: int = setting(
+        16, "validation faces drawn into the TensorBoard grid each epoch", group="output"
+    )
+    figure_sample_size: int = setting(
+        512, "most validation faces behind the predicted-vs-true figure; bounds its cost", group="output"
+    )
     resume_checkpoint: Path | None = setting(
-        None, "checkpoint to resume from: weights, optimizer, epoch and callbacks", aliases=("--ckpt",)
+        None,
+        "checkpoint to resume from: weights, optimizer, epoch and callbacks",
+        aliases=("--ckpt",),
+        group="training",
     )
     checkpoint_dir: Path = setting(
-        Path("checkpoints"), "where best.ckpt and last.ckpt are written", aliases=("--ckpt-dir",)
+        Path("checkpoints"), "where best.ckpt and last.ckpt are written", aliases=("--ckpt-dir",), group="output"
     )
     checkpoint_every_n_steps: int = setting(
         500,
         "training steps between in-epoch saves of last.ckpt, which bound "
         "what a crash loses (an IMDB epoch at batch 256 is ~1,800); 0: epoch ends only",
+        group="output",
     )
-    log_dir: Path = setting(Path("logs/face_age_det"), "TensorBoard folder: tensorboard --logdir logs/face_age_det")
+    log_dir: Path = setting(
+        Path("logs/face_age_det"), "TensorBoard folder: tensorboard --logdir logs/face_age_det", group="output"
+    )
 
     # --- inference ---
     best_checkpoint: Path = setting(
-        Path("checkpoints/best.ckpt"), "age model that inference loads by default", aliases=("--ckpt",)
+        Path("checkpoints/best.ckpt"), "age model that inference loads by default", aliases=("--ckpt",), group="model"
     )
     verification_threshold: float = setting(
-        0.7, "cosine similarity above which two faces count as one person", aliases=("--threshold",)
+        0.7, "cosine similarity above which two faces count as one person", aliases=("--threshold",), group="model"
     )
     mtcnn_margin: int = setting(
-        14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example"
+        14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example", group="detection"
     )
-    mtcnn_min_face_size: int = setting(20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age")
+    mtcnn_min_face_size: int = setting(
+        20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age", group="detection"
+    )
     detection_max_side: int = setting(
-        1600, "photos larger than this (pixels) are shrunk for detection only; crops come from the original"
+        1600,
+        "photos larger than this (pixels) are shrunk for detection only; crops come from the original",
+        group="detection",
     )
     inference_batch_size: int = setting(
-        64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low"
+        64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low", group="hardware"
     )
     face_selection: str = setting(
         "largest",
         "which face to use when a photo holds several: the subject is usually the biggest",
         choices=FACE_SELECTION_CHOICES,
         aliases=("--face",),
+        group="detection",
     )
 
     def __post_init__(self) -> None:
@@ -225,6 +303,10 @@ def _validation_problems(config: Config):
         if limit < 0 or (isinstance(limit, float) and limit > 1.0):
             given = getattr(config, name)
             yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {given!r}"
+    try:
+        devices_value(config.devices)
+    except ValueError as error:
+        yield str(error)
     if config.num_nodes < 1 or config.log_every_n_steps < 1:
         yield "num_nodes and log_every_n_steps must be at least 1"
     if config.freeze_backbone_epochs < -1:
@@ -236,29 +318,50 @@ def field_names() -> tuple[str, ...]:
 
 
 def _unknown_names_message(unknown: list[str]) -> str:
+    return f"unknown config field {_with_suggestions(unknown)}; known fields: {', '.join(field_names())}"
+
+
+def _with_suggestions(unknown: list[str]) -> str:
+    """'batchsize' (did you mean 'batch_size'?), ... for names that are not config fields."""
     parts = []
     for name in unknown:
         close = difflib.get_close_matches(name, field_names(), n=1)
         parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    return f"unknown config field {', '.join(parts)}; known fields: {', '.join(field_names())}"
+    return ", ".join(parts)
 
 
 def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, names: typing.Iterable[str]) -> None:
-    """Register the named config fields as options of `parser`; each defaults to Config()'s value."""
+def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[str]) -> None:
+    """Register the named config fields as options of `parser`, each under its group's heading with its
+    default (Config()'s value) in its help, and `--config FILE` once (see `load_config`)."""
     names = list(names)
     unknown = [name for name in names if name not in field_names()]
     if unknown:
         raise ValueError(_unknown_names_message(unknown))
+    if "--config" not in parser.known_options:
+        parser.add_argument(
+            "--config",
+            dest=CONFIG_FILE_DEST,
+            type=Path,
+            metavar="FILE",
+            help="a config.json saved beside a run (checkpoint or log folder, data_prep.py's or infer.py's OUT): "
+            "its values replace the defaults, and options given on this command line replace its values",
+        )
     hints = typing.get_type_hints(Config)
     fields = {f.name: f for f in dataclasses.fields(Config)}
+    defaults = Config()
     for name in names:
         meta = fields[name].metadata
         kind = _optional_inner(hints[name])
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": meta["why"]}
+        # SUPPRESS: an option not given stays out of the namespace, so it never overrides --config's values.
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": meta["why"] + default_note(getattr(defaults, name)),
+        }
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -268,7 +371,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: typing.Iterable
             kwargs["choices"] = meta["choices"]
             kwargs.pop("metavar", None)
         # The short conventional name (--lr, --ckpt) first, so usage lines show it; the field's name also works.
-        parser.add_argument(*meta["aliases"], option_name(name), **kwargs)
+        parser.group(meta["group"]).add_argument(*meta["aliases"], option_name(name), **kwargs)
 
 
 def _optional_inner(kind: Any) -> Any:
@@ -286,23 +389,133 @@ def batch_limit(text: str) -> int | float:
     return int(value) if value.is_integer() and "." not in text else value
 
 
+def devices_value(text: str) -> int | list[int] | str:
+    """`devices` (--devices) as Lightning's Trainer takes it: "auto", a count ("2") or GPU indices ("0,1" ->
+    [0, 1]). The one parser of --devices: train.py passes its value on, infer.py turns it into a count of
+    processes (face_match_age.device.batch_process_count)."""
+    text = str(text).strip()  # str(): a hand-written config.json may hold a number
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    indices = text.split(",")
+    if len(indices) > 1 and all(index.strip().isdigit() for index in indices):
+        return [int(index) for index in indices]
+    raise ValueError(f"devices must be auto, a count of 1 or more, or GPU indices like 0,1; got {text!r}")
+
+
+def dataset_paths(dataset_dir: Path) -> dict[str, Path]:
+    """The four data fields for a folder laid out as data_prep.py writes it."""
+    dataset_dir = Path(dataset_dir)
+    return {
+        "train_dir": dataset_dir / "train_images",
+        "val_dir": dataset_dir / "val_images",
+        "train_csv": dataset_dir / "train.csv",
+        "val_csv": dataset_dir / "val.csv",
+    }
+
+
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-    """The resolved config: `base` (defaults) with every config option given on the command line."""
+    """The resolved config: `base` (defaults) with every config option given on the command line; a given
+    --data-dir fills the four data paths that are not given themselves."""
     given = {name: value for name, value in vars(args).items() if name in field_names()}
+    if given.get("dataset_dir") is not None:
+        given = {**dataset_paths(given["dataset_dir"]), **given}
     return (base or Config()).replace(**given)
 
 
+CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
+
+
+def default_note(default: Any) -> str:
+    """' (default: X)' for an option's help; nothing for a default that means "not given"."""
+    if default is None or isinstance(default, bool) or default is argparse.SUPPRESS:
+        return ""
+    return f" (default: {str(default).replace('%', '%%')})"  # argparse %-formats help texts
+
+
+def help_epilog(examples: typing.Iterable[str], exit_codes: dict[int, str], notes: str = "") -> str:
+    """The end of every script's --help: example command lines, `notes`, and what each exit code means
+    (2, argparse's code for a bad command line, is added when not given)."""
+    codes = {2: "bad command line: an unknown option, a bad value or an unusable --config file", **exit_codes}
+    lines = ["examples:", *(f"  {example}" for example in examples)]
+    if notes:
+        lines += ["", *textwrap.wrap(" ".join(notes.split()), 100)]
+    lines += ["", "exit codes:"]
+    for code in sorted(codes):
+        lines += textwrap.wrap(codes[code], 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    return "\n".join(lines)
+
+
+class _OptionGroup:
+    """One heading of --help; options added to it count as known options of its parser (see ConfigArgumentParser)."""
+
+    def __init__(self, parser: ConfigArgumentParser, group) -> None:
+        self.parser, self.group = parser, group
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        action = self.group.add_argument(*names, **_with_default_note(kwargs))
+        self.parser.options.append(action)
+        return action
+
+
+def _with_default_note(kwargs: dict[str, Any]) -> dict[str, Any]:
+    help_text = kwargs.get("help")
+    if help_text in (None, argparse.SUPPRESS) or "(default" in help_text:
+        return kwargs
+    return {**kwargs, "help": help_text + default_note(kwargs.get("default"))}
+
+
 class ConfigArgumentParser(argparse.ArgumentParser):
-    """ArgumentParser that names the closest known option when it meets an unknown one."""
+    """The ArgumentParser of every script: options under the headings of OPTION_GROUPS (`parser.group("data")`),
+    each help line ending with its default, the description's and epilog's line breaks kept, and the closest
+    known option named when an unknown one is met."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Every argument added, kept here rather than read from argparse's private lists (for the suggestions,
+        # and for tests); set first: argparse adds --help while initialising.
+        self.options: list[argparse.Action] = []
+        self._commands: list[argparse.Action] = []
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        # Every heading now, in OPTION_GROUPS' order whatever order options come in; empty ones are not shown.
+        self._groups = {key: _OptionGroup(self, self.add_argument_group(title)) for key, title in OPTION_GROUPS.items()}
+
+    def group(self, key: str) -> _OptionGroup:
+        """The heading `key` of OPTION_GROUPS, to add options under."""
+        return self._groups[key]
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*names, **_with_default_note(kwargs))
+        self.options.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs: Any):
+        commands = super().add_subparsers(**kwargs)
+        self._commands.append(commands)
+        return commands
+
+    @property
+    def known_options(self) -> list[str]:
+        """The option strings of this parser (--batch-size, --lr, ...)."""
+        return [option for action in self.options for option in action.option_strings]
+
+    def subcommands(self) -> dict[str, ConfigArgumentParser]:
+        """The parsers of this parser's subcommands by name (evaluate.py's age, verify, leakage)."""
+        return {name: parser for commands in self._commands for name, parser in commands.choices.items()}
+
+    def all_known_options(self) -> list[str]:
+        """This parser's option strings and those of its subcommands."""
+        nested = [option for command in self.subcommands().values() for option in command.all_known_options()]
+        return self.known_options + nested
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = self.parse_known_args(args, namespace)
         unknown_options = [extra for extra in extras if extra.startswith("-")]
         if unknown_options:
-            known = [opt for action in self._actions for opt in action.option_strings]
             hints = []
             for extra in unknown_options:
-                close = difflib.get_close_matches(extra.split("=")[0], known, n=1)
+                close = difflib.get_close_matches(extra.split("=")[0], self.all_known_options(), n=1)
                 hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
             self.error(f"unknown option {', '.join(hints)}; run with --help to list the options")
         if extras:
@@ -313,17 +526,22 @@ class ConfigArgumentParser(argparse.ArgumentParser):
 def parse_config(
     parser: argparse.ArgumentParser, argv: list[str] | None, base: Config | None = None
 ) -> tuple[argparse.Namespace, Config]:
-    """Parse `argv` over `base` (default Config()); a config value that fails validation ends as a
-    usage error, not a traceback."""
+    """Parse `argv` over `base` (default Config()), or over the file of --config when given; a config
+    value that fails validation, or a --config file that cannot be used, ends as a usage error, not a
+    traceback."""
     args = parser.parse_args(argv)
     try:
+        config_file = getattr(args, CONFIG_FILE_DEST, None)
+        if config_file is not None:
+            base = load_config(config_file)
         return args, config_from_args(args, base)
     except ValueError as error:
         parser.error(str(error))
 
 
 def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write the resolved config (plus script-specific `extra` values) to directory/config.json."""
+    """Write the resolved config (plus script-specific `extra` values: keys of RUN_RECORD_KEYS) to
+    directory/config.json."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.json"
     payload = {**config.to_dict(), **(extra or {})}
@@ -331,14 +549,30 @@ def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = 
 
 
 def load_config(path: Path) -> Config:
-    """Read a config.json written by save_config; keys that are not config fields are ignored."""
-    values = json.loads(Path(path).read_text())
+    """The Config of a config.json written by save_config (the keys of RUN_RECORD_KEYS are skipped; fields
+    it lacks keep their defaults). A file that cannot be read, is not a JSON object, holds another key or
+    an invalid value raises a ValueError whose one line names the file and the problem."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"--config {path}: cannot read it ({error.strerror or error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path}: not a JSON file ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(values).__name__}")
+    unknown = [name for name in values if name not in field_names() and name not in RUN_RECORD_KEYS]
+    if unknown:
+        raise ValueError(
+            f"--config {path}: unknown key {_with_suggestions(unknown)}: neither a config field nor a key that "
+            "scripts save beside them; correct or remove it"
+        )
     hints = typing.get_type_hints(Config)
     known = {
-        name: _optional_inner(hints[name])(value)
-        if _optional_inner(hints[name]) is Path and value is not None
-        else value
+        name: Path(value) if _optional_inner(hints[name]) is Path and value is not None else value
         for name, value in values.items()
         if name in field_names()
     }
-    return Config(**known)
+    try:
+        return Config(**known)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--config {path}: {error}") from None

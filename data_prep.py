@@ -1,19 +1,12 @@
 """Download, verify, unpack, filter, crop and split a public face-age dataset for train.py.
 
-    uv run python data_prep.py                                  # IMDB (IMDB-WIKI, filtered) into data/IMDB
-    uv run python data_prep.py --dataset utkface --archive ~/Downloads/UTKFace.tar.gz
-    uv run python data_prep.py --dataset csv --images my_photos/ --csv my_labels.csv --out data/MINE
-    uv run python data_prep.py --limit 2000                     # a quick subset
-
 Writes <out>/train_images/, <out>/val_images/, <out>/train.csv and <out>/val.csv (columns name, age,
-identity, source) and <out>/summary.json. A second run with the same arguments does nothing; an
-interrupted one continues where it stopped. Exit code 0 when done, 1 when something must be fixed
-first (the message says what), 2 for a bad command line, 130 when interrupted (Ctrl-C).
+identity, source), <out>/summary.json and <out>/config.json: train.py --data-dir <out> reads them. A second
+run with the same arguments does nothing; an interrupted one continues where it stopped.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -26,7 +19,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from config import DATASET_SOURCES, Config, ConfigArgumentParser, add_config_arguments, parse_config, save_config
+from config import (
+    DATASET_SOURCES,
+    Config,
+    ConfigArgumentParser,
+    add_config_arguments,
+    help_epilog,
+    parse_config,
+    save_config,
+)
 from face_match_age.device import choose_device
 from face_match_age.error_messages import print_error
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
@@ -57,6 +58,17 @@ CSV_COLUMNS = ["name", "age", "identity", "source"]
 
 
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+EXAMPLES = (
+    "uv run python data_prep.py                                  # IMDB (IMDB-WIKI, filtered) into data/IMDB",
+    "uv run python data_prep.py --dataset utkface --archive ~/Downloads/UTKFace.tar.gz",
+    "uv run python data_prep.py --dataset csv --images my_photos/ --csv my_labels.csv --out data/MINE",
+    "uv run python data_prep.py --limit 2000                     # a quick subset",
+)
+EXIT_CODES = {
+    0: "done (or already done with these arguments)",
+    1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); what was kept is named, and the same command continues",
+}
 
 
 class PrepError(RuntimeError):
@@ -68,23 +80,24 @@ class Interrupted(Exception):
 
 
 def build_parser() -> ConfigArgumentParser:
-    parser = ConfigArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--dataset", choices=DATASETS, default="imdb", help="which dataset (default: imdb)")
-    parser.add_argument("--url", help="download the archive from this mirror instead")
-    parser.add_argument("--archive", type=Path, help="use this archive file already on disk")
-    parser.add_argument("--skip-checksum", action="store_true", help="accept an archive whose MD5 differs")
-    parser.add_argument("--out", type=Path, help="output folder (default: data/<DATASET>)")
-    parser.add_argument("--limit", type=int, help="prepare at most this many photos (a seeded random subset)")
-    parser.add_argument("--workers", type=int, default=Config().num_workers, help="processes cropping faces")
-    parser.add_argument(
+    parser = ConfigArgumentParser(description=__doc__, epilog=help_epilog(EXAMPLES, EXIT_CODES))
+    data = parser.group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="imdb", help="which dataset")
+    data.add_argument("--url", help="download the archive from this mirror instead")
+    data.add_argument("--archive", type=Path, help="use this archive file already on disk")
+    data.add_argument("--skip-checksum", action="store_true", help="accept an archive whose MD5 differs")
+    data.add_argument("--limit", type=int, help="prepare at most this many photos (a seeded random subset)")
+    data.add_argument("--images", type=Path, help="--dataset csv: the folder of photos")
+    data.add_argument("--csv", type=Path, help="--dataset csv: labels with columns name, age (identity optional)")
+    parser.group("detection").add_argument(
         "--no-detect", action="store_true", help="resize the dataset's own crops instead of cropping with MTCNN"
     )
-    parser.add_argument("--images", type=Path, help="--dataset csv: the folder of photos")
-    parser.add_argument("--csv", type=Path, help="--dataset csv: labels with columns name, age (identity optional)")
+    parser.group("hardware").add_argument(
+        "--workers", type=int, default=Config().num_workers, help="processes cropping faces"
+    )
+    parser.group("output").add_argument(
+        "--out", type=Path, help="output folder (default: DATA_ROOT/<dataset's folder>, e.g. data/IMDB)"
+    )
     add_config_arguments(parser, PREP_OPTIONS)
     return parser
 

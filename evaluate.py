@@ -1,17 +1,10 @@
 """Measure the age model and the verification, and calibrate the verification threshold.
 
-    uv run python evaluate.py age --images data/IMDB/val_images --csv data/IMDB/val.csv --ckpt checkpoints/best.ckpt --out eval/age
-    uv run python evaluate.py verify --pairs pairs.csv --out eval/verify [--ckpt PATH] [--calibrate]
-    uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv
-
-Every run writes OUT/summary.json beside its plots and tables. Exit codes: 0 done; 1 something to fix
-first (the message says what; for leakage: people found in both sets, or no identities to check);
-2 bad command line; 130 interrupted (Ctrl-C; verify resumes when run again).
+Every run writes OUT/summary.json beside its plots and tables (leakage prints it only).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -25,7 +18,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from config import Config
+from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.device import resolve_device
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics
@@ -368,47 +361,111 @@ def _save_figure(figure: Figure, path: Path) -> None:
     write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+AGE_EXAMPLES = (
+    "uv run python evaluate.py age --data-dir data/IMDB --out eval/age    # data_prep.py's val split",
+    "uv run python evaluate.py age --images data/IMDB/val_images --csv data/IMDB/val.csv --ckpt checkpoints/best.ckpt "
+    "--out eval/age",
+)
+VERIFY_EXAMPLES = ("uv run python evaluate.py verify --pairs pairs.csv --out eval/verify [--ckpt PATH] [--calibrate]",)
+LEAKAGE_EXAMPLES = (
+    "uv run python evaluate.py leakage --data-dir data/IMDB                # its train.csv against its val.csv",
+    "uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv",
+)
+EXIT_CODES = {
+    0: "done",
+    1: "something to fix first (the message says what)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); verify resumes when run again",
+}
+AGE_EXIT_CODES = EXIT_CODES | {EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing half-written is kept"}
+LEAKAGE_EXIT_CODES = {
+    0: "no person is in both sets",
+    1: "people found in both sets, no identities to check, or something to fix first (the message says what)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def build_parser() -> ConfigArgumentParser:
+    parser = ConfigArgumentParser(
+        description=__doc__,
+        epilog=help_epilog(
+            AGE_EXAMPLES + VERIFY_EXAMPLES + LEAKAGE_EXAMPLES,
+            EXIT_CODES | {1: EXIT_CODES[1] + "; leakage: also people found in both sets, or no identities"},
+            notes="Each command's options: evaluate.py age --help (verify, leakage alike).",
+        ),
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    age = commands.add_parser("age", help="MAE, CS@5, per-decade bias and interval coverage on a folder + CSV")
-    age.add_argument("--images", type=Path, required=True)
-    age.add_argument("--csv", type=Path, required=True)
-    age.add_argument("--ckpt", type=Path, default=Config().best_checkpoint)
-    age.add_argument("--out", type=Path, required=True)
-    age.add_argument("--device", default="auto")
-    verify = commands.add_parser("verify", help="ROC AUC, EER, TAR at FAR, by age gap; --calibrate writes thresholds")
-    verify.add_argument(
-        "--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), optionally age1, age2"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{age,verify,leakage}")
+    _add_age_command(commands)
+    _add_verify_command(commands)
+    leak = commands.add_parser(
+        "leakage",
+        help="people present in both the train and the val CSV",
+        description="People present in both the train and the val CSV, by the identity column.",
+        epilog=help_epilog(LEAKAGE_EXAMPLES, LEAKAGE_EXIT_CODES),
     )
-    verify.add_argument("--out", type=Path, required=True)
-    verify.add_argument("--ckpt", type=Path, help="age model, for predicted age gaps (default: none, use age1/age2)")
-    verify.add_argument("--threshold", type=float, default=Config().verification_threshold)
-    verify.add_argument("--calibrate", action="store_true", help="write OUT/calibration.json")
-    verify.add_argument("--target-far", type=float, default=1e-2, help="false-accept rate the calibration aims at")
-    verify.add_argument("--device", default="auto")
-    leak = commands.add_parser("leakage", help="people present in both the train and the val CSV")
-    leak.add_argument("--train-csv", type=Path, required=True)
-    leak.add_argument("--val-csv", type=Path, required=True)
+    add_config_arguments(leak, ["dataset_dir", "train_csv", "val_csv"])
     return parser
 
 
+def _add_age_command(commands) -> None:
+    age = commands.add_parser(
+        "age",
+        help="MAE, CS@5, per-decade bias and interval coverage on a folder + CSV",
+        description="MAE, CS@5, per-decade bias and interval coverage of the age model on a folder of face crops\n"
+        "and its labels CSV; writes OUT/predictions.csv, predicted_vs_true.png and summary.json.",
+        epilog=help_epilog(AGE_EXAMPLES, AGE_EXIT_CODES),
+    )
+    data = age.group("data")
+    data.add_argument(
+        "--images", type=Path, help="folder of face crops (default: --data-dir's val_images, else data/IMDB/val_images)"
+    )
+    data.add_argument(
+        "--csv",
+        type=Path,
+        help="labels of those crops, columns name, age (default: --data-dir's val.csv, else data/IMDB/val.csv)",
+    )
+    age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
+    age.group("hardware").add_argument(
+        "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda:1..."
+    )
+    add_config_arguments(age, ["dataset_dir", "best_checkpoint"])
+
+
+def _add_verify_command(commands) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="ROC AUC, EER, TAR at FAR, by age gap; --calibrate writes thresholds",
+        description="ROC AUC, EER, TAR at FAR and accuracy of the verification on labelled pairs, overall and by\n"
+        "age gap; --calibrate writes a threshold per age gap for infer.py --calibration.",
+        epilog=help_epilog(VERIFY_EXAMPLES, EXIT_CODES),
+    )
+    data, model = verify.group("data"), verify.group("model")
+    data.add_argument(
+        "--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), optionally age1, age2"
+    )
+    model.add_argument("--ckpt", type=Path, help="age model, for predicted age gaps (default: none, use age1/age2)")
+    model.add_argument("--calibrate", action="store_true", help="write OUT/calibration.json")
+    model.add_argument("--target-far", type=float, default=1e-2, help="false-accept rate the calibration aims at")
+    verify.group("output").add_argument(
+        "--out", type=Path, required=True, help="folder for the results; run again into it to resume"
+    )
+    verify.group("hardware").add_argument(
+        "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda:1..."
+    )
+    add_config_arguments(verify, ["verification_threshold"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, config = parse_config(build_parser(), argv)
     try:
         if args.command == "age":
-            summary = evaluate_age(args.images, args.csv, args.ckpt, args.out, args.device)
+            images, labels = args.images or config.val_dir, args.csv or config.val_csv
+            summary = evaluate_age(images, labels, config.best_checkpoint, args.out, args.device)
         elif args.command == "verify":
-            config = Config().replace(verification_threshold=args.threshold)
             summary = evaluate_verification(
                 args.pairs, args.out, args.ckpt, config, args.device, args.target_far if args.calibrate else None
             )
         else:
-            summary = leakage(args.train_csv, args.val_csv)
+            summary = leakage(config.train_csv, config.val_csv)
     except (
         EvaluationError,
         CheckpointError,

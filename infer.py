@@ -1,30 +1,21 @@
 """Compare faces: age of each and whether two photos show the same person.
 
-    uv run python infer.py IMG1 IMG2 OUT_DIR [--json] [--ckpt PATH]    # one pair: annotated JPG (+ JSON)
-    uv run python infer.py --pairs pairs.csv OUT_DIR                    # many pairs: results.jsonl + results.csv
-    uv run python infer.py --folder DIR [--reference IMG] OUT_DIR       # a folder against one photo, or all pairs
-
-Exit codes: 0 done; 2 bad command line; 3 unreadable input (missing, folder, not an image, truncated,
-too large); 4 no face found in a photo; 5 OUT_DIR cannot be written; 6 a model cannot be loaded (age
-checkpoint or verification weights); 7 a batch finished but some pairs failed (see their rows); 130
-interrupted (Ctrl-C). An unusable --calibration file counts as unreadable input (3).
-
-A batch run again into the same OUT_DIR resumes where it stopped; OUT_DIR holding another batch's results
-is refused (5): choose another OUT_DIR.
+Pair mode writes OUT_DIR/{stem1}_vs_{stem2}_result.jpg (and, with --json, ..._data.json). Batch modes
+(--pairs, --folder) stream OUT_DIR/results.jsonl and results.csv; a batch run again into the same OUT_DIR
+resumes where it stopped; OUT_DIR holding another batch's results is refused (5): choose another OUT_DIR.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
 import time
 from pathlib import Path
 
-from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
+from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.detection.imaging import ImageLoadError, load_image
-from face_match_age.device import resolve_device
+from face_match_age.device import batch_process_count, resolve_device
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
@@ -51,38 +42,49 @@ INFER_OPTIONS = (
     "mtcnn_min_face_size",
     "detection_max_side",
     "inference_batch_size",
+    "devices",
 )
+EXAMPLES = (
+    "uv run python infer.py IMG1 IMG2 OUT_DIR [--json] [--ckpt PATH]    # one pair: annotated JPG (+ JSON)",
+    "uv run python infer.py --pairs pairs.csv OUT_DIR                    # many pairs: results.jsonl + results.csv",
+    "uv run python infer.py --folder DIR [--reference IMG] OUT_DIR       # a folder against one photo, or all pairs",
+    "uv run python infer.py --pairs pairs.csv OUT_DIR --devices 2        # a batch shared by 2 processes (GPUs)",
+)
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_INPUT: "unreadable input (missing, folder, not an image, truncated, too large); an unusable "
+    "--calibration file counts as one",
+    EXIT_NO_FACE: "no face found in a photo",
+    EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results",
+    EXIT_MODEL: "a model cannot be loaded (age checkpoint or verification weights)",
+    EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a batch keeps its rows and the same command resumes it",
+}
 
 
 def build_parser() -> ConfigArgumentParser:
-    parser = ConfigArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
-    parser.add_argument("--json", action="store_true", help="also write {stem1}_vs_{stem2}_data.json")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
-    parser.add_argument("--no-age", action="store_true", help="verification only: no age checkpoint needed")
-    parser.add_argument("--all-faces", action="store_true", help="every face of IMG1 against every face of IMG2")
-    parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
-    parser.add_argument(
+    parser = ConfigArgumentParser(description=__doc__, epilog=help_epilog(EXAMPLES, EXIT_CODES))
+    data, model, hardware, output = (parser.group(key) for key in ("data", "model", "hardware", "output"))
+    data.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
+    data.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
+    data.add_argument("--folder", type=Path, help="compare the photos of this folder")
+    data.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
+    model.add_argument("--no-age", action="store_true", help="verification only: no age checkpoint needed")
+    model.add_argument("--all-faces", action="store_true", help="every face of IMG1 against every face of IMG2")
+    model.add_argument("--tta", action="store_true", help="average each face with its mirror image")
+    model.add_argument(
         "--verify-weights",
         type=Path,
         help="InceptionResnetV1 weight file for verification (default: VGGFace2 from $TORCH_HOME/checkpoints)",
     )
-    parser.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
-    parser.add_argument("--folder", type=Path, help="compare the photos of this folder")
-    parser.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
-    parser.add_argument(
+    model.add_argument(
         "--calibration",
         type=Path,
         help="calibration.json from evaluate.py verify --calibrate: "
         "a threshold per predicted age gap instead of --threshold",
     )
-    parser.add_argument(
-        "--devices", type=int, default=1, help="batch modes: processes (one per GPU) sharing the photos"
-    )
+    hardware.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
+    output.add_argument("--json", action="store_true", help="also write {stem1}_vs_{stem2}_data.json")
     add_config_arguments(parser, INFER_OPTIONS)
     return parser
 
@@ -99,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reference needs --folder")
     try:
         resolve_device(args.device)
+        processes = batch_process_count(config.devices, args.device) if batch else 1
     except ValueError as error:
         parser.error(str(error))
     try:
         threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
         if batch:
-            return run_batches(args, config, threshold)
+            return run_batches(args, config, threshold, processes)
         return run_pair(args, config, threshold)
     except (ImageLoadError, InputError, CalibrationError) as error:
         return _fail(error, EXIT_INPUT)
@@ -133,7 +136,7 @@ def analyzer_factory(args, config: Config) -> functools.partial:
     )
 
 
-def run_batches(args, config: Config, threshold) -> int:
+def run_batches(args, config: Config, threshold, processes: int = 1) -> int:
     pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
     record = {
         "pairs": str(args.pairs) if args.pairs else None,
@@ -155,7 +158,7 @@ def run_batches(args, config: Config, threshold) -> int:
         analyzer_factory(args, config),
         threshold,
         config=config,
-        devices=args.devices,
+        devices=processes,
         device=args.device,
         all_faces=args.all_faces,
         record=record,

@@ -20,7 +20,16 @@ import torchmetrics
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
-from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config, ConfigArgumentParser, add_config_arguments, parse_config
+from config import (
+    MAX_AGE,
+    MIN_AGE,
+    NUM_AGE_BINS,
+    Config,
+    ConfigArgumentParser,
+    add_config_arguments,
+    help_epilog,
+    parse_config,
+)
 from face_match_age.device import choose_device
 from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import save_checkpoint_file
@@ -203,7 +212,19 @@ def save_age_checkpoint(model: AgeEstimationModel, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(description="Check this installation: device, precision, pretrained weights, model.")
+    parser = ConfigArgumentParser(
+        description="Check this installation: device, precision, pretrained weights, model.",
+        epilog=help_epilog(
+            [
+                "uv run python model.py                        # what this machine would use; builds the model once",
+                "uv run python model.py --accelerator cpu --pretrained none   # without GPU or weight download",
+            ],
+            {
+                0: "ready",
+                1: "the pretrained weights are missing and cannot be downloaded (the message says where to put them)",
+            },
+        ),
+    )
     add_config_arguments(parser, ["pretrained", "accelerator", "precision"])
     _, config = parse_config(parser, argv)
     choice = choose_device(config.accelerator, config.precision)

@@ -1,8 +1,4 @@
-"""Train the age model.
-
-    uv run python train.py                                  # data/IMDB from data_prep.py, config defaults
-    uv run python train.py --ckpt checkpoints/last.ckpt     # resume where a run stopped
-    uv run python train.py --devices 4 --strategy ddp       # several GPUs (add --num-nodes for machines)
+"""Train the age model (Lightning).
 
 Writes <ckpt-dir>/best.ckpt (lowest validation MAE) and <ckpt-dir>/last.ckpt (the latest point reached: every
 epoch end, every --checkpoint-every-n-steps steps, and on SIGTERM or Ctrl-C), TensorBoard logs under <log-dir>,
@@ -24,7 +20,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks import RandomStateCheckpoint, RunRecord, ValidationPredictionImages
-from config import Config, ConfigArgumentParser, add_config_arguments, batch_limit, parse_config
+from config import (
+    Config,
+    ConfigArgumentParser,
+    add_config_arguments,
+    batch_limit,
+    devices_value,
+    help_epilog,
+    parse_config,
+)
 from face_match_age.device import DeviceChoice, choose_device
 from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
@@ -34,6 +38,7 @@ from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_
 from model import backbone_freezing, build_age_model
 
 TRAIN_OPTIONS = (
+    "dataset_dir",
     "train_dir",
     "val_dir",
     "train_csv",
@@ -161,11 +166,10 @@ def build_trainer(
     freezing = backbone_freezing(config.freeze_backbone_epochs)
     if freezing is not None:
         callbacks.append(freezing)
-    devices = int(config.devices) if config.devices.isdigit() else config.devices
     trainer = L.Trainer(
         accelerator=choice.accelerator,
         precision=choice.precision,
-        devices=devices,
+        devices=devices_value(config.devices),
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         max_epochs=config.max_epochs,
@@ -222,8 +226,27 @@ def _resume_point(last: LastCheckpoint, config: Config) -> Path | None:
     return last.path if last.saved_step is not None else config.resume_checkpoint
 
 
+EXAMPLES = (
+    "uv run python train.py                                  # data/IMDB from data_prep.py, config defaults",
+    "uv run python train.py --data-dir data/MINE             # a set data_prep.py wrote with --out data/MINE",
+    "uv run python train.py --ckpt checkpoints/last.ckpt     # resume where a run stopped",
+    "uv run python train.py --config checkpoints/config.json --ckpt checkpoints/last.ckpt   # same, no retyping",
+    "uv run python train.py --devices 4 --strategy ddp       # several GPUs (add --num-nodes for machines)",
+)
+EXIT_CODES = {
+    0: "trained (or stopped early by the patience rule)",
+    1: "something to fix first, named in one line: missing data, bad labels, an unreadable image, missing "
+    "pretrained weights, a missing or damaged --ckpt",
+    130: "stopped by Ctrl-C; last.ckpt saved, and the line printed is the command that resumes",
+    143: "stopped by SIGTERM (a scheduler's stop); last.ckpt saved, resume as for 130",
+}
+
+
 def build_parser() -> ConfigArgumentParser:
-    parser = ConfigArgumentParser(description="Train the age model (Lightning).")
+    parser = ConfigArgumentParser(
+        description=__doc__,
+        epilog=help_epilog(EXAMPLES, EXIT_CODES),
+    )
     add_config_arguments(parser, TRAIN_OPTIONS)
     return parser
 

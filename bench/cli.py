@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+# Every benchmark's exit codes, for its --help (config.help_epilog adds 2, a bad command line).
+BENCHMARK_EXIT_CODES = {0: "figures printed", 130: "interrupted (Ctrl-C): no figures printed, scratch files removed"}
+
 
 def run_benchmark(main: Callable[[], int]) -> None:
     """Run a benchmark's `main` as a script: no traceback when Ctrl-C stops it (its scratch folder is

@@ -75,7 +75,28 @@ def pair(models, path_1, path_2, out_dir):
     return result
 
 
+def main(argv: list[str] | None = None) -> int:
+    # The toolkit's parser, for a --help like every script's; it imports nothing the floor would not.
+    from config import ConfigArgumentParser, help_epilog
+
+    parser = ConfigArgumentParser(
+        prog="python -m bench.floor",
+        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
+        epilog=help_epilog(
+            ["uv run python -m bench.floor IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON"],
+            {0: "the pair's JPG and JSON written", 1: "any failure (a traceback: the floor has no checks)"},
+        ),
+    )
+    data = parser.group("data")
+    data.add_argument("first", metavar="IMG1", help="first photo")
+    data.add_argument("second", metavar="IMG2", help="second photo")
+    parser.group("output").add_argument("out", metavar="OUT_DIR", help="folder for the JPG and the JSON")
+    parser.group("model").add_argument("checkpoint", metavar="AGE_CKPT", help="age checkpoint (train.py's)")
+    args = parser.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    pair(load_models(args.checkpoint), args.first, args.second, args.out)
+    return 0
+
+
 if __name__ == "__main__":
-    first, second, out, checkpoint = sys.argv[1:5]
-    Path(out).mkdir(parents=True, exist_ok=True)
-    pair(load_models(checkpoint), first, second, out)
+    sys.exit(main())

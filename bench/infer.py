@@ -14,7 +14,6 @@ missing, random ones with the real layout are written to a temporary folder and 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import statistics
@@ -26,10 +25,16 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import run_benchmark
+from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
+from config import ConfigArgumentParser, help_epilog
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root, where infer.py is
+EXAMPLES = (
+    "uv run python -m bench.infer                         # CPU or GPU, whichever this machine has",
+    "uv run python -m bench.infer --photos 32 --repeats 5",
+    "uv run python -m bench.infer --device cuda",
+)
 
 
 def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
@@ -140,11 +145,21 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=10, help="distinct photos; the batch run compares every pair")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per latency figure; the median is shown")
-    parser.add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda...; the floor runs on the same device")
+    parser = ConfigArgumentParser(
+        prog="python -m bench.infer",
+        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
+        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
+    )
+    parser.group("data").add_argument(
+        "--photos", type=int, default=10, help="distinct photos; the batch run compares every pair"
+    )
+    parser.group("model").add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
+    parser.group("hardware").add_argument(
+        "--device", default="cpu", help="cpu, cuda...; the floor runs on the same device"
+    )
+    parser.group("benchmark").add_argument(
+        "--repeats", type=int, default=3, help="runs per latency figure; the median is shown"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

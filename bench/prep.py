@@ -7,14 +7,19 @@ MTCNN detection, on generated photos (faces made from scikit-image's astronaut),
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import run_benchmark
+from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
 from bench.photos import FACE_CROP, write_astronaut_variants
+from config import ConfigArgumentParser, help_epilog
+
+EXAMPLES = (
+    "uv run python -m bench.prep                 # 200 photos",
+    "uv run python -m bench.prep --photos 400",
+)
 
 
 def stage_rates(photos: list[Path], out: Path, detect: bool, workers: int) -> tuple[float, float]:
@@ -39,8 +44,12 @@ def stage_rates(photos: list[Path], out: Path, detect: bool, workers: int) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=200, help="generated photos per configuration")
+    parser = ConfigArgumentParser(
+        prog="python -m bench.prep",
+        description=__doc__.split("\n\n")[0],
+        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
+    )
+    parser.group("data").add_argument("--photos", type=int, default=200, help="generated photos per configuration")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

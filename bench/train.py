@@ -11,7 +11,6 @@ spent waiting for the next batch (goal under 10% with the configured workers).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import tempfile
 import time
@@ -23,8 +22,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench.cli import run_benchmark
-from config import Config, ConfigArgumentParser, add_config_arguments, parse_config
+from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.device import DeviceChoice, choose_device
 from face_match_age.network.age_network import age_kl_loss
 from loader import FaceAgeDataModule
@@ -32,6 +31,10 @@ from model import build_age_model
 from train import build_trainer
 
 WARMUP_STEPS = 2  # first steps pay for allocation, cuDNN autotuning and worker start-up
+EXAMPLES = (
+    "uv run python -m bench.train                                   # config defaults (batch 256)",
+    "uv run python -m bench.train --batch-size 16 --steps 8 --images 256 --num-workers 2   # a CPU-sized run",
+)
 
 
 def write_synthetic_faces(folder: Path, count: int, size: int) -> Path:
@@ -120,13 +123,19 @@ def _autocast(choice: DeviceChoice):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = ConfigArgumentParser(
+        prog="python -m bench.train",
+        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
+        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
+    )
     add_config_arguments(
         parser,
         ["batch_size", "num_workers", "img_size", "accelerator", "precision", "pretrained", "train_dir", "train_csv"],
     )
-    parser.add_argument("--steps", type=int, default=20, help="measured steps per loop, after the warm-up")
-    parser.add_argument(
+    parser.group("benchmark").add_argument(
+        "--steps", type=int, default=20, help="measured steps per loop, after the warm-up"
+    )
+    parser.group("data").add_argument(
         "--images",
         type=int,
         default=0,

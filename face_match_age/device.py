@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from config import devices_value
+
 
 @dataclass(frozen=True)
 class DeviceChoice:
@@ -100,3 +102,19 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {requested!r} was requested but MPS is not available here; use --device auto or cpu")
     return device
+
+
+def batch_process_count(devices: str, device: str) -> int:
+    """How many processes share infer.py's batch, from --devices (config.devices, read by config.devices_value)
+    and --device: a count as given; auto, as in train.py, every CUDA GPU when the batch runs on CUDA (--device
+    auto or cuda), else 1 (CPU, MPS, or one named GPU such as cuda:1). GPU indices cannot be honoured, since
+    each process takes cuda:<its rank>: a ValueError says how to choose GPUs instead."""
+    value = devices_value(devices)
+    if isinstance(value, list):
+        raise ValueError(
+            f"infer.py --devices takes a count or auto, not GPU indices ({devices}); to use GPUs "
+            f"{devices}, run with CUDA_VISIBLE_DEVICES={devices} and --devices {len(value)}"
+        )
+    if value == "auto":
+        return max(1, torch.cuda.device_count()) if device in ("auto", "cuda") and torch.cuda.is_available() else 1
+    return value

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from config import Config
+from config import Config, dataset_paths
 
 
 def age_picture(age: int, size: int, rng: np.random.Generator) -> Image.Image:
@@ -46,10 +46,7 @@ def make_dataset(root: Path, train: int = 16, val: int = 8, size: int = 96, seed
     write_split(root / "val_images", root / "val.csv", val_ages, rng, size, "val")
     return Config(
         dataset_dir=root,
-        train_dir=root / "train_images",
-        val_dir=root / "val_images",
-        train_csv=root / "train.csv",
-        val_csv=root / "val.csv",
+        **dataset_paths(root),
         img_size=size,
         pretrained="none",
         batch_size=4,

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib
 import json
 import subprocess
 import sys
@@ -112,3 +113,244 @@ def test_an_optional_path_field_is_an_option_that_takes_a_path():
     add_config_arguments(parser, ["resume_checkpoint"])
     _, config = parse_config(parser, ["--ckpt", "runs/last.ckpt"])
     assert config.resume_checkpoint == Path("runs/last.ckpt")
+
+
+# --- --help: headings, defaults, examples, exit codes --------------------------------------------------
+
+SCRIPT_HELP_HEADINGS = {
+    "train": ("data:", "model:", "training:", "hardware:", "output:"),
+    "infer": ("data:", "model:", "face detection:", "hardware:", "output:"),
+    "data_prep": ("data:", "face detection:", "hardware:", "output:"),
+    "model": ("model:", "hardware:"),
+    "bench.infer": ("data:", "model:", "hardware:", "benchmark:"),
+    "bench.prep": ("data:",),
+    "bench.train": ("data:", "model:", "training:", "hardware:", "benchmark:"),
+    "bench.floor": ("data:", "model:", "output:"),
+}
+EVALUATE_HELP_HEADINGS = {
+    "age": ("data:", "model:", "hardware:", "output:"),
+    "verify": ("data:", "model:", "hardware:", "output:"),
+    "leakage": ("data:",),
+}
+
+
+def _help_of(module_name: str, argv: list[str], capsys) -> str:
+    module = importlib.import_module(module_name)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_HELP_HEADINGS))
+def test_every_script_help_has_headings_examples_and_exit_codes(script, capsys):
+    text = _help_of(script, [], capsys)
+    for heading in SCRIPT_HELP_HEADINGS[script]:
+        assert f"\n{heading}\n" in text, heading
+    assert "\nexamples:\n  uv run python " in text
+    assert "\nexit codes:\n  0 " in text
+    assert "\n  2    bad command line" in text
+
+
+@pytest.mark.parametrize("command", sorted(EVALUATE_HELP_HEADINGS))
+def test_every_evaluate_command_help_has_headings_examples_and_exit_codes(command, capsys):
+    text = _help_of("evaluate", [command], capsys)
+    for heading in EVALUATE_HELP_HEADINGS[command]:
+        assert f"\n{heading}\n" in text, heading
+    assert f"\nexamples:\n  uv run python evaluate.py {command} " in text
+    assert "\nexit codes:\n  0 " in text
+
+
+def test_evaluate_help_lists_every_command_with_examples(capsys):
+    text = _help_of("evaluate", [], capsys)
+    for command in EVALUATE_HELP_HEADINGS:
+        assert f"uv run python evaluate.py {command} " in text
+    assert "\nexit codes:\n" in text
+
+
+def test_help_shows_the_default_of_config_and_hand_added_options(capsys):
+    text = " ".join(_help_of("infer", [], capsys).split())  # argparse wraps lines where the terminal ends
+    assert "cosine similarity above which two faces count as one person (default: 0.7)" in text
+    assert "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... (default: auto)" in text
+
+
+def _script_parsers():
+    import data_prep
+    import evaluate
+    import infer
+    import train
+
+    parsers = {"train": train.build_parser(), "infer": infer.build_parser(), "data_prep": data_prep.build_parser()}
+    commands = evaluate.build_parser().subcommands()
+    return parsers | {f"evaluate {name}": parser for name, parser in commands.items()}
+
+
+def test_every_option_of_every_script_is_described():
+    undescribed = [
+        f"{script} {action.option_strings or action.metavar}"
+        for script, parser in _script_parsers().items()
+        for action in parser.options
+        if len(action.help or "") < 10
+    ]
+    assert undescribed == []
+
+
+def test_help_epilog_lists_examples_then_every_exit_code_in_order():
+    text = config.help_epilog(["uv run python x.py --go"], {130: "interrupted", 0: "done"})
+    assert text.splitlines() == [
+        "examples:",
+        "  uv run python x.py --go",
+        "",
+        "exit codes:",
+        "  0    done",
+        "  2    bad command line: an unknown option, a bad value or an unusable --config file",
+        "  130  interrupted",
+    ]
+
+
+# --- unknown options: suggestions from the parser's own record, no argparse internals --------------------
+
+
+def test_an_unknown_option_is_matched_against_hand_added_grouped_options(capsys):
+    parser = ConfigArgumentParser(prog="script")
+    parser.group("output").add_argument("--json", action="store_true", help="also write the JSON file")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--jsno"])
+    assert "did you mean --json?" in capsys.readouterr().err
+
+
+def test_an_unknown_option_of_a_subcommand_is_matched_against_its_options(capsys):
+    import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["age", "--out", "x", "--imagse", "y"])
+    assert exit_info.value.code == 2
+    assert "did you mean --images?" in capsys.readouterr().err
+
+
+def test_the_parser_records_every_option_it_was_given():
+    parser = _parser("batch_size", "learning_rate")
+    assert {"--help", "--config", "--batch-size", "--lr", "--learning-rate"} <= set(parser.known_options)
+
+
+# --- --data-dir ------------------------------------------------------------------------------------------
+
+
+def test_data_dir_fills_the_four_data_paths_in_data_preps_layout():
+    import train
+
+    _, c = parse_config(train.build_parser(), ["--data-dir", "data/MINE"])
+    paths = (c.train_dir, c.val_dir, c.train_csv, c.val_csv)
+    assert paths == tuple(Path("data/MINE") / name for name in ("train_images", "val_images", "train.csv", "val.csv"))
+
+
+def test_a_data_path_given_beside_data_dir_wins():
+    import train
+
+    _, c = parse_config(train.build_parser(), ["--val-csv", "mine/other.csv", "--data-dir", "data/MINE"])
+    assert c.val_csv == Path("mine/other.csv")
+    assert c.train_csv == Path("data/MINE/train.csv")
+
+
+# --- --config --------------------------------------------------------------------------------------------
+
+
+def _saved_run(tmp_path, **changes) -> Path:
+    return save_config(Config().replace(**changes), tmp_path / "run", extra={"script": "train.py"})
+
+
+def test_config_file_values_are_applied(tmp_path):
+    import train
+
+    saved = _saved_run(tmp_path, batch_size=12, head_dropout=0.4, train_dir=Path("a/train"))
+    _, c = parse_config(train.build_parser(), ["--config", str(saved)])
+    assert (c.batch_size, c.head_dropout, c.train_dir) == (12, 0.4, Path("a/train"))
+
+
+def test_command_line_options_override_the_config_file(tmp_path):
+    import train
+
+    saved = _saved_run(tmp_path, batch_size=12, learning_rate=0.5)
+    _, c = parse_config(train.build_parser(), ["--batch-size", "7", "--config", str(saved)])
+    assert c.batch_size == 7
+    assert c.learning_rate == 0.5
+
+
+def test_data_dir_on_the_command_line_replaces_the_config_files_paths(tmp_path):
+    import train
+
+    saved = _saved_run(tmp_path, train_csv=Path("old/train.csv"), val_dir=Path("old/val_images"))
+    _, c = parse_config(train.build_parser(), ["--config", str(saved), "--data-dir", "new"])
+    assert (c.train_csv, c.val_dir) == (Path("new/train.csv"), Path("new/val_images"))
+
+
+def _usage_error(parser, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(parser, argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_unknown_keys_in_a_config_file_are_named(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"batch_sise": 3, "script": "train.py", "batch_size": 4}))
+    line = _usage_error(_parser("batch_size"), ["--config", str(path)], capsys)
+    assert "--config " + str(path) in line
+    assert "'batch_sise' (did you mean 'batch_size'?)" in line
+
+
+def test_a_missing_config_file_is_a_one_line_usage_error(tmp_path, capsys):
+    line = _usage_error(_parser("batch_size"), ["--config", str(tmp_path / "nope.json")], capsys)
+    assert line == f"script: error: --config {tmp_path / 'nope.json'}: cannot read it (No such file or directory)"
+
+
+def test_a_config_file_that_is_not_json_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("batch_size = 3\n")
+    line = _usage_error(_parser("batch_size"), ["--config", str(tmp_path / "config.json")], capsys)
+    assert "not a JSON file" in line
+
+
+def test_an_invalid_value_in_a_config_file_is_a_usage_error(tmp_path, capsys):
+    saved = _saved_run(tmp_path)
+    values = json.loads(saved.read_text()) | {"val_ratio": 3}
+    saved.write_text(json.dumps(values))
+    line = _usage_error(_parser("batch_size"), ["--config", str(saved)], capsys)
+    assert "val_ratio must lie strictly between 0 and 1" in line
+
+
+def test_every_key_a_script_saves_beside_the_fields_is_accepted(tmp_path):
+    saved = save_config(Config(), tmp_path, extra=dict.fromkeys(config.RUN_RECORD_KEYS, "x"))
+    assert load_config(saved) == Config()
+
+
+# --- --devices -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "value"), [("auto", "auto"), ("2", 2), ("0,1", [0, 1]), (" 3 ", 3)])
+def test_devices_text_is_read_one_way_for_every_script(text, value):
+    assert config.devices_value(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "0,", ""])
+def test_devices_that_mean_nothing_are_invalid(text):
+    with pytest.raises(ValueError, match="devices must be auto, a count of 1 or more, or GPU indices"):
+        Config(devices=text)
+
+
+def test_batch_processes_are_the_count_given():
+    from face_match_age.device import batch_process_count
+
+    assert batch_process_count("3", "cpu") == 3
+
+
+def test_auto_batch_processes_on_cpu_are_one():
+    from face_match_age.device import batch_process_count
+
+    assert batch_process_count("auto", "cpu") == 1
+
+
+def test_gpu_indices_for_a_batch_are_refused_with_what_to_do_instead():
+    from face_match_age.device import batch_process_count
+
+    with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES=0,1 and --devices 2"):
+        batch_process_count("0,1", "cuda")

@@ -484,3 +484,19 @@ def test_a_full_disk_while_cropping_is_one_line_and_the_rerun_continues(tmp_path
     assert "Traceback" not in err
     monkeypatch.setattr(crops, "_save_atomically", real_save)
     assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+
+
+def test_a_prepared_folder_is_what_train_reads_with_data_dir_and_its_config_file(tmp_path):
+    import train
+    from config import parse_config
+
+    rows = [{"name": f"p{number}.jpg", "age": 20 + number * 9, "identity": f"id{number}"} for number in range(5)]
+    assert _prep_csv(tmp_path, _own_photos(tmp_path, rows), "--no-detect", "--val-ratio", "0.4") == 0
+    prepared = tmp_path / "prepared"
+    _, config = parse_config(
+        train.build_parser(), ["--data-dir", str(prepared), "--config", str(prepared / "config.json")]
+    )
+    assert [
+        path for path in (config.train_dir, config.val_dir, config.train_csv, config.val_csv) if not path.exists()
+    ] == []
+    assert config.val_ratio == 0.4

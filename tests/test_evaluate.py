@@ -342,3 +342,18 @@ def test_a_rerun_into_the_same_folder_resumes_with_the_same_unrounded_figures(
     assert "resuming: 7 of 7 pairs" in capsys.readouterr().out
     # Not bit for bit: the photos are embedded in batches of another size, which may change the last float bits.
     pd.testing.assert_frame_equal(pd.read_csv(out / "similarities.csv"), first, check_exact=False, atol=1e-6)
+
+
+def test_age_evaluation_reads_the_val_split_of_data_dir(tmp_path, age_checkpoint):
+    make_dataset(tmp_path / "data", train=2, val=5, size=160)
+    out = tmp_path / "eval"
+    argv = ["age", "--data-dir", str(tmp_path / "data"), "--ckpt", str(age_checkpoint), "--out", str(out)]
+    assert evaluate.main([*argv, "--device", "cpu"]) == 0
+    assert json.loads((out / "summary.json").read_text())["csv"] == str(tmp_path / "data" / "val.csv")
+
+
+def test_leakage_reads_both_csvs_of_data_dir(tmp_path, capsys):
+    pd.DataFrame({"name": ["a"], "age": [1], "identity": ["x"]}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"name": ["b"], "age": [2], "identity": ["x"]}).to_csv(tmp_path / "val.csv", index=False)
+    assert evaluate.main(["leakage", "--data-dir", str(tmp_path)]) == 1
+    assert json.loads(capsys.readouterr().out)["shared_identities"] == 1

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 import infer
+from config import parse_config
 
 
 @pytest.fixture
@@ -304,3 +305,20 @@ def test_a_pair_gets_the_same_result_fields_in_pair_mode_and_in_a_batch(
     assert {key: row[key] for key in row if key in pair} == {key: pair[key] for key in pair if key in row}
     assert set(pair) - set(row) == {"path_1", "path_2", "models", "timings_ms"}
     assert set(row) - set(pair) == {"pair_index", "img1", "img2", "label", "worker_ranks"}
+
+
+@pytest.mark.parametrize(("devices", "needle"), [("0,1", "CUDA_VISIBLE_DEVICES=0,1"), ("two", "devices must be")])
+def test_devices_a_batch_cannot_use_are_a_usage_error(pairs_dir, tmp_path, capsys, devices, needle):
+    with pytest.raises(SystemExit) as error:
+        infer.main(["--pairs", str(pairs_dir / "pairs.csv"), str(tmp_path / "out"), "--devices", devices])
+    assert error.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batchs_saved_config_repeats_its_settings(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint):
+    out = tmp_path / "out"
+    _run("--pairs", pairs_dir / "pairs.csv", out, "--threshold", "0.55", "--face", "center", checkpoint=age_checkpoint)
+    _, config = parse_config(infer.build_parser(), ["--config", str(out / "config.json"), str(tmp_path / "again")])
+    assert (config.verification_threshold, config.face_selection) == (0.55, "center")
+    assert config.best_checkpoint == age_checkpoint
