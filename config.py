@@ -424,6 +424,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     return (base or Config()).replace(**given)
 
 
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"  # every script's --device (one device)
 CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
 
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.device import resolve_device
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics
@@ -424,9 +424,7 @@ def _add_age_command(commands) -> None:
         help="labels of those crops, columns name, age (default: --data-dir's val.csv, else data/IMDB/val.csv)",
     )
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
-    age.group("hardware").add_argument(
-        "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda:1..."
-    )
+    age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(age, ["dataset_dir", "best_checkpoint"])
 
 
@@ -448,9 +446,7 @@ def _add_verify_command(commands) -> None:
     verify.group("output").add_argument(
         "--out", type=Path, required=True, help="folder for the results; run again into it to resume"
     )
-    verify.group("hardware").add_argument(
-        "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda:1..."
-    )
+    verify.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(verify, ["verification_threshold"])
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.detection.imaging import ImageLoadError, load_image
 from face_match_age.device import batch_process_count, resolve_device
 from face_match_age.error_messages import print_error
@@ -83,7 +83,7 @@ def build_parser() -> ConfigArgumentParser:
         help="calibration.json from evaluate.py verify --calibrate: "
         "a threshold per predicted age gap instead of --threshold",
     )
-    hardware.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
+    hardware.add_argument("--device", default="auto", help=DEVICE_HELP)
     output.add_argument("--json", action="store_true", help="also write {stem1}_vs_{stem2}_data.json")
     add_config_arguments(parser, INFER_OPTIONS)
     return parser

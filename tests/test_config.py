@@ -171,7 +171,7 @@ def test_evaluate_help_lists_every_command_with_examples(capsys):
 def test_help_shows_the_default_of_config_and_hand_added_options(capsys):
     text = " ".join(_help_of("infer", [], capsys).split())  # argparse wraps lines where the terminal ends
     assert "cosine similarity above which two faces count as one person (default: 0.7)" in text
-    assert "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... (default: auto)" in text
+    assert f"{config.DEVICE_HELP} (default: auto)" in text
 
 
 def _script_parsers():
