@@ -11,13 +11,17 @@ from face_match_age.inference.analyzer import FaceAnalyzer, NoFaceError
 
 def test_face_analyzer_returns_plain_data(torch_home_with_vggface2, age_checkpoint, photo_dir, astronaut):
     analyzer = FaceAnalyzer(age_checkpoint=age_checkpoint)
-    assert not analyzer.age_model.training and not analyzer.verifier.training
+    assert not analyzer.age_model.training
+    assert not analyzer.verifier.training
     faces = analyzer.detect(np.asarray(astronaut))  # numpy arrays work like paths and PIL images
-    assert len(faces) == 1 and faces[0]["detection_probability"] > 0.9
+    assert len(faces) == 1
+    assert faces[0]["detection_probability"] > 0.9
     ages = analyzer.predict_age(photo_dir / "astronaut.jpg")
-    assert ages[0]["bbox"] == faces[0]["bbox"] and 0 <= ages[0]["age_prediction"] <= 100
+    assert ages[0]["bbox"] == faces[0]["bbox"]
+    assert 0 <= ages[0]["age_prediction"] <= 100
     embedding = analyzer.embed(astronaut)
-    assert embedding.shape == (512,) and np.isclose(np.linalg.norm(embedding), 1.0, atol=1e-4)
+    assert embedding.shape == (512,)
+    assert np.isclose(np.linalg.norm(embedding), 1.0, atol=1e-4)
     result = analyzer.compare(photo_dir / "astronaut.jpg", astronaut, threshold=0.5)
     json.dumps(result)  # plain data all the way down
     assert result["verification"]["threshold_used"] == 0.5
@@ -71,4 +75,6 @@ def test_the_seed_api_snippet_still_works(torch_home_with_vggface2, age_checkpoi
         age1 = age_model(face1).softmax(1) @ torch.arange(101.0).to(device)
         age2 = age_model(face2).softmax(1) @ torch.arange(101.0).to(device)
         similarity = torch.nn.functional.cosine_similarity(verif_model(face1), verif_model(face2)).item()
-    assert 0 <= age1.item() <= 100 and 0 <= age2.item() <= 100 and -1 <= similarity <= 1
+    assert 0 <= age1.item() <= 100
+    assert 0 <= age2.item() <= 100
+    assert -1 <= similarity <= 1

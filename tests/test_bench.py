@@ -30,7 +30,9 @@ def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
     out = capsys.readouterr().out
     for label in ("bare torch", "lightning"):
         rate, wait = _figures(_row(out, label))[:2]
-        assert math.isfinite(rate) and rate >= 0 and 0 <= wait <= 100
+        assert math.isfinite(rate)
+        assert rate >= 0
+        assert 0 <= wait <= 100
     assert len(_figures(_row(out, "lightning / bare throughput:"))) >= 2
 
 
@@ -41,7 +43,8 @@ def test_inference_benchmark_prints_every_row(capsys, torch_home_with_vggface2, 
     out = capsys.readouterr().out
     for measure in ("warm pair latency", "cold pair latency", "batch faces/s vs floor", "batch vs our pair-by-pair"):
         figures = _figures(re.split(r"\s[<>]=", _row(out, measure).split(")")[-1])[0])  # before the goal
-        assert len(figures) == 3 and all(math.isfinite(f) and f >= 0 for f in figures), measure
+        assert len(figures) == 3, measure
+        assert all(math.isfinite(f) and f >= 0 for f in figures), measure
 
 
 def test_preparation_benchmark_covers_every_configuration(capsys):

@@ -146,9 +146,13 @@ def truncated_checkpoint(age_checkpoint, tmp_path) -> Path:
 
 def _assert_one_damaged_line(err: str, path: Path) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "damaged" in lines[0] and str(path) in lines[0], lines[0]
-    assert "Traceback" not in err and "weights_only=False" not in err and "could run code" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "damaged" in lines[0], lines[0]
+    assert str(path) in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert "weights_only=False" not in err
+    assert "could run code" not in err
 
 
 def test_train_reports_a_truncated_checkpoint_before_fitting(tmp_path, truncated_checkpoint, capsys):
@@ -217,14 +221,15 @@ def test_unreadable_training_image_stops_training_with_one_line(tmp_path, capsys
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1, err[-3000:]
     line = error_lines[0]
-    assert f"cannot read image {broken}" in line and f"line 4 of {config.train_csv}" in line, line
+    assert f"cannot read image {broken}" in line, line
+    assert f"line 4 of {config.train_csv}" in line, line
     assert "remove its row from the CSV, then run again" in line
 
 
 def test_a_broken_verify_weights_file_named_by_the_user_gets_no_download_advice(
     age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys
 ):
-    from conftest import write_facenet_weights
+    from fake_networks import write_facenet_weights
 
     named = tmp_path / "mine.pt"
     write_facenet_weights(named, 8631)
@@ -243,6 +248,10 @@ def test_a_broken_verify_weights_file_named_by_the_user_gets_no_download_advice(
     assert code == infer.EXIT_MODEL
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(named) in lines[0], err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert str(named) in lines[0], err
     assert f"weights file {named} is damaged: it is truncated or corrupt" in lines[0], err
-    assert "Delete it" not in err and "to download" not in err and "Traceback" not in err
+    assert "Delete it" not in err
+    assert "to download" not in err
+    assert "Traceback" not in err

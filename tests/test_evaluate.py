@@ -49,7 +49,8 @@ def test_age_evaluation_writes_metrics_predictions_and_plot(tmp_path, age_checkp
     inside = (predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"])
     assert summary["interval_coverage"] == pytest.approx(inside.mean(), abs=1e-4)
     decade_faces = sum(d["faces"] for d in summary["per_decade"].values())
-    assert decade_faces == 12 and all("bias" in d for d in summary["per_decade"].values())
+    assert decade_faces == 12
+    assert all("bias" in d for d in summary["per_decade"].values())
     assert _is_png(out / "predicted_vs_true.png")
     assert json.loads(capsys.readouterr().out)["faces"] == 12
 
@@ -99,7 +100,9 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
         == 0
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["pairs"] == 7 and summary["scored_pairs"] == 6 and summary["pairs_without_a_face"] == 1
+    assert summary["pairs"] == 7
+    assert summary["scored_pairs"] == 6
+    assert summary["pairs_without_a_face"] == 1
     assert "no face found" in summary["failure_examples"][0]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     scored = [r for r in results if r["verification"]]
@@ -113,7 +116,8 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
     assert [bands[name]["pairs"] for name in ("0-5", "5-10", "10-20", "20+")] == [1, 1, 1, 3]
     assert _is_png(out / "roc.png")
     calibration = json.loads((out / "calibration.json").read_text())
-    assert calibration["target_far"] == 0.5 and calibration["overall"]["far"] <= 0.5
+    assert calibration["target_far"] == 0.5
+    assert calibration["overall"]["far"] <= 0.5
 
 
 def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration):
@@ -175,7 +179,8 @@ def test_a_broken_calibration_file_is_an_input_error(tmp_path, photo_dir, capsys
             str(tmp_path / "cal.json"),
         ]
     )
-    assert code == infer.EXIT_INPUT and "not a calibration file" in capsys.readouterr().err
+    assert code == infer.EXIT_INPUT
+    assert "not a calibration file" in capsys.readouterr().err
 
 
 def test_leakage_reports_people_in_both_sets(tmp_path, capsys):
@@ -183,9 +188,9 @@ def test_leakage_reports_people_in_both_sets(tmp_path, capsys):
     pd.DataFrame({"name": ["d", "e"], "age": [1, 2], "identity": ["y", "w"]}).to_csv(tmp_path / "v.csv")
     assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert (
-        report["shared_identities"] == 1 and report["examples"] == ["y"] and report["val_images_of_shared_people"] == 1
-    )
+    assert report["shared_identities"] == 1
+    assert report["examples"] == ["y"]
+    assert report["val_images_of_shared_people"] == 1
     pd.DataFrame({"name": ["d"], "age": [1], "identity": ["w"]}).to_csv(tmp_path / "v.csv")
     assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 0
 
@@ -214,8 +219,11 @@ def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path,
     out = tmp_path / "verify"
     assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"all 2 pairs are labelled {label}" in err and "need pairs of both kinds" in err
-    assert f"add pairs labelled {1 - label}" in err and not (out / "calibration.json").exists()
+    assert err.count("\n") == 1
+    assert f"all 2 pairs are labelled {label}" in err
+    assert "need pairs of both kinds" in err
+    assert f"add pairs labelled {1 - label}" in err
+    assert not (out / "calibration.json").exists()
 
 
 def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
@@ -234,8 +242,11 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
     assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
     assert "all 2 pairs are labelled 1 (same person) among the pairs where both faces were found" in err
-    assert "1 pairs lacked a face" in err and "coffee.jpg" in err and "add pairs labelled 0" in err
-    assert not (out / "calibration.json").exists() and not (out / "summary.json").exists()
+    assert "1 pairs lacked a face" in err
+    assert "coffee.jpg" in err
+    assert "add pairs labelled 0" in err
+    assert not (out / "calibration.json").exists()
+    assert not (out / "summary.json").exists()
 
 
 def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch):
@@ -252,7 +263,8 @@ def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["verification"]["similarity_score"] for r in results if r["verification"]} == {0.5}
     similarities = pd.read_csv(out / "similarities.csv").dropna(subset=["similarity"])
-    assert len(similarities) == 6 and similarities["similarity"].nunique() == 6
+    assert len(similarities) == 6
+    assert similarities["similarity"].nunique() == 6
     summary = json.loads((out / "summary.json").read_text())
     assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(similarities["similarity"], similarities["label"]))
     assert summary["eer"] == pytest.approx(
@@ -280,7 +292,9 @@ def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_
         == 0
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["pairs"] == 10 and summary["scored_pairs"] == 6 and summary["pairs_without_a_face"] == 4
+    assert summary["pairs"] == 10
+    assert summary["scored_pairs"] == 6
+    assert summary["pairs_without_a_face"] == 4
     for name in ("dot.png", "icon.png", "banner.png", "coffee.jpg"):
         assert sum(name in failure for failure in summary["failures"]) == 1, name
 
@@ -290,8 +304,10 @@ def test_leakage_without_identities_says_it_cannot_check(tmp_path, capsys):
     pd.DataFrame({"name": ["d"], "age": [1]}).to_csv(tmp_path / "v.csv", index=False)
     assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
     captured = capsys.readouterr()
-    assert captured.out == "" and "cannot check for people in both sets" in captured.err
-    assert str(tmp_path / "t.csv") in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""
+    assert "cannot check for people in both sets" in captured.err
+    assert str(tmp_path / "t.csv") in captured.err
+    assert captured.err.count("\n") == 1
 
 
 def test_leakage_counts_the_rows_it_could_not_check(tmp_path, capsys):
@@ -300,7 +316,8 @@ def test_leakage_counts_the_rows_it_could_not_check(tmp_path, capsys):
     assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["shared_identities"] == 0
-    assert report["train_images_without_identity"] == 1 and report["val_images_without_identity"] == 1
+    assert report["train_images_without_identity"] == 1
+    assert report["val_images_without_identity"] == 1
 
 
 def test_ctrl_c_while_scoring_ends_with_one_line(labelled_pairs, tmp_path, monkeypatch, capsys):

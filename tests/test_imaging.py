@@ -23,14 +23,16 @@ def test_exif_orientation_is_applied(tmp_path):
     upright = load_image(path)
     assert upright.size == (20, 40)
     top = np.asarray(upright)[2, 10]
-    assert top[2] > 200 and top[0] < 60  # the blue band is now on top
+    assert top[2] > 200  # the blue band is now on top
+    assert top[0] < 60
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "I;16"])
 def test_modes_become_8bit_rgb(tmp_path, rgb_photo, mode):
     image = rgb_photo.convert("L").convert(mode) if mode in ("I;16", "1") else rgb_photo.convert(mode)
     loaded = load_image(image)
-    assert loaded.mode == "RGB" and loaded.size == rgb_photo.size
+    assert loaded.mode == "RGB"
+    assert loaded.size == rgb_photo.size
 
 
 def test_16bit_grayscale_keeps_its_contrast(tmp_path):
@@ -45,7 +47,8 @@ def test_transparent_pixels_become_white(tmp_path):
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     rgba.putpixel((0, 0), (10, 20, 30, 255))
     loaded = np.asarray(load_image(_save(rgba, tmp_path / "a.png")))
-    assert tuple(loaded[0, 0]) == (10, 20, 30) and tuple(loaded[3, 3]) == (255, 255, 255)
+    assert tuple(loaded[0, 0]) == (10, 20, 30)
+    assert tuple(loaded[3, 3]) == (255, 255, 255)
     palette = rgba.convert("P")
     palette.info["transparency"] = palette.getpixel((3, 3))
     assert tuple(np.asarray(load_image(palette))[3, 3]) == (255, 255, 255)
@@ -83,7 +86,8 @@ def test_missing_file_and_folder_are_named(tmp_path):
 def test_face_to_tensor_uses_facenet_standardisation():
     gray = Image.new("RGB", (160, 160), (255, 128, 0))
     tensor = face_to_tensor(gray)
-    assert tensor.shape == (3, 160, 160) and tensor.dtype == torch.float32
+    assert tensor.shape == (3, 160, 160)
+    assert tensor.dtype == torch.float32
     assert torch.allclose(tensor[:, 0, 0], torch.tensor([(255 - 127.5) / 128, (128 - 127.5) / 128, -127.5 / 128]))
 
 

@@ -29,7 +29,8 @@ def run(torch_home_with_vggface2, age_checkpoint, capsys):
 
 def _only_error_line(err: str, *needles: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -45,25 +46,32 @@ def test_pair_writes_annotated_image_and_seed_json(run, photo_dir, tmp_path):
     )
     assert str(image_path) in stdout
     with Image.open(image_path) as picture:
-        assert picture.format == "JPEG" and picture.width > picture.height
+        assert picture.format == "JPEG"
+        assert picture.width > picture.height
     result = json.loads(json_path.read_text())
-    assert result["image_1"] == "astronaut.jpg" and result["image_2"] == "astronaut_edit.jpg"
+    assert result["image_1"] == "astronaut.jpg"
+    assert result["image_2"] == "astronaut_edit.jpg"
     sizes = {
         "face_1": Image.open(photo_dir / "astronaut.jpg").size,
         "face_2": Image.open(photo_dir / "astronaut_edit.jpg").size,
     }
     for key, (width, height) in sizes.items():
         face = result[key]
-        assert isinstance(face["age_prediction"], float) and 0 <= face["age_prediction"] <= 100
+        assert isinstance(face["age_prediction"], float)
+        assert 0 <= face["age_prediction"] <= 100
         x1, y1, x2, y2 = face["bbox"]
         assert all(isinstance(v, int) for v in face["bbox"])
-        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-        assert face["age_std"] >= 0 and face["age_interval"][0] <= face["age_prediction"] <= face["age_interval"][1]
+        assert 0 <= x1 < x2 <= width
+        assert 0 <= y1 < y2 <= height
+        assert face["age_std"] >= 0
+        assert face["age_interval"][0] <= face["age_prediction"] <= face["age_interval"][1]
     verification = result["verification"]
-    assert isinstance(verification["is_match"], bool) and -1 <= verification["similarity_score"] <= 1
+    assert isinstance(verification["is_match"], bool)
+    assert -1 <= verification["similarity_score"] <= 1
     assert verification["threshold_used"] == 0.7
     assert verification["is_match"] == (verification["similarity_score"] > 0.7)
-    assert result["error"] is None and result["models"]["verification_weights"] == "vggface2"
+    assert result["error"] is None
+    assert result["models"]["verification_weights"] == "vggface2"
 
 
 def test_exif_rotated_photo_gives_the_upright_box(torch_home_with_vggface2, age_checkpoint, astronaut, tmp_path):
@@ -89,7 +97,9 @@ def test_face_missing_writes_json_with_nulls_and_never_matches(run, photo_dir, t
     assert code == infer.EXIT_NO_FACE
     _only_error_line(err, "no face found in", "coffee.jpg")
     result = json.loads((tmp_path / "astronaut_vs_coffee_data.json").read_text())
-    assert result["face_2"] is None and result["verification"] is None and "coffee.jpg" in result["error"]
+    assert result["face_2"] is None
+    assert result["verification"] is None
+    assert "coffee.jpg" in result["error"]
     assert result["face_1"]["bbox"]
     assert (tmp_path / "astronaut_vs_coffee_result.jpg").is_file()
 
@@ -154,7 +164,8 @@ def test_missing_age_checkpoint_exits_6_and_no_age_needs_none(run, photo_dir, tm
     )
     assert code == 0
     result = json.loads((tmp_path / "astronaut_vs_astronaut_edit_data.json").read_text())
-    assert result["face_1"]["age_prediction"] is None and result["age_gap"] is None
+    assert result["face_1"]["age_prediction"] is None
+    assert result["age_gap"] is None
     assert result["verification"]["similarity_score"] is not None
 
 
@@ -173,7 +184,7 @@ def test_missing_verification_weights_exit_6(age_checkpoint, photo_dir, tmp_path
 
 
 def test_verify_weights_names_a_file_directly(age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys):
-    from conftest import write_facenet_weights
+    from fake_networks import write_facenet_weights
 
     write_facenet_weights(tmp_path / "mine.pt", 8631)
     code = infer.main(
@@ -202,12 +213,14 @@ def test_face_rules_and_all_faces_on_a_photo_of_two(run, photo_dir, tmp_path):
         face = json.loads((tmp_path / rule / "two_people_vs_astronaut_data.json").read_text())["face_1"]
         assert face["faces_found"] == 2
         chosen[rule] = face["bbox"]
-    assert chosen["largest"][0] < 450 and chosen["center"][0] > 450  # big face on the left, small one right of centre
+    assert chosen["largest"][0] < 450  # big face on the left, small one right of centre
+    assert chosen["center"][0] > 450
 
     code, _, _ = run(two, two, tmp_path / "all", "--json", "--all-faces")
     assert code == 0
     result = json.loads((tmp_path / "all" / "two_people_vs_two_people_data.json").read_text())
-    assert len(result["faces_1"]) == 2 and len(result["faces_2"]) == 2
+    assert len(result["faces_1"]) == 2
+    assert len(result["faces_2"]) == 2
     matrix = np.array(result["similarity_matrix"])
     assert matrix.shape == (2, 2)
     best = result["best_pair"]
@@ -222,10 +235,12 @@ def test_same_stems_from_other_folders_do_not_overwrite(run, photo_dir, tmp_path
     out = tmp_path / "out"
     assert run(tmp_path / "first" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")[0] == 0
     code, _, err = run(tmp_path / "second" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")
-    assert code == 0 and "another pair's result" in err
+    assert code == 0
+    assert "another pair's result" in err
     first = json.loads((out / "me_vs_astronaut_data.json").read_text())
     second = json.loads((out / "me_vs_astronaut_2_data.json").read_text())
-    assert "first" in first["path_1"] and "second" in second["path_1"]
+    assert "first" in first["path_1"]
+    assert "second" in second["path_1"]
     assert run(tmp_path / "first" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")[0] == 0
     assert sorted(p.name for p in out.glob("*_result.jpg")) == [
         "me_vs_astronaut_2_result.jpg",
@@ -233,7 +248,7 @@ def test_same_stems_from_other_folders_do_not_overwrite(run, photo_dir, tmp_path
     ]
 
 
-def test_paths_with_spaces_and_non_ascii(run, photo_dir, tmp_path):
+def test_paths_with_spaces_and_non_ascii_letters_name_the_outputs(run, photo_dir, tmp_path):
     folder = tmp_path / "photos of Zoë"
     folder.mkdir()
     shutil.copy(photo_dir / "astronaut.jpg", folder / "année 1999.jpg")
@@ -242,7 +257,8 @@ def test_paths_with_spaces_and_non_ascii(run, photo_dir, tmp_path):
     )
     assert code == 0
     result = json.loads((tmp_path / "sortie é" / "année 1999_vs_astronaut_edit_data.json").read_text(encoding="utf-8"))
-    assert result["image_1"] == "année 1999.jpg" and result["models"]["tta"] is True
+    assert result["image_1"] == "année 1999.jpg"
+    assert result["models"]["tta"] is True
 
 
 @pytest.mark.parametrize("size", [(1, 1), (19, 19), (4000, 40), (8000, 50)])
@@ -253,7 +269,9 @@ def test_photo_too_small_for_a_face_is_no_face_not_a_crash(run, photo_dir, astro
     assert code == infer.EXIT_NO_FACE
     _only_error_line(err, "no face found in", tiny.name, "too small")
     result = json.loads((tmp_path / "out" / f"astronaut_vs_{tiny.stem}_data.json").read_text())
-    assert result["face_2"] is None and result["verification"] is None and result["face_1"]["bbox"]
+    assert result["face_2"] is None
+    assert result["verification"] is None
+    assert result["face_1"]["bbox"]
     with Image.open(tmp_path / "out" / f"astronaut_vs_{tiny.stem}_result.jpg") as picture:
         assert picture.width <= 2 * annotate.MAX_PANEL_WIDTH + annotate.GAP  # a banner stays a storable JPEG
 
@@ -272,7 +290,9 @@ def test_min_face_size_outside_what_mtcnn_can_search_is_a_usage_error(photo_dir,
         )
     assert error.value.code == infer.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "mtcnn_min_face_size must lie in 12..800 pixels" in err and f"got {value}" in err and "Traceback" not in err
+    assert "mtcnn_min_face_size must lie in 12..800 pixels" in err
+    assert f"got {value}" in err
+    assert "Traceback" not in err
 
 
 def test_ctrl_c_in_pair_mode_ends_with_one_line_and_exit_130(run, photo_dir, tmp_path, monkeypatch):

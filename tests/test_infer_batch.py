@@ -49,15 +49,23 @@ def test_pairs_csv_streams_every_row_and_reports_broken_ones(
     assert len(rows) == len(table) == 4
     by_pair = {(r["img1"], r["img2"]): r for r in rows}
     good = by_pair[("imgs/astronaut.jpg", "imgs/astronaut_edit.jpg")]
-    assert good["label"] == 1 and good["error"] is None and isinstance(good["verification"]["is_match"], bool)
-    assert good["face_1"]["age_prediction"] is not None and good["image_2"] == "astronaut_edit.jpg"
+    assert good["label"] == 1
+    assert good["error"] is None
+    assert isinstance(good["verification"]["is_match"], bool)
+    assert good["face_1"]["age_prediction"] is not None
+    assert good["image_2"] == "astronaut_edit.jpg"
     broken = by_pair[("imgs/astronaut.jpg", "imgs/missing.jpg")]
-    assert broken["verification"] is None and "missing.jpg" in broken["error"] and "no such file" in broken["error"]
-    assert broken["face_1"] is not None and broken["face_2"] is None
+    assert broken["verification"] is None
+    assert "missing.jpg" in broken["error"]
+    assert "no such file" in broken["error"]
+    assert broken["face_1"] is not None
+    assert broken["face_2"] is None
     no_face = by_pair[("imgs/two_people.jpg", "imgs/coffee.jpg")]
-    assert no_face["verification"] is None and "no face found" in no_face["error"]
+    assert no_face["verification"] is None
+    assert "no face found" in no_face["error"]
     csv_good = next(r for r in table if r["img2"] == "imgs/astronaut_edit.jpg")
-    assert csv_good["is_match"] in ("True", "False") and float(csv_good["similarity_score"]) <= 1
+    assert csv_good["is_match"] in ("True", "False")
+    assert float(csv_good["similarity_score"]) <= 1
     assert sum(1 for r in table if r["error"]) == 2
     assert json.loads((out / "config.json").read_text())["verification_threshold"] == 0.7
 
@@ -114,7 +122,8 @@ def test_two_processes_share_the_photos(pairs_dir, tmp_path, torch_home_with_vgg
     one_process = {(r["img1"], r["img2"]): r for r in _results(single)[0]}
     for row in rows:  # sharding changes who computes, not what
         other = one_process[(row["img1"], row["img2"])]
-        assert row["face_1"] == other["face_1"] and row["verification"] == other["verification"]
+        assert row["face_1"] == other["face_1"]
+        assert row["verification"] == other["verification"]
 
 
 def test_bad_pairs_files_exit_3(tmp_path, torch_home_with_vggface2, age_checkpoint, capsys):
@@ -125,10 +134,11 @@ def test_bad_pairs_files_exit_3(tmp_path, torch_home_with_vggface2, age_checkpoi
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_command_line_shape_is_checked(capsys):
+def test_a_wrong_number_of_positional_arguments_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as error:
         infer.main(["only_one.jpg", "out"])
-    assert error.value.code == 2 and "IMG1 IMG2 OUT_DIR" in capsys.readouterr().err
+    assert error.value.code == 2
+    assert "IMG1 IMG2 OUT_DIR" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         infer.main(["--pairs", "p.csv", "a", "b"])
     assert "exactly one positional" in capsys.readouterr().err
@@ -172,7 +182,8 @@ def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(
         f"interrupted: 2 rows kept in {out / 'results.jsonl'}; rerun the same command to resume",
     ]
     rows, table = _results(out)
-    assert [r["pair_index"] for r in rows] == [0, 1] and [r["img2"] for r in table] == [r["img2"] for r in rows]
+    assert [r["pair_index"] for r in rows] == [0, 1]
+    assert [r["img2"] for r in table] == [r["img2"] for r in rows]
 
     from face_match_age.inference import analyzer
 
@@ -180,7 +191,8 @@ def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(
     monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or infer.load_image(photo))
     assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
     captured = capsys.readouterr()
-    assert "resuming: 2 of 4 pairs already in" in captured.out and "4 pairs: " in captured.out
+    assert "resuming: 2 of 4 pairs already in" in captured.out
+    assert "4 pairs: " in captured.out
     assert sorted(loaded) == ["astronaut_edit.jpg", "coffee.jpg", "two_people.jpg"]  # only what pairs 2, 3 need
     assert captured.err.splitlines() == [f"error: no face found in {pairs_dir / 'imgs' / 'coffee.jpg'}"]
     assert _files(out) == _files(tmp_path / "whole")
@@ -223,8 +235,10 @@ def test_another_batch_is_refused_and_the_same_one_is_not_redone(
     ):
         assert _run(*other, out, checkpoint=age_checkpoint) == infer.EXIT_OUTPUT
         err = capsys.readouterr().err
-        assert len(err.splitlines()) == 1 and "holds the results of another batch" in err
-        assert "choose another OUT_DIR" in err and "Traceback" not in err
+        assert len(err.splitlines()) == 1
+        assert "holds the results of another batch" in err
+        assert "choose another OUT_DIR" in err
+        assert "Traceback" not in err
         assert _files(out) == before
     assert "verification_threshold" in _run_err(
         capsys, out, "--pairs", pairs_dir / "one.csv", "--threshold", "0.5", checkpoint=age_checkpoint
@@ -260,11 +274,15 @@ def test_photos_too_small_for_a_face_fail_their_rows_only(
     rows, _ = _results(tmp_path / "out")
     assert [r["pair_index"] for r in rows] == [0, 1, 2, 3, 4]  # a finished batch is in the order of the pairs
     for row, (width, height) in zip(rows, sizes):
-        assert row["verification"] is None and f"no face found in {tmp_path / f'{width}x{height}.png'}" in row["error"]
-        assert "too small" in row["error"] and row["face_1"]["bbox"]
-    assert rows[4]["error"] is None and rows[4]["verification"]["similarity_score"] is not None
+        assert row["verification"] is None
+        assert f"no face found in {tmp_path / f'{width}x{height}.png'}" in row["error"]
+        assert "too small" in row["error"]
+        assert row["face_1"]["bbox"]
+    assert rows[4]["error"] is None
+    assert rows[4]["verification"]["similarity_score"] is not None
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 4 and all(line.startswith("error: no face found in") for line in err.splitlines())
+    assert len(err.splitlines()) == 4
+    assert all(line.startswith("error: no face found in") for line in err.splitlines())
 
 
 def test_a_weights_error_in_a_worker_process_reaches_the_parent_as_a_weights_error(

@@ -5,6 +5,7 @@ and no module of ours hides a library of the same name."""
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def test_the_root_holds_only_the_scripts_a_user_runs_or_edits():
 def test_nothing_edits_the_import_path():
     edits = re.compile(r"\bsys\.path\b|\baddsitedir\b")
     files = _repository_files(".py", ".ipynb")
-    assert ROOT / "notebook.ipynb" in files and PACKAGE / "inference" / "batch.py" in files  # the search sees them
+    assert ROOT / "notebook.ipynb" in files  # the search sees them
+    assert PACKAGE / "inference" / "batch.py" in files
     assert [str(path.relative_to(ROOT)) for path in files if edits.search(path.read_text())] == []
 
 
@@ -95,7 +97,9 @@ def test_every_package_folder_only_documents_itself_on_import():
         init = folder / "__init__.py"
         assert init.is_file(), f"{folder.relative_to(ROOT)} is not a package"
         body = ast.parse(init.read_text()).body
-        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
+        assert len(body) == 1, init
+        assert isinstance(body[0], ast.Expr), init
+        assert isinstance(body[0].value, ast.Constant), init
 
 
 def test_nothing_in_the_package_is_run():
@@ -112,3 +116,39 @@ def test_every_benchmark_the_documents_name_exists():
     assert not re.search(
         r"python \S*bench_\w+\.py", (ROOT / "README.md").read_text() + (ROOT / "REPORT.md").read_text()
     )
+
+
+def test_importing_any_module_makes_fetches_and_prints_nothing(tmp_path):
+    """Every root script and every module of the package: importing one makes, fetches and prints nothing."""
+    package = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / "face_match_age").rglob("*.py")
+    )
+    scripts = sorted(path.stem for path in ROOT.glob("*.py"))
+    assert "face_match_age.detection.faces" in package  # the lists are not empty
+    assert "train" in scripts
+    result = subprocess.run(
+        [sys.executable, "-c", "import " + ", ".join(scripts + package)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "th")},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no folders made, no weights fetched
+
+
+def test_inference_starts_without_the_training_libraries():
+    # A cold infer.py start would pay seconds for importing Lightning or torchmetrics; inference needs neither.
+    probe = "import sys, infer, face_match_age.network; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    imported = set(ast.literal_eval(result.stdout))
+    assert imported.isdisjoint({"lightning", "pytorch_lightning", "torchmetrics"}), imported
+
+
+def test_tests_share_helpers_through_helper_modules_not_conftest():
+    # conftest.py is pytest's fixture file; importing it as a module runs it twice under two names.
+    imports_conftest = re.compile(r"^\s*(from conftest import|import conftest)", re.MULTILINE)
+    importers = [path.name for path in (ROOT / "tests").glob("*.py") if imports_conftest.search(path.read_text())]
+    assert importers == []

@@ -18,7 +18,8 @@ def _rewrite(config, rows):
 
 def test_reads_names_ages_and_keeps_extra_columns(dataset_config):
     labels = read_labels(dataset_config.train_csv, dataset_config.train_dir)
-    assert list(labels.columns) == ["name", "age", "identity"] and len(labels) == 8
+    assert list(labels.columns) == ["name", "age", "identity"]
+    assert len(labels) == 8
     assert labels["age"].dtype.kind == "i"
 
 
@@ -34,7 +35,8 @@ def test_bad_ages_are_listed(dataset_config, bad_ages, expected):
     _rewrite(dataset_config, {"name": names, "age": bad_ages})
     with pytest.raises(LabelsError) as error:
         read_labels(dataset_config.train_csv, dataset_config.train_dir)
-    assert expected in str(error.value) and str(dataset_config.train_csv) in str(error.value)
+    assert expected in str(error.value)
+    assert str(dataset_config.train_csv) in str(error.value)
 
 
 def test_missing_files_and_duplicates_are_listed(dataset_config):
@@ -45,7 +47,9 @@ def test_missing_files_and_duplicates_are_listed(dataset_config):
         read_labels(dataset_config.train_csv, dataset_config.train_dir)
     message = str(error.value)
     assert "2 duplicate file names (line 2: 'train_0000.jpg', line 3: 'train_0000.jpg')" in message
-    assert "7 files missing from" in message and "ghost_0.jpg" in message and "and 2 more" in message
+    assert "7 files missing from" in message
+    assert "ghost_0.jpg" in message
+    assert "and 2 more" in message
 
 
 def test_empty_headerless_and_columnless_csvs(dataset_config):
@@ -67,7 +71,9 @@ def test_validation_items_are_the_shared_preprocessing(dataset_config):
     face, age, index = dataset[1]
     name = dataset.labels.at[1, "name"]
     expected = face_to_tensor(load_image(dataset_config.val_dir / name), 64)
-    assert torch.equal(face, expected) and int(age) == dataset.labels.at[1, "age"] and index == 1
+    assert torch.equal(face, expected)
+    assert int(age) == dataset.labels.at[1, "age"]
+    assert index == 1
     assert torch.equal(dataset[1][0], face)  # deterministic
 
 
@@ -75,15 +81,19 @@ def test_training_items_are_augmented_but_standardised_alike(dataset_config):
     dataset = FaceAgeDataset(dataset_config.train_dir, dataset_config.train_csv, img_size=64, augment=True)
     torch.manual_seed(0)
     first, second = dataset[0][0], dataset[0][0]
-    assert first.shape == (3, 64, 64) and not torch.equal(first, second)
-    assert first.min() >= -1.0 and first.max() <= 1.0  # (x - 127.5) / 128 of 0..255 pixels
+    assert first.shape == (3, 64, 64)
+    assert not torch.equal(first, second)
+    assert first.min() >= -1.0  # (x - 127.5) / 128 of 0..255 pixels
+    assert first.max() <= 1.0
 
 
-def test_datamodule_serves_batches(dataset_config):
+def test_datamodule_serves_shuffled_train_batches_and_ordered_complete_validation(dataset_config):
     module = FaceAgeDataModule(dataset_config)
     module.setup("fit")
     faces, ages, indices = next(iter(module.train_dataloader()))
-    assert faces.shape == (4, 3, 64, 64) and ages.shape == (4,) and indices.shape == (4,)
+    assert faces.shape == (4, 3, 64, 64)
+    assert ages.shape == (4,)
+    assert indices.shape == (4,)
     val_indices = torch.cat([batch[2] for batch in module.val_dataloader()])
     assert val_indices.tolist() == [0, 1, 2, 3]  # validation is ordered and complete
 

@@ -20,7 +20,8 @@ def test_auc_counts_ordered_pairs_with_ties_as_half():
     labels = [1, 1, 1, 0, 0, 0]
     # positives vs negatives: 0.9 beats 3; 0.8 beats 2 and ties 1; 0.4 beats 2 -> (3 + 2.5 + 2) / 9
     assert array_metrics.roc_auc(scores, labels) == pytest.approx(7.5 / 9)
-    assert array_metrics.roc_auc([0.9, 0.1], [1, 0]) == 1.0 and array_metrics.roc_auc([0.1, 0.9], [1, 0]) == 0.0
+    assert array_metrics.roc_auc([0.9, 0.1], [1, 0]) == 1.0
+    assert array_metrics.roc_auc([0.1, 0.9], [1, 0]) == 0.0
 
 
 def test_rates_accept_strictly_above_the_threshold():
@@ -51,11 +52,11 @@ def test_tar_at_far_by_hand():
 
 def test_best_threshold_maximises_accuracy():
     threshold, accuracy = array_metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 0, 0])
-    assert accuracy == 1.0 and 0.6 <= threshold < 0.8
+    assert accuracy == 1.0
+    assert 0.6 <= threshold < 0.8
     threshold, accuracy = array_metrics.best_accuracy_threshold([0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0])
-    assert accuracy == pytest.approx(0.8) and array_metrics.accuracy_at(
-        threshold, [0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0]
-    ) == pytest.approx(0.8)
+    assert accuracy == pytest.approx(0.8)
+    assert array_metrics.accuracy_at(threshold, [0.9, 0.8, 0.6, 0.4, 0.3], [1, 1, 0, 1, 0]) == pytest.approx(0.8)
 
 
 def test_age_gap_bands():
@@ -84,17 +85,19 @@ def test_calibration_meets_its_target_overall_and_per_band():
         entry = record["bands"][name]
         assert not entry["fallback"]
         far, _ = array_metrics.rates_at(entry["threshold"], scores[mask], labels[mask])
-        assert far <= 1e-2 and entry["far"] == far
+        assert far <= 1e-2
+        assert entry["far"] == far
         # the lowest such threshold
         assert array_metrics.rates_at(entry["threshold"] - 1e-3, scores[mask], labels[mask])[0] > 1e-2
     assert record["bands"]["20+"]["threshold"] < record["bands"]["0-5"]["threshold"]
-    assert (
-        record["bands"]["5-10"]["fallback"] and record["bands"]["5-10"]["threshold"] == record["overall"]["threshold"]
-    )
+    assert record["bands"]["5-10"]["fallback"]
+    assert record["bands"]["5-10"]["threshold"] == record["overall"]["threshold"]
     threshold, why = threshold_for(record, 31.0, "cal.json")
-    assert threshold == record["bands"]["20+"]["threshold"] and why["band"] == "20+"
+    assert threshold == record["bands"]["20+"]["threshold"]
+    assert why["band"] == "20+"
     threshold, why = threshold_for(record, None, "cal.json")
-    assert threshold == record["overall"]["threshold"] and "overall" in why["reason"]
+    assert threshold == record["overall"]["threshold"]
+    assert "overall" in why["reason"]
 
 
 def _pairs_with_ties(count: int = 3000) -> tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,10 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     assert train.main(train_args(config)) == 0
     out = capsys.readouterr().out
     best, last = config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt"
-    assert best.is_file() and last.is_file()
-    assert f"Best checkpoint: {best} (epoch " in out and "validation MAE" in out
+    assert best.is_file()
+    assert last.is_file()
+    assert f"Best checkpoint: {best} (epoch " in out
+    assert "validation MAE" in out
     printed_epoch = int(out.split("(epoch ")[1].split(",")[0])
     assert printed_epoch == torch.load(best, map_location="cpu", weights_only=True)["epoch"]
     assert load_age_model(best).hparams["pretrained"] is None  # what infer.py loads by default works
@@ -49,14 +51,17 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     assert {"val/predictions", "val/predicted_vs_true"} <= set(events.Tags()["images"])
     assert len(events.Images("val/predictions")) == 2  # one grid per validation epoch, none for the sanity check
     hparams = events.PluginTagToContent("hparams")
-    assert hparams and b"label_sigma" in b"".join(hparams.values()) and b"train_dir" in b"".join(hparams.values())
+    assert hparams
+    assert b"label_sigma" in b"".join(hparams.values())
+    assert b"train_dir" in b"".join(hparams.values())
 
 
 def test_missing_data_points_to_data_prep(tmp_path, capsys):
     code = train.main(["--train-dir", str(tmp_path / "nope"), "--ckpt-dir", str(tmp_path / "c")])
     assert code == 1
     err = capsys.readouterr().err
-    assert "data_prep.py" in err and str(tmp_path / "nope") in err
+    assert "data_prep.py" in err
+    assert str(tmp_path / "nope") in err
     assert not (tmp_path / "c").exists()
 
 
@@ -104,13 +109,15 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
     train.train(interrupted.replace(max_epochs=2), (scores,))
     first_part = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
     assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 0
-    assert first_part["epoch"] == 1 and first_part["global_step"] == 2 * 3  # the epoch that did not improve
+    assert first_part["epoch"] == 1  # the epoch that did not improve
+    assert first_part["global_step"] == 2 * 3
     train.train(
         interrupted.replace(max_epochs=3, resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"), (scores,)
     )
 
     resumed = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3  # epoch 1 was not run again
+    assert resumed["epoch"] == 2  # epoch 1 was not run again
+    assert resumed["global_step"] == 3 * 3
     assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 2
     assert resumed["optimizer_states"][0]["state"]  # Adam moments travelled too
     expected = _weights(straight.checkpoint_dir / "last.ckpt")
@@ -141,7 +148,10 @@ def test_ddp_with_two_cpu_processes_shards_the_data(tmp_path):
     ranks = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(record["world_size"] == 2 for record in ranks)
     seen = [set(record["seen"]["0"]) for record in ranks]
-    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert seen[0]
+    assert seen[1]
+    assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == set(range(16))
     assert sorted(p.name for p in config.checkpoint_dir.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
-    assert "Best checkpoint" in result.stdout and result.stdout.count("Best checkpoint") == 1
+    assert "Best checkpoint" in result.stdout
+    assert result.stdout.count("Best checkpoint") == 1

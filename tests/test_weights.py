@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_facenet_weights
 from facenet_pytorch import InceptionResnetV1
 from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
+from fake_networks import write_facenet_weights
 
 from face_match_age.network import weights
 from face_match_age.network.weights import PretrainedWeightsError, load_backbone, weights_path
@@ -95,8 +95,10 @@ def test_a_broken_file_the_user_named_is_not_met_with_download_advice(tmp_path, 
     with pytest.raises(PretrainedWeightsError) as foreign:
         load_backbone("vggface2", weights_file=named)
     for error in (truncated.value, foreign.value):
-        assert str(named) in str(error) and "name another file" in str(error)
-        assert "Delete it" not in str(error) and "to download" not in str(error)
+        assert str(named) in str(error)
+        assert "name another file" in str(error)
+        assert "Delete it" not in str(error)
+        assert "to download" not in str(error)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 AGE_GAP_BANDS = (("0-5", 0, 5), ("5-10", 5, 10), ("10-20", 10, 20), ("20+", 20, math.inf))
 
@@ -38,6 +37,8 @@ def roc_auc(scores, labels) -> float:
     if not _has_both_classes(labels):
         return float("nan")
     # the trapezoid under the exact ROC, which counts a tied pair as half
+    from torchmetrics.functional.classification import binary_auroc  # imported late: see roc_curve
+
     return float(binary_auroc(_scores_in_unit_range(scores), torch.tensor(labels, dtype=torch.long)))
 
 
@@ -56,6 +57,10 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels = np.asarray(labels, bool)
     if not _has_both_classes(labels):
         raise ValueError("a ROC needs both same-person and different-person pairs")
+    # Imported here, not at the top: infer.py reaches this module through calibration and only reads
+    # thresholds, and importing torchmetrics would cost every cold start about as much as Lightning.
+    from torchmetrics.functional.classification import binary_roc
+
     far, tar, _ = binary_roc(_scores_in_unit_range(scores), torch.tensor(labels, dtype=torch.long))
     # torchmetrics accepts scores >= its threshold: the same point accepting "> threshold" sits on the next
     # lower distinct score (minus infinity after the lowest)
