@@ -111,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--limit must be at least 1")
     try:
         prepare(args, config)
-    except (PrepError, DownloadError, ArchiveError, MetadataError, OutputError) as error:
+    except (PrepError, DownloadError, ArchiveError, MetadataError) as error:
         print_error(error)
+        return 1
+    except OutputError as error:  # a crop or table that cannot be written: the work so far is kept
+        print_error(f"{error}; fix that and run the same command again: it continues where it stopped")
         return 1
     except OSError as error:  # a full disk or a folder without write permission, while cropping or writing
         print_error(

@@ -479,20 +479,25 @@ def test_a_crop_log_line_cut_short_does_not_swallow_the_next_entry(tmp_path):
 
 
 def test_a_full_disk_while_cropping_is_one_line_and_the_rerun_continues(tmp_path, monkeypatch, capsys):
+    from face_match_age.files.output_files import write_atomically
     from face_match_age.preparation import crops
 
     rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(5)]
     folder = _own_photos(tmp_path, rows)
     real_save = crops._save_atomically
 
-    def disk_full(face, dest):
-        raise OSError(28, "No space left on device", str(dest))
+    def disk_full(face, dest):  # the real atomic write, with a disk that fills up while the crop is written
+        def write(tmp):
+            raise OSError(28, "No space left on device", str(tmp))
+
+        write_atomically(dest, write)
 
     monkeypatch.setattr(crops, "_save_atomically", disk_full)
     assert _prep_csv(tmp_path, folder, "--no-detect") == 1
     err = capsys.readouterr().err
     messages = [line for line in re.split(r"[\r\n]", err) if line.strip() and "|" not in line]  # not the bar
-    assert messages[-1].startswith("error: No space left on device ("), err
+    assert messages[-1].startswith("error: cannot write "), err
+    assert "(No space left on device); fix that and run the same command again" in messages[-1]
     assert sum(line.startswith("error:") for line in messages) == 1
     assert "Traceback" not in err
     monkeypatch.setattr(crops, "_save_atomically", real_save)
