@@ -27,7 +27,6 @@ from torchvision.utils import make_grid
 from config import Config, save_config
 from face_match_age.detection.imaging import tensor_to_image
 from face_match_age.evaluation.figures import predicted_vs_true_figure
-from face_match_age.network.age_network import age_std, expected_age
 
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU
@@ -68,11 +67,11 @@ def _predict(pl_module, dataset, indices):
     for start in range(0, len(indices), INFERENCE_BATCH):
         items = [dataset[i] for i in indices[start : start + INFERENCE_BATCH]]
         batch = torch.stack([item[0] for item in items])
-        logits = pl_module(batch.to(pl_module.device))
+        prediction = pl_module.network.predict(batch.to(pl_module.device))
         faces.append(batch)
         true_ages.append(torch.stack([item[1] for item in items]).float())
-        predicted.append(expected_age(logits).cpu())
-        spread.append(age_std(logits).cpu())
+        predicted.append(prediction["age"].cpu())
+        spread.append(prediction["age_std"].cpu())
     pl_module.train(was_training)
     return torch.cat(faces), torch.cat(true_ages), torch.cat(predicted), torch.cat(spread)
 

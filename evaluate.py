@@ -28,7 +28,7 @@ from face_match_age.evaluation.figures import predicted_vs_true_figure
 from face_match_age.files.csv_tables import read_table
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
 from face_match_age.inference.batch import BatchInterrupted, InputError
-from face_match_age.network.age_network import CheckpointError, age_interval, age_std, expected_age, load_age_model
+from face_match_age.network.age_network import CheckpointError, load_age_model
 from face_match_age.network.weights import PretrainedWeightsError
 from loader import FaceAgeDataset, LabelsError
 
@@ -55,14 +55,13 @@ def evaluate_age(
     with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
         for faces, ages, indices in DataLoader(dataset, batch_size=batch_size):
             progress.update(len(ages))
-            logits = model(faces.to(next(model.parameters()).device))
-            interval = age_interval(logits).cpu()
+            prediction = model.predict(faces.to(next(model.parameters()).device))
             for i, age, predicted, spread, (low, high) in zip(
                 indices.tolist(),
                 ages.tolist(),
-                expected_age(logits).cpu().tolist(),
-                age_std(logits).cpu().tolist(),
-                interval.tolist(),
+                prediction["age"].cpu().tolist(),
+                prediction["age_std"].cpu().tolist(),
+                prediction["age_interval"].cpu().tolist(),
             ):
                 rows.append(
                     {
