@@ -24,15 +24,17 @@ from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics
 from face_match_age.evaluation.age_decades import age_decade, decade_label
 from face_match_age.evaluation.calibration import calibrate
-from face_match_age.evaluation.figures import predicted_vs_true_figure
+from face_match_age.evaluation.figures import predicted_vs_true_figure, roc_figure, similarity_histogram_figure
 from face_match_age.files.csv_tables import read_table
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
 from face_match_age.inference.batch import BatchInterrupted, InputError
 from face_match_age.network.age_network import CheckpointError, load_age_model
 from face_match_age.network.weights import PretrainedWeightsError
+from face_match_age.reports.evaluation_sheets import save_age_error_sheet, save_worst_pair_sheets
 from loader import FaceAgeDataset, LabelsError
 
 TARGET_FARS = (1e-2, 1e-3)
+FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 LABEL_NAMES = {1: "1 (same person)", 0: "0 (different people)"}
 
@@ -74,12 +76,16 @@ def evaluate_age(
                     }
                 )
     predictions = pd.DataFrame(rows)
-    write_atomically(out_dir / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
+    files = {
+        "predictions": write_atomically(out_dir / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
+    }
     summary = age_summary(predictions) | {"checkpoint": str(checkpoint), "images": str(images), "csv": str(csv_path)}
-    _save_figure(
-        predicted_vs_true_figure(predictions["age"], predictions["predicted"]), out_dir / "predicted_vs_true.png"
+    files["predicted_vs_true"] = _save_figure(
+        predicted_vs_true_figure(predictions["age"], predictions["predicted"], predictions["age_std"]),
+        out_dir / "predicted_vs_true.png",
     )
-    write_json(out_dir / "summary.json", summary)
+    files["largest_age_errors"] = save_age_error_sheet(predictions, images, out_dir / "largest_age_errors.jpg")
+    _write_summary(out_dir, summary, files)
     return summary
 
 
@@ -161,13 +167,35 @@ def evaluate_verification(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "similarities": str(out_dir / "similarities.csv"),
     }
-    _plot_roc(scored["score"], scored["label"].astype(bool), out_dir / "roc.png")
+    files = {"results": out_dir / "results.jsonl", "similarities": out_dir / "similarities.csv"}
+    files |= _verification_pictures(results, pairs, config.verification_threshold, out_dir)
     if calibrate_far is not None:
         record = calibrate(scored["score"], scored["label"].astype(bool), scored["gap"], calibrate_far)
-        write_json(out_dir / "calibration.json", record)
+        files["calibration"] = write_json(out_dir / "calibration.json", record)
         summary["calibration"] = str(out_dir / "calibration.json")
-    write_json(out_dir / "summary.json", summary)
+    _write_summary(out_dir, summary, files)
     return summary
+
+
+def _verification_pictures(results: pd.DataFrame, pairs, threshold: float, out_dir: Path) -> dict[str, Path]:
+    """roc.png and similarity_histogram.png of the scored pairs, and the sheets of the worst pairs."""
+    scored = results[results["score"].notna()]
+    labels = scored["label"].astype(bool)
+    files = {
+        "roc": _save_figure(roc_figure(scored["score"], labels, scored["gap"], threshold), out_dir / "roc.png"),
+        "similarity_histogram": _save_figure(
+            similarity_histogram_figure(scored["score"], labels, threshold), out_dir / "similarity_histogram.png"
+        ),
+    }
+    by_index = {pair.index: pair for pair in pairs}
+    photos = pd.DataFrame(
+        {
+            "path1": [by_index[i].path1 for i in results["pair_index"]],
+            "path2": [by_index[i].path2 for i in results["pair_index"]],
+        },
+        index=results.index,
+    )
+    return files | save_worst_pair_sheets(results.join(photos), threshold, out_dir)
 
 
 def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
@@ -255,6 +283,9 @@ def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
                 "gap": gap,
                 "gap_from": gap_from,
                 "error": row["error"],
+                # for the sheets of the worst pairs: where each chosen face is, and its predicted age
+                **{f"box{n}": (row.get(f"face_{n}") or {}).get("bbox") for n in (1, 2)},
+                **{f"age{n}": (row.get(f"face_{n}") or {}).get("age_prediction") for n in (1, 2)},
             }
         )
     return pd.DataFrame(joined)
@@ -302,18 +333,6 @@ def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
     return figures
 
 
-def _plot_roc(scores, labels, path: Path) -> None:
-    figure = Figure(figsize=(5.5, 5))
-    axis = figure.subplots()
-    if labels.any() and (~labels).any():
-        far, tar, _ = array_metrics.roc_curve(scores, labels)
-        axis.plot(far, tar, label=f"AUC {array_metrics.roc_auc(scores, labels):.3f}")
-        axis.legend(loc="lower right")
-    axis.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
-    axis.set(xlabel="false accept rate", ylabel="true accept rate", title=f"ROC over {len(scores)} pairs")
-    _save_figure(figure, path)
-
-
 # --- leakage -------------------------------------------------------------------------------------------
 
 
@@ -354,10 +373,17 @@ def _known_identity(table: pd.DataFrame) -> pd.Series:
 # --- shared --------------------------------------------------------------------------------------------
 
 
-def _save_figure(figure: Figure, path: Path) -> None:
-    # A bare Figure renders to PNG without pyplot: no display needed, no global backend changed.
+def _save_figure(figure: Figure, path: Path) -> Path:
+    # A bare Figure renders to PNG without pyplot: no display needed, no global backend changed. No
+    # bbox_inches="tight": the PNG keeps the figure's fixed size whatever its labels hold.
     figure.tight_layout()
-    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=FIGURE_DPI))
+
+
+def _write_summary(out_dir: Path, summary: dict, files: dict[str, Path]) -> None:
+    """summary.json, listing every file the run wrote (itself included) by what each holds."""
+    summary["files"] = {name: str(path) for name, path in files.items()} | {"summary": str(out_dir / "summary.json")}
+    write_json(out_dir / "summary.json", summary)
 
 
 AGE_EXAMPLES = (
@@ -410,7 +436,8 @@ def _add_age_command(commands) -> None:
         "age",
         help="MAE, CS@5, per-decade bias and interval coverage on a folder + CSV",
         description="MAE, CS@5, per-decade bias and interval coverage of the age model on a folder of face crops\n"
-        "and its labels CSV; writes OUT/predictions.csv, predicted_vs_true.png and summary.json.",
+        "and its labels CSV; writes OUT/predictions.csv, predicted_vs_true.png, largest_age_errors.jpg and\n"
+        "summary.json.",
         epilog=help_epilog(AGE_EXAMPLES, AGE_EXIT_CODES),
     )
     data = age.group("data")
@@ -432,7 +459,8 @@ def _add_verify_command(commands) -> None:
         "verify",
         help="ROC AUC, EER, TAR at FAR, by age gap; --calibrate writes thresholds",
         description="ROC AUC, EER, TAR at FAR and accuracy of the verification on labelled pairs, overall and by\n"
-        "age gap; --calibrate writes a threshold per age gap for infer.py --calibration.",
+        "age gap; --calibrate writes a threshold per age gap for infer.py --calibration. Writes OUT/roc.png,\n"
+        "similarity_histogram.png, worst_false_accepts.jpg, worst_false_rejects.jpg and summary.json.",
         epilog=help_epilog(VERIFY_EXAMPLES, EXIT_CODES),
     )
     data, model = verify.group("data"), verify.group("model")
