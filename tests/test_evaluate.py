@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,6 +11,8 @@ from synthetic import make_dataset
 import evaluate
 import infer
 from face_match_age.evaluation import array_metrics
+from face_match_age.reports import evaluation_sheets
+from face_match_age.reports.contact_sheet import Tile, contact_sheet
 
 
 def _is_png(path):
@@ -374,3 +377,63 @@ def test_leakage_reads_both_csvs_of_data_dir(tmp_path, capsys):
     pd.DataFrame({"name": ["b"], "age": [2], "identity": ["x"]}).to_csv(tmp_path / "val.csv", index=False)
     assert evaluate.main(["leakage", "--data-dir", str(tmp_path)]) == 1
     assert json.loads(capsys.readouterr().out)["shared_identities"] == 1
+
+
+def _decoded_size(path):
+    with Image.open(path) as picture:
+        picture.load()
+        return picture.size
+
+
+def _sheet_size(tiles, faces_per_tile, columns):
+    return contact_sheet([Tile([None] * faces_per_tile)] * tiles, title="a title", columns=columns).size
+
+
+def test_verify_writes_its_figures_and_sheets_of_a_bounded_size(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch
+):
+    # 3 scored pairs of each kind, above a limit of 2 tiles: each sheet shows 2
+    monkeypatch.setattr(evaluation_sheets, "WORST_CASES", 2)
+    out = tmp_path / "verify"
+    argv = ["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"]
+    assert evaluate.main(argv) == 0
+    assert _decoded_size(out / "roc.png") == (780, 660)
+    assert _decoded_size(out / "similarity_histogram.png") == (780, 540)
+    two_pairs = _sheet_size(2, 2, evaluation_sheets.PAIR_COLUMNS)
+    assert _decoded_size(out / "worst_false_accepts.jpg") == two_pairs
+    assert _decoded_size(out / "worst_false_rejects.jpg") == two_pairs
+
+
+def test_verify_summary_lists_every_file_it_wrote(labelled_pairs, tmp_path, torch_home_with_vggface2):
+    out = tmp_path / "verify"
+    argv = ["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--calibrate"]
+    assert evaluate.main([*argv, "--device", "cpu"]) == 0
+    files = json.loads((out / "summary.json").read_text())["files"]
+    assert sorted(Path(path).name for path in files.values()) == [
+        "calibration.json",
+        "results.jsonl",
+        "roc.png",
+        "similarities.csv",
+        "similarity_histogram.png",
+        "summary.json",
+        "worst_false_accepts.jpg",
+        "worst_false_rejects.jpg",
+    ]
+    assert all(Path(path).is_file() for path in files.values())
+
+
+def test_age_writes_its_figure_and_a_sheet_of_a_bounded_size(tmp_path, age_checkpoint, monkeypatch):
+    monkeypatch.setattr(evaluation_sheets, "WORST_CASES", 5)  # below the 12 faces evaluated
+    config = make_dataset(tmp_path / "data", train=2, val=12, size=160)
+    out = tmp_path / "eval"
+    argv = ["age", "--images", str(config.val_dir), "--csv", str(config.val_csv), "--ckpt", str(age_checkpoint)]
+    assert evaluate.main([*argv, "--out", str(out), "--device", "cpu"]) == 0
+    assert _decoded_size(out / "predicted_vs_true.png") == (1200, 540)
+    assert _decoded_size(out / "largest_age_errors.jpg") == _sheet_size(5, 1, evaluation_sheets.FACE_COLUMNS)
+    files = json.loads((out / "summary.json").read_text())["files"]
+    assert sorted(Path(path).name for path in files.values()) == [
+        "largest_age_errors.jpg",
+        "predicted_vs_true.png",
+        "predictions.csv",
+        "summary.json",
+    ]

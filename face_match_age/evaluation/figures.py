@@ -177,7 +177,7 @@ def similarity_histogram_figure(scores, labels, threshold: float):
             )
     axis.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:g}")
     axis.set(xlabel="cosine similarity", ylabel="density", title=f"Similarities of {len(scores)} pairs")
-    axis.legend(loc="upper left", fontsize="small")
+    axis.legend(loc="best", fontsize="small")
     figure.tight_layout()
     return figure
 

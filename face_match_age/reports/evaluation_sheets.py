@@ -44,22 +44,23 @@ def _ranked(keys: np.ndarray, eligible: np.ndarray, count: int) -> np.ndarray:
 
 
 def save_worst_pair_sheets(pairs: pd.DataFrame, threshold: float, out_dir: Path) -> dict[str, Path]:
-    """Write worst_false_accepts.jpg and worst_false_rejects.jpg from `pairs`: one row per pair with
+    """Write worst_false_accepts.jpg (the different-person pairs scoring highest, highest first) and
+    worst_false_rejects.jpg (the same-person pairs scoring lowest, lowest first), each tile framed in red
+    where the threshold decides the pair wrongly. `pairs`: one row per pair with
     path1, path2 (photos), box1, box2 (the chosen faces, x1 y1 x2 y2, or None), age1, age2 (predicted,
     or None), score (NaN when a face was missing) and label (1 same person, 0 different)."""
     scores, labels = pairs["score"].to_numpy(dtype=np.float64), pairs["label"].to_numpy(dtype=bool)
     accepted = scores > threshold
     sheets = {
         "worst_false_accepts": (
-            worst_false_accepts(scores, labels),
-            f"Different people, highest similarity first: {int((accepted & ~labels).sum())} accepted "
-            f"above {threshold:g} (red)",
+            worst_false_accepts(scores, labels, WORST_CASES),
+            f"Worst false accepts: {int((accepted & ~labels).sum())} at threshold {threshold:g} (red)",
             "FALSE ACCEPT",
         ),
         "worst_false_rejects": (
-            worst_false_rejects(scores, labels),
-            f"Same person, lowest similarity first: {int((~accepted & labels & np.isfinite(scores)).sum())} "
-            f"rejected at {threshold:g} (red)",
+            worst_false_rejects(scores, labels, WORST_CASES),
+            f"Worst false rejects: {int((~accepted & labels & np.isfinite(scores)).sum())} at threshold "
+            f"{threshold:g} (red)",
             "FALSE REJECT",
         ),
     }
@@ -72,12 +73,16 @@ def save_worst_pair_sheets(pairs: pd.DataFrame, threshold: float, out_dir: Path)
 
 def _pair_tile(pair: pd.Series, threshold: float, mistake: str) -> Tile:
     wrong = (pair["score"] > threshold) != bool(pair["label"])
-    ages = " / ".join(_age_text(age) for age in (pair["age1"], pair["age2"]))
+    ages = [pair["age1"], pair["age2"]]
+    if all(age is None or pd.isna(age) for age in ages):
+        ages_line = "ages not predicted (no --ckpt)"
+    else:
+        ages_line = "predicted ages " + " / ".join(_age_text(age) for age in ages)
     return Tile(
         faces=[_face(pair["path1"], pair["box1"]), _face(pair["path2"], pair["box2"])],
         caption=[
             f"similarity {pair['score']:.3f}" + (f"  {mistake}" if wrong else ""),
-            f"predicted ages {ages}",
+            ages_line,
             f"{Path(pair['path1']).name} | {Path(pair['path2']).name}",
         ],
         frame=WRONG if wrong else RIGHT,
@@ -87,7 +92,7 @@ def _pair_tile(pair: pd.Series, threshold: float, mistake: str) -> Tile:
 def save_age_error_sheet(predictions: pd.DataFrame, images: Path, path: Path) -> Path:
     """Write the sheet of the largest age errors from `predictions` (name, age, predicted, age_std; the
     face crops are images/name)."""
-    positions = largest_age_errors(predictions["age"], predictions["predicted"])
+    positions = largest_age_errors(predictions["age"], predictions["predicted"], WORST_CASES)
     tiles = []
     for position in positions:
         face = predictions.iloc[position]
