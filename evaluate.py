@@ -27,7 +27,7 @@ from face_match_age.evaluation.calibration import calibrate
 from face_match_age.evaluation.figures import predicted_vs_true_figure, roc_figure, similarity_histogram_figure
 from face_match_age.files.csv_tables import read_table
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
-from face_match_age.inference.batch import BatchInterrupted, InputError
+from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, BatchInterrupted, InputError
 from face_match_age.network.age_network import CheckpointError, load_age_model
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.reports.evaluation_sheets import save_age_error_sheet, save_worst_pair_sheets
@@ -167,7 +167,13 @@ def evaluate_verification(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "similarities": str(out_dir / "similarities.csv"),
     }
-    files = {"results": out_dir / "results.jsonl", "similarities": out_dir / "similarities.csv"}
+    files = {  # run_batch's files (infer.py's batch output), then this evaluation's
+        "results": out_dir / RESULTS_JSONL,
+        "results_table": out_dir / RESULTS_CSV,
+        "batch": out_dir / MANIFEST,
+        "config": out_dir / "config.json",
+        "similarities": out_dir / "similarities.csv",
+    }
     files |= _verification_pictures(results, pairs, config.verification_threshold, out_dir)
     if calibrate_far is not None:
         record = calibrate(scored["score"], scored["label"].astype(bool), scored["gap"], calibrate_far)

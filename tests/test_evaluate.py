@@ -410,7 +410,10 @@ def test_verify_summary_lists_every_file_it_wrote(labelled_pairs, tmp_path, torc
     assert evaluate.main([*argv, "--device", "cpu"]) == 0
     files = json.loads((out / "summary.json").read_text())["files"]
     assert sorted(Path(path).name for path in files.values()) == [
+        "batch.json",
         "calibration.json",
+        "config.json",
+        "results.csv",
         "results.jsonl",
         "roc.png",
         "similarities.csv",
