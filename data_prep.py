@@ -42,6 +42,7 @@ from face_match_age.preparation.splits import (
     split_shortfall,
     within_tolerance,
 )
+from face_match_age.reports.crop_preview import save_split_previews
 
 DATASETS = (*DATASET_SOURCES, "csv")
 PREP_OPTIONS = (
@@ -138,6 +139,7 @@ def prepare(args, config: Config) -> dict:
     summary_path = out_dir / "summary.json"
     if _already_done(summary_path, fingerprint, out_dir):
         print(f"{out_dir} is already prepared with these arguments (see {summary_path}); nothing to do.")
+        save_split_previews(out_dir, config.seed)  # only when missing or stale, e.g. prepared by an older version
         return json.loads(summary_path.read_text())
     started = time.perf_counter()
     # A download in progress says what it kept itself; an unpacking is redone whole (its marker comes last).
@@ -161,7 +163,9 @@ def prepare(args, config: Config) -> dict:
             },
         )
         write_json(summary_path, summary)  # last: its presence marks the preparation as complete
+        previews = save_split_previews(out_dir, config.seed)  # after: a rerun finds it done and draws them
     print_summary(summary, out_dir)
+    print(f"  a sample of the crops, to check before training: {', '.join(map(str, previews))}")
     return summary
 
 

@@ -518,3 +518,84 @@ def test_a_prepared_folder_is_what_train_reads_with_data_dir_and_its_config_file
         path for path in (config.train_dir, config.val_dir, config.train_csv, config.val_csv) if not path.exists()
     ] == []
     assert config.val_ratio == 0.4
+
+
+# --- preview sheets of the crops ------------------------------------------------------------------------
+
+
+def _preview(out, split):
+    from face_match_age.reports.crop_preview import preview_path
+
+    with Image.open(preview_path(out, split)) as sheet:
+        sheet.load()
+        return sheet
+
+
+def _preview_size(tiles):
+    """The size of a sheet of `tiles` single-face tiles, as the shared layout draws it."""
+    from face_match_age.reports.contact_sheet import Tile, contact_sheet
+
+    return contact_sheet([Tile([None])] * tiles, "a title").size
+
+
+def test_a_prepared_folder_has_a_jpeg_preview_of_each_splits_crops(tmp_path, capsys):
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 5 * i, "identity": f"id{i}"} for i in range(10)]
+    assert _prep_csv(tmp_path, _own_photos(tmp_path, rows), "--no-detect") == 0
+    out = tmp_path / "prepared"
+    assert str(out / "preview_train.jpg") in capsys.readouterr().out
+    for split in ("train", "val"):
+        sheet = _preview(out, split)
+        assert sheet.format == "JPEG"
+        assert sheet.size == _preview_size(len(pd.read_csv(out / f"{split}.csv")))
+
+
+def test_previews_of_many_crops_show_only_the_tile_limit(tmp_path, monkeypatch):
+    from face_match_age.reports import crop_preview
+
+    monkeypatch.setattr(crop_preview, "PREVIEW_TILES", 3)
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 3 * i, "identity": f"id{i}"} for i in range(20)]
+    assert _prep_csv(tmp_path, _own_photos(tmp_path, rows), "--no-detect") == 0
+    for split in ("train", "val"):  # 16 and 4 crops
+        assert _preview(tmp_path / "prepared", split).size == _preview_size(3)
+
+
+def test_a_rerun_finding_everything_done_draws_a_missing_preview_and_rewrites_nothing_else(tmp_path, capsys):
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 5 * i, "identity": f"id{i}"} for i in range(10)]
+    folder = _own_photos(tmp_path, rows)
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+    out = tmp_path / "prepared"
+    first = (out / "preview_val.jpg").read_bytes()
+    (out / "preview_val.jpg").unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert _prep_csv(tmp_path, folder, "--no-detect") == 0
+    assert "already prepared" in capsys.readouterr().out
+    assert (out / "preview_val.jpg").read_bytes() == first
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "preview_val.jpg"}
+
+
+def test_preview_tiles_show_each_crop_with_its_csv_labels(tmp_path):
+    from face_match_age.reports.crop_preview import crop_tiles
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "a.jpg")
+    rows = pd.DataFrame(
+        [{"name": "a.jpg", "age": 34, "identity": "nm01"}, {"name": "gone.jpg", "age": 7, "identity": ""}]
+    )
+    tiles = crop_tiles(rows, tmp_path)
+    assert [tile.caption for tile in tiles] == [
+        ["a.jpg", "age 34", "identity nm01"],
+        ["gone.jpg", "age 7", "no identity"],
+    ]
+    assert tiles[0].faces[0].size == (32, 32)
+    assert tiles[1].faces == [None]  # a crop that cannot be read: an empty square, not a crash
+
+
+def test_the_preview_sample_is_bounded_seeded_and_youngest_first():
+    from face_match_age.reports.crop_preview import sample_rows
+
+    table = pd.DataFrame({"name": [f"p{i}.jpg" for i in range(100)], "age": [(37 * i) % 90 for i in range(100)]})
+    sample = sample_rows(table, 10, seed=42)
+    assert len(sample) == 10
+    assert sample["age"].is_monotonic_increasing
+    assert sample.equals(sample_rows(table, 10, seed=42))
+    assert not sample.equals(sample_rows(table, 10, seed=7))

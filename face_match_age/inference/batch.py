@@ -37,6 +37,7 @@ from face_match_age.files.output_files import OutputError, prepare_out_dir, writ
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_row
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
+from face_match_age.reports.batch_sheet import save_batch_sheet
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CSV_COLUMNS = [
@@ -186,6 +187,7 @@ def run_batch(
         f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
         f"-> {results}, {out_dir / RESULTS_CSV}"
     )
+    print(f"contact sheet of the pairs -> {save_batch_sheet(results, pairs)}")
     return counts
 
 
