@@ -66,3 +66,11 @@ def test_long_captions_are_shortened_to_their_tile(astronaut):
     tile_width = sheet.width // 2
     right_edge_of_first_tile = sheet.crop((tile_width - 3, 0, tile_width, sheet.height))
     assert right_edge_of_first_tile.getextrema() == ((255, 255), (255, 255), (255, 255))  # the text stops before it
+
+
+def test_a_sheet_of_one_tile_widens_to_show_its_whole_title(astronaut):
+    title = "Worst false accepts: 1 at threshold 0.700 (red)"
+    untitled = contact_sheet([Tile([astronaut])])
+    titled = contact_sheet([Tile([astronaut])], title)
+    assert titled.width > untitled.width
+    assert titled.width <= COLUMNS * untitled.width  # never wider than a full row

@@ -23,6 +23,7 @@ import os
 import queue
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from face_match_age.files.output_files import OutputError, prepare_out_dir, writ
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_row
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
-from face_match_age.reports.batch_sheet import save_batch_sheet
+from face_match_age.reports.batch_sheet import FAILED, MATCH, NO_MATCH, save_batch_sheet, verdict
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CSV_COLUMNS = [
@@ -142,7 +143,7 @@ def run_batch(
     record: dict | None = None,
     settings: dict | None = None,
 ) -> dict[str, int]:
-    """Compare every pair, streaming rows to out_dir; returns the counts of match, no_match and failed.
+    """Compare every pair, streaming rows to out_dir; returns the count of each verdict (match, no match, failed).
 
     make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
     FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json;
@@ -180,11 +181,9 @@ def run_batch(
         kept = _read_rows(results)
         _write_rows(out_dir, list(kept.values()))  # results.csv may lack the row being written at Ctrl-C
         raise BatchInterrupted(results, len(kept)) from None
-    counts = {"match": 0, "no_match": 0, "failed": 0}
-    for line in done.values():
-        counts[_outcome(json.loads(line))] += 1
+    counts = Counter(verdict(json.loads(line)) for line in done.values())
     print(
-        f"{len(pairs)} pairs: {counts['match']} match, {counts['no_match']} no match, {counts['failed']} failed "
+        f"{len(pairs)} pairs: {counts[MATCH]} match, {counts[NO_MATCH]} no match, {counts[FAILED]} failed "
         f"-> {results}, {out_dir / RESULTS_CSV}"
     )
     print(f"contact sheet of the pairs -> {save_batch_sheet(results, pairs)}")
@@ -337,12 +336,6 @@ def _csv_row(row: dict) -> dict:
         "bbox_2": " ".join(map(str, faces[1].get("bbox", []))),
         "error": row["error"],
     }
-
-
-def _outcome(row: dict) -> str:
-    if row["verification"] is None:
-        return "failed"
-    return "match" if row["verification"]["is_match"] else "no_match"
 
 
 def _resolve(base: Path, text: str) -> Path:

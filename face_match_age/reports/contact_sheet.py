@@ -45,16 +45,20 @@ def contact_sheet(
     faces_per_tile = max((len(tile.faces) for tile in shown), default=1)
     tile_width = faces_per_tile * THUMB_SIDE + (faces_per_tile - 1) * PADDING + 2 * PADDING
     tile_height = THUMB_SIDE + CAPTION_LINES * (CAPTION_SIZE + 2) + 3 * PADDING
-    columns = max(1, min(columns, len(shown)))
-    rows = max(1, math.ceil(len(shown) / columns))
+    used_columns = max(1, min(columns, len(shown)))
+    rows = max(1, math.ceil(len(shown) / used_columns))
+    title_font = ImageFont.load_default(size=TITLE_SIZE)
     title_height = TITLE_SIZE + 2 * PADDING if title else 0
-    sheet = Image.new("RGB", (columns * tile_width, title_height + rows * tile_height), BACKGROUND)
+    # A sheet of a few tiles widens for its title, up to a full row: the title says what the tiles are.
+    title_width = math.ceil(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=title_font))
+    width = max(used_columns * tile_width, min(title_width + 2 * PADDING, columns * tile_width))
+    sheet = Image.new("RGB", (width, title_height + rows * tile_height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((PADDING, PADDING), title, fill=TEXT, font=ImageFont.load_default(size=TITLE_SIZE))
+        draw.text((PADDING, PADDING), _fit(draw, title, title_font, width - 2 * PADDING), fill=TEXT, font=title_font)
     for index, tile in enumerate(shown):
-        left = (index % columns) * tile_width
-        top = title_height + (index // columns) * tile_height
+        left = (index % used_columns) * tile_width
+        top = title_height + (index // used_columns) * tile_height
         _draw_tile(sheet, draw, tile, left, top, tile_width, tile_height)
     if not shown:
         draw.text((PADDING, title_height + PADDING), "nothing to show", fill=TEXT, font=_caption_font())
