@@ -83,7 +83,9 @@ class LastCheckpoint(Checkpoint):
             or self.saved_step == trainer.global_step
         ):
             return
-        trainer.save_checkpoint(self.path)
+        # weights_only=False: a resumable checkpoint (optimizer, loops, callbacks), said outright so Lightning
+        # does not log that it chose it (this is about what is saved, not how it is loaded).
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = trainer.global_step
 
 
