@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks import RandomStateCheckpoint, RunRecord, ValidationPredictionImages
+from callbacks import RandomStateCheckpoint, RunRecord, ScalarLayout, ValidationPredictionImages
 from config import (
     Config,
     ConfigArgumentParser,
@@ -138,8 +138,8 @@ def build_trainer(
     config: Config, choice: DeviceChoice, extra_callbacks: tuple[Callback, ...] = ()
 ) -> tuple[L.Trainer, RunRecord, LastCheckpoint, StopOnSignal]:
     logger = TensorBoardLogger(
-        save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=True
-    )  # hp_metric: best val MAE, set by RunRecord
+        save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=False
+    )  # hp_metric: best val MAE, written by RunRecord once there is one (not Lightning's -1 placeholder)
     best = ModelCheckpoint(
         dirpath=config.checkpoint_dir,
         filename="best",
@@ -159,6 +159,7 @@ def build_trainer(
         EarlyStopping(monitor=MONITOR, mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         ValidationPredictionImages(config.logged_sample_faces, config.figure_sample_size),
+        ScalarLayout(),
         RandomStateCheckpoint(),
         record,
         *extra_callbacks,
