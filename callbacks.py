@@ -5,8 +5,12 @@ validation faces labelled with true age, predicted age and uncertainty, and a pr
 figure with the MAE of each decade. It runs on rank zero only, on a fixed sample whose size is set
 in the config, so its cost does not grow with the dataset.
 
+`ScalarLayout` writes TensorBoard's custom-scalars layout at fit start: train and validation MAE, loss
+and CS@5 on shared charts, side by side (the "Custom Scalars" tab).
+
 `RunRecord` saves the resolved config beside the logs and checkpoints, remembers the best validation
-MAE and its epoch, and keeps TensorBoard's hyper-parameter metric (`hp_metric`) at that MAE.
+MAE and its epoch, and keeps TensorBoard's hyper-parameter metric (`hp_metric`) at that MAE; it writes
+the hyper-parameters itself, so `hp_metric` never holds Lightning's -1 placeholder.
 
 `RandomStateCheckpoint` stores the random number generators in checkpoints so that a resumed run
 draws the same augmentations, shuffles and dropout masks as an uninterrupted one.
@@ -20,8 +24,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import ImageDraw, ImageFont
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from config import Config, save_config
@@ -30,6 +37,22 @@ from face_match_age.evaluation.figures import predicted_vs_true_figure
 
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU
+# Tags as model.py logs them; train/loss is also logged per step, and only its epoch mean compares with val/loss.
+SCALAR_LAYOUT = {
+    "train vs validation": {
+        "MAE (years)": ["Multiline", ["^train/mae$", "^val/mae$"]],
+        "loss": ["Multiline", ["^train/loss_epoch$", "^val/loss$"]],
+        "CS@5 (share within 5 years)": ["Multiline", ["^train/cs5$", "^val/cs5$"]],
+    }
+}
+
+
+class ScalarLayout(L.Callback):
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Each fit (a resume too) writes into a new TensorBoard version folder, which needs its own layout.
+        if trainer.logger is not None and hasattr(trainer.logger.experiment, "add_custom_scalars"):
+            trainer.logger.experiment.add_custom_scalars(SCALAR_LAYOUT)
 
 
 class ValidationPredictionImages(L.Callback):
@@ -112,11 +135,31 @@ class RunRecord(L.Callback):
             self.best, self.best_epoch = float(value), trainer.current_epoch
         pl_module.log("hp_metric", self.best, sync_dist=False, rank_zero_only=True)
 
+    @rank_zero_only
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # train.py's logger has default_hp_metric=False, so Lightning wrote no hyper-parameters (with it, they
+        # come with an hp_metric of -1 that TensorBoard shows until the first validation). They are written here,
+        # once Lightning has collected them, naming hp_metric without a value: its values are the best MAEs that
+        # on_validation_epoch_end logs.
+        if isinstance(trainer.logger, TensorBoardLogger):
+            _write_hparams(trainer.logger.experiment, trainer.logger.hparams, metric_names=("hp_metric",))
+
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
+
+
+def _write_hparams(writer: SummaryWriter, params: dict, metric_names: tuple[str, ...]) -> None:
+    # TensorBoard's HParams tab takes int, float, str and bool; anything else (None, a path) is shown as text.
+    shown = {
+        name: value if isinstance(value, int | float | str | bool) else str(value) for name, value in params.items()
+    }
+    # The metrics' values are not part of these summaries: the tab reads them from the scalars of those names.
+    experiment, session_start, session_end = hparams(shown, dict.fromkeys(metric_names))
+    for summary in (experiment, session_start, session_end):
+        writer.file_writer.add_summary(summary)
 
 
 class RandomStateCheckpoint(L.Callback):

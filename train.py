@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks import RandomStateCheckpoint, RunRecord, ValidationPredictionImages
+from callbacks import RandomStateCheckpoint, RunRecord, ScalarLayout, ValidationPredictionImages
 from config import (
     Config,
     ConfigArgumentParser,
@@ -135,11 +135,11 @@ def check_inputs(config: Config) -> None:
 
 
 def build_trainer(
-    config: Config, choice: DeviceChoice, extra_callbacks: tuple[Callback, ...] = ()
+    config: Config, choice: DeviceChoice, extra_callbacks: tuple[Callback, ...] = (), progress_bar: bool = True
 ) -> tuple[L.Trainer, RunRecord, LastCheckpoint, StopOnSignal]:
     logger = TensorBoardLogger(
-        save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=True
-    )  # hp_metric: best val MAE, set by RunRecord
+        save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=False
+    )  # hp_metric: best val MAE, written by RunRecord once there is one (not Lightning's -1 placeholder)
     best = ModelCheckpoint(
         dirpath=config.checkpoint_dir,
         filename="best",
@@ -159,6 +159,7 @@ def build_trainer(
         EarlyStopping(monitor=MONITOR, mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         ValidationPredictionImages(config.logged_sample_faces, config.figure_sample_size),
+        ScalarLayout(),
         RandomStateCheckpoint(),
         record,
         *extra_callbacks,
@@ -179,18 +180,20 @@ def build_trainer(
         limit_val_batches=batch_limit(config.limit_val_batches),
         log_every_n_steps=config.log_every_n_steps,
         plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress_bar,
     )
     if trainer.is_global_zero:
         print(f"Training on {choice.describe()}")
     return trainer, record, last, stop
 
 
-def train(config: Config, extra_callbacks: tuple[Callback, ...] = ()) -> TrainingResult:
-    """Train (or resume) the age model as `config` says; the Python API behind `python train.py`."""
+def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_bar: bool = True) -> TrainingResult:
+    """Train (or resume) the age model as `config` says; the Python API behind `python train.py`.
+    `progress_bar=False` for callers whose output is read later (a notebook), where the bar is noise."""
     check_inputs(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     choice = choose_device(config.accelerator, config.precision)
-    trainer, record, last, stop = build_trainer(config, choice, extra_callbacks)
+    trainer, record, last, stop = build_trainer(config, choice, extra_callbacks, progress_bar)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     model = build_age_model(config)
     try:
@@ -301,7 +304,7 @@ def _report(result: TrainingResult, config: Config) -> None:
     print(
         f"Best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
         f"validation MAE {result.best_val_mae:.2f} years)\nLast checkpoint: {result.last_checkpoint}\n"
-        f"TensorBoard: tensorboard --logdir {config.log_dir}"
+        f"TensorBoard: uv run tensorboard --logdir {config.log_dir}, then open http://localhost:6006/#custom_scalars"
     )
 
 

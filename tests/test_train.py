@@ -1,7 +1,12 @@
+import contextlib
+import io
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -10,17 +15,37 @@ import pytest
 import torch
 from synthetic import make_dataset, train_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
+from config import Config
 from face_match_age.network.age_network import load_age_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
-    config = make_dataset(tmp_path / "data")
-    assert train.main(train_args(config)) == 0
-    out = capsys.readouterr().out
+@dataclass(frozen=True)
+class ShortFit:
+    config: Config
+    printed: str
+    events: EventAccumulator
+
+
+@pytest.fixture(scope="module")
+def short_fit(tmp_path_factory) -> ShortFit:
+    """One two-epoch train.py run, shared by the tests that read what it wrote."""
+    config = make_dataset(tmp_path_factory.mktemp("short_fit") / "data")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train.main(train_args(config)) == 0
+    events = EventAccumulator(str(config.log_dir / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    return ShortFit(config, printed.getvalue(), events)
+
+
+def test_short_fit_writes_checkpoints_logs_and_config(short_fit):
+    config, out, events = short_fit.config, short_fit.printed, short_fit.events
     best, last = config.checkpoint_dir / "best.ckpt", config.checkpoint_dir / "last.ckpt"
     assert best.is_file()
     assert last.is_file()
@@ -33,8 +58,6 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 4
     assert json.loads((config.checkpoint_dir / "config.json").read_text())["train_dir"] == str(config.train_dir)
 
-    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
-    events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {
         "train/loss_step",
@@ -54,6 +77,44 @@ def test_short_fit_writes_checkpoints_logs_and_config(tmp_path, capsys):
     assert hparams
     assert b"label_sigma" in b"".join(hparams.values())
     assert b"train_dir" in b"".join(hparams.values())
+
+
+def _custom_scalar_charts(events: EventAccumulator) -> dict[str, list[str]]:
+    (written,) = events.Tensors("custom_scalars__config__")  # the tag TensorBoard's Custom Scalars tab reads
+    layout = layout_pb2.Layout.FromString(written.tensor_proto.string_val[0])
+    return {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+
+
+def _matching_tags(patterns: list[str], events: EventAccumulator) -> set[str]:
+    return {tag for tag in events.Tags()["scalars"] if any(re.search(pattern, tag) for pattern in patterns)}
+
+
+def test_custom_scalars_chart_train_and_validation_mae_together(short_fit):
+    charts = _custom_scalar_charts(short_fit.events)
+    assert _matching_tags(charts["MAE (years)"], short_fit.events) == {"train/mae", "val/mae"}
+
+
+def test_custom_scalars_chart_train_and_validation_epoch_loss_together(short_fit):
+    charts = _custom_scalar_charts(short_fit.events)
+    assert _matching_tags(charts["loss"], short_fit.events) == {"train/loss_epoch", "val/loss"}
+
+
+def test_custom_scalars_show_mae_beside_loss_in_one_category(short_fit):
+    (written,) = short_fit.events.Tensors("custom_scalars__config__")
+    (category,) = layout_pb2.Layout.FromString(written.tensor_proto.string_val[0]).category
+    assert [chart.title for chart in category.chart][:2] == ["MAE (years)", "loss"]
+
+
+def test_hp_metric_is_only_ever_the_best_validation_mae(short_fit):
+    best_so_far = itertools.accumulate((e.value for e in short_fit.events.Scalars("val/mae")), min)
+    hp_metric = [e.value for e in short_fit.events.Scalars("hp_metric")]
+    assert hp_metric == pytest.approx(list(best_so_far))  # no -1 placeholder before the first validation
+
+
+def test_hparams_tab_takes_hp_metric_as_the_run_metric(short_fit):
+    content = short_fit.events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    assert [metric.name.tag for metric in experiment.metric_infos] == ["hp_metric"]
 
 
 def test_missing_data_points_to_data_prep(tmp_path, capsys):
