@@ -531,11 +531,14 @@ def _preview(out, split):
         return sheet
 
 
-def _preview_size(tiles):
-    """The size of a sheet of `tiles` single-face tiles, as the shared layout draws it."""
-    from face_match_age.reports.contact_sheet import Tile, contact_sheet
+def _assert_preview_of(sheet, tiles):
+    """`sheet` is laid out as the shared layout draws `tiles` single-face tiles: their rows, and a width
+    between their own and a full row's (a sheet of few tiles widens for its title)."""
+    from face_match_age.reports.contact_sheet import COLUMNS, Tile, contact_sheet
 
-    return contact_sheet([Tile([None])] * tiles, "a title").size
+    narrowest = contact_sheet([Tile([None])] * tiles, "t")
+    assert sheet.height == narrowest.height
+    assert narrowest.width <= sheet.width <= contact_sheet([Tile([None])] * COLUMNS, "t").width
 
 
 def test_a_prepared_folder_has_a_jpeg_preview_of_each_splits_crops(tmp_path, capsys):
@@ -546,7 +549,7 @@ def test_a_prepared_folder_has_a_jpeg_preview_of_each_splits_crops(tmp_path, cap
     for split in ("train", "val"):
         sheet = _preview(out, split)
         assert sheet.format == "JPEG"
-        assert sheet.size == _preview_size(len(pd.read_csv(out / f"{split}.csv")))
+        _assert_preview_of(sheet, len(pd.read_csv(out / f"{split}.csv")))
 
 
 def test_previews_of_many_crops_show_only_the_tile_limit(tmp_path, monkeypatch):
@@ -556,7 +559,7 @@ def test_previews_of_many_crops_show_only_the_tile_limit(tmp_path, monkeypatch):
     rows = [{"name": f"p{i}.jpg", "age": 20 + 3 * i, "identity": f"id{i}"} for i in range(20)]
     assert _prep_csv(tmp_path, _own_photos(tmp_path, rows), "--no-detect") == 0
     for split in ("train", "val"):  # 16 and 4 crops
-        assert _preview(tmp_path / "prepared", split).size == _preview_size(3)
+        _assert_preview_of(_preview(tmp_path / "prepared", split), 3)
 
 
 def test_a_rerun_finding_everything_done_draws_a_missing_preview_and_rewrites_nothing_else(tmp_path, capsys):

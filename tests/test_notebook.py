@@ -29,7 +29,8 @@ def _outputs(notebook: nbformat.NotebookNode) -> list[dict]:
 
 
 def _images(cell) -> list[dict]:
-    return [output for output in cell.outputs if "image/png" in output.get("data", {})]
+    pictures = ("image/png", "image/jpeg")
+    return [output for output in cell.outputs if any(kind in output.get("data", {}) for kind in pictures)]
 
 
 def _stream_text(notebook: nbformat.NotebookNode, name: str) -> str:
