@@ -246,11 +246,22 @@ def verification_result(similarity: float, threshold: float) -> dict:
 
 
 def pair_row(
-    path_1: Path, path_2: Path, first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold
+    path_1: Path,
+    path_2: Path,
+    first: PhotoAnalysis,
+    second: PhotoAnalysis,
+    threshold: float | CalibratedThreshold,
+    age_model: dict | None = None,
 ) -> dict:
     """A pair's result as infer.py writes it, for one pair (the --json file) and for each row of a batch: the
-    photos' file names, then pair_result. Each mode adds its own fields around these."""
-    return {"image_1": Path(path_1).name, "image_2": Path(path_2).name, **pair_result(first, second, threshold)}
+    photos' file names, pair_result, then `age_model`: {"loaded": bool, "reason": why not, or None}, so a row
+    with null ages says why. Each mode adds its own fields around these."""
+    return {
+        "image_1": Path(path_1).name,
+        "image_2": Path(path_2).name,
+        **pair_result(first, second, threshold),
+        "age_model": age_model,
+    }
 
 
 def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold) -> dict:
