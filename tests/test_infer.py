@@ -255,7 +255,7 @@ def test_missing_verification_weights_exit_6_with_the_whole_message_on_lines(
     assert "  file:   20180402-114759-vggface2.pt" in lines
     assert f"  folder: {empty_torch_home / 'checkpoints'}  (set TORCH_HOME to use another)" in lines
     assert f"  url:    {PRETRAINED['vggface2'].url}" in lines
-    assert lines[-1].endswith("or name a weights file with --verify-weights PATH.")
+    assert lines[-1].endswith("or, with infer.py, name a weights file with --verify-weights PATH.")
     assert "..." not in err
 
 

@@ -106,7 +106,9 @@ class FaceAnalyzer:
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
         self.verifier = load_backbone(
-            VERIFICATION_WEIGHTS, weights_file=verify_weights, hint="or name a weights file with --verify-weights PATH"
+            VERIFICATION_WEIGHTS,
+            weights_file=verify_weights,
+            hint="or, with infer.py, name a weights file with --verify-weights PATH",
         )
         self.verifier = self.verifier.to(self.device).eval()
 
