@@ -3,6 +3,8 @@
 Pair mode writes OUT_DIR/{stem1}_vs_{stem2}_result.jpg (and, with --json, ..._data.json). Batch modes
 (--pairs, --folder) stream OUT_DIR/results.jsonl and results.csv; a batch run again into the same OUT_DIR
 resumes where it stopped; OUT_DIR holding another batch's results is refused (5): choose another OUT_DIR.
+Without an age model at the default checkpoint (and no --ckpt), verification still runs: ages are null, the
+results' age_model field says why, and stderr says it once.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ EXIT_CODES = {
     "--calibration file counts as one",
     EXIT_NO_FACE: "no face found in a photo",
     EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results",
-    EXIT_MODEL: "a model cannot be loaded (age checkpoint or verification weights)",
+    EXIT_MODEL: "a model cannot be loaded: an age checkpoint named with --ckpt that is missing, a damaged or "
+    "unsafe one, or the verification weights (a missing default checkpoint only leaves the ages empty)",
     EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a batch keeps its rows and the same command resumes it",
 }
@@ -69,7 +72,12 @@ def build_parser() -> ConfigArgumentParser:
     data.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
     data.add_argument("--folder", type=Path, help="compare the photos of this folder")
     data.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
-    model.add_argument("--no-age", action="store_true", help="verification only: no age checkpoint needed")
+    model.add_argument(
+        "--no-age",
+        action="store_true",
+        help="verification only: no age model is loaded (without one at the default checkpoint and no --ckpt, "
+        "that happens anyway, with a note)",
+    )
     model.add_argument("--all-faces", action="store_true", help="every face of IMG1 against every face of IMG2")
     model.add_argument("--tta", action="store_true", help="average each face with its mirror image")
     model.add_argument(
@@ -104,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         processes = batch_process_count(config.devices, args.device) if batch else 1
     except ValueError as error:
         parser.error(str(error))
+    age_model = age_model_status(args, config)
+    if not age_model["loaded"] and not args.no_age:
+        print(f"note: {age_model['reason']}; add --no-age to skip this note", file=sys.stderr)
     try:
         threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
         if batch:
-            return run_batches(args, config, threshold, processes)
-        return run_pair(args, config, threshold)
+            return run_batches(args, config, threshold, processes, age_model)
+        return run_pair(args, config, threshold, age_model)
     except (ImageLoadError, InputError, CalibrationError) as error:
         return _fail(error, EXIT_INPUT)
     except OutputError as error:
@@ -124,19 +135,36 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def analyzer_factory(args, config: Config) -> functools.partial:
+def age_model_status(args, config: Config) -> dict:
+    """Whether the age model is loaded and, when not, why: the results' `age_model` field. Only the default
+    checkpoint may be missing (verification runs, ages are null); a --ckpt (or a --config naming another
+    path) that does not exist stays an error, exit 6."""
+    if args.no_age:
+        return {"loaded": False, "reason": "--no-age: verification only"}
+    named = "best_checkpoint" in vars(args) or config.best_checkpoint != Config().best_checkpoint
+    if named or Path(config.best_checkpoint).exists():
+        return {"loaded": True, "reason": None}
+    return {
+        "loaded": False,
+        "reason": f"no age model at {config.best_checkpoint} (the default checkpoint), so ages are null and only "
+        "verification ran; train one with `uv run python train.py` (README: Quick start) or point --ckpt at a "
+        ".ckpt file",
+    }
+
+
+def analyzer_factory(args, config: Config, age_model: dict) -> functools.partial:
     """FaceAnalyzer as the command line asks for it; call it with device=... (picklable for batch workers)."""
     return functools.partial(
         FaceAnalyzer,
         config,
         age_checkpoint=config.best_checkpoint,
-        with_age=not args.no_age,
+        with_age=age_model["loaded"],
         verify_weights=args.verify_weights,
         tta=args.tta,
     )
 
 
-def run_batches(args, config: Config, threshold, processes: int = 1) -> int:
+def run_batches(args, config: Config, threshold, processes: int, age_model: dict) -> int:
     pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
     record = {
         "pairs": str(args.pairs) if args.pairs else None,
@@ -149,13 +177,13 @@ def run_batches(args, config: Config, threshold, processes: int = 1) -> int:
     # What changes a row beyond the config: a rerun that differs in one of these is another batch.
     settings = {
         "tta": args.tta,
-        "age_checkpoint": None if args.no_age else file_stamp(config.best_checkpoint),
+        "age_checkpoint": file_stamp(config.best_checkpoint) if age_model["loaded"] else None,
         "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2",
     }
     counts = run_batch(
         pairs,
         Path(args.paths[0]),
-        analyzer_factory(args, config),
+        analyzer_factory(args, config, age_model),
         threshold,
         config=config,
         devices=processes,
@@ -163,17 +191,18 @@ def run_batches(args, config: Config, threshold, processes: int = 1) -> int:
         all_faces=args.all_faces,
         record=record,
         settings=settings,
+        age_model=age_model,
     )
     return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
 
 
-def run_pair(args, config: Config, threshold) -> int:
+def run_pair(args, config: Config, threshold, age_model: dict) -> int:
     started = time.perf_counter()
     paths = [Path(p) for p in args.paths[:2]]
     photos = [load_image(path) for path in paths]  # unreadable input fails before any model is loaded
     out_dir = prepare_out_dir(Path(args.paths[2]))
     loaded = time.perf_counter()
-    analyzer = analyzer_factory(args, config)(device=args.device)
+    analyzer = analyzer_factory(args, config, age_model)(device=args.device)
     timings = {"read_photos": _ms(loaded - started), "load_models": _ms(time.perf_counter() - loaded)}
     result, written = compare_and_write(
         analyzer,
@@ -185,6 +214,7 @@ def run_pair(args, config: Config, threshold) -> int:
         timings=timings,
         started=started,
         threshold=threshold,
+        age_model=age_model,
     )
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
     if result["error"]:
@@ -207,13 +237,18 @@ def compare_and_write(
     timings: dict | None = None,
     started: float | None = None,
     threshold=None,
+    age_model: dict | None = None,
 ) -> tuple[dict, list[Path]]:
     """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON).
-    `threshold`: a number or a calibration rule (default: the config's verification_threshold)."""
+    `threshold`: a number or a calibration rule (default: the config's verification_threshold); `age_model`:
+    the results' age_model field (default: whether `analyzer` has one)."""
     analysis_start = time.perf_counter()
     first, second = analyzer.analyze_many(photos, all_faces=all_faces, names=[str(p) for p in paths])
     rule = analyzer.config.verification_threshold if threshold is None else threshold
-    result = pair_json(paths, pair_row(*paths, first, second, rule), analyzer)
+    if age_model is None:
+        loaded = analyzer.age_model is not None
+        age_model = {"loaded": loaded, "reason": None if loaded else "the FaceAnalyzer was built with with_age=False"}
+    result = pair_json(paths, pair_row(*paths, first, second, rule, age_model), analyzer)
     result["timings_ms"] = {**(timings or {}), "analyze": _ms(time.perf_counter() - analysis_start)}
     stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
     image_path = out_dir / f"{stem}_result.jpg"

@@ -169,7 +169,76 @@ def test_missing_age_checkpoint_exits_6_and_no_age_needs_none(run, photo_dir, tm
     assert result["verification"]["similarity_score"] is not None
 
 
-def test_missing_verification_weights_exit_6(age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys):
+def _run_without_ckpt(photo_dir, out, *options, capsys) -> tuple[int, str]:
+    code = infer.main([str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg"), str(out), *options])
+    return code, capsys.readouterr().err
+
+
+def test_without_the_default_checkpoint_verification_runs_and_ages_are_null(
+    photo_dir, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no checkpoints/best.ckpt
+    code, _ = _run_without_ckpt(photo_dir, tmp_path / "out", "--json", capsys=capsys)
+    assert code == infer.EXIT_OK
+    result = json.loads((tmp_path / "out" / "astronaut_vs_astronaut_edit_data.json").read_text())
+    assert result["face_1"]["age_prediction"] is None
+    assert result["age_gap"] is None
+    assert result["verification"]["similarity_score"] is not None
+
+
+def test_without_the_default_checkpoint_the_json_says_why(
+    photo_dir, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    _run_without_ckpt(photo_dir, tmp_path / "out", "--json", capsys=capsys)
+    result = json.loads((tmp_path / "out" / "astronaut_vs_astronaut_edit_data.json").read_text())
+    assert result["age_model"]["loaded"] is False
+    assert "checkpoints/best.ckpt" in result["age_model"]["reason"]
+    assert "train.py" in result["age_model"]["reason"]
+
+
+def test_without_the_default_checkpoint_stderr_says_once_how_to_get_one(
+    photo_dir, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    _, err = _run_without_ckpt(photo_dir, tmp_path / "out", capsys=capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("note: no age model at checkpoints/best.ckpt")
+    assert "--ckpt" in lines[0]
+
+
+def test_the_default_checkpoint_named_with_ckpt_and_missing_exits_6(
+    photo_dir, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run_without_ckpt(photo_dir, tmp_path / "out", "--ckpt", "checkpoints/best.ckpt", capsys=capsys)
+    assert code == infer.EXIT_MODEL
+    _only_error_line(err, "checkpoints/best.ckpt")
+
+
+def test_no_age_without_a_checkpoint_gives_no_note_and_says_no_age(
+    photo_dir, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run_without_ckpt(photo_dir, tmp_path / "out", "--json", "--no-age", capsys=capsys)
+    assert code == infer.EXIT_OK
+    assert err == ""
+    result = json.loads((tmp_path / "out" / "astronaut_vs_astronaut_edit_data.json").read_text())
+    assert result["age_model"] == {"loaded": False, "reason": "--no-age: verification only"}
+
+
+def test_a_loaded_age_model_is_reported_as_loaded(run, photo_dir, tmp_path):
+    run(photo_dir / "astronaut.jpg", photo_dir / "astronaut_edit.jpg", tmp_path, "--json")
+    result = json.loads((tmp_path / "astronaut_vs_astronaut_edit_data.json").read_text())
+    assert result["age_model"] == {"loaded": True, "reason": None}
+
+
+def test_missing_verification_weights_exit_6_with_the_whole_message_on_lines(
+    age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys
+):
+    from face_match_age.network.weights import PRETRAINED
+
     code = infer.main(
         [
             str(photo_dir / "astronaut.jpg"),
@@ -180,7 +249,14 @@ def test_missing_verification_weights_exit_6(age_checkpoint, photo_dir, tmp_path
         ]
     )
     assert code == infer.EXIT_MODEL
-    _only_error_line(capsys.readouterr().err, "20180402-114759-vggface2.pt", "--verify-weights")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("download of")]
+    assert lines[0].startswith("error: The pretrained 'vggface2' InceptionResnetV1 weights are not on this machine")
+    assert "  file:   20180402-114759-vggface2.pt" in lines
+    assert f"  folder: {empty_torch_home / 'checkpoints'}  (set TORCH_HOME to use another)" in lines
+    assert f"  url:    {PRETRAINED['vggface2'].url}" in lines
+    assert lines[-1].endswith("or, with infer.py, name a weights file with --verify-weights PATH.")
+    assert "..." not in err
 
 
 def test_verify_weights_names_a_file_directly(age_checkpoint, photo_dir, tmp_path, empty_torch_home, capsys):

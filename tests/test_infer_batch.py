@@ -340,3 +340,18 @@ def test_a_batchs_saved_config_repeats_its_settings(pairs_dir, tmp_path, torch_h
     _, config = parse_config(infer.build_parser(), ["--config", str(out / "config.json"), str(tmp_path / "again")])
     assert (config.verification_threshold, config.face_selection) == (0.55, "center")
     assert config.best_checkpoint == age_checkpoint
+
+
+def test_a_batch_without_the_default_checkpoint_gives_null_ages_and_each_row_says_why(
+    pairs_dir, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no checkpoints/best.ckpt
+    (pairs_dir / "one.csv").write_text("img1,img2\nimgs/astronaut.jpg,imgs/astronaut_edit.jpg\n")
+    assert infer.main(["--pairs", str(pairs_dir / "one.csv"), str(tmp_path / "out")]) == infer.EXIT_OK
+    row = _results(tmp_path / "out")[0][0]
+    assert row["face_1"]["age_prediction"] is None
+    assert row["verification"]["similarity_score"] is not None
+    assert row["age_model"]["loaded"] is False
+    assert "train.py" in row["age_model"]["reason"]
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1

@@ -25,7 +25,12 @@ FREE_SPACE_MARGIN = 256 << 20  # leave room for logs and the system; a full disk
 
 
 class DownloadError(RuntimeError):
-    """A download that failed after all retries; the partial file is kept for the next attempt."""
+    """A download that failed after all retries; the partial file is kept for the next attempt.
+    `reason`: why, without the URL, for messages that name the URL themselves."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class NotEnoughSpace(DownloadError):
@@ -45,7 +50,7 @@ def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = 
         if attempt:
             wait_s = BACKOFF_S * 2 ** (attempt - 1)
             print(
-                f"download of {url} failed ({_short(last_error)[:120]}); "
+                f"download of {url} failed ({failure_reason(last_error)}); "
                 f"attempt {attempt + 1} of {retries + 1} in {wait_s:.0f}s",
                 file=sys.stderr,
             )
@@ -59,7 +64,8 @@ def download(url: str, dest: Path, *, retries: int | None = None, quiet: bool = 
             if _is_permanent(error):
                 break
     attempts = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
-    raise DownloadError(f"could not download {url} after {attempts}: {_short(last_error)}")
+    reason = f"{failure_reason(last_error)} (after {attempts})"
+    raise DownloadError(f"could not download {url} after {attempts}: {failure_reason(last_error)}", reason)
 
 
 def _fetch_into(url: str, part: Path, quiet: bool) -> None:
@@ -112,6 +118,11 @@ def _is_permanent(error: Exception) -> bool:
     return isinstance(error, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
-def _short(error: Exception | None) -> str:
-    text = str(error) if error else "unknown error"
-    return text if len(text) < 300 else text[:300] + "..."
+def failure_reason(error: Exception | None) -> str:
+    """The innermost reason of a failed request, whole: requests wraps it in a retry error whose text
+    repeats the URL and runs past any line ("Max retries exceeded with url: ... (Caused by ...)")."""
+    if error is None:
+        return "unknown error"
+    wrapped = error.args[0] if isinstance(error, requests.ConnectionError) and error.args else None
+    inner = getattr(wrapped, "reason", None)
+    return str(inner if isinstance(inner, Exception) else error)

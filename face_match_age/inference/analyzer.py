@@ -106,7 +106,9 @@ class FaceAnalyzer:
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
         self.verifier = load_backbone(
-            VERIFICATION_WEIGHTS, weights_file=verify_weights, hint="or name a weights file with --verify-weights PATH"
+            VERIFICATION_WEIGHTS,
+            weights_file=verify_weights,
+            hint="or, with infer.py, name a weights file with --verify-weights PATH",
         )
         self.verifier = self.verifier.to(self.device).eval()
 
@@ -246,11 +248,22 @@ def verification_result(similarity: float, threshold: float) -> dict:
 
 
 def pair_row(
-    path_1: Path, path_2: Path, first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold
+    path_1: Path,
+    path_2: Path,
+    first: PhotoAnalysis,
+    second: PhotoAnalysis,
+    threshold: float | CalibratedThreshold,
+    age_model: dict | None = None,
 ) -> dict:
     """A pair's result as infer.py writes it, for one pair (the --json file) and for each row of a batch: the
-    photos' file names, then pair_result. Each mode adds its own fields around these."""
-    return {"image_1": Path(path_1).name, "image_2": Path(path_2).name, **pair_result(first, second, threshold)}
+    photos' file names, pair_result, then `age_model`: {"loaded": bool, "reason": why not, or None}, so a row
+    with null ages says why. Each mode adds its own fields around these."""
+    return {
+        "image_1": Path(path_1).name,
+        "image_2": Path(path_2).name,
+        **pair_result(first, second, threshold),
+        "age_model": age_model,
+    }
 
 
 def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold) -> dict:

@@ -142,12 +142,14 @@ def run_batch(
     all_faces: bool = False,
     record: dict | None = None,
     settings: dict | None = None,
+    age_model: dict | None = None,
 ) -> dict[str, int]:
     """Compare every pair, streaming rows to out_dir; returns the count of each verdict (match, no match, failed).
 
     make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
     FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json;
     settings: what else changes a row (e.g. tta, the weights used), recorded in out_dir/batch.json.
+    age_model: what every row says about the age model (pair_row's `age_model` field).
     A rerun of the same batch resumes; an out_dir holding another batch's rows raises OutputError; Ctrl-C
     raises BatchInterrupted with every row written so far kept."""
     out_dir = prepare_out_dir(out_dir)
@@ -172,7 +174,7 @@ def run_batch(
                 photos, all_faces=all_faces, names=[str(p) for p in photos]
             )
         with contextlib.closing(analyses):  # on Ctrl-C too, worker processes are stopped here
-            _write_results(todo, analyses, out_dir, threshold, already=len(pairs) - len(todo))
+            _write_results(todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model)
         # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
         # makes the finished files the same however the batch got there.
         done = _read_rows(results)
@@ -276,7 +278,12 @@ def _write_rows(out_dir: Path, lines: list[str]) -> None:
 
 
 def _write_results(
-    pairs: list[PairSpec], analyses: Iterator[PhotoAnalysis], out_dir: Path, threshold, already: int = 0
+    pairs: list[PairSpec],
+    analyses: Iterator[PhotoAnalysis],
+    out_dir: Path,
+    threshold,
+    already: int = 0,
+    age_model: dict | None = None,
 ) -> None:
     """Append the rows of `pairs` to both results files, each as soon as both its photos are done."""
     waiting: dict[str, list[int]] = {}
@@ -299,20 +306,20 @@ def _write_results(
                 pair = pairs[index]
                 if str(pair.path1) not in done or str(pair.path2) not in done:
                     continue  # the other photo is still on its way; its arrival writes this row
-                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], threshold)
+                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], threshold, age_model)
                 jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
                 writer.writerow(_csv_row(row))
                 jsonl.flush(), table.flush()  # a crash keeps every row written so far
                 progress.update()
 
 
-def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold) -> dict:
+def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold, age_model: dict | None) -> dict:
     return {
         "pair_index": pair.index,
         "img1": pair.img1,
         "img2": pair.img2,
         "label": pair.label,
-        **pair_row(pair.path1, pair.path2, first, second, threshold),
+        **pair_row(pair.path1, pair.path2, first, second, threshold, age_model),
         "worker_ranks": [first.worker_rank, second.worker_rank],
     }
 

@@ -3,7 +3,8 @@
 facenet-pytorch keeps its weights in `$TORCH_HOME/checkpoints/` (TORCH_HOME defaults to
 `$XDG_CACHE_HOME/torch`, i.e. `~/.cache/torch`). A file placed there by hand therefore works offline,
 for this toolkit and for plain facenet-pytorch alike. A missing file is downloaded once; when that
-fails the user gets one message naming the file, the folder and the URL.
+fails the user gets one message naming the file, the folder, the URL, the cause and what to do, one per
+line (a MissingWeightsError, which every script prints whole).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from face_match_age.error_messages import error_summary
+from face_match_age.error_messages import MultiLineError, error_summary
 from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
 from face_match_age.files.downloader import DownloadError, download
 
@@ -40,6 +41,11 @@ PRETRAINED = {
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights that are neither on disk nor downloadable, or that are unreadable."""
+
+
+class MissingWeightsError(PretrainedWeightsError, MultiLineError):
+    """Pretrained weights neither on disk nor downloadable; the message lists file, folder, URL, cause and
+    what to do on lines of their own."""
 
 
 def weights_path(name: str) -> Path:
@@ -67,10 +73,10 @@ def ensure_weights(name: str, hint: str = RANDOM_WEIGHTS_HINT) -> Path:
     try:
         download(spec.url, path)
     except DownloadError as error:
-        raise PretrainedWeightsError(
+        raise MissingWeightsError(
             f"The pretrained '{name}' InceptionResnetV1 weights are not on this machine and could not be "
             f"downloaded.\n  file:   {spec.file_name}\n  folder: {path.parent}  (set TORCH_HOME to use another)\n"
-            f"  url:    {spec.url}\n  cause:  {error}\n"
+            f"  url:    {spec.url}\n  cause:  {error.reason}\n"
             f"Download the file where there is internet access and copy it into that folder, {hint}."
         ) from None
     return path
