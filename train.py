@@ -238,8 +238,8 @@ EXAMPLES = (
 )
 EXIT_CODES = {
     0: "trained (or stopped early by the patience rule)",
-    1: "something to fix first, named in one line: missing data, bad labels, an unreadable image, missing "
-    "pretrained weights, a missing or damaged --ckpt",
+    1: "something to fix first, named in one line (missing pretrained weights: on several lines, with where to "
+    "put them): missing data, bad labels, an unreadable image, a missing or damaged --ckpt",
     130: "stopped by Ctrl-C; last.ckpt saved, and the line printed is the command that resumes",
     143: "stopped by SIGTERM (a scheduler's stop); last.ckpt saved, resume as for 130",
 }
