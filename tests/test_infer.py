@@ -379,3 +379,12 @@ def test_ctrl_c_in_pair_mode_ends_with_one_line_and_exit_130(run, photo_dir, tmp
     code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg", tmp_path)
     assert code == infer.EXIT_INTERRUPTED == 130
     assert err.strip() == "interrupted: rerun the same command to compare the pair"
+
+
+def test_a_face_without_an_age_model_is_labelled_so_in_the_picture(astronaut):
+    face = {"bbox": [150, 60, 330, 300], "age_prediction": None, "age_std": None}
+    result = {"face_1": face, "face_2": face, "verification": None}
+    unlabelled = annotate.comparison_image(astronaut, astronaut, result)
+    labelled = annotate.comparison_image(astronaut, astronaut, {**result, "age_model": {"loaded": False}})
+    assert labelled.size == unlabelled.size
+    assert labelled.tobytes() != unlabelled.tobytes()

@@ -16,8 +16,10 @@ MATCH_COLOUR, NO_MATCH_COLOUR, NEUTRAL_COLOUR = (40, 170, 70), (200, 50, 50), (9
 
 def comparison_image(photo_1: Image.Image | None, photo_2: Image.Image | None, result: dict) -> Image.Image:
     """Draw `result` (infer's pair JSON) over the two photos; a missing photo or face is said so in its panel."""
+    no_age_model = (result.get("age_model") or {}).get("loaded") is False
     panels = [
-        _panel(photo, result.get(f"face_{n}"), result.get(f"faces_{n}")) for n, photo in ((1, photo_1), (2, photo_2))
+        _panel(photo, result.get(f"face_{n}"), result.get(f"faces_{n}"), no_age_model)
+        for n, photo in ((1, photo_1), (2, photo_2))
     ]
     width = panels[0].width + GAP + panels[1].width
     canvas = Image.new("RGB", (width, BANNER_HEIGHT + PANEL_HEIGHT), (255, 255, 255))
@@ -27,7 +29,9 @@ def comparison_image(photo_1: Image.Image | None, photo_2: Image.Image | None, r
     return canvas
 
 
-def _panel(photo: Image.Image | None, face: dict | None, all_faces: list[dict] | None) -> Image.Image:
+def _panel(
+    photo: Image.Image | None, face: dict | None, all_faces: list[dict] | None, no_age_model: bool = False
+) -> Image.Image:
     if photo is None:
         panel = Image.new("RGB", (PANEL_HEIGHT, PANEL_HEIGHT), (235, 235, 235))
         _label(ImageDraw.Draw(panel), (10, PANEL_HEIGHT // 2), "photo unreadable", NO_MATCH_COLOUR)
@@ -50,6 +54,8 @@ def _panel(photo: Image.Image | None, face: dict | None, all_faces: list[dict] |
     if face.get("age_prediction") is not None:
         text = f"{face['age_prediction']:.0f} ± {face['age_std']:.0f}"
         _label(draw, (box[0], max(0, box[1] - 30)), text, (0, 0, 0))
+    elif no_age_model:  # say why the box has no age, rather than leave a reader guessing
+        _label(draw, (box[0], max(0, box[1] - 30)), "age: no model", NEUTRAL_COLOUR)
     return panel
 
 
