@@ -8,6 +8,7 @@ repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 work=$(mktemp -d)
 git clone -q "$repo" "$work/clone" && cd "$work/clone" && git checkout -q "${1:-HEAD}" || exit 1
 uv sync --locked -q
+export UV_CACHE_DIR="${UV_CACHE_DIR:-$(uv cache dir)}"  # kept: HOME moves below
 export TORCH_HOME="$work/torch_home" HOME="$work/home"  # the README's ~/Downloads, inside the scratch folder
 mkdir -p "$HOME/Downloads"
 PYTHONPATH=tests uv run python - <<PY
