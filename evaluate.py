@@ -21,14 +21,19 @@ from tqdm import tqdm
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.device import resolve_device
 from face_match_age.error_messages import print_error
-from face_match_age.evaluation import array_metrics
+from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
 from face_match_age.evaluation.calibration import calibrate
-from face_match_age.evaluation.figures import predicted_vs_true_figure, roc_figure, similarity_histogram_figure
+from face_match_age.evaluation.figures import (
+    predicted_vs_true_figure,
+    retrieval_by_gap_figure,
+    roc_figure,
+    similarity_histogram_figure,
+)
 from face_match_age.files.csv_tables import read_table
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
 from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, BatchInterrupted, InputError
-from face_match_age.network.age_network import CheckpointError, load_age_model
+from face_match_age.network.age_network import EMBEDDING_DIM, CheckpointError, load_age_model
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.reports.evaluation_sheets import save_age_error_sheet, save_worst_pair_sheets
 from loader import FaceAgeDataset, LabelsError
@@ -376,6 +381,123 @@ def _known_identity(table: pd.DataFrame) -> pd.Series:
     return table["identity"].notna() & (table["identity"].astype(str).str.strip() != "")
 
 
+# --- retrieval -----------------------------------------------------------------------------------------
+
+RETRIEVAL_PERIOD_YEARS = 3  # CACD's periods: 2004-2006, 2007-2009, 2010-2012 (then 2013)
+
+
+def evaluate_retrieval(
+    csv_path: Path, images: Path, out_dir: Path, config: Config, device: str = "auto", groups: str | None = None
+) -> dict:
+    """Cross-age retrieval (CACD's protocol): each photo of a later group queries the photos of every
+    earlier group; MAP, rank-1 and rank-5 per pair of groups and per gap between the groups' middles.
+    Each photo is detected and embedded once; photos without a face are counted and listed."""
+    table, by = _retrieval_table(csv_path)
+    chosen = retrieval.parse_groups(groups) if groups else _default_groups(table[by], by)
+    table["group"] = retrieval.group_of(table[by], chosen)
+    outside = int((table["group"] < 0).sum())
+    table = table[table["group"] >= 0].reset_index(drop=True)
+    if table.empty:
+        raise EvaluationError(f"{csv_path}: no row's {by} falls in the groups {', '.join(g.label for g in chosen)}")
+    out_dir = prepare_out_dir(out_dir)
+    photos = list(dict.fromkeys(table["name"]))  # a photo listed twice is embedded once
+    embeddings, failures = _embed_photos(images, photos, config, device)
+    row_of_photo = {name: row for row, name in enumerate(photos)}
+    table["photo_row"] = table["name"].map(row_of_photo)
+    table = table[~table["name"].isin(list(failures))]
+    pairs, by_gap = _retrieval_pairs(table, embeddings, chosen)
+    if not any(pair["queries"] for pair in pairs):
+        raise EvaluationError(
+            f"{csv_path}: no query's identity appears in an earlier group's gallery (with a face found); "
+            "retrieval needs people photographed in more than one group"
+        )
+    summary = {
+        "csv": str(csv_path),
+        "images": str(images),
+        "grouped_by": by,
+        "protocol": "each photo of a later group queries the photos of every earlier group, ranked by cosine "
+        "similarity; a query whose identity is not in the gallery is skipped",
+        "groups": [{"group": g.label, "photos": int((table["group"] == i).sum())} for i, g in enumerate(chosen)],
+        "photos": len(photos),
+        "rows_outside_groups": outside,
+        "photos_without_a_face": len(failures),
+        "failures": [{"photo": name, "error": error} for name, error in failures.items()],
+        "pairs": pairs,
+        "by_gap": by_gap,
+    }
+    figure = retrieval_by_gap_figure(
+        [row["gap"] for row in by_gap], [row["map"] for row in by_gap], [row["rank_1"] for row in by_gap], by
+    )
+    _write_summary(out_dir, summary, {"retrieval_by_gap": _save_figure(figure, out_dir / "retrieval_by_gap.png")})
+    return summary
+
+
+def _retrieval_table(csv_path: Path) -> tuple[pd.DataFrame, str]:
+    """The rows with an identity, and the column that groups them: year when present, else age."""
+    table = read_table(csv_path, ("name", "identity"), EvaluationError, "labels file", dtype={"name": str})
+    by = next((column for column in ("year", "age") if column in table.columns), None)
+    if by is None:
+        raise EvaluationError(f"{csv_path} needs a year or an age column to group photos by")
+    table = table[_known_identity(table) & table[by].notna()].reset_index(drop=True)
+    if table.empty:
+        raise EvaluationError(f"{csv_path} has no row with both an identity and a {by}")
+    return table, by
+
+
+def _default_groups(values: pd.Series, by: str) -> list[retrieval.Group]:
+    """Years: periods of RETRIEVAL_PERIOD_YEARS from the earliest; ages: the decades present."""
+    if by == "year":
+        return retrieval.periods(values, RETRIEVAL_PERIOD_YEARS)
+    return [retrieval.Group(*map(int, decade_label(d).split("-"))) for d in np.unique(age_decade(values))]
+
+
+def _embed_photos(images: Path, photos: list[str], config: Config, device: str) -> tuple[np.ndarray, dict]:
+    """(photos x 512 unit embeddings, zero rows where no face was found; {photo: why} for those)."""
+    from face_match_age.inference.analyzer import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(config, with_age=False, device=device)
+    embeddings, failures = np.zeros((len(photos), EMBEDDING_DIM), dtype=np.float32), {}
+    analyses = analyzer.analyze_many([images / name for name in photos], names=photos)
+    for row, analysis in enumerate(tqdm(analyses, total=len(photos), desc="photos", unit="photo")):
+        if analysis.face is None:
+            failures[photos[row]] = analysis.error
+        else:
+            embeddings[row] = analysis.face.embedding
+    return embeddings, failures
+
+
+def _retrieval_pairs(table: pd.DataFrame, embeddings: np.ndarray, groups: list) -> tuple[list[dict], list[dict]]:
+    """One summary per (later query group, earlier gallery group), and the queries of equal gaps pooled."""
+    pairs, scores_by_gap = [], {}
+    for query_group in range(len(groups)):
+        for gallery_group in range(query_group):
+            queries, gallery = (table[table["group"] == g] for g in (query_group, gallery_group))
+            if queries.empty or gallery.empty:
+                continue
+            scores = retrieval.score_queries(
+                embeddings[queries["photo_row"]],
+                queries["identity"].astype(str),
+                embeddings[gallery["photo_row"]],
+                gallery["identity"].astype(str),
+            )
+            gap = groups[query_group].middle - groups[gallery_group].middle
+            scores_by_gap.setdefault(gap, []).append(scores)
+            pairs.append(
+                {
+                    "query_group": groups[query_group].label,
+                    "gallery_group": groups[gallery_group].label,
+                    "gap": gap,
+                    "gallery": len(gallery),
+                }
+                | retrieval.retrieval_summary(scores)
+            )
+    by_gap = [
+        {"gap": gap, "pairs": len(scores)} | retrieval.retrieval_summary(retrieval.concatenate(scores))
+        for gap, scores in sorted(scores_by_gap.items())
+    ]
+    return pairs, by_gap
+
+
 # --- shared --------------------------------------------------------------------------------------------
 
 
@@ -398,6 +520,10 @@ AGE_EXAMPLES = (
     "--out eval/age",
 )
 VERIFY_EXAMPLES = ("uv run python evaluate.py verify --pairs pairs.csv --out eval/verify [--ckpt PATH] [--calibrate]",)
+RETRIEVE_EXAMPLES = (
+    "uv run python evaluate.py retrieve --csv data/CACD/labels.csv --images data/CACD/images --out eval/retrieve",
+    "uv run python evaluate.py retrieve --csv val.csv --images val_images --out eval/retrieve --groups 20-29,30-39,40-49",
+)
 LEAKAGE_EXAMPLES = (
     "uv run python evaluate.py leakage --data-dir data/IMDB                # its train.csv against its val.csv",
     "uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv",
@@ -419,14 +545,15 @@ def build_parser() -> ConfigArgumentParser:
     parser = ConfigArgumentParser(
         description=__doc__,
         epilog=help_epilog(
-            AGE_EXAMPLES + VERIFY_EXAMPLES + LEAKAGE_EXAMPLES,
+            AGE_EXAMPLES + VERIFY_EXAMPLES + RETRIEVE_EXAMPLES + LEAKAGE_EXAMPLES,
             EXIT_CODES | {1: EXIT_CODES[1] + "; leakage: also people found in both sets, or no identities"},
-            notes="Each command's options: evaluate.py age --help (verify, leakage alike).",
+            notes="Each command's options: evaluate.py age --help (verify, retrieve, leakage alike).",
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{age,verify,leakage}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{age,verify,retrieve,leakage}")
     _add_age_command(commands)
     _add_verify_command(commands)
+    _add_retrieve_command(commands)
     leak = commands.add_parser(
         "leakage",
         help="people present in both the train and the val CSV",
@@ -483,6 +610,31 @@ def _add_verify_command(commands) -> None:
     add_config_arguments(verify, ["verification_threshold"])
 
 
+def _add_retrieve_command(commands) -> None:
+    retrieve = commands.add_parser(
+        "retrieve",
+        help="cross-age retrieval: MAP, rank-1, rank-5 per pair of year or age groups",
+        description="Cross-age retrieval, as CACD's protocol: each photo of a later year (or age) group queries the\n"
+        "photos of every earlier group, ranked by cosine similarity of VGGFace2 embeddings; reports MAP,\n"
+        "rank-1 and rank-5 per pair of groups and as the gap between groups grows. Writes OUT/summary.json\n"
+        "and retrieval_by_gap.png.",
+        epilog=help_epilog(RETRIEVE_EXAMPLES, AGE_EXIT_CODES),
+    )
+    data = retrieve.group("data")
+    data.add_argument(
+        "--csv", type=Path, required=True, help="labels: columns name, identity, and year (else age) of each photo"
+    )
+    data.add_argument("--images", type=Path, required=True, help="folder holding the photos the CSV names")
+    data.add_argument(
+        "--groups",
+        help="comma-separated LOW-HIGH ranges of the year (or age), e.g. 2004-2006,2007-2009,2010-2012 "
+        f"(default: with a year column, periods of {RETRIEVAL_PERIOD_YEARS} years from the earliest; else age "
+        "decades)",
+    )
+    retrieve.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
+    retrieve.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, config = parse_config(build_parser(), argv)
     try:
@@ -493,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = evaluate_verification(
                 args.pairs, args.out, args.ckpt, config, args.device, args.target_far if args.calibrate else None
             )
+        elif args.command == "retrieve":
+            summary = evaluate_retrieval(args.csv, args.images, args.out, config, args.device, args.groups)
         else:
             summary = leakage(config.train_csv, config.val_csv)
     except (

@@ -117,6 +117,7 @@ SCRIPT_HELP_HEADINGS = {
 EVALUATE_HELP_HEADINGS = {
     "age": ("data:", "model:", "hardware:", "output:"),
     "verify": ("data:", "model:", "hardware:", "output:"),
+    "retrieve": ("data:", "hardware:", "output:"),
     "leakage": ("data:",),
 }
 

@@ -1,5 +1,6 @@
 """Every evaluation figure, drawn in one place: predicted-versus-true age (TensorBoard's callbacks.py and
-`evaluate.py age`), and the ROC and similarity histogram of `evaluate.py verify`.
+`evaluate.py age`), the ROC and similarity histogram of `evaluate.py verify`, and `evaluate.py retrieve`'s
+scores against the age gap.
 
 Each returns a bare matplotlib Figure of a fixed size, not pyplot: no GUI backend, and no global state
 changed in a user's notebook. matplotlib is imported inside the functions: only drawing needs it, and
@@ -178,6 +179,28 @@ def similarity_histogram_figure(scores, labels, threshold: float):
     axis.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:g}")
     axis.set(xlabel="cosine similarity", ylabel="density", title=f"Similarities of {len(scores)} pairs")
     axis.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def retrieval_by_gap_figure(gaps, mean_average_precision, rank_1, unit: str):
+    """Cross-age retrieval against the gap between the query and gallery groups: MAP and rank-1 accuracy
+    (0..1) at each gap, in `unit`s ("year" or "age"). None values (no scored query) are left out."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5, 4.5))
+    axis = figure.subplots()
+    for values, name, marker in ((mean_average_precision, "MAP", "o"), (rank_1, "rank-1 accuracy", "s")):
+        points = [(gap, value) for gap, value in zip(gaps, values) if value is not None]
+        axis.plot([gap for gap, _ in points], [value for _, value in points], marker=marker, label=name)
+    axis.set(
+        xlabel="gap between the groups' middle " + ("years" if unit == "year" else "ages (years)"),
+        ylabel="score",
+        ylim=(0, 1.02),
+        title="Cross-age retrieval as the gap grows",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(loc="best")
     figure.tight_layout()
     return figure
 
