@@ -521,8 +521,9 @@ AGE_EXAMPLES = (
 )
 VERIFY_EXAMPLES = ("uv run python evaluate.py verify --pairs pairs.csv --out eval/verify [--ckpt PATH] [--calibrate]",)
 RETRIEVE_EXAMPLES = (
-    "uv run python evaluate.py retrieve --csv data/CACD/labels.csv --images data/CACD/images --out eval/retrieve",
-    "uv run python evaluate.py retrieve --csv val.csv --images val_images --out eval/retrieve --groups 20-29,30-39,40-49",
+    "uv run python evaluate.py retrieve --csv data/CACD/val.csv --images data/CACD/val_images --out eval/retrieve  # by age",
+    "uv run python evaluate.py retrieve --csv cacd_years.csv --images CACD2000 --out eval/retrieve "
+    "--groups 2004-2006,2007-2009,2010-2012,2013",
 )
 LEAKAGE_EXAMPLES = (
     "uv run python evaluate.py leakage --data-dir data/IMDB                # its train.csv against its val.csv",

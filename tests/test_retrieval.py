@@ -85,6 +85,7 @@ def labelled_photos(photo_dir, tmp_path):
         ("face4.jpg", "b", 2011),
         ("face5.jpg", "c", 2011),
         ("coffee.jpg", "a", 2008),
+        ("face0.jpg", "a", 2005),  # listed twice: still detected and embedded once
     ]
     with open(tmp_path / "labels.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -119,6 +120,22 @@ def test_retrieve_lists_photos_without_a_face(labelled_photos, tmp_path, torch_h
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["photos_without_a_face"] == 1
     assert summary["failures"][0]["photo"] == "coffee.jpg"
+
+
+def test_retrieve_detects_and_embeds_each_photo_once(labelled_photos, tmp_path, torch_home_with_vggface2, monkeypatch):
+    from face_match_age.inference.analyzer import FaceAnalyzer
+
+    analysed, analyze_many = [], FaceAnalyzer.analyze_many
+
+    def counting(self, photos, **options):
+        photos = list(photos)
+        analysed.extend(photo.name for photo in photos)
+        return analyze_many(self, photos, **options)
+
+    monkeypatch.setattr(FaceAnalyzer, "analyze_many", counting)
+    images, labels = labelled_photos
+    assert _retrieve(labels, images, tmp_path / "out") == 0
+    assert sorted(analysed) == sorted(path.name for path in images.iterdir())
 
 
 def test_retrieve_draws_a_fixed_size_plot(labelled_photos, tmp_path, torch_home_with_vggface2):
