@@ -397,13 +397,19 @@ def evaluate_retrieval(
     table["group"] = retrieval.group_of(table[by], chosen)
     outside = int((table["group"] < 0).sum())
     table = table[table["group"] >= 0].reset_index(drop=True)
+    table["person"] = pd.factorize(table["identity"].astype(str))[0]  # integers compare faster than strings
     if table.empty:
         raise EvaluationError(f"{csv_path}: no row's {by} falls in the groups {', '.join(g.label for g in chosen)}")
+    if not images.is_dir():
+        raise EvaluationError(f"images folder {images} does not exist; --images names the folder of the CSV's photos")
     out_dir = prepare_out_dir(out_dir)
     photos = list(dict.fromkeys(table["name"]))  # a photo listed twice is embedded once
     embeddings, failures = _embed_photos(images, photos, config, device)
     row_of_photo = {name: row for row, name in enumerate(photos)}
     table["photo_row"] = table["name"].map(row_of_photo)
+    if len(failures) == len(photos):
+        examples = "; ".join(list(failures.values())[:3])
+        raise EvaluationError(f"no face found in any of the {len(photos)} photos ({examples})")
     table = table[~table["name"].isin(list(failures))]
     pairs, by_gap = _retrieval_pairs(table, embeddings, chosen)
     if not any(pair["queries"] for pair in pairs):
@@ -476,9 +482,9 @@ def _retrieval_pairs(table: pd.DataFrame, embeddings: np.ndarray, groups: list) 
                 continue
             scores = retrieval.score_queries(
                 embeddings[queries["photo_row"]],
-                queries["identity"].astype(str),
+                queries["person"],
                 embeddings[gallery["photo_row"]],
-                gallery["identity"].astype(str),
+                gallery["person"],
             )
             gap = groups[query_group].middle - groups[gallery_group].middle
             scores_by_gap.setdefault(gap, []).append(scores)

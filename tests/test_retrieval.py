@@ -153,3 +153,13 @@ def test_retrieve_without_an_identity_column_fails_with_one_line(tmp_path, capsy
     error = capsys.readouterr().err
     assert "identity" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_retrieve_with_no_face_in_any_photo_fails_with_one_line(photo_dir, tmp_path, torch_home_with_vggface2, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("name,identity,year\ncoffee.jpg,a,2005\ncoffee.jpg,a,2010\n")
+    assert _retrieve(labels, photo_dir, tmp_path / "out") == 1
+    error = capsys.readouterr().err
+    # the progress bar of the photos comes first; then the error, one line
+    assert error.splitlines()[-1].startswith("error: no face found in any of the 1 photos")
+    assert "Traceback" not in error

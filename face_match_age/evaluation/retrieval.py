@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RANKS = (1, 5)  # the rank-k accuracies reported: rank-1 is identification, rank-5 a short list to check
-QUERY_BLOCK = 1024  # queries scored at once: a block x gallery float32 matrix, ~40 MB for 10,000 photos
+BLOCK_CELLS = 2**22  # query x gallery cells ranked at once: ~32 MB per 8-byte array, whatever the gallery size
 
 
 @dataclass
@@ -37,13 +37,15 @@ def unit_rows(embeddings) -> np.ndarray:
     return embeddings / np.where(norms > 0, norms, 1)
 
 
-def score_queries(query_embeddings, query_ids, gallery_embeddings, gallery_ids, block: int = QUERY_BLOCK):
+def score_queries(query_embeddings, query_ids, gallery_embeddings, gallery_ids, block: int | None = None):
     """QueryScores of each query against the whole gallery, ranked by cosine similarity. Memory: one
-    block of queries x the gallery at a time."""
+    block of queries x the gallery at a time (default: BLOCK_CELLS worth of queries). Identities may be
+    any comparable values; integer codes compare fastest."""
     queries, gallery = unit_rows(query_embeddings), unit_rows(gallery_embeddings)
     query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
     precision, first_hit = np.full(len(queries), np.nan), np.zeros(len(queries), dtype=np.int64)
     ranks = np.arange(1, len(gallery) + 1)
+    block = block or max(1, BLOCK_CELLS // max(1, len(gallery)))
     for start in range(0, len(queries), block):
         similarity = queries[start : start + block] @ gallery.T
         order = np.argsort(-similarity, axis=1, kind="stable")  # stable: ties keep gallery order
