@@ -67,7 +67,7 @@ def measure(path: str, planted: int, threshold: float, block: int) -> None:
     pairs = set(zip(found.first.tolist(), found.second.tolist(), strict=True))
     found_planted = sum((i, size - planted + i) in pairs for i in range(planted))
     figures = {"seconds": seconds, "added_mb": (after_kb - before_kb) / 1024, "peak_mb": after_kb / 1024}
-    print(json.dumps(figures | {"found": found_planted, "planted": planted, "matches": len(found)}))
+    print(json.dumps(figures | {"found": found_planted, "planted": planted, "matches": len(found.first)}))
 
 
 def measure_in_fresh_process(path: Path, planted: int, threshold: float, block: int) -> dict:

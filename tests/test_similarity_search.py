@@ -52,7 +52,7 @@ def test_threshold_pairs_find_every_planted_copy(planted):
 
 def test_a_pair_exactly_at_the_threshold_is_not_a_match():
     embeddings = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
-    assert len(threshold_pairs(embeddings, 1.0)) == 0
+    assert len(threshold_pairs(embeddings, 1.0).first) == 0
 
 
 def test_threshold_pairs_read_a_memory_mapped_file(planted, tmp_path):
@@ -82,7 +82,7 @@ def test_top_k_with_a_threshold_keeps_only_the_planted_copies(planted):
 def test_top_k_larger_than_the_rows_returns_every_other_row():
     embeddings = _unit(np.random.default_rng(1).standard_normal((4, 8)))
     found = top_k(embeddings, 10, block=3)
-    assert len(found) == 12
+    assert len(found.first) == 12
     assert not np.any(found.first == found.second)
 
 
@@ -100,14 +100,14 @@ def test_reference_matches_top_k_ranks_the_whole_collection(planted):
 
 def test_empty_input_gives_no_matches():
     empty = np.zeros((0, 512), dtype=np.float32)
-    assert len(threshold_pairs(empty, 0.5)) == 0
-    assert len(top_k(empty, 3)) == 0
+    assert len(threshold_pairs(empty, 0.5).first) == 0
+    assert len(top_k(empty, 3).first) == 0
 
 
 def test_one_row_has_no_pair_and_no_neighbour():
     one = _unit(np.ones((1, 512)))
-    assert len(threshold_pairs(one, -1.0)) == 0
-    assert len(top_k(one, 3)) == 0
+    assert len(threshold_pairs(one, -1.0).first) == 0
+    assert len(top_k(one, 3).first) == 0
 
 
 def test_a_one_dimensional_array_is_refused_with_its_shape():

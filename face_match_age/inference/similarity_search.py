@@ -26,9 +26,6 @@ class Matches(NamedTuple):
     second: np.ndarray
     similarity: np.ndarray
 
-    def __len__(self) -> int:  # the number of matches, not of fields
-        return len(self.first)
-
 
 def threshold_pairs(embeddings: np.ndarray, threshold: float, block: int = DEFAULT_BLOCK) -> Matches:
     """Every pair of rows i < j of `embeddings` (N x D unit vectors, in memory or a memory-mapped .npy)
