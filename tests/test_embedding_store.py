@@ -60,6 +60,11 @@ def test_a_photo_already_held_is_refused(tmp_path):
         store.append(*_photos(["a.jpg"]))
 
 
+def test_a_chunk_naming_a_photo_twice_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="same photo twice"):
+        EmbeddingStore(tmp_path / "store").append(*_photos(["a.jpg", "a.jpg"]))
+
+
 def test_a_store_of_another_dimension_is_refused(tmp_path):
     EmbeddingStore(tmp_path / "store").append(*_photos(["a.jpg"]))
     with pytest.raises(StoreError, match="512-d embeddings, not 128-d"):

@@ -39,6 +39,7 @@ class EmbeddingStore:
             if recorded["dimension"] != dimension:
                 raise StoreError(f"{self.folder} holds {recorded['dimension']}-d embeddings, not {dimension}-d")
             self.parts = recorded["parts"]
+        self._files = {record["file"] for record in self.table()}  # kept, so an append need not reread the table
 
     def __len__(self) -> int:
         """Embeddings held (photos with a face)."""
@@ -49,7 +50,10 @@ class EmbeddingStore:
         embedding, or None where it has none. Refuses a photo the store already holds."""
         if len(records) != len(embeddings):
             raise StoreError(f"{len(records)} records but {len(embeddings)} embeddings")
-        already = self.files() & {record["file"] for record in records}
+        names = [record["file"] for record in records]
+        already = self._files & set(names)
+        if len(set(names)) < len(names):
+            raise StoreError("a chunk names the same photo twice; embed each photo once")
         if already:
             raise StoreError(f"{self.folder} already holds {sorted(already)[0]} ({len(already)} photos in all)")
         vectors = [vector for vector in embeddings if vector is not None]
@@ -78,6 +82,7 @@ class EmbeddingStore:
         part = {"name": name, "embeddings": len(stacked), "records": len(lines)}
         write_json(self.folder / MANIFEST, {"dimension": self.dimension, "parts": [*self.parts, part]})
         self.parts.append(part)
+        self._files |= {line["file"] for line in lines}
 
     def table(self) -> list[dict]:
         """Every photo's record, in the order appended."""
@@ -89,7 +94,7 @@ class EmbeddingStore:
 
     def files(self) -> set[str]:
         """The photos already done: a resumed run skips them."""
-        return {record["file"] for record in self.table()}
+        return set(self._files)
 
     def embeddings(self) -> np.ndarray:
         """All embeddings as one N x dimension float32 array, row i the table's `row` i."""
