@@ -61,6 +61,15 @@ def test_preparation_benchmark_covers_every_configuration(capsys):
     assert all(len(_figures(row.split(")")[-1])) == 4 for row in rows)
 
 
+def test_search_benchmark_prints_every_size_and_finds_every_planted_copy(capsys):
+    import bench.search
+
+    assert bench.search.main(["--sizes", "500,1000", "--block", "300"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["500"], ["1000"])]
+    assert [row[0] for row in rows] == ["500", "1000"]
+    assert [row[5] for row in rows] == ["5/5", "10/10"]
+
+
 def test_ctrl_c_in_a_benchmark_is_one_line(monkeypatch, capsys):
     import runpy
 

@@ -1,0 +1,124 @@
+"""Face embeddings kept on disk, one chunk at a time, so a killed run resumes where it stopped.
+
+A store is a folder: each chunk is a part file of embeddings (part_NNNNN.npy) and a part table
+(part_NNNNN.jsonl, one line per photo: row, file, box, age, uncertainty, error), and manifest.json lists
+the chunks that are complete. A chunk counts only once the manifest names it, and the manifest is replaced
+atomically after both part files are whole: a run killed mid-chunk leaves part files no manifest names,
+which are ignored and written again. Photos without a face have a table line (row null, the error) and
+no embedding, so `row` indexes the store's embeddings directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from face_match_age.files.output_files import write_atomically, write_json
+
+MANIFEST = "manifest.json"
+TABLE_FIELDS = ("row", "file", "box", "age", "uncertainty", "error")
+
+
+class StoreError(ValueError):
+    """A store that cannot be read, appended to or merged as asked."""
+
+
+class EmbeddingStore:
+    """The store in `folder` (created on the first append); `dimension` is checked against what it holds."""
+
+    def __init__(self, folder: Path, dimension: int = 512):
+        self.folder = Path(folder)
+        self.dimension = dimension
+        self.parts: list[dict] = []
+        manifest = self.folder / MANIFEST
+        if manifest.is_file():
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+            if recorded["dimension"] != dimension:
+                raise StoreError(f"{self.folder} holds {recorded['dimension']}-d embeddings, not {dimension}-d")
+            self.parts = recorded["parts"]
+        self._files = {record["file"] for record in self.table()}  # kept, so an append need not reread the table
+
+    def __len__(self) -> int:
+        """Embeddings held (photos with a face)."""
+        return sum(part["embeddings"] for part in self.parts)
+
+    def append(self, records: Sequence[dict], embeddings: Sequence[np.ndarray | None]) -> None:
+        """Add one chunk: a table record per photo (file, and any of box, age, uncertainty, error) and its
+        embedding, or None where it has none. Refuses a photo the store already holds."""
+        if len(records) != len(embeddings):
+            raise StoreError(f"{len(records)} records but {len(embeddings)} embeddings")
+        names = [record["file"] for record in records]
+        already = self._files & set(names)
+        if len(set(names)) < len(names):
+            raise StoreError("a chunk names the same photo twice; embed each photo once")
+        if already:
+            raise StoreError(f"{self.folder} already holds {sorted(already)[0]} ({len(already)} photos in all)")
+        vectors = [vector for vector in embeddings if vector is not None]
+        if any(np.shape(vector) != (self.dimension,) for vector in vectors):
+            raise StoreError(f"every embedding must hold {self.dimension} numbers")
+        stacked = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), self.dimension)
+        lines, row = [], len(self)
+        for record, vector in zip(records, embeddings, strict=True):
+            lines.append(
+                {field: record.get(field) for field in TABLE_FIELDS} | {"row": row if vector is not None else None}
+            )
+            row += vector is not None
+        self._write_part(stacked, lines)
+
+    def _write_part(self, stacked: np.ndarray, lines: list[dict]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"part_{len(self.parts):05d}"
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as file:  # a file object: np.save would add .npy to a path
+                np.save(file, stacked)
+
+        write_atomically(self.folder / f"{name}.npy", save)
+        text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        write_atomically(self.folder / f"{name}.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        part = {"name": name, "embeddings": len(stacked), "records": len(lines)}
+        write_json(self.folder / MANIFEST, {"dimension": self.dimension, "parts": [*self.parts, part]})
+        self.parts.append(part)
+        self._files |= {line["file"] for line in lines}
+
+    def table(self) -> list[dict]:
+        """Every photo's record, in the order appended."""
+        records = []
+        for part in self.parts:
+            text = (self.folder / f"{part['name']}.jsonl").read_text(encoding="utf-8")
+            records += [json.loads(line) for line in text.splitlines()]
+        return records
+
+    def files(self) -> set[str]:
+        """The photos already done: a resumed run skips them."""
+        return set(self._files)
+
+    def embeddings(self) -> np.ndarray:
+        """All embeddings as one N x dimension float32 array, row i the table's `row` i."""
+        parts = [np.load(self.folder / f"{part['name']}.npy", mmap_mode="r") for part in self.parts]
+        if not parts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def merge_stores(stores: Sequence[Path], out: Path, dimension: int = 512) -> EmbeddingStore:
+    """One store in `out` (new or empty) holding the shards `stores` in order, as if one run had embedded
+    their photos one after the other. Refuses a photo found in two shards, naming it and both shards."""
+    merged = EmbeddingStore(out, dimension)
+    if merged.parts:
+        raise StoreError(f"{out} already holds a store; merge into a new folder")
+    shards = [EmbeddingStore(store, dimension) for store in stores]
+    owner: dict[str, Path] = {}
+    for shard in shards:
+        for file in sorted(shard.files()):
+            if file in owner:
+                raise StoreError(f"{file} is in two shards, {owner[file]} and {shard.folder}; embed each photo once")
+            owner[file] = shard.folder
+    for shard in shards:
+        records, vectors = shard.table(), shard.embeddings()
+        if records:
+            merged.append(records, [None if record["row"] is None else vectors[record["row"]] for record in records])
+    return merged
