@@ -31,12 +31,15 @@ def prepare_out_dir(path: Path) -> Path:
     return path
 
 
+TEMPORARY_SUFFIX = ".tmp"  # write_atomically's temporary files: ".NAME.tmp" beside NAME
+
+
 def write_atomically(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> Path:
     """Call write(temporary path) and move the result onto `path`: readers never see half a file, and a write
     that fails midway (full disk, Ctrl-C, an error in `write`) leaves the previous file whole and no temporary
     file behind. The temporary file sits in the same folder, so the move is a rename, never a copy.
     `durable`: flush the data to disk before the rename (for files worth the cost, such as checkpoints)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
     try:
         write(tmp)
         if durable:
@@ -49,6 +52,13 @@ def write_atomically(path: Path, write: Callable[[Path], object], *, durable: bo
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temporary_files(folder: Path) -> None:
+    """Delete what write_atomically left in `folder` from writers that were killed outright (a worker process
+    ended by its pool cannot run the clean-up above); a temporary file is never a result."""
+    for leftover in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def _flush_to_disk(path: Path) -> None:

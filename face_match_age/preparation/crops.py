@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from config import Config
 from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face
 from face_match_age.detection.imaging import ImageLoadError, load_image
-from face_match_age.files.output_files import write_atomically
+from face_match_age.files.output_files import remove_temporary_files, write_atomically
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway
@@ -79,9 +79,14 @@ def run_crops(
             yield from crop_chunk(chunk, config, detector)
         return
     context = torch.multiprocessing.get_context("spawn")  # no fork: torch and MTCNN state do not survive it
-    with context.Pool(workers, initializer=_init_worker, initargs=(config, detect)) as pool:
-        for outcomes in pool.imap_unordered(_crop_in_worker, chunks):
-            yield from outcomes
+    try:
+        with context.Pool(workers, initializer=_init_worker, initargs=(config, detect)) as pool:
+            for outcomes in pool.imap_unordered(_crop_in_worker, chunks):
+                yield from outcomes
+    except BaseException:  # Ctrl-C or an error: the pool was terminated, perhaps while a worker wrote a crop
+        for folder in {Path(task.dest).parent for task in tasks}:
+            remove_temporary_files(folder)
+        raise
 
 
 _worker_state: dict = {}
