@@ -175,3 +175,13 @@ def unsafe_zip(path: Path, member: str) -> None:
     with zipfile.ZipFile(path, "w") as bundle:
         bundle.writestr("FGNET/images/001A02.JPG", jpeg_bytes(face_photo(0)))
         bundle.writestr(member, b"escaped")
+
+
+def face_photo_folder(folder: Path, non_face: Path, count: int = 6) -> Path:
+    """`folder` holding face{0..count-1}.jpg (300 x 300 faces) and coffee.jpg (a copy of `non_face`, a photo
+    without a face): what the evaluate tests label as pairs or as people over time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(count):
+        face_photo(number).resize((300, 300)).save(folder / f"face{number}.jpg")
+    (folder / "coffee.jpg").write_bytes(Path(non_face).read_bytes())
+    return folder

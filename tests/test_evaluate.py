@@ -1,6 +1,5 @@
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -60,13 +59,9 @@ def test_age_evaluation_writes_metrics_predictions_and_plot(tmp_path, age_checkp
 
 @pytest.fixture
 def labelled_pairs(photo_dir, tmp_path):
-    folder = tmp_path / "pairs"
-    folder.mkdir()
-    from dataset_archives import face_photo
+    from dataset_archives import face_photo_folder
 
-    for number in range(6):
-        face_photo(number).resize((300, 300)).save(folder / f"face{number}.jpg")
-    shutil.copy(photo_dir / "coffee.jpg", folder / "coffee.jpg")
+    folder = face_photo_folder(tmp_path / "pairs", photo_dir / "coffee.jpg")
     rows = [
         ("face0.jpg", "face1.jpg", 1, 30, 32),
         ("face2.jpg", "face3.jpg", 1, 20, 50),

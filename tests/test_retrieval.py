@@ -1,6 +1,5 @@
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -70,13 +69,9 @@ def test_groups_parse_sorted_and_overlaps_are_refused():
 @pytest.fixture
 def labelled_photos(photo_dir, tmp_path):
     """Six face photos of three people over three periods, and a photo without a face."""
-    from dataset_archives import face_photo
+    from dataset_archives import face_photo_folder
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for number in range(6):
-        face_photo(number).resize((300, 300)).save(folder / f"face{number}.jpg")
-    shutil.copy(photo_dir / "coffee.jpg", folder / "coffee.jpg")
+    folder = face_photo_folder(tmp_path / "photos", photo_dir / "coffee.jpg")
     rows = [
         ("face0.jpg", "a", 2005),
         ("face1.jpg", "a", 2011),
