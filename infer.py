@@ -1,8 +1,10 @@
 """Compare faces: age of each and whether two photos show the same person.
 
-Pair mode writes OUT_DIR/{stem1}_vs_{stem2}_result.jpg (and, with --json, ..._data.json). Batch modes
-(--pairs, --folder) stream OUT_DIR/results.jsonl and results.csv; a batch run again into the same OUT_DIR
-resumes where it stopped; OUT_DIR holding another batch's results is refused (5): choose another OUT_DIR.
+Pair mode writes OUT_DIR/{stem1}_vs_{stem2}_result.jpg (and, with --json, ..._data.json). --pairs streams
+OUT_DIR/results.jsonl and results.csv; a batch run again into the same OUT_DIR resumes where it stopped; OUT_DIR
+holding another batch's results is refused (5): choose another OUT_DIR. --folder embeds each photo once into
+OUT_DIR/embeddings (resumable) and writes faces.csv, matches.csv (only pairs above the threshold, or each
+photo's --top-k best), clusters.csv and each person's age timeline: never all pairs.
 Without an age model at the default checkpoint (and no --ckpt), verification still runs: ages are null, the
 results' age_model field says why, and stderr says it once.
 """
@@ -16,21 +18,25 @@ import time
 from pathlib import Path
 
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from face_match_age.detection.faces import NoFaceError
 from face_match_age.detection.imaging import ImageLoadError, load_image
 from face_match_age.device import batch_process_count, resolve_device
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
+from face_match_age.files.embedding_store import StoreError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
+from face_match_age.files.photo_lists import PhotoListError
 from face_match_age.inference.analyzer import FaceAnalyzer, pair_row
 from face_match_age.inference.annotate import comparison_image
 from face_match_age.inference.batch import (
     BatchInterrupted,
     InputError,
     file_stamp,
-    folder_pairs,
     read_pairs_csv,
     run_batch,
 )
+from face_match_age.inference.folder_embedding import FolderInterrupted
+from face_match_age.inference.folder_run import FolderInputError, FolderRequest, run_folder
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 
@@ -49,7 +55,8 @@ INFER_OPTIONS = (
 EXAMPLES = (
     "uv run python infer.py IMG1 IMG2 OUT_DIR [--json] [--ckpt PATH]    # one pair: annotated JPG (+ JSON)",
     "uv run python infer.py --pairs pairs.csv OUT_DIR                    # many pairs: results.jsonl + results.csv",
-    "uv run python infer.py --folder DIR [--reference IMG] OUT_DIR       # a folder against one photo, or all pairs",
+    "uv run python infer.py --folder DIR OUT_DIR [--top-k 5]             # the matches and people of a collection",
+    "uv run python infer.py --folder DIR --reference IMG OUT_DIR         # a collection against one photo",
     "uv run python infer.py --pairs pairs.csv OUT_DIR --devices 2        # a batch shared by 2 processes (GPUs)",
 )
 EXIT_CODES = {
@@ -60,8 +67,10 @@ EXIT_CODES = {
     EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results",
     EXIT_MODEL: "a model cannot be loaded: an age checkpoint named with --ckpt that is missing, a damaged or "
     "unsafe one, or the verification weights (a missing default checkpoint only leaves the ages empty)",
-    EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a batch keeps its rows and the same command resumes it",
+    EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows), or some photos of --folder (see "
+    "faces.csv)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a batch keeps its rows, --folder its embeddings, and the same command "
+    "resumes it",
 }
 
 
@@ -70,8 +79,33 @@ def build_parser() -> ConfigArgumentParser:
     data, model, hardware, output = (parser.group(key) for key in ("data", "model", "hardware", "output"))
     data.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
     data.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
-    data.add_argument("--folder", type=Path, help="compare the photos of this folder")
+    data.add_argument("--folder", type=Path, help="match the photos of this folder (sub-folders included)")
     data.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
+    data.add_argument(
+        "--files",
+        type=Path,
+        metavar="LIST",
+        help="with --folder: only the photos this file names, one per line, relative to the folder (one shard of "
+        "a collection spread over machines)",
+    )
+    data.add_argument(
+        "--merge-from",
+        type=Path,
+        action="append",
+        metavar="SHARD_OUT",
+        help="with --folder: start OUT_DIR's embeddings from this shard's OUT_DIR (made with --files); repeat it "
+        "for each shard",
+    )
+    output.add_argument(
+        "--top-k",
+        type=int,
+        metavar="K",
+        help="with --folder: each photo's K most similar photos in matches.csv, matches or not (default: every "
+        "pair above the threshold)",
+    )
+    output.add_argument(
+        "--embed-only", action="store_true", help="with --folder: embed into OUT_DIR/embeddings and stop (a shard)"
+    )
     model.add_argument(
         "--no-age",
         action="store_true",
@@ -105,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("with --pairs or --folder give exactly one positional argument: OUT_DIR")
     if not batch and len(args.paths) != 3:
         parser.error("give IMG1 IMG2 OUT_DIR (or OUT_DIR with --pairs / --folder)")
-    if args.reference is not None and args.folder is None:
-        parser.error("--reference needs --folder")
+    _check_folder_options(parser, args)
     try:
         resolve_device(args.device)
         processes = batch_process_count(config.devices, args.device) if batch else 1
@@ -117,15 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {age_model['reason']}; add --no-age to skip this note", file=sys.stderr)
     try:
         threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
+        if args.folder is not None:
+            return run_folder_command(args, config, threshold, processes, age_model)
         if batch:
             return run_batches(args, config, threshold, processes, age_model)
         return run_pair(args, config, threshold, age_model)
-    except (ImageLoadError, InputError, CalibrationError) as error:
+    except (ImageLoadError, InputError, CalibrationError, PhotoListError, FolderInputError, StoreError) as error:
         return _fail(error, EXIT_INPUT)
+    except NoFaceError as error:
+        return _fail(error, EXIT_NO_FACE)
     except OutputError as error:
         return _fail(error, EXIT_OUTPUT)
     except (CheckpointError, PretrainedWeightsError) as error:
         return _fail(error, EXIT_MODEL)
+    except FolderInterrupted as interrupt:
+        print(
+            f"interrupted: {interrupt.embedded} photos kept in {interrupt.store}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     except BatchInterrupted as interrupt:
         rows = f"{interrupt.rows} row{'' if interrupt.rows == 1 else 's'}"
         print(f"interrupted: {rows} kept in {interrupt.results}; rerun the same command to resume", file=sys.stderr)
@@ -133,6 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before a batch wrote anything, or in pair mode (whose files are written whole)
         print("interrupted: rerun the same command to " + ("resume" if batch else "compare the pair"), file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _check_folder_options(parser, args) -> None:
+    folder_only = ("reference", "files", "merge_from", "top_k", "embed_only")
+    if args.folder is None:
+        for name in folder_only:
+            if getattr(args, name) not in (None, False):
+                parser.error(f"--{name.replace('_', '-')} needs --folder")
+        return
+    if args.all_faces:
+        parser.error("--all-faces works in pair mode and with --pairs; --folder keeps each photo's chosen face")
+    if args.top_k is not None and args.top_k < 1:
+        parser.error(f"--top-k must be at least 1, not {args.top_k}")
+    if args.embed_only and (args.reference is not None or args.top_k is not None):
+        parser.error("--embed-only stops before matching: drop --reference/--top-k")
 
 
 def age_model_status(args, config: Config) -> dict:
@@ -164,21 +222,55 @@ def analyzer_factory(args, config: Config, age_model: dict) -> functools.partial
     )
 
 
+def model_settings(args, config: Config, age_model: dict) -> dict:
+    """What changes a row beyond the config: a rerun that differs in one of these is another batch (or, for
+    --folder, another embedding store)."""
+    return {
+        "tta": args.tta,
+        "age_checkpoint": file_stamp(config.best_checkpoint) if age_model["loaded"] else None,
+        "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2",
+    }
+
+
+def run_folder_command(args, config: Config, threshold, processes: int, age_model: dict) -> int:
+    request = FolderRequest(
+        folder=args.folder,
+        out_dir=Path(args.paths[0]),
+        reference=args.reference,
+        top_k=args.top_k,
+        file_list=args.files,
+        embed_only=args.embed_only,
+        merge_from=args.merge_from or (),
+        record={
+            "folder": str(args.folder),
+            "no_age": args.no_age,
+            "tta": args.tta,
+            "calibration": str(args.calibration) if args.calibration else None,
+        },
+    )
+    outcome = run_folder(
+        request,
+        analyzer_factory(args, config, age_model),
+        threshold,
+        config=config,
+        settings=model_settings(args, config, age_model),
+        devices=processes,
+        device=args.device,
+    )
+    found = "embedded" if args.embed_only else f"{outcome.matches} {'rows' if args.top_k else 'matches'}"
+    failed = f" ({outcome.failed} without a face or unreadable)" if outcome.failed else ""
+    print(f"{outcome.photos} photos{failed}: {found} -> {', '.join(str(p) for p in outcome.written)}")
+    return EXIT_PAIRS_FAILED if outcome.failed else EXIT_OK
+
+
 def run_batches(args, config: Config, threshold, processes: int, age_model: dict) -> int:
-    pairs = read_pairs_csv(args.pairs) if args.pairs is not None else folder_pairs(args.folder, args.reference)
+    pairs = read_pairs_csv(args.pairs)
     record = {
-        "pairs": str(args.pairs) if args.pairs else None,
-        "folder": str(args.folder) if args.folder else None,
+        "pairs": str(args.pairs),
         "no_age": args.no_age,
         "tta": args.tta,
         "all_faces": args.all_faces,
         "calibration": str(args.calibration) if args.calibration else None,
-    }
-    # What changes a row beyond the config: a rerun that differs in one of these is another batch.
-    settings = {
-        "tta": args.tta,
-        "age_checkpoint": file_stamp(config.best_checkpoint) if age_model["loaded"] else None,
-        "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2",
     }
     counts = run_batch(
         pairs,
@@ -190,7 +282,7 @@ def run_batches(args, config: Config, threshold, processes: int, age_model: dict
         device=args.device,
         all_faces=args.all_faces,
         record=record,
-        settings=settings,
+        settings=model_settings(args, config, age_model),
         age_model=age_model,
     )
     return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK

@@ -1,5 +1,6 @@
 """The contact sheet an infer.py batch writes beside its results (face_match_age/reports/batch_sheet.py)."""
 
+import itertools
 import shutil
 
 import pytest
@@ -22,6 +23,12 @@ def _pairs_csv(folder, rows):
     path = folder / "pairs.csv"
     path.write_text("img1,img2\n" + "".join(f"{a},{b}\n" for a, b in rows))
     return path
+
+
+def _every_pair_csv(folder):
+    """Every pair of the folder's photos: 4 photos, 6 pairs."""
+    names = sorted(path.name for path in folder.glob("*.jpg"))
+    return _pairs_csv(folder, itertools.combinations(names, 2))
 
 
 def _run(*args, checkpoint):
@@ -68,7 +75,8 @@ def test_a_batch_of_more_pairs_than_the_tile_limit_opens_and_shows_only_the_limi
     monkeypatch.setattr(batch_sheet, "MAX_TILES", 2)
     opened = []
     monkeypatch.setattr(batch_sheet, "load_image", lambda path: opened.append(path) or infer.load_image(path))
-    assert _run("--folder", photos, tmp_path / "out", checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED  # 6 pairs
+    pairs = _every_pair_csv(photos)
+    assert _run("--pairs", pairs, tmp_path / "out", checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED  # 6 pairs
     assert _sheet(tmp_path / "out").size == _size_of(2)
     assert len(opened) <= 2 * 2
 
@@ -76,7 +84,7 @@ def test_a_batch_of_more_pairs_than_the_tile_limit_opens_and_shows_only_the_limi
 def test_a_resumed_batch_ends_with_the_sheet_of_an_uninterrupted_one(
     photos, tmp_path, torch_home_with_vggface2, age_checkpoint
 ):
-    command = ["--folder", photos, "--inference-batch-size", "1"]
+    command = ["--pairs", _every_pair_csv(photos), "--inference-batch-size", "1"]
     _run(*command, tmp_path / "whole", checkpoint=age_checkpoint)
     out = tmp_path / "killed"
     shutil.copytree(tmp_path / "whole", out)

@@ -70,19 +70,6 @@ def test_pairs_csv_streams_every_row_and_reports_broken_ones(
     assert json.loads((out / "config.json").read_text())["verification_threshold"] == 0.7
 
 
-def test_folder_against_a_reference_and_all_pairs(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint):
-    images = pairs_dir / "imgs"
-    reference = images / "astronaut.jpg"
-    assert _run("--folder", images, "--reference", reference, tmp_path / "ref", checkpoint=age_checkpoint) == 7
-    rows, _ = _results(tmp_path / "ref")
-    assert sorted(r["image_2"] for r in rows) == ["astronaut_edit.jpg", "coffee.jpg", "two_people.jpg"]
-    assert all(r["image_1"] == "astronaut.jpg" for r in rows)
-
-    assert _run("--folder", images, tmp_path / "all", checkpoint=age_checkpoint) == 7  # coffee has no face
-    rows, _ = _results(tmp_path / "all")
-    assert len(rows) == 6  # 4 photos: every unordered pair once
-
-
 def test_each_photo_is_analysed_once(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint, monkeypatch):
     from face_match_age.inference import analyzer
 
@@ -230,7 +217,6 @@ def test_another_batch_is_refused_and_the_same_one_is_not_redone(
     for other in (
         ["--pairs", pairs_dir / "one.csv", "--threshold", "0.5"],
         ["--pairs", pairs_dir / "pairs.csv"],
-        ["--folder", pairs_dir / "imgs"],
         ["--pairs", pairs_dir / "one.csv", "--no-age"],
     ):
         assert _run(*other, out, checkpoint=age_checkpoint) == infer.EXIT_OUTPUT

@@ -1,4 +1,4 @@
-"""infer.py's batch modes: many pairs from a CSV or a folder, streamed to results.jsonl and results.csv.
+"""infer.py --pairs: many pairs from a CSV, streamed to results.jsonl and results.csv.
 
 Each distinct photo is read, detected and embedded once, in input order, with the faces of several
 photos sharing forward passes. A pair's row is written as soon as both its photos are done; when the
@@ -17,7 +17,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import itertools
 import json
 import os
 import queue
@@ -40,7 +39,6 @@ from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.reports.batch_sheet import FAILED, MATCH, NO_MATCH, save_batch_sheet, verdict
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CSV_COLUMNS = [
     "img1",
     "img2",
@@ -71,7 +69,7 @@ RESULT_FIELDS = (
 
 
 class InputError(ValueError):
-    """A list of photos (pairs CSV, folder) that cannot be used."""
+    """A pairs CSV that cannot be used."""
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -90,7 +88,7 @@ class PairSpec:
     path1: Path  # resolved, for reading and de-duplication
     path2: Path
     label: object = None
-    index: int = 0  # row of the pairs CSV (or position in the folder's list), so results can be joined back
+    index: int = 0  # row of the pairs CSV, so results can be joined back
 
 
 def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
@@ -107,26 +105,6 @@ def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
     return [
         PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label), index)
         for index, (a, b, label) in enumerate(zip(table["img1"], table["img2"], labels))
-    ]
-
-
-def folder_pairs(folder: Path, reference: Path | None) -> list[PairSpec]:
-    """Every photo of `folder` against `reference`, or every pair of photos in the folder."""
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder")
-    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
-    if reference is not None:
-        others = [p for p in photos if p.resolve() != reference.resolve()]
-        if not others:
-            raise InputError(f"{folder} holds no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) besides the reference")
-        return [
-            PairSpec(str(reference), str(p), reference.resolve(), p.resolve(), index=i) for i, p in enumerate(others)
-        ]
-    if len(photos) < 2:
-        raise InputError(f"{folder} holds fewer than two photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
-    return [
-        PairSpec(str(a), str(b), a.resolve(), b.resolve(), index=i)
-        for i, (a, b) in enumerate(itertools.combinations(photos, 2))
     ]
 
 
@@ -168,7 +146,7 @@ def run_batch(
         if not photos:
             analyses = (analysis for analysis in ())  # nothing left to do: no model is loaded
         elif devices > 1:
-            analyses = _analyses_sharded(devices, device, all_faces, make_analyzer, photos)
+            analyses = analyses_sharded(devices, device, all_faces, make_analyzer, photos)
         else:
             analyses = make_analyzer(device=device).analyze_many(
                 photos, all_faces=all_faces, names=[str(p) for p in photos]
@@ -363,9 +341,11 @@ def _plain(label):
 # --- sharding over processes -----------------------------------------------------------------------
 
 
-def _analyses_sharded(
+def analyses_sharded(
     world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path]
 ) -> Iterator[PhotoAnalysis]:
+    """The analyses of `photos` from `world` processes (one per GPU, or CPU processes), each holding its own
+    models and every world-th photo; they arrive in the order they finish. Closing the iterator stops them."""
     context = torch.multiprocessing.get_context("spawn")  # CUDA cannot be forked
     results = context.Queue(maxsize=256)
     workers = [

@@ -1,0 +1,59 @@
+"""Which photos a folder run covers: every photo under a folder (sub-folders included, as photo libraries keep
+them by year or event), or the photos a file list names (one shard of a collection spread over machines).
+
+Photos are named by their path relative to the folder, with `/` separators, so embedding stores written on
+machines that mount the collection at different places merge into one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+class PhotoListError(ValueError):
+    """A folder or file list that names no usable photos."""
+
+
+def folder_photos(folder: Path, skip: Path | None = None) -> list[str]:
+    """The photos under `folder`, as sorted relative names; hidden files and folders are left out, and so is
+    `skip` (an output folder inside the photo folder must not be read back as photos)."""
+    if not folder.is_dir():
+        raise PhotoListError(f"{folder} is not a folder")
+    skip = skip.resolve() if skip is not None else None
+    names = []
+    for root, folders, files in os.walk(folder):
+        here = Path(root)
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and (here / f).resolve() != skip)
+        names += [(here / f).relative_to(folder).as_posix() for f in files if _is_photo_name(f)]
+    if not names:
+        raise PhotoListError(f"{folder} holds no photos ({', '.join(sorted(PHOTO_SUFFIXES))}), sub-folders included")
+    return sorted(names)
+
+
+def listed_photos(folder: Path, file_list: Path) -> list[str]:
+    """The photos `file_list` names, one per line: relative to `folder` (as `cd FOLDER && find . -type f` writes
+    them) or absolute paths inside it. Blank lines are skipped; a line naming no file under `folder` is an
+    error naming its line, before any photo is read."""
+    try:
+        lines = file_list.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise PhotoListError(f"cannot read the file list {file_list} ({error})") from None
+    root, names = folder.resolve(), []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        path = Path(line.strip())
+        path = (path if path.is_absolute() else root / path).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise PhotoListError(f"{file_list} line {number}: {line.strip()} is not a file inside {folder}")
+        names.append(path.relative_to(root).as_posix())
+    if not names:
+        raise PhotoListError(f"{file_list} names no photos")
+    return sorted(set(names))
+
+
+def _is_photo_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in PHOTO_SUFFIXES
