@@ -338,3 +338,32 @@ def test_folder_options_need_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         infer.main(["--pairs", str(tmp_path / "p.csv"), str(tmp_path / "out"), "--top-k", "3"])
     assert "--top-k needs --folder" in capsys.readouterr().err
+
+
+def test_clusters_are_the_groups_connected_by_matches_with_a_timeline_each(shared):
+    from PIL import Image
+
+    matches = _table(shared.whole / "matches.csv")
+    faces = [row for row in _table(shared.whole / "faces.csv") if row["box"]]
+    group = {row["file"]: {row["file"]} for row in faces}  # joined by hand, pair by pair
+    for row in matches:
+        joined = group[row["file_1"]] | group[row["file_2"]]
+        for member in joined:
+            group[member] = joined
+    expected = {frozenset(members) for members in group.values()}
+    clusters = {}
+    for row in faces:
+        clusters.setdefault(row["cluster"], set()).add(row["file"])
+    assert {frozenset(members) for members in clusters.values()} == expected
+    table = _table(shared.whole / "clusters.csv")
+    assert [int(row["size"]) for row in table] == sorted((len(m) for m in expected), reverse=True)
+    for row in table:
+        assert int(row["size"]) == len(clusters[row["cluster"]])
+        if int(row["size"]) >= 2:
+            with Image.open(shared.whole / row["timeline"]) as timeline:
+                assert timeline.format == "JPEG"
+                assert max(timeline.size) <= 8 * 300
+        else:
+            assert row["timeline"] == ""
+    with Image.open(shared.whole / "contact_sheet.jpg") as sheet:
+        assert sheet.format == "JPEG"

@@ -17,6 +17,7 @@ clusters). OUT_DIR receives:
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from config import Config, save_config
 from face_match_age.detection.faces import NoFaceError
-from face_match_age.files.output_files import prepare_out_dir
+from face_match_age.files.output_files import prepare_out_dir, write_atomically
 from face_match_age.files.photo_lists import folder_photos, listed_photos
 from face_match_age.inference.analyzer import FaceAnalyzer
 from face_match_age.inference.folder_embedding import embed_photos, embedding_settings, open_store
@@ -40,6 +41,16 @@ from face_match_age.inference.folder_matches import (
     write_faces_csv,
     write_matches_csv,
 )
+from face_match_age.inference.identity_clusters import (
+    CLUSTER_COLUMNS,
+    cluster_labels,
+    cluster_table,
+    save_cluster_timelines,
+)
+from face_match_age.reports.batch_sheet import SHEET_NAME, save_pair_sheet
+from face_match_age.reports.contact_sheet import MAX_TILES
+
+CLUSTERS_CSV, CLUSTER_FOLDER = "clusters.csv", "clusters"
 
 
 class FolderInputError(ValueError):
@@ -93,6 +104,7 @@ def run_folder(
         write_faces_csv(out_dir / FACES_CSV, collection.records)
         raise NoFaceError(f"no face was found in any of the {len(names)} photos; see {out_dir / FACES_CSV}")
     if request.reference is not None:
+        _remove_clusters(out_dir)  # a run without --reference into this OUT_DIR made them; they would mislead
         matches, written = _reference_outputs(request, collection, make_analyzer(device=device), rule)
     else:
         matches, written = _collection_outputs(request, collection, rule)
@@ -120,11 +132,37 @@ def _photo_names(request: FolderRequest) -> list[str]:
 def _collection_outputs(request: FolderRequest, collection: Collection, rule) -> tuple[JudgedMatches, list[Path]]:
     out_dir = request.out_dir
     matches = collection_matches(collection, rule, request.top_k)
+    # People are the components of the graph of every match, not of the top-k lists (which miss some).
+    same_person = matches if request.top_k is None else collection_matches(collection, rule)
+    labels = cluster_labels(len(collection.rows), same_person.pairs)
+    label_of = {row["file"]: int(label) for row, label in zip(collection.rows, labels)}
     files = [row["file"] for row in collection.rows]
     ages = collection.ages()
-    written = [write_matches_csv(out_dir / MATCHES_CSV, matches, files, files, ages, ages)]
-    written.insert(0, write_faces_csv(out_dir / FACES_CSV, collection.records))
+    cluster_column = {"cluster": [label_of.get(record["file"]) for record in collection.records]}
+    photos = [_sheet_face(request.folder, row) for row in collection.rows]
+    written = [
+        write_faces_csv(out_dir / FACES_CSV, collection.records, cluster_column),
+        write_matches_csv(out_dir / MATCHES_CSV, matches, files, files, ages, ages),
+        _write_clusters(labels, collection, request.folder, out_dir),
+        _save_matches_sheet(matches, photos, photos, out_dir / SHEET_NAME),
+    ]
     return matches, written
+
+
+def _write_clusters(labels: np.ndarray, collection: Collection, folder: Path, out_dir: Path) -> Path:
+    """clusters.csv, one row per person, and the timeline images of the largest ones (OUT_DIR/clusters)."""
+    _remove_clusters(out_dir)  # an earlier run's, made with another threshold or other photos
+    timelines = save_cluster_timelines(labels, collection.rows, folder, out_dir / CLUSTER_FOLDER)
+    relative = {label: path.relative_to(out_dir).as_posix() for label, path in timelines.items()}
+    rows = cluster_table(labels, collection.rows, relative)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CLUSTER_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_atomically(out_dir / CLUSTERS_CSV, write)
 
 
 def _reference_outputs(
@@ -140,8 +178,54 @@ def _reference_outputs(
     out_dir, name = request.out_dir, str(request.reference)
     reference_age = np.array([np.nan if face.age_prediction is None else face.age_prediction])
     files = [row["file"] for row in collection.rows]
+    photos = [_sheet_face(request.folder, row) for row in collection.rows]
+    reference_face = {"file": name, "path": request.reference, "box": face.bbox, "age": face.age_prediction}
     written = [
         write_faces_csv(out_dir / FACES_CSV, collection.records, column),
         write_matches_csv(out_dir / MATCHES_CSV, matches, [name], files, reference_age, collection.ages()),
+        _save_matches_sheet(matches, [reference_face], photos, out_dir / SHEET_NAME),
     ]
     return matches, written
+
+
+def _remove_clusters(out_dir: Path) -> None:
+    for timeline in (out_dir / CLUSTER_FOLDER).glob("cluster_*.jpg"):
+        timeline.unlink()
+    (out_dir / CLUSTERS_CSV).unlink(missing_ok=True)
+
+
+def _sheet_face(folder: Path, row: dict) -> dict:
+    return {"file": row["file"], "path": folder / row["file"], "box": row["box"], "age": row["age"]}
+
+
+def _save_matches_sheet(matches: JudgedMatches, faces_1: list[dict], faces_2: list[dict], path: Path) -> Path:
+    """contact_sheet.jpg: the strongest matches (and with --top-k the nearest non-matches) side by side.
+    Only the pairs a sheet can show are turned into rows, however many matches there are."""
+    order = np.argsort(-matches.pairs.similarity, kind="stable")
+    chosen = [*order[matches.is_match[order]][:MAX_TILES], *order[~matches.is_match[order]][:MAX_TILES]]
+    rows, paths = [], {}
+    for index in chosen:
+        first, second = faces_1[matches.pairs.first[index]], faces_2[matches.pairs.second[index]]
+        paths[int(index)] = (first["path"], second["path"])
+        rows.append(_sheet_row(int(index), first, second, matches, index))
+    count = int(matches.is_match.sum())
+    title = f"{count} match{'' if count == 1 else 'es'} among {len(faces_2)} photos with a face"
+    return save_pair_sheet(rows, paths, path, title)
+
+
+def _sheet_row(pair_index: int, first: dict, second: dict, matches: JudgedMatches, index: int) -> dict:
+    """One pair in the layout of infer.py's batch rows, which the pair sheet draws."""
+    return {
+        "pair_index": pair_index,
+        "image_1": first["file"],
+        "image_2": second["file"],
+        "face_1": {"bbox": first["box"], "age_prediction": first["age"]},
+        "face_2": {"bbox": second["box"], "age_prediction": second["age"]},
+        "verification": {
+            "is_match": bool(matches.is_match[index]),
+            "similarity_score": float(matches.pairs.similarity[index]),
+            "threshold_used": float(matches.thresholds[index]),
+        },
+        "label": None,
+        "error": None,
+    }

@@ -5,7 +5,8 @@ as found by similarity_search.threshold_pairs); a cluster is a connected compone
 a photo joins a cluster when it matches any one of its photos. Why connected components rather than
 agglomerative clustering: the result is exact and has no parameter beyond the verification threshold the
 user already chose; it costs time and memory linear in photos + matches (a sparse graph), whereas
-agglomerative clustering needs the N x N distance matrix (80 GB at 100,000 photos) or an approximation.
+agglomerative clustering needs the N x N distance matrix (100,000² float64 distances are 80 GB) or an
+approximation.
 The price is chaining: a ~ b and b ~ c put a and c together even when a does not match c, so one false
 match can merge two people. The timeline image shows every cluster's faces side by side, which exposes
 such a merge at a glance.

@@ -29,18 +29,24 @@ def save_batch_sheet(results: Path, pairs: Sequence[PairSpec]) -> Path:
     """Write the sheet of the rows in `results` (a finished results.jsonl) beside it; `pairs` give the photos'
     paths. A photo that cannot be opened any more leaves its face slot empty."""
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").split("\n") if line.strip()]
-    shown = sheet_rows(rows, MAX_TILES)
+    counts = {outcome: sum(verdict(row) == outcome for row in rows) for outcome in FRAMES}
+    title = f"{len(rows)} pairs: {counts[MATCH]} match, {counts[NO_MATCH]} no match, {counts[FAILED]} failed"
     paths = {pair.index: (pair.path1, pair.path2) for pair in pairs}
+    return save_pair_sheet(rows, paths, results.with_name(SHEET_NAME), title)
+
+
+def save_pair_sheet(rows: Sequence[dict], paths: dict, path: Path, title: str) -> Path:
+    """The sheet of pair rows (infer.py's row layout: pair_index, image_1/2, face_1/2, verification, error)
+    chosen by sheet_rows; `paths` maps each pair_index to its two photos' paths."""
+    shown = sheet_rows(rows, MAX_TILES)
     faces = _face_thumbnails(shown, paths)
     tiles = [
         Tile(faces[row["pair_index"]], pair_caption(row, paths.get(row["pair_index"], ())), FRAMES[verdict(row)])
         for row in shown
     ]
-    counts = {outcome: sum(verdict(row) == outcome for row in rows) for outcome in FRAMES}
-    title = f"{len(rows)} pairs: {counts[MATCH]} match, {counts[NO_MATCH]} no match, {counts[FAILED]} failed"
     if len(shown) < len(rows):
         title += f" ({len(shown)} shown)"
-    return save_contact_sheet(tiles, results.with_name(SHEET_NAME), title, max_tiles=MAX_TILES)
+    return save_contact_sheet(tiles, path, title, max_tiles=MAX_TILES)
 
 
 def verdict(row: dict) -> str:
