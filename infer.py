@@ -260,7 +260,8 @@ def run_folder_command(args, config: Config, threshold, processes: int, age_mode
     noun = ("row", "rows") if args.top_k else ("match", "matches")
     found = "embedded" if args.embed_only else f"{outcome.matches} {noun[outcome.matches != 1]}"
     failed = f" ({outcome.failed} without a face or unreadable)" if outcome.failed else ""
-    print(f"{outcome.photos} photos{failed}: {found} -> {', '.join(str(p) for p in outcome.written)}")
+    photos = f"{outcome.photos} photo{'' if outcome.photos == 1 else 's'}"
+    print(f"{photos}{failed}: {found} -> {', '.join(str(p) for p in outcome.written)}")
     return EXIT_PAIRS_FAILED if outcome.failed else EXIT_OK
 
 
