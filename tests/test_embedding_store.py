@@ -97,3 +97,14 @@ def test_merging_into_an_existing_store_is_refused(tmp_path):
     EmbeddingStore(tmp_path / "merged").append(*_photos(["z.jpg"]))
     with pytest.raises(StoreError, match="already holds a store"):
         merge_stores([tmp_path / "shard1"], tmp_path / "merged")
+
+
+def test_rows_gathers_embeddings_across_parts_in_the_order_asked(tmp_path):
+    store = EmbeddingStore(tmp_path / "store", dimension=3)
+    vectors = [np.full(3, value, dtype=np.float32) for value in range(5)]
+    store.append([{"file": "a"}, {"file": "b"}], vectors[:2])
+    store.append([{"file": "c"}, {"file": "d"}, {"file": "e"}], vectors[2:])
+    assert store.rows([4, 0, 2]).tolist() == [[4.0] * 3, [0.0] * 3, [2.0] * 3]
+    assert store.rows([]).shape == (0, 3)
+    with pytest.raises(StoreError, match="row 5 is not one of them"):
+        store.rows([5])

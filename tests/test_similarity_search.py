@@ -113,3 +113,16 @@ def test_one_row_has_no_pair_and_no_neighbour():
 def test_a_one_dimensional_array_is_refused_with_its_shape():
     with pytest.raises(ValueError, match=r"2-D array .*\(512,\)"):
         threshold_pairs(np.zeros(512, dtype=np.float32), 0.5)
+
+
+def test_progress_counts_every_row_once():
+    rng = np.random.default_rng(3)
+    embeddings = rng.standard_normal((10, 8)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    for search in (
+        lambda report: threshold_pairs(embeddings, 0.5, block=3, progress=report),
+        lambda report: top_k(embeddings, 2, block=3, progress=report),
+    ):
+        reported = []
+        search(reported.append)
+        assert reported == [3, 3, 3, 1]

@@ -103,6 +103,23 @@ class EmbeddingStore:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
 
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        """The embeddings of rows `indices`, in that order, as one len(indices) x dimension float32 array, read
+        part by part (memory: the result, never all embeddings twice)."""
+        wanted = np.asarray(indices, dtype=np.int64)
+        gathered = np.empty((len(wanted), self.dimension), dtype=np.float32)
+        start = 0
+        for part in self.parts:
+            stop = start + part["embeddings"]
+            here = np.flatnonzero((wanted >= start) & (wanted < stop))
+            if len(here):
+                stored = np.load(self.folder / f"{part['name']}.npy", mmap_mode="r")
+                gathered[here] = stored[wanted[here] - start]
+            start = stop
+        if len(wanted) and (wanted.min() < 0 or wanted.max() >= start):
+            raise StoreError(f"{self.folder} holds {start} embeddings; row {wanted.max()} is not one of them")
+        return gathered
+
 
 def merge_stores(stores: Sequence[Path], out: Path, dimension: int = 512) -> EmbeddingStore:
     """One store in `out` (new or empty) holding the shards `stores` in order, as if one run had embedded

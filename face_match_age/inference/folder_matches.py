@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.embedding_store import EmbeddingStore
@@ -63,9 +64,7 @@ def load_collection(store: EmbeddingStore, names: Sequence[str]) -> Collection:
     wanted = set(names)
     records = sorted((record for record in store.table() if record["file"] in wanted), key=lambda r: r["file"])
     rows = [record for record in records if record["row"] is not None]
-    stored = store.embeddings()
-    embeddings = np.ascontiguousarray(stored[[row["row"] for row in rows]], dtype=np.float32)
-    return Collection(records, rows, embeddings.reshape(len(rows), stored.shape[1]))
+    return Collection(records, rows, store.rows([row["row"] for row in rows]))
 
 
 def threshold_of(rule: float | CalibratedThreshold, age_gap: float | None) -> float:
@@ -84,11 +83,13 @@ def lowest_threshold(rule: float | CalibratedThreshold) -> float:
 def collection_matches(collection: Collection, rule, k: int | None = None) -> JudgedMatches:
     """Every pair above its threshold (each pair once, first < second), or with `k` each photo's k most similar
     photos, matches or not (a pair can then appear from both sides)."""
-    ages = collection.ages()
-    if k is None:
-        found = judge(threshold_pairs(collection.embeddings, lowest_threshold(rule)), ages, ages, rule)
-        return found.only(found.is_match)
-    return judge(top_k(collection.embeddings, k), ages, ages, rule)
+    ages, embeddings = collection.ages(), collection.embeddings
+    # disable=None: no progress bar when stderr is not a terminal (a log file)
+    with tqdm(total=len(embeddings), unit="photo", desc="searching", disable=None) as bar:
+        if k is None:
+            found = judge(threshold_pairs(embeddings, lowest_threshold(rule), progress=bar.update), ages, ages, rule)
+            return found.only(found.is_match)
+        return judge(top_k(embeddings, k, progress=bar.update), ages, ages, rule)
 
 
 def reference_search(

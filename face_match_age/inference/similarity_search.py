@@ -8,7 +8,7 @@ A match is a similarity strictly above the threshold, as in analyzer.verificatio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 
 # 2048 x 2048 float32 = 16 MB per tile: large enough for an efficient matmul, small next to the embeddings.
 DEFAULT_BLOCK = 2048
+Progress = Callable[[int], None]  # progress(rows): called as each block of rows is done
 
 
 class Matches(NamedTuple):
@@ -27,9 +28,13 @@ class Matches(NamedTuple):
     similarity: np.ndarray
 
 
-def threshold_pairs(embeddings: np.ndarray, threshold: float, block: int = DEFAULT_BLOCK) -> Matches:
+def threshold_pairs(
+    embeddings: np.ndarray, threshold: float, block: int = DEFAULT_BLOCK, progress: Progress | None = None
+) -> Matches:
     """Every pair of rows i < j of `embeddings` (N x D unit vectors, in memory or a memory-mapped .npy)
-    whose cosine similarity is above `threshold`. Only tiles on or above the diagonal are computed."""
+    whose cosine similarity is above `threshold`. Only tiles on or above the diagonal are computed.
+    `progress(rows)` is called as each block of rows is done (e.g. to advance a progress bar; the later
+    blocks go faster, as they have fewer tiles above the diagonal)."""
     _check(embeddings, block)
     found = []
     for rows in _spans(len(embeddings), block):
@@ -39,12 +44,20 @@ def threshold_pairs(embeddings: np.ndarray, threshold: float, block: int = DEFAU
             if columns.start == rows.start:  # the diagonal tile: keep only j > i
                 similarity = similarity.masked_fill(~_strictly_upper(similarity.shape), -torch.inf)
             found.append(_above(similarity, threshold, rows.start, columns.start))
+        if progress is not None:
+            progress(len(rows))
     return _sorted(found)
 
 
-def top_k(embeddings: np.ndarray, k: int, threshold: float | None = None, block: int = DEFAULT_BLOCK) -> Matches:
+def top_k(
+    embeddings: np.ndarray,
+    k: int,
+    threshold: float | None = None,
+    block: int = DEFAULT_BLOCK,
+    progress: Progress | None = None,
+) -> Matches:
     """Each row's `k` most similar other rows (fewer when N - 1 < k), only those above `threshold` if given."""
-    return _best(embeddings, embeddings, k, threshold, block, exclude_self=True)
+    return _best(embeddings, embeddings, k, threshold, block, exclude_self=True, progress=progress)
 
 
 def reference_matches(
@@ -71,7 +84,13 @@ def reference_matches(
 
 
 def _best(
-    queries: np.ndarray, embeddings: np.ndarray, k: int, threshold: float | None, block: int, exclude_self: bool
+    queries: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    threshold: float | None,
+    block: int,
+    exclude_self: bool,
+    progress: Progress | None = None,
 ) -> Matches:
     """Top-k by a running merge: each tile's scores join the k kept so far, so memory stays block x (block + k)."""
     _check(queries, block)
@@ -92,6 +111,8 @@ def _best(
             kept_scores, order = scores.topk(min(k, scores.shape[1]), dim=1)
             kept_columns = indices.gather(1, order)
         found.append(_kept(kept_scores, kept_columns, rows.start, threshold))
+        if progress is not None:
+            progress(len(rows))
     return _sorted(found)
 
 
