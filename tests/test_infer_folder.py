@@ -367,3 +367,10 @@ def test_clusters_are_the_groups_connected_by_matches_with_a_timeline_each(share
             assert row["timeline"] == ""
     with Image.open(shared.whole / "contact_sheet.jpg") as sheet:
         assert sheet.format == "JPEG"
+
+
+def test_two_processes_embed_the_folder_as_one_does(shared, tmp_path, torch_home_with_vggface2, age_checkpoint):
+    out = tmp_path / "out"
+    _run("--folder", shared.folder, out, "--devices", 2, "--device", "cpu", checkpoint=age_checkpoint)
+    for name in ("faces.csv", "matches.csv", "clusters.csv"):
+        assert (out / name).read_text() == (shared.whole / name).read_text()

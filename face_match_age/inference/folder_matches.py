@@ -120,7 +120,9 @@ def write_matches_csv(
     path: Path, matches: JudgedMatches, files_1: Sequence[str], files_2: Sequence[str], ages_1, ages_2
 ):
     """matches.csv, one row per pair, most similar first; `files_*`/`ages_*` map the pairs' rows to photos."""
-    order = np.lexsort((matches.pairs.second, matches.pairs.first, -matches.pairs.similarity))
+    # By the similarity as written (4 decimals), then by photo: float noise (another batch composition, another
+    # device) must not reorder pairs whose written similarities are equal.
+    order = np.lexsort((matches.pairs.second, matches.pairs.first, -np.round(matches.pairs.similarity, 4)))
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
