@@ -5,8 +5,8 @@
 
 Both loops train the same model (same batch size, precision and data loader) on pre-cropped JPEGs
 (synthetic ones written to a temporary folder unless --train-dir/--train-csv name real ones). It
-prints images/s of each, their ratio (Lightning overhead; goal under 5%), and the share of step time
-spent waiting for the next batch (goal under 10% with the configured workers).
+prints images/s of each, their ratio (Lightning overhead; goal under 5%), the share of step time
+spent waiting for the next batch (goal under 10% with the configured workers) and the peak memory.
 """
 
 from __future__ import annotations
@@ -175,7 +175,22 @@ def main(argv: list[str] | None = None) -> int:
         f"lightning / bare throughput: {lightning_rate / bare_rate:.3f} "
         f"(overhead {1 - lightning_rate / bare_rate:+.1%}; goal under 5%)"
     )
+    print(f"peak memory (MB): {peak_memory_mb(choice):.0f} ({_memory_kind(choice)})")
     return 0
+
+
+def peak_memory_mb(choice: DeviceChoice) -> float:
+    """The most memory the run held: on CUDA, what torch allocated on the GPU; elsewhere, the process's
+    maximum resident set size (Linux reports it in KB)."""
+    if choice.accelerator == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory_kind(choice: DeviceChoice) -> str:
+    return "GPU memory allocated by torch" if choice.accelerator == "cuda" else "process resident set, both loops"
 
 
 if __name__ == "__main__":

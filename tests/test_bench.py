@@ -34,6 +34,7 @@ def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
         assert rate >= 0
         assert 0 <= wait <= 100
     assert len(_figures(_row(out, "lightning / bare throughput:"))) >= 2
+    assert _figures(_row(out, "peak memory"))[0] > 0
 
 
 def test_inference_benchmark_prints_every_row(capsys, torch_home_with_vggface2, age_checkpoint):
