@@ -38,7 +38,7 @@ from torchvision.ops import batched_nms
 # Measured with bench.detection (REPORT.md): 64 pads the levels of varied photos by ~20% in area on average and
 # cuts the calls several fold against photo by photo; 32 makes twice as many buckets for little less padding,
 # 128 pads ~40%. Photos of one size (CACD) form one bucket with no padding at all.
-BUCKET_SIDE = 64
+BUCKET_SIDE = 128
 
 
 def size_buckets(sizes: list[tuple[int, int]], side: int = BUCKET_SIDE) -> list[list[int]]:
@@ -59,7 +59,7 @@ def detect_boxes(
     point. A photo too small for the detector's pyramid has no boxes."""
     dtype = next(detector.pnet.parameters()).dtype  # detect_face feeds the networks in their own precision
     pixels = [_as_tensor(image, detector.device, dtype) for image in images]
-    boxes, owners = _proposals(detector, pixels, size_buckets([image.size for image in images], bucket_side))
+    boxes, owners = _proposals(detector, pixels, bucket_side)
     if len(boxes):
         boxes, owners, regression = _scored(detector.rnet, pixels, boxes, owners, 24, detector.thresholds[1])
         pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
@@ -88,24 +88,27 @@ def pyramid_scales(height: int, width: int, min_face_size: int, factor: float) -
     return scales
 
 
-def _proposals(detector: MTCNN, pixels: list[torch.Tensor], buckets: list[list[int]]):
+def _proposals(detector: MTCNN, pixels: list[torch.Tensor], bucket_side: int):
     """First stage: candidate boxes (x1 y1 x2 y2 score, M x 5) and the photo each belongs to, regressed and
     squared, after detect_face's per-level and per-photo suppression."""
     pyramids = [pyramid_scales(*p.shape[2:], detector.min_face_size, detector.factor) for p in pixels]
     candidates, owners = [], []
     for level in range(max(map(len, pyramids), default=0)):
+        members = [index for index, scales in enumerate(pyramids) if len(scales) > level]
+        scale = pyramids[members[0]][level]  # every pyramid has the same scales, some more of them
+        levels = [
+            imresample(pixels[i], (int(pixels[i].shape[2] * scale + 1), int(pixels[i].shape[3] * scale + 1)))
+            for i in members
+        ]
         level_boxes, level_owners = [], []
-        for bucket in buckets:
-            members = [index for index in bucket if len(pyramids[index]) > level]
-            if members:
-                boxes, member_rank = _first_network(detector, [pixels[i] for i in members], pyramids[members[0]][level])
-                level_boxes.append(boxes)
-                level_owners.append(torch.as_tensor(members, device=boxes.device)[member_rank])
-        if level_boxes:
-            boxes, level_owners = torch.cat(level_boxes), torch.cat(level_owners)
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], level_owners, 0.5)
-            candidates.append(boxes[pick])
-            owners.append(level_owners[pick])
+        for bucket in size_buckets([(level.shape[3], level.shape[2]) for level in levels], bucket_side):
+            boxes, rank = _first_network(detector, [levels[i] for i in bucket], scale)
+            level_boxes.append(boxes)
+            level_owners.append(torch.as_tensor([members[i] for i in bucket], device=boxes.device)[rank])
+        boxes, level_owners = torch.cat(level_boxes), torch.cat(level_owners)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], level_owners, 0.5)
+        candidates.append(boxes[pick])
+        owners.append(level_owners[pick])
     if not candidates:
         return torch.empty(0, 5, device=detector.device), torch.empty(0, dtype=torch.long, device=detector.device)
     boxes, owners = torch.cat(candidates), torch.cat(owners)
@@ -116,11 +119,10 @@ def _proposals(detector: MTCNN, pixels: list[torch.Tensor], buckets: list[list[i
     return rerec(torch.cat([corners, boxes[:, 4:5]], dim=1)), owners
 
 
-def _first_network(detector: MTCNN, pixels: list[torch.Tensor], scale: float):
-    """PNet's candidate boxes (x1 y1 x2 y2 score, 4 regressions) on one pyramid level of a few photos, and which
-    of them each box belongs to. Each level is letterboxed into the largest one; the batch answers each photo's
-    own cells as its level alone would."""
-    levels = [imresample(p, (int(p.shape[2] * scale + 1), int(p.shape[3] * scale + 1))) for p in pixels]
+def _first_network(detector: MTCNN, levels: list[torch.Tensor], scale: float):
+    """PNet's candidate boxes (x1 y1 x2 y2 score, 4 regressions) on one pyramid level (at `scale`) of a few
+    photos, and which of them each box belongs to. The levels are letterboxed into the largest one; the batch
+    answers each photo's own cells as its level alone would."""
     sizes = [level.shape[2:] for level in levels]
     batch = levels[0].new_zeros(len(levels), 3, max(h for h, _ in sizes), max(w for _, w in sizes))
     for index, level in enumerate(levels):
