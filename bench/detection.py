@@ -1,4 +1,4 @@
-"""Benchmark: MTCNN photos/s photo by photo, in today's same-size batches and in size buckets, in one run.
+"""Benchmark: MTCNN photos/s photo by photo, in same-size batches (as before) and in size buckets, in one run.
 
     uv run python -m bench.detection                 # 48 photos of each collection
     uv run python -m bench.detection --photos 200 --device cuda
@@ -74,15 +74,18 @@ def rates(ways, detector, photos, chunk_size: int, repeats: int) -> list[tuple[f
     in each pass, so a change in the machine's load falls on all of them, and the fastest pass is the one least
     slowed by other processes."""
     calls = [0]
-    detector.pnet.conv1.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    hook = detector.pnet.conv1.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     samples, calls_per_chunk = [[] for _ in ways], [0.0 for _ in ways]
-    for _ in range(repeats):
-        for number, way in enumerate(ways):
-            calls[0], start = 0, time.perf_counter()
-            for chunk in chunks(photos, chunk_size):
-                way(detector, chunk)
-            samples[number].append(time.perf_counter() - start)
-            calls_per_chunk[number] = calls[0] / len(chunks(photos, chunk_size))
+    try:
+        for _ in range(repeats):
+            for number, way in enumerate(ways):
+                calls[0], start = 0, time.perf_counter()
+                for chunk in chunks(photos, chunk_size):
+                    way(detector, chunk)
+                samples[number].append(time.perf_counter() - start)
+                calls_per_chunk[number] = calls[0] / len(chunks(photos, chunk_size))
+    finally:
+        hook.remove()
     return [(len(photos) / min(times), count) for times, count in zip(samples, calls_per_chunk)]
 
 
