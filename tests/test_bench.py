@@ -62,6 +62,19 @@ def test_preparation_benchmark_covers_every_configuration(capsys):
     assert all(len(_figures(row.split(")")[-1])) == 4 for row in rows)
 
 
+def test_detection_benchmark_prints_every_way_for_both_collections(capsys):
+    import bench.detection
+
+    assert bench.detection.main(["--photos", "6", "--chunk", "4", "--bucket-sides", "64", "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("IMDB-like", "CACD-like"))]
+    ways = ["photo by photo", "same-size batches", "buckets of 64 px"]
+    assert [(row[:11].strip(), row[11:31].strip()) for row in rows] == [
+        (collection, way) for collection in ("IMDB-like", "CACD-like") for way in ways
+    ]
+    assert [_figures(row[31:])[1] for row in rows if "photo by photo" in row] == [1.0, 1.0]  # the baseline's ratio
+    assert [len(_figures(row[31:])) for row in rows] == [3, 3, 4] * 2  # photos/s, ratio, batches (and padding)
+
+
 def test_search_benchmark_prints_every_size_and_finds_every_planted_copy(capsys):
     import bench.search
 

@@ -16,6 +16,7 @@ from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
 from config import Config
+from face_match_age.detection.batched_mtcnn import detect_boxes
 
 
 class NoFaceError(ValueError):
@@ -71,25 +72,22 @@ def detect_faces(detector: MTCNN, image: Image.Image, config: Config) -> Detecte
 
 
 def detect_faces_batch(detector: MTCNN, images: list[Image.Image], config: Config) -> list[DetectedFaces]:
-    """Every face of each RGB photo, with crops ready for imaging.face_to_tensor.
+    """Every face of each RGB photo, in input order, with crops ready for imaging.face_to_tensor.
 
-    Photos of the same size are detected in one MTCNN call (its batches need equal sizes). Photos larger
-    than `config.detection_max_side` are shrunk for detection only (MTCNN's cost grows with the pixel
-    count); the boxes are mapped back and the crops cut from the full-resolution photo. A photo too small
-    or too narrow for a face of `config.mtcnn_min_face_size` pixels (see too_small_for_detection) has no
-    faces; MTCNN is not asked, and the photos it is asked about are never affected by it."""
+    Photos larger than `config.detection_max_side` are shrunk for detection only (MTCNN's cost grows with the
+    pixel count); the boxes are mapped back and the crops cut from the full-resolution photo. The photos are
+    detected together whatever their sizes (batched_mtcnn.detect_boxes: size buckets, each photo answered as
+    MTCNN answers it alone). A photo too small or too narrow for a face of `config.mtcnn_min_face_size` pixels
+    (see too_small_for_detection) has no faces; MTCNN is not asked, and the photos it is asked about are never
+    affected by it."""
     shrunk = [_for_detection(image, config.detection_max_side) for image in images]
-    by_size: dict[tuple[int, int], list[int]] = {}
-    results: list[DetectedFaces | None] = [None] * len(images)
-    for index, (small, _) in enumerate(shrunk):
-        if _too_small_for_mtcnn(small.size, config.mtcnn_min_face_size):
-            results[index] = _no_faces(config)  # asked, MTCNN would crash instead of answering
-        else:
-            by_size.setdefault(small.size, []).append(index)
-    for indices in by_size.values():
-        batch_boxes, batch_probabilities = detector.detect([shrunk[i][0] for i in indices])
-        for index, boxes, probabilities in zip(indices, batch_boxes, batch_probabilities):
-            results[index] = _faces_in(images[index], boxes, probabilities, shrunk[index][1], config)
+    results = [_no_faces(config) for _ in images]
+    searched = [
+        i for i, (small, _) in enumerate(shrunk) if not _too_small_for_mtcnn(small.size, config.mtcnn_min_face_size)
+    ]
+    found = detect_boxes(detector, [shrunk[i][0] for i in searched])
+    for index, (boxes, probabilities) in zip(searched, found):
+        results[index] = _faces_in(images[index], boxes, probabilities, shrunk[index][1], config)
     return results
 
 
@@ -140,9 +138,9 @@ def _no_faces(config: Config) -> DetectedFaces:
 
 
 def _faces_in(image: Image.Image, boxes, probabilities, scale: float, config: Config) -> DetectedFaces:
-    if boxes is None:
+    if len(boxes) == 0:
         return _no_faces(config)
-    boxes = np.asarray(boxes, dtype=np.float64) / scale
+    boxes = boxes / scale
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.height)
     crops = torch.stack([extract_face(image, box, config.img_size, config.mtcnn_margin) for box in boxes])

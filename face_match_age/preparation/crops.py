@@ -36,7 +36,8 @@ class CropTask:
 
 
 def crop_chunk(tasks: list[CropTask], config: Config, detector=None) -> list[tuple[CropTask, str]]:
-    """(task, KEPT or why the photo was dropped) for a few photos; same-size photos share MTCNN calls."""
+    """(task, KEPT or why the photo was dropped) for a few photos, detected together whatever their sizes
+    (faces.detect_faces_batch: the crops inference would cut from each photo alone)."""
     outcomes, loaded = [], []
     for task in tasks:
         try:
