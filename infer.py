@@ -17,7 +17,7 @@ from pathlib import Path
 
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.detection.imaging import ImageLoadError, load_image
-from face_match_age.device import batch_process_count, resolve_device
+from face_match_age.device import batch_process_count, resolve_device, resolve_inference_precision
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
@@ -45,6 +45,9 @@ INFER_OPTIONS = (
     "detection_max_side",
     "inference_batch_size",
     "devices",
+    "inference_precision",
+    "channels_last",
+    "compile_networks",
 )
 EXAMPLES = (
     "uv run python infer.py IMG1 IMG2 OUT_DIR [--json] [--ckpt PATH]    # one pair: annotated JPG (+ JSON)",
@@ -108,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference is not None and args.folder is None:
         parser.error("--reference needs --folder")
     try:
-        resolve_device(args.device)
+        # Resolved once here: a usage error before any model loads, and what config.json and batch.json record.
+        config = config.replace(
+            inference_precision=resolve_inference_precision(config.inference_precision, resolve_device(args.device))
+        )
         processes = batch_process_count(config.devices, args.device) if batch else 1
     except ValueError as error:
         parser.error(str(error))
@@ -275,6 +281,7 @@ def pair_json(paths: list[Path], row: dict, analyzer: FaceAnalyzer) -> dict:
             "device": str(analyzer.device),
             "tta": analyzer.tta,
             "face_selection": analyzer.config.face_selection,
+            **analyzer.network_settings,
         },
     }
 
