@@ -250,7 +250,7 @@ class Config:
     channels_last: bool = setting(
         True,
         "run both networks in channels-last memory format: faster on this project's CPUs, same decisions "
-        "(README: Compare faces)",
+        "(README: Inference)",
         group="hardware",
     )
     compile_networks: bool = setting(
