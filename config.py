@@ -33,6 +33,7 @@ NUM_AGE_BINS = MAX_AGE - MIN_AGE + 1
 PRETRAINED_CHOICES = ("vggface2", "casia-webface", "none")
 FACE_SELECTION_CHOICES = ("largest", "probability", "center")
 PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
+INFERENCE_PRECISION_CHOICES = ("auto", "32", "bf16", "16")  # 32: float32; bf16, 16: autocast to bfloat16, float16
 # The headings of every script's --help, in this order: key -> title. A script shows the ones it uses.
 OPTION_GROUPS = {
     "data": "data",
@@ -237,6 +238,27 @@ class Config:
     )
     inference_batch_size: int = setting(
         64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low", group="hardware"
+    )
+    inference_precision: str = setting(
+        "auto",
+        "number format of the two networks at inference (MTCNN stays float32): auto is bf16 on CUDA GPUs that "
+        "support it, 16 on older ones, 32 elsewhere; bf16 on CPU needs native bfloat16 (AVX-512 BF16 or AMX)",
+        choices=INFERENCE_PRECISION_CHOICES,
+        aliases=("--precision",),
+        group="hardware",
+    )
+    channels_last: bool = setting(
+        True,
+        "run both networks in channels-last memory format: faster on this project's CPUs, same decisions "
+        "(README: Inference)",
+        group="hardware",
+    )
+    compile_networks: bool = setting(
+        False,
+        "torch.compile both networks: the first batch waits for the compiler (a minute or more on CPU), "
+        "so it pays only on long batch runs",
+        aliases=("--compile",),
+        group="hardware",
     )
     face_selection: str = setting(
         "largest",

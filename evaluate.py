@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
-from face_match_age.device import resolve_device
+from face_match_age.device import resolve_device, resolve_inference_precision
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
@@ -42,6 +42,7 @@ TARGET_FARS = (1e-2, 1e-3)
 FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 LABEL_NAMES = {1: "1 (same person)", 0: "0 (different people)"}
+NETWORK_OPTIONS = ("inference_precision", "channels_last", "compile_networks")  # how FaceAnalyzer runs its networks
 
 
 class EvaluationError(RuntimeError):
@@ -614,7 +615,7 @@ def _add_verify_command(commands) -> None:
         "--out", type=Path, required=True, help="folder for the results; run again into it to resume"
     )
     verify.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
-    add_config_arguments(verify, ["verification_threshold"])
+    add_config_arguments(verify, ["verification_threshold", *NETWORK_OPTIONS])
 
 
 def _add_retrieve_command(commands) -> None:
@@ -640,10 +641,18 @@ def _add_retrieve_command(commands) -> None:
     )
     retrieve.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
     retrieve.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_config_arguments(retrieve, NETWORK_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, config = parse_config(build_parser(), argv)
+    parser = build_parser()
+    args, config = parse_config(parser, argv)
+    if args.command in ("verify", "retrieve"):  # FaceAnalyzer's commands; resolved before any model loads
+        try:
+            device = resolve_device(args.device)
+            config = config.replace(inference_precision=resolve_inference_precision(config.inference_precision, device))
+        except ValueError as error:
+            parser.error(str(error))
     try:
         if args.command == "age":
             images, labels = args.images or config.val_dir, args.csv or config.val_csv

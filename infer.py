@@ -20,7 +20,7 @@ from pathlib import Path
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.detection.faces import NoFaceError
 from face_match_age.detection.imaging import ImageLoadError, load_image
-from face_match_age.device import batch_process_count, resolve_device
+from face_match_age.device import batch_process_count, resolve_device, resolve_inference_precision
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
 from face_match_age.files.embedding_store import StoreError
@@ -51,6 +51,9 @@ INFER_OPTIONS = (
     "detection_max_side",
     "inference_batch_size",
     "devices",
+    "inference_precision",
+    "channels_last",
+    "compile_networks",
 )
 EXAMPLES = (
     "uv run python infer.py IMG1 IMG2 OUT_DIR [--json] [--ckpt PATH]    # one pair: annotated JPG (+ JSON)",
@@ -141,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give IMG1 IMG2 OUT_DIR (or OUT_DIR with --pairs / --folder)")
     _check_folder_options(parser, args)
     try:
-        resolve_device(args.device)
+        # Resolved once here: a usage error before any model loads, and what config.json and batch.json record.
+        config = config.replace(
+            inference_precision=resolve_inference_precision(config.inference_precision, resolve_device(args.device))
+        )
         processes = batch_process_count(config.devices, args.device) if batch else 1
     except ValueError as error:
         parser.error(str(error))
@@ -369,6 +375,7 @@ def pair_json(paths: list[Path], row: dict, analyzer: FaceAnalyzer) -> dict:
             "device": str(analyzer.device),
             "tta": analyzer.tta,
             "face_selection": analyzer.config.face_selection,
+            **analyzer.network_settings,
         },
     }
 

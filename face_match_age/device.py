@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -118,3 +119,65 @@ def batch_process_count(devices: str, device: str) -> int:
     if value == "auto":
         return max(1, torch.cuda.device_count()) if device in ("auto", "cuda") and torch.cuda.is_available() else 1
     return value
+
+
+# Linux's /proc/cpuinfo names for native bfloat16 arithmetic: x86's AVX-512 BF16 and AMX, ARMv8.6's BF16.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this processor computes bfloat16 natively, read from the CPU flags (Linux). Without it torch
+    emulates bfloat16, which is slower than float32; where the flags cannot be read the answer is no."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, ARM
+            return bool(NATIVE_BF16_FLAGS & set(value.split()))
+    return False
+
+
+class PrecisionError(ValueError):
+    """An inference precision the chosen device cannot run, or runs slower than float32."""
+
+
+def decide_inference_precision(requested: str, device_type: str, *, gpu_bf16: bool, cpu_bf16: bool) -> str:
+    """The pure rule behind inference_precision: "32", "bf16" or "16" from "auto" or one of those, for a
+    device type ("cuda", "mps", "cpu"), where the GPU supports bfloat16 (gpu_bf16) and where the CPU computes it
+    natively (cpu_bf16). A request the device cannot honour well raises a PrecisionError that says what to use."""
+    if requested == "auto":
+        if device_type == "cuda":
+            return "bf16" if gpu_bf16 else "16"
+        return "32"  # CPU: bf16 changes numbers, so it is asked for, not assumed; MPS autocast is not reliable
+    if requested == "32":
+        return requested
+    if device_type == "cuda":
+        if requested == "bf16" and not gpu_bf16:
+            raise PrecisionError("--precision bf16: this GPU has no native bfloat16; use --precision 16 (or auto)")
+        return requested
+    if device_type == "cpu" and requested == "bf16":
+        if cpu_bf16:
+            return requested
+        raise PrecisionError(
+            "--precision bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so torch would emulate it, "
+            "slower than float32; use --precision 32 (or auto)"
+        )
+    raise PrecisionError(
+        f"--precision {requested}: reduced precision on {device_type} is offered as bf16 on CPUs with native "
+        "bfloat16 only (float16 is for CUDA GPUs); use --precision 32 (or auto)"
+    )
+
+
+def resolve_inference_precision(requested: str, device: torch.device) -> str:
+    """The inference precision ("32", "bf16" or "16") for `requested` on `device`, probing this machine
+    (see decide_inference_precision); a request it cannot honour well is a PrecisionError."""
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    cpu_bf16 = device.type == "cpu" and requested == "bf16" and cpu_has_native_bf16()
+    return decide_inference_precision(requested, device.type, gpu_bf16=gpu_bf16, cpu_bf16=cpu_bf16)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved inference precision; None for float32 (no autocast)."""
+    return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]

@@ -7,24 +7,7 @@ from pathlib import Path
 
 import torch
 
-
-def calibrate_batchnorm(network: torch.nn.Module, seed: int = 0) -> None:
-    """Give a random network realistic BatchNorm statistics. With the initial ones (mean 0, variance 1)
-    activations saturate in eval mode and every input gets the same output; tests need outputs that
-    depend on the face."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over the calibration batches
-    network.train()
-    with torch.no_grad():
-        for _ in range(2):
-            network(torch.rand(8, 3, 160, 160, generator=generator) * 2 - 1)
-    for module in network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = 0.1
-    network.eval()
+from face_match_age.inference.numerics import calibrate_batchnorm  # one maker of calibrated weights, shared with bench/
 
 
 def write_facenet_weights(path: Path, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:

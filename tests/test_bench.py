@@ -48,6 +48,22 @@ def test_inference_benchmark_prints_every_row(capsys, torch_home_with_vggface2, 
         assert all(math.isfinite(f) and f >= 0 for f in figures), measure
 
 
+def test_network_options_benchmark_prints_every_option_with_its_numerics(
+    capsys, torch_home_with_vggface2, age_checkpoint, monkeypatch
+):
+    import bench.network_options
+    from face_match_age import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)  # where not native: emulated, slower, same rows
+    assert bench.network_options.main(["--batch", "2", "--repeats", "1", "--ckpt", str(age_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    for option in bench.network_options.OPTIONS:
+        row = _row(out, option)
+        figures = _figures(row[len(option) :])[:5]  # ms/face, speed-up, first call, |d sim|, |d age|
+        assert len(figures) == 5, option
+        assert all(math.isfinite(f) and f >= 0 for f in figures), option
+
+
 def test_preparation_benchmark_covers_every_configuration(capsys):
     import bench.prep
 

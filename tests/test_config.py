@@ -102,6 +102,28 @@ def test_an_optional_path_field_is_an_option_that_takes_a_path():
     assert config.resume_checkpoint == Path("runs/last.ckpt")
 
 
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("infer", []),
+        ("evaluate", ["verify", "--pairs", "pairs.csv", "--out", "out"]),
+        ("evaluate", ["retrieve", "--csv", "labels.csv", "--images", "photos", "--out", "out"]),
+    ],
+)
+def test_inference_options_set_their_fields_in_every_script_that_runs_the_networks(script, argv):
+    parser = importlib.import_module(script).build_parser()
+    _, parsed = parse_config(parser, [*argv, "--precision", "bf16", "--no-channels-last", "--compile"])
+    assert parsed.inference_precision == "bf16"
+    assert parsed.channels_last is False
+    assert parsed.compile_networks is True
+
+
+def test_inference_options_default_to_auto_channels_last_and_no_compilation():
+    assert Config().inference_precision == "auto"
+    assert Config().channels_last is True
+    assert Config().compile_networks is False
+
+
 # --- --help: headings, defaults, examples, exit codes --------------------------------------------------
 
 SCRIPT_HELP_HEADINGS = {

@@ -28,7 +28,7 @@ from face_match_age.detection.faces import (
     select_face,
 )
 from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to_tensor, load_image
-from face_match_age.device import resolve_device
+from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
 from face_match_age.network.weights import load_backbone
@@ -86,6 +86,10 @@ class FaceAnalyzer:
     verify_weights: an InceptionResnetV1 weight file; default: VGGFace2 from $TORCH_HOME/checkpoints.
     device: "auto" (cuda, then mps, then cpu), or a torch device string such as "cuda:1".
     tta: average each face with its mirror image, for age and for the embedding.
+    precision: "auto", "32", "bf16" or "16" for the two networks (MTCNN stays float32); channels_last: their
+    memory format; compile_networks: torch.compile them. None takes the config's inference_precision,
+    channels_last and compile_networks. A precision the device cannot run well is a PrecisionError
+    (face_match_age.device.decide_inference_precision says which); `precision` holds the one chosen.
     """
 
     def __init__(
@@ -97,9 +101,15 @@ class FaceAnalyzer:
         verify_weights: Path | None = None,
         device: str = "auto",
         tta: bool = False,
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        compile_networks: bool | None = None,
     ) -> None:
         self.config = config or Config()
         self.device = resolve_device(device)
+        self.precision = resolve_inference_precision(precision or self.config.inference_precision, self.device)
+        self.channels_last = self.config.channels_last if channels_last is None else channels_last
+        self.compiled = self.config.compile_networks if compile_networks is None else compile_networks
         self.tta = tta
         self.detector = build_face_detector(self.config, self.device)
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
@@ -111,6 +121,21 @@ class FaceAnalyzer:
             hint="or, with infer.py, name a weights file with --verify-weights PATH",
         )
         self.verifier = self.verifier.to(self.device).eval()
+        self._verify, self._age = (self._prepared(network) for network in (self.verifier, self.age_model))
+
+    def _prepared(self, network: torch.nn.Module | None):
+        """The network's forward pass as the options ask: its weights turned channels-last in place (the
+        module stays the same object), wrapped by torch.compile."""
+        if network is None:
+            return None
+        if self.channels_last:
+            network.to(memory_format=torch.channels_last)
+        return torch.compile(network) if self.compiled else network
+
+    @property
+    def network_settings(self) -> dict:
+        """How the networks run, for results: a rerun with other settings is another batch."""
+        return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compiled}
 
     # --- single photos -------------------------------------------------------------------------
     def detect(self, photo: ImageInput) -> list[dict]:
@@ -207,30 +232,51 @@ class FaceAnalyzer:
         return found.crops[chosen : chosen + 1]
 
     def _attach_network_outputs(self, analyses: list[PhotoAnalysis], crops: torch.Tensor) -> None:
-        ages, embeddings = self._run_networks(crops)
+        probabilities, embeddings = self.network_outputs(crops)
+        ages = None if probabilities is None else _age_summaries(probabilities)
         faces = [face for analysis in analyses for face in analysis.faces]
         for index, face in enumerate(faces):
             face.embedding = embeddings[index]
             if ages is not None:
                 face.age_prediction, face.age_std, face.age_interval = ages[index]
 
-    def _run_networks(self, crops: torch.Tensor):
-        """(ages: list of (age, std, interval) or None, embeddings: N x 512 numpy) in batches."""
-        ages, embeddings = [], []
+    @torch.inference_mode()
+    def network_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
+        """For face crops as detection cuts them: (age probabilities, N x 101 float32 on the CPU, or None
+        without an age model; unit embeddings, N x 512 numpy), in batches of config.inference_batch_size."""
+        probabilities, embeddings = [], []
         size = self.config.inference_batch_size
         for start in range(0, len(crops), size):
             faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in crops[start : start + size]])
-            faces = faces.to(self.device)
-            views = [faces, faces.flip(-1)] if self.tta else [faces]
-            embedding = torch.stack([self.verifier(view) for view in views]).mean(0)
-            embeddings.append(torch.nn.functional.normalize(embedding, dim=1).cpu().numpy())
-            if self.age_model is not None:
-                # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
-                probabilities = torch.stack([self.age_model(view).float().softmax(1) for view in views]).mean(0)
-                logits = probabilities.clamp_min(1e-12).log()
-                ages.extend(zip(expected_age(logits).tolist(), age_std(logits).tolist(), age_interval(logits).tolist()))
-        rounded = [(round(a, 2), round(s, 2), [round(v, 1) for v in i]) for a, s, i in ages]
-        return (rounded if self.age_model is not None else None), np.concatenate(embeddings)
+            batch_probabilities, batch_embeddings = self._forward(faces)
+            probabilities.append(batch_probabilities)
+            embeddings.append(batch_embeddings)
+        probabilities = torch.cat(probabilities) if self.age_model is not None else None
+        return probabilities, np.concatenate(embeddings)
+
+    def _forward(self, faces: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
+        """One batch through both networks under the analyzer's precision; float32 outputs."""
+        count = len(faces)
+        if self.compiled:  # one input shape, so the last, partial batch does not wait for another compilation
+            faces = torch.cat([faces, faces.new_zeros(self.config.inference_batch_size - count, *faces.shape[1:])])
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        faces = faces.to(self.device, memory_format=memory_format)
+        views = [faces, faces.flip(-1)] if self.tta else [faces]
+        dtype = autocast_dtype(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            embeddings = [self._verify(view) for view in views]
+            logits = [self._age(view) for view in views] if self._age is not None else []
+        embedding = torch.nn.functional.normalize(torch.stack(embeddings)[:, :count].float().mean(0), dim=1)
+        # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
+        probabilities = torch.stack(logits)[:, :count].float().softmax(2).mean(0).cpu() if logits else None
+        return probabilities, embedding.cpu().numpy()
+
+
+def _age_summaries(probabilities: torch.Tensor) -> list[tuple[float, float, list[float]]]:
+    """(age, std, central 90% interval) of each face, rounded as results report them."""
+    logits = probabilities.clamp_min(1e-12).log()
+    summaries = zip(expected_age(logits).tolist(), age_std(logits).tolist(), age_interval(logits).tolist())
+    return [(round(age, 2), round(std, 2), [round(v, 1) for v in interval]) for age, std, interval in summaries]
 
 
 def cosine_similarity(embedding_1: np.ndarray, embedding_2: np.ndarray) -> float:

@@ -65,6 +65,9 @@ RESULT_FIELDS = (
     "mtcnn_margin",
     "mtcnn_min_face_size",
     "detection_max_side",
+    "inference_precision",  # as the script resolved it for the device: auto on a GPU is not auto on a CPU
+    "channels_last",
+    "compile_networks",
 )
 
 
