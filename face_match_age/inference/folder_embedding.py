@@ -32,7 +32,14 @@ SETTINGS_FILE = "settings.json"
 PHOTOS_PER_CHUNK = 256
 PHOTOS_PER_BATCH = 16  # photos read and detected together (analyze_many's chunk): what Ctrl-C can cost
 # Config fields an embedding depends on (the face crop); the threshold only changes the search, rerun each time.
-EMBEDDING_FIELDS = ("img_size", "face_selection", "mtcnn_margin", "mtcnn_min_face_size", "detection_max_side")
+EMBEDDING_FIELDS = (
+    "img_size",
+    "face_selection",
+    "mtcnn_margin",
+    "mtcnn_min_face_size",
+    "detection_max_side",
+    "inference_precision",  # resolved by infer.py for the device: bf16 embeddings differ from fp32 ones by ~1e-3
+)
 
 
 class FolderInterrupted(KeyboardInterrupt):
