@@ -4,16 +4,17 @@
     uv run python -m bench.folder --sizes 50,200 --device cpu
 
 Each size gets N distinct photos (scikit-image's astronaut in her whole setting, shifted, scaled and
-mirrored: detection has a whole photo to search) and a fresh process that runs the real command
-`infer.py --folder DIR OUT_DIR --ckpt CKPT` twice into the same OUT_DIR: the first run detects, embeds,
-searches and writes; the second finds every photo in OUT_DIR's embedding store, so it embeds nothing and
-only searches and writes. Printed per size: the embedding stage's seconds (first run minus second, minus
-the models' loading time) and per photo, the search + write seconds (the second run), the peak memory
-beyond the models (the process's maximum resident set size, resource.getrusage, minus that of a fresh
-process that only builds the models with the same options), the growth exponent of each between sizes
-(log(t2/t1) / log(N2/N1): 1 is linear), faces.csv's rows and matches.csv's matches. Then the memory of a
-10,000-photo folder, extrapolated linearly from the growth between the last two sizes, against the goal:
-within 2 GB beyond the models.
+mirrored: detection has a whole photo to search) and the real command `infer.py --folder DIR OUT_DIR --ckpt
+CKPT` run twice into the same OUT_DIR, each run in a fresh process: the first detects, embeds, searches and
+writes; the second finds every photo in OUT_DIR's embedding store, so it embeds nothing, loads no models and
+only searches and writes. Printed per size: the embedding stage's seconds (first run minus second, minus the
+models' build time) and per photo, the search + write seconds (the second run), the first run's peak memory
+(the process's maximum resident set size, resource.getrusage) and that peak beyond the models (minus the peak
+of a fresh process that only builds the models with the same options), the second run's peak beyond the
+imports (search and writing alone), the growth exponent of the times and of the memory beyond the models
+between sizes (log(t2/t1) / log(N2/N1): 1 is linear), faces.csv's rows and matches.csv's matches. Then the
+memory of a 10,000-photo folder, extrapolated linearly from the growth between the last two sizes, against
+the goal: within 2 GB beyond the models.
 
 The photos all show one person, so every pair matches: matches.csv holds N(N-1)/2 rows, the most any
 folder can have. Speed does not depend on weight values: where the VGGFace2 weights or an age checkpoint
@@ -60,38 +61,39 @@ def peak_mb() -> float:
 
 
 def measure_models(checkpoint: str, device: str) -> None:
-    """Run in a fresh process: build the models as infer.py --folder would and print one JSON line."""
+    """Run in a fresh process: build the models as infer.py --folder would and print one JSON line (the peak
+    after the imports alone is the baseline of a run that loads no models)."""
     import time
 
     import infer
     from config import parse_config
 
+    imports_mb = peak_mb()
     args, config = parse_config(infer.build_parser(), folder_argv("photos", "out", checkpoint, device))
     start = time.perf_counter()
     analyzer = infer.analyzer_factory(args, config, infer.age_model_status(args, config))(device=device)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(), "device": str(analyzer.device)}))
+    print(
+        json.dumps({"seconds": seconds, "peak_mb": peak_mb(), "imports_mb": imports_mb, "device": str(analyzer.device)})
+    )
 
 
 def measure_folder(folder: str, out_dir: str, checkpoint: str, device: str) -> None:
-    """Run in a fresh process: infer.py --folder twice into one OUT_DIR (the second only searches and writes)
-    and print one JSON line of figures."""
+    """Run in a fresh process: infer.py --folder once and print one JSON line of figures."""
     import time
 
     import infer
 
-    seconds, codes = [], []
-    for _ in range(2):
-        start = time.perf_counter()
-        codes.append(infer.main(folder_argv(folder, out_dir, checkpoint, device)))
-        seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    code = infer.main(folder_argv(folder, out_dir, checkpoint, device))
+    seconds = time.perf_counter() - start
     with open(Path(out_dir) / "faces.csv", newline="", encoding="utf-8") as handle:
         faces = list(csv.DictReader(handle))
     with open(Path(out_dir) / "matches.csv", newline="", encoding="utf-8") as handle:
         matches = sum(1 for _ in csv.DictReader(handle))
-    figures = {"first_s": seconds[0], "second_s": seconds[1], "codes": codes, "peak_mb": peak_mb()}
     no_face = sum(1 for row in faces if row.get("error"))
-    print(json.dumps(figures | {"faces_rows": len(faces), "no_face": no_face, "matches": matches}))
+    figures = {"seconds": seconds, "code": code, "peak_mb": peak_mb(), "faces_rows": len(faces)}
+    print(json.dumps(figures | {"no_face": no_face, "matches": matches}))
 
 
 def in_fresh_process(what: str, function: str, *arguments: str) -> dict:
@@ -103,16 +105,20 @@ def in_fresh_process(what: str, function: str, *arguments: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_size(scratch: Path, size: int, checkpoint: Path, device: str, sides: tuple[int, ...]) -> dict:
+def measure_size(scratch: Path, size: int, checkpoint: Path, device: str, sides: tuple[int, ...]) -> list[dict]:
+    """The figures of two runs of infer.py --folder into one OUT_DIR, each in a fresh process: the first
+    embeds, searches and writes; the second finds every photo in the store and only searches and writes."""
     from infer import EXIT_OK, EXIT_PAIRS_FAILED
 
     folder, out_dir = scratch / f"photos_{size}", scratch / f"out_{size}"
     write_astronaut_variants(folder, size, WHOLE_PHOTO, sides=sides)
-    what = f"infer.py --folder on {size} photos"
-    figures = in_fresh_process(what, "measure_folder", str(folder), str(out_dir), str(checkpoint), device)
-    if any(code not in (EXIT_OK, EXIT_PAIRS_FAILED) for code in figures["codes"]):
-        raise SystemExit(f"infer.py --folder on {size} photos exited {figures['codes']}")
-    return figures
+    runs = []
+    for run in ("first", "second"):
+        what = f"the {run} infer.py --folder run on {size} photos"
+        runs.append(in_fresh_process(what, "measure_folder", str(folder), str(out_dir), str(checkpoint), device))
+        if runs[-1]["code"] not in (EXIT_OK, EXIT_PAIRS_FAILED):
+            raise SystemExit(f"{what} exited {runs[-1]['code']}")
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,30 +152,34 @@ def exponent(value: float, previous: float, size: int, previous_size: int) -> st
     return f"{math.log(value / previous) / math.log(size / previous_size):.2f}"
 
 
-def sized_figures(size: int, figures: dict, models: dict) -> dict:
-    """One size's printed figures from its run's and the models-only process's."""
+def sized_figures(size: int, runs: list[dict], models: dict) -> dict:
+    """One size's printed figures from its two runs' and the models-only process's."""
+    first, second = runs
     return {
         "size": size,
-        "embedding_s": figures["first_s"] - figures["second_s"] - models["seconds"],
-        "search_s": figures["second_s"],
-        "beyond_mb": figures["peak_mb"] - models["peak_mb"],
-        "peak_mb": figures["peak_mb"],
-        "faces": f"{figures['faces_rows']}/{size}",
-        "no_face": figures["no_face"],
-        "matches": figures["matches"],
+        "embedding_s": first["seconds"] - second["seconds"] - models["seconds"],
+        "search_s": second["seconds"],
+        "peak_mb": first["peak_mb"],
+        "beyond_mb": first["peak_mb"] - models["peak_mb"],
+        "search_mb": second["peak_mb"] - models["imports_mb"],
+        "faces": f"{first['faces_rows']}/{size}",
+        "no_face": first["no_face"],
+        "matches": first["matches"],
     }
 
 
-def print_table(rows: list[tuple[int, dict]], models: dict) -> None:
+def print_table(rows: list[tuple[int, list[dict]]], models: dict) -> None:
     print(
-        f"\ndevice {models['device']}; models: {models['seconds']:.1f} s to build, {models['peak_mb']:.0f} MB max RSS; "
-        "each size: infer.py --folder twice into one OUT_DIR, the second run only searching and writing"
+        f"\ndevice {models['device']}; models: {models['seconds']:.1f} s to build, {models['peak_mb']:.0f} MB max "
+        "RSS; each size: infer.py --folder twice into one OUT_DIR, each run in a fresh process, the second only "
+        "searching and writing (its memory: beyond the imports, no models loaded)"
     )
     print(
         f"{'N':>6}{'s/photo':>9}{'embedding s':>13}{'search+write s':>16}{'peak MB':>9}{'beyond models MB':>18}"
-        f"{'embed exp':>11}{'search exp':>12}{'memory exp':>12}{'faces.csv rows':>16}{'matches':>9}"
+        f"{'search+write MB':>17}{'embed exp':>11}{'search exp':>12}{'memory exp':>12}{'faces.csv rows':>16}"
+        f"{'matches':>9}"
     )
-    table = [sized_figures(size, figures, models) for size, figures in rows]
+    table = [sized_figures(size, runs, models) for size, runs in rows]
     for index, row in enumerate(table):
         growth = ["-"] * 3
         if index:
@@ -178,7 +188,7 @@ def print_table(rows: list[tuple[int, dict]], models: dict) -> None:
             growth = [exponent(row[key], previous[key], row["size"], previous["size"]) for key in keys]
         print(
             f"{row['size']:>6}{row['embedding_s'] / row['size']:>9.3f}{row['embedding_s']:>13.1f}"
-            f"{row['search_s']:>16.2f}{row['peak_mb']:>9.0f}{row['beyond_mb']:>18.0f}"
+            f"{row['search_s']:>16.2f}{row['peak_mb']:>9.0f}{row['beyond_mb']:>18.0f}{row['search_mb']:>17.0f}"
             f"{growth[0]:>11}{growth[1]:>12}{growth[2]:>12}{row['faces']:>16}{row['matches']:>9}"
         )
     no_face = sum(row["no_face"] for row in table)

@@ -80,9 +80,9 @@ def test_folder_benchmark_prints_every_size_with_one_faces_row_per_photo(
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["2"], ["3"])]
     assert [row[0] for row in rows] == ["2", "3"]
-    assert [row[9] for row in rows] == ["2/2", "3/3"]  # faces.csv: one row per photo
-    assert [len(row) for row in rows] == [11, 11]  # every column, the growth exponents included
-    assert all(math.isfinite(float(value)) for row in rows for value in row[1:6])
+    assert [row[10] for row in rows] == ["2/2", "3/3"]  # faces.csv: one row per photo
+    assert [len(row) for row in rows] == [12, 12]  # every column, the growth exponents included
+    assert all(math.isfinite(float(value)) for row in rows for value in row[1:7])
     assert len(_figures(_row(out, "extrapolation, not a measurement:"))) >= 3
 
 
