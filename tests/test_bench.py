@@ -100,6 +100,22 @@ def test_search_benchmark_prints_every_size_and_finds_every_planted_copy(capsys)
     assert [row[5] for row in rows] == ["5/5", "10/10"]
 
 
+def test_folder_benchmark_prints_every_size_with_one_faces_row_per_photo(
+    capsys, torch_home_with_vggface2, age_checkpoint
+):
+    import bench.folder
+
+    argv = ["--sizes", "2,3", "--sides", "160", "--ckpt", str(age_checkpoint), "--device", "cpu"]
+    assert bench.folder.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["2"], ["3"])]
+    assert [row[0] for row in rows] == ["2", "3"]
+    assert [row[10] for row in rows] == ["2/2", "3/3"]  # faces.csv: one row per photo
+    assert [len(row) for row in rows] == [12, 12]  # every column, the growth exponents included
+    assert all(math.isfinite(float(value)) for row in rows for value in row[1:7])
+    assert len(_figures(_row(out, "extrapolation, not a measurement:"))) >= 3
+
+
 def test_ctrl_c_in_a_benchmark_is_one_line(monkeypatch, capsys):
     import runpy
 
