@@ -30,8 +30,8 @@ def prefetched(make_items: Callable[[], Generator[Item, None, None]], depth: int
     """The items of `make_items()`, computed in a background thread at most `depth` items ahead of the consumer
     (memory holds at most depth + 2 items: queued, being consumed, being made).
 
-    make_items is called in the background thread, so thread-local state (torch.inference_mode, torch's
-    thread count) is the generator's own to set."""
+    make_items is called in the background thread, so thread-local state such as torch.inference_mode is the
+    generator's own to set."""
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
     ready: queue.Queue = queue.Queue(maxsize=depth)
