@@ -130,3 +130,16 @@ def test_ctrl_c_in_a_benchmark_is_one_line(monkeypatch, capsys):
         runpy.run_module("bench.prep", run_name="__main__")
     assert stopped.value.code == 130
     assert capsys.readouterr().err.startswith("interrupted: no figures were printed")
+
+
+def test_overlap_benchmark_prints_both_modes_and_their_ratio(capsys, torch_home_with_vggface2, age_checkpoint):
+    import bench.overlap
+
+    argv = ["--photos", "2", "--photos-per-chunk", "1", "--rounds", "1", "--ckpt", str(age_checkpoint)]
+    assert bench.overlap.main(argv) == 0
+    out = capsys.readouterr().out
+    for mode in ("sequential", "overlapped"):
+        figures = _figures(_row(out, mode))
+        assert len(figures) == 4, mode  # median, min, max faces/s; cores used
+        assert all(math.isfinite(f) and f > 0 for f in figures), mode
+    assert len(_figures(_row(out, "overlapped / sequential:"))) == 3

@@ -11,6 +11,7 @@ Photos may be paths, bytes, PIL images or uint8 numpy arrays. Every result is pl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from face_match_age.detection.faces import (
 from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to_tensor, load_image
 from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
 from face_match_age.evaluation.calibration import CalibratedThreshold
+from face_match_age.inference.prefetch import prefetched
 from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
 from face_match_age.network.weights import load_backbone
 
@@ -178,22 +180,30 @@ class FaceAnalyzer:
         compute: bool = True,
         photos_per_chunk: int = 16,
         names: Iterable[str] | None = None,
+        overlap: bool = False,
     ) -> Iterator[PhotoAnalysis]:
         """Analyse photos in input order, each once; a chunk of photos shares MTCNN calls and forward
         passes. A photo that fails yields an analysis with `error` set instead of stopping the others.
-        `names` label the photos in results and errors (default: the path, or the object's type)."""
-        names = iter(names) if names is not None else None
-        chunk: list[tuple[ImageInput, str]] = []
-        for photo in photos:
-            chunk.append((photo, next(names) if names else _describe(photo)))
-            if len(chunk) == photos_per_chunk:
-                yield from self._analyze_chunk(chunk, all_faces, compute)
-                chunk = []
-        if chunk:
-            yield from self._analyze_chunk(chunk, all_faces, compute)
+        `names` label the photos in results and errors (default: the path, or the object's type).
+        overlap: read and detect the next chunk in a background thread while the networks process this one
+        (the same analyses in the same order; `photos` is then iterated in that thread). Closing the
+        generator early (contextlib.closing, Ctrl-C) stops that thread. bench/overlap.py measures the gain."""
 
-    @torch.inference_mode()
-    def _analyze_chunk(self, chunk, all_faces: bool, compute: bool) -> list[PhotoAnalysis]:
+        def detected_chunks():
+            for chunk in _chunks(photos, names, photos_per_chunk):
+                yield self._detect_chunk(chunk, all_faces)
+
+        chunks = prefetched(detected_chunks, depth=1) if overlap else detected_chunks()
+        with contextlib.closing(chunks):
+            for analyses, crops in chunks:
+                if compute and crops:
+                    self._attach_network_outputs([a for a in analyses if a.faces], crops)
+                yield from analyses
+
+    @torch.inference_mode()  # thread-local: set here, since with overlap this runs in the prefetch thread
+    def _detect_chunk(self, chunk, all_faces: bool) -> tuple[list[PhotoAnalysis], list[torch.Tensor]]:
+        """Read and detect a chunk of (photo, name): its analyses (faces found, failures set) and the crops
+        worth the networks' time, in the order of the analyses that have faces."""
         analyses, images = [], []
         for photo, name in chunk:
             analysis = PhotoAnalysis(source=name)
@@ -207,10 +217,7 @@ class FaceAnalyzer:
         readable = [i for i, image in enumerate(images) if image is not None]
         detected = detect_faces_batch(self.detector, [images[i] for i in readable], self.config)
         crops = [self._keep_faces(analyses[i], found, all_faces) for i, found in zip(readable, detected)]
-        crops = [c for c in crops if c is not None]
-        if compute and crops:
-            self._attach_network_outputs([a for a in analyses if a.faces], torch.cat(crops))
-        return analyses
+        return analyses, [c for c in crops if c is not None]
 
     def _keep_faces(self, analysis: PhotoAnalysis, found, all_faces: bool) -> torch.Tensor | None:
         """Record the detected faces on `analysis`; returns the crops worth the networks' time."""
@@ -231,8 +238,9 @@ class FaceAnalyzer:
         analysis.chosen = 0  # only the chosen face is kept, and worth the networks' time
         return found.crops[chosen : chosen + 1]
 
-    def _attach_network_outputs(self, analyses: list[PhotoAnalysis], crops: torch.Tensor) -> None:
-        probabilities, embeddings = self.network_outputs(crops)
+    @torch.inference_mode()
+    def _attach_network_outputs(self, analyses: list[PhotoAnalysis], crops: list[torch.Tensor]) -> None:
+        probabilities, embeddings = self.network_outputs(torch.cat(crops))
         ages = None if probabilities is None else _age_summaries(probabilities)
         faces = [face for analysis in analyses for face in analysis.faces]
         for index, face in enumerate(faces):
@@ -361,6 +369,21 @@ def _face_dict(analysis: PhotoAnalysis) -> dict | None:
 def _raise_for(analysis: PhotoAnalysis) -> None:
     if analysis.failure is not None:
         raise analysis.failure
+
+
+def _chunks(
+    photos: Iterable[ImageInput], names: Iterable[str] | None, size: int
+) -> Iterator[list[tuple[ImageInput, str]]]:
+    """(photo, name) in lists of `size`, the last one shorter."""
+    names = iter(names) if names is not None else None
+    chunk: list[tuple[ImageInput, str]] = []
+    for photo in photos:
+        chunk.append((photo, next(names) if names else _describe(photo)))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _describe(photo: ImageInput) -> str:
