@@ -392,3 +392,13 @@ def _numbers_by_key(table: Path, key, column: str) -> dict:
     rows = _table(table)
     keys = [tuple(row[k] for k in key) if isinstance(key, tuple) else row[key] for row in rows]
     return {k: float(row[column]) if row[column] else None for k, row in zip(keys, rows)}
+
+
+def test_embedding_hands_freed_memory_back_after_every_batch_of_photos(
+    shared, tmp_path, torch_home_with_vggface2, age_checkpoint, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(folder_embedding, "PHOTOS_PER_BATCH", 2)
+    monkeypatch.setattr(folder_embedding, "release_freed_memory", lambda: calls.append(1))
+    _run("--folder", shared.folder, tmp_path / "out", "--embed-only", checkpoint=age_checkpoint)
+    assert len(calls) == 9 // 2  # 9 photos

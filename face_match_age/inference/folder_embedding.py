@@ -10,6 +10,7 @@ mixing embeddings of two models or two face crops would make their similarities 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -103,11 +104,13 @@ def embed_photos(
     # disable=None: no progress bar when stderr is not a terminal (a log file), only the error lines
     with contextlib.closing(analyses), tqdm(total=len(todo), unit="photo", desc="embedding", disable=None) as bar:
         try:
-            for analysis in analyses:
+            for done_now, analysis in enumerate(analyses, start=1):
                 pending.append(analysis)
                 if analysis.error:
                     tqdm.write(error_line(analysis.error), file=sys.stderr)
                 bar.update()
+                if done_now % PHOTOS_PER_BATCH == 0:
+                    release_freed_memory()
                 if len(pending) == PHOTOS_PER_CHUNK:
                     saved += _save_chunk(store, pending, name_of)
         except KeyboardInterrupt:
@@ -115,6 +118,19 @@ def embed_photos(
             raise FolderInterrupted(store.folder, len(store.files())) from None
         saved += _save_chunk(store, pending, name_of)
     return saved
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last photos back to the system (glibc's malloc_trim; elsewhere nothing).
+    Photos of varied sizes leave glibc's heap holding freed blocks it reuses poorly: measured over 240 photos of
+    four sizes, the resident set grew ~0.8 MB per photo without this and returned to the models' size after
+    each call with it, so a long folder run's memory no longer grows with its number of photos."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
 
 
 def _save_chunk(store: EmbeddingStore, analyses: list[PhotoAnalysis], name_of: dict[str, str]) -> int:
