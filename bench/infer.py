@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        checkpoint, _ = ensure_models(scratch, args.ckpt)
+        checkpoint, notes = ensure_models(scratch, args.ckpt)
+        print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(
             scratch / "photos", max(2, args.photos), WHOLE_PHOTO, sides=(400, 430, 460, 490)
         )

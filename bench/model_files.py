@@ -11,7 +11,7 @@ def ensure_models(scratch: Path, checkpoint: Path | None) -> tuple[Path, list[st
     go into TORCH_HOME (moved under `scratch`) when missing, and a calibrated random age checkpoint into
     `scratch` when `checkpoint` is not a file. Speed does not depend on weight values, but numerics do: with
     untrained BatchNorm statistics every face gives the same output and no option could change anything.
-    Each note is printed too."""
+    The caller prints the notes (bench.options prints them under its table)."""
     from face_match_age.inference.numerics import calibrate_batchnorm
     from face_match_age.network.weights import save_random_weights, weights_path
     from model import AgeEstimationModel, save_age_checkpoint
@@ -26,6 +26,4 @@ def ensure_models(scratch: Path, checkpoint: Path | None) -> tuple[Path, list[st
         model = AgeEstimationModel(pretrained=None)
         calibrate_batchnorm(model)
         checkpoint = save_age_checkpoint(model, scratch / "age.ckpt")
-    for note in notes:
-        print(f"note: {note}")
     return checkpoint, notes

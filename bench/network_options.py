@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     threshold = config.verification_threshold if args.threshold is None else args.threshold
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        checkpoint, _ = ensure_models(scratch, args.ckpt)
+        checkpoint, notes = ensure_models(scratch, args.ckpt)
+        print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(scratch / "photos", args.batch, WHOLE_PHOTO, sides=(250,))
         make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, device=args.device)
         crops = face_crops(make_analyzer(**FP32_EAGER), photos)

@@ -145,7 +145,6 @@ def measure_options(
                 analyzers[name] = make_analyzer(**option)
             except PrecisionError as error:
                 notes.append(f"{name} skipped: {error}")
-                print(f"note: {notes[-1]}")
         floor_models = floor.load_models(checkpoint, torch.device(device))
         ways = {FLOOR: functools.partial(run_floor, floor_models, threshold=threshold)}
         ways |= {
