@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 # Every benchmark's exit codes, for its --help (config.help_epilog adds 2, a bad command line).
 BENCHMARK_EXIT_CODES = {0: "figures printed", 130: "interrupted (Ctrl-C): no figures printed, scratch files removed"}
@@ -18,3 +20,11 @@ def run_benchmark(main: Callable[[], int]) -> None:
         print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
         raise SystemExit(130) from None
     raise SystemExit(code)
+
+
+def write_figures(path: Path | None, figures) -> None:
+    """A benchmark's figures (a dataclass) as JSON at `path` (its --json, read by bench.gpu); nothing when None."""
+    if path is not None:
+        from face_match_age.files.output_files import write_json
+
+        write_json(path, dataclasses.asdict(figures))

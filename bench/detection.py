@@ -13,9 +13,11 @@ buckets, its padding: the pixels it searches over the pixels of the photos' own 
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, write_figures
 from config import ConfigArgumentParser, help_epilog
 
 EXAMPLES = (
@@ -103,7 +105,44 @@ def main(argv: list[str] | None = None) -> int:
         "--bucket-sides", default="32,128,512", help="bucket sides to compare, in pixels of each pyramid level"
     )
     benchmark.add_argument("--repeats", type=int, default=3, help="passes over each collection; the fastest is shown")
+    benchmark.add_argument("--json", type=Path, help="also write the figures to this JSON file (for bench.gpu)")
     args = parser.parse_args(argv)
+    sides = tuple(map(int, args.bucket_sides.split(",")))
+    figures = measure_detection(args.photos, args.device, args.chunk, sides, args.repeats)
+    print(f"\ndevice {args.device}; chunks of {args.chunk} photos; fastest of {args.repeats} passes")
+    print(f"{'collection':<11}{'way':<20}{'photos/s':>9}{'ratio':>7}{'PNet calls/chunk':>18}{'padding':>9}")
+    for row in figures.rows:
+        pad = "" if row.padding is None else f"{row.padding:.2f}"
+        print(
+            f"{row.collection:<11}{row.way:<20}{row.photos_per_s:>9.1f}{row.ratio:>7.2f}"
+            f"{row.pnet_calls_per_chunk:>18.1f}{pad:>9}"
+        )
+    write_figures(args.json, figures)
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionRow:
+    collection: str
+    way: str
+    photos_per_s: float
+    ratio: float  # to photo by photo on the same collection
+    pnet_calls_per_chunk: float
+    padding: float | None  # size buckets only
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionFigures:
+    device: str
+    chunk: int
+    repeats: int
+    rows: list[DetectionRow]
+
+
+def measure_detection(
+    photo_count: int, device: str, chunk: int, bucket_sides: tuple[int, ...], repeats: int
+) -> DetectionFigures:
+    """The figures main() prints (and bench.gpu tabulates)."""
     import torch
 
     from bench.photos import FACE_CROP, astronaut_photos_of_varied_sizes, astronaut_variants
@@ -111,24 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     from face_match_age.detection.faces import build_face_detector
 
     config = Config()
-    detector = build_face_detector(config, args.device)
+    detector = build_face_detector(config, device)
     ways = [("photo by photo", photo_by_photo, None), ("same-size batches", same_size_batches, None)]
-    ways += [(f"buckets of {side} px", size_buckets_of(side), side) for side in map(int, args.bucket_sides.split(","))]
+    ways += [(f"buckets of {side} px", size_buckets_of(side), side) for side in bucket_sides]
     collections = {
-        "IMDB-like": astronaut_photos_of_varied_sizes(args.photos),
-        "CACD-like": astronaut_variants(args.photos, FACE_CROP, (CACD_SIDE,)),
+        "IMDB-like": astronaut_photos_of_varied_sizes(photo_count),
+        "CACD-like": astronaut_variants(photo_count, FACE_CROP, (CACD_SIDE,)),
     }
+    rows = []
     with torch.inference_mode():
         photo_by_photo(detector, collections["CACD-like"][:2])  # warm-up: first calls allocate
-        print(f"\ndevice {args.device}; chunks of {args.chunk} photos; fastest of {args.repeats} passes")
-        print(f"{'collection':<11}{'way':<20}{'photos/s':>9}{'ratio':>7}{'PNet calls/chunk':>18}{'padding':>9}")
         for name, photos in collections.items():
-            measured = rates([way for _, way, _ in ways], detector, photos, args.chunk, args.repeats)
+            measured = rates([way for _, way, _ in ways], detector, photos, chunk, repeats)
             for (label, _, side), (photos_per_s, calls) in zip(ways, measured):
-                pad = "" if side is None else f"{padding(photos, args.chunk, side, config, detector.factor):.2f}"
-                ratio = photos_per_s / measured[0][0]
-                print(f"{name:<11}{label:<20}{photos_per_s:>9.1f}{ratio:>7.2f}{calls:>18.1f}{pad:>9}")
-    return 0
+                pad = None if side is None else padding(photos, chunk, side, config, detector.factor)
+                rows.append(DetectionRow(name, label, photos_per_s, photos_per_s / measured[0][0], calls, pad))
+    return DetectionFigures(device, chunk, repeats, rows)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
     uv run python -m bench.floor IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON
 
+`pair` does one pair as infer.py does (a JPG and a JSON); `batched_pairs`, the floor of bench/options.py,
+does many pairs batched (MTCNN over chunks of photos, both networks over chunks of faces) and keeps the
+results in memory, as FaceAnalyzer.analyze_many does.
+
 It calls MTCNN and InceptionResnetV1 directly (the age model is the same InceptionResnetV1 plus the
 same head, loaded from the checkpoint's state dict) with none of the toolkit's checks or options; it
 borrows only network_state_dict, which finds the weights in checkpoints of any layout.
@@ -52,6 +56,30 @@ def faces_of(mtcnn, images):
 def ages_and_embeddings(age_model, verifier, faces):
     ages = age_model(faces).softmax(1) @ torch.arange(101.0, device=faces.device)
     return ages.tolist(), verifier(faces)
+
+
+def batched_pairs(models, photos, photos_per_chunk=16, faces_per_batch=32, threshold=0.7) -> list[dict]:
+    """Ages, similarity and verdict of the pairs (photos[0], photos[1]), (photos[2], photos[3])...; MTCNN's batch
+    mode needs the photos of a chunk to share one size."""
+    mtcnn, age_model, verifier = models
+    faces = []
+    for start in range(0, len(photos), photos_per_chunk):
+        images = [Image.open(path).convert("RGB") for path in photos[start : start + photos_per_chunk]]
+        with torch.inference_mode():
+            boxes, _ = mtcnn.detect(images)
+            faces += mtcnn.extract(images, [box[:1] for box in boxes], None)  # the first face of each photo
+    faces = torch.stack(faces).to(next(verifier.parameters()).device)
+    ages, embeddings = [], []
+    for start in range(0, len(faces), faces_per_batch):
+        batch_ages, batch_embeddings = ages_and_embeddings(age_model, verifier, faces[start : start + faces_per_batch])
+        ages += batch_ages
+        embeddings.append(batch_embeddings)
+    embeddings = torch.cat(embeddings)
+    similarities = torch.nn.functional.cosine_similarity(embeddings[0::2], embeddings[1::2]).tolist()
+    return [
+        {"ages": ages[2 * number : 2 * number + 2], "similarity": similarity, "is_match": similarity > threshold}
+        for number, similarity in enumerate(similarities)
+    ]
 
 
 def pair(models, path_1, path_2, out_dir):

@@ -9,13 +9,13 @@ after pair), plus batch mode against our own pair-by-pair runs. Goals: warm <= 1
 cold <= 1.3x, batch >= 2x the faces/s of pair-by-pair runs.
 
 Speed does not depend on weight values: where the VGGFace2 weights or an age checkpoint are
-missing, random ones with the real layout are written to a temporary folder and used instead.
+missing, random ones with the real layout (bench.model_files.ensure_models) are written to a temporary folder
+and used instead.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from config import ConfigArgumentParser, help_epilog
 
@@ -35,21 +36,6 @@ EXAMPLES = (
     "uv run python -m bench.infer --photos 32 --repeats 5",
     "uv run python -m bench.infer --device cuda",
 )
-
-
-def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
-    """The age checkpoint to use; random VGGFace2-layout weights go into TORCH_HOME when missing."""
-    from face_match_age.network.weights import save_random_weights, weights_path
-    from model import AgeEstimationModel, save_age_checkpoint
-
-    if not weights_path("vggface2").exists():
-        os.environ["TORCH_HOME"] = str(scratch / "torch_home")
-        target = save_random_weights(weights_path("vggface2"), "vggface2")
-        print(f"note: no VGGFace2 weights here; timing with random ones in {target.parent}")
-    if checkpoint is not None and checkpoint.is_file():
-        return checkpoint
-    print("note: no age checkpoint given; timing with a random one")
-    return save_age_checkpoint(AgeEstimationModel(pretrained=None), scratch / "age.ckpt")
 
 
 def timed(function, repeats: int) -> float:
@@ -163,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        checkpoint = ensure_models(scratch, args.ckpt)
+        checkpoint, notes = ensure_models(scratch, args.ckpt)
+        print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(
             scratch / "photos", max(2, args.photos), WHOLE_PHOTO, sides=(400, 430, 460, 490)
         )

@@ -18,13 +18,13 @@ and no option could change anything).
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from config import Config, ConfigArgumentParser, help_epilog
 
@@ -39,24 +39,6 @@ OPTIONS = {  # FaceAnalyzer keyword arguments over float32 eager
     "bf16 + channels-last": {"precision": "bf16", "channels_last": True},
 }
 COMPILED = {"compile + channels-last": {"compile_networks": True, "channels_last": True}}
-
-
-def ensure_models(scratch: Path, checkpoint: Path | None) -> Path:
-    """The age checkpoint to use; calibrated random VGGFace2-layout weights go into TORCH_HOME when missing."""
-    from face_match_age.inference.numerics import calibrate_batchnorm
-    from face_match_age.network.weights import save_random_weights, weights_path
-    from model import AgeEstimationModel, save_age_checkpoint
-
-    if not weights_path("vggface2").exists():
-        os.environ["TORCH_HOME"] = str(scratch / "torch_home")
-        save_random_weights(weights_path("vggface2"), "vggface2", adjust=calibrate_batchnorm)
-        print("note: no VGGFace2 weights here; random ones with calibrated BatchNorm statistics")
-    if checkpoint is not None and checkpoint.is_file():
-        return checkpoint
-    print("note: no age checkpoint given; a random one with calibrated BatchNorm statistics")
-    model = AgeEstimationModel(pretrained=None)
-    calibrate_batchnorm(model)
-    return save_age_checkpoint(model, scratch / "age.ckpt")
 
 
 def measure(options: dict, make_analyzer, crops, repeats: int) -> dict:
@@ -105,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     threshold = config.verification_threshold if args.threshold is None else args.threshold
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        checkpoint = ensure_models(scratch, args.ckpt)
+        checkpoint, notes = ensure_models(scratch, args.ckpt)
+        print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(scratch / "photos", args.batch, WHOLE_PHOTO, sides=(250,))
         make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, device=args.device)
         crops = face_crops(make_analyzer(**FP32_EAGER), photos)

@@ -12,6 +12,7 @@ spent waiting for the next batch (goal under 10% with the configured workers) an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, write_figures
 from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.device import DeviceChoice, choose_device
 from face_match_age.network.age_network import age_kl_loss
@@ -141,14 +142,48 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="synthetic images to write (default: enough for the run); ignored with --train-dir",
     )
+    parser.group("benchmark").add_argument(
+        "--json", type=Path, help="also write the figures to this JSON file (for bench.gpu)"
+    )
     # Random weights by default: speed does not depend on their values, and they need no download.
     args, config = parse_config(parser, argv, base=Config(pretrained="none"))
-    given_data = "train_dir" in vars(args)
-    needed = (WARMUP_STEPS + args.steps + 1) * config.batch_size
+    figures = measure_training(config, args.steps, args.images, given_data="train_dir" in vars(args))
+    print(
+        f"\n{figures.device}; batch {config.batch_size}, {config.num_workers} workers, "
+        f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up"
+    )
+    print(f"{'loop':<12}{'images/s':>10}{'data wait':>12}")
+    print(f"{'bare torch':<12}{figures.bare_images_per_s:>10.1f}{figures.bare_data_wait:>11.1%}")
+    print(f"{'lightning':<12}{figures.lightning_images_per_s:>10.1f}{figures.lightning_data_wait:>11.1%}")
+    ratio = figures.lightning_images_per_s / figures.bare_images_per_s
+    print(f"lightning / bare throughput: {ratio:.3f} (overhead {1 - ratio:+.1%}; goal under 5%)")
+    print(f"peak memory (MB): {figures.peak_memory_mb:.0f} ({figures.memory_kind})")
+    write_figures(args.json, figures)
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFigures:
+    device: str  # DeviceChoice.describe(): accelerator, precision and why
+    precision: str
+    batch_size: int
+    steps: int
+    bare_images_per_s: float
+    bare_data_wait: float  # share of step time spent waiting for the next batch
+    lightning_images_per_s: float
+    lightning_data_wait: float
+    peak_memory_mb: float
+    memory_kind: str
+
+
+def measure_training(config: Config, steps: int, images: int = 0, given_data: bool = False) -> TrainingFigures:
+    """The figures main() prints (and bench.gpu tabulates): both loops on `config`'s data, or on `images`
+    synthetic crops (at least enough for the run) in a temporary folder unless `given_data`."""
+    needed = (WARMUP_STEPS + steps + 1) * config.batch_size
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if not given_data:
-            csv_path = write_synthetic_faces(scratch / "faces", max(args.images, needed), config.img_size)
+            csv_path = write_synthetic_faces(scratch / "faces", max(images, needed), config.img_size)
             config = config.replace(train_dir=scratch / "faces", train_csv=csv_path)
         config = config.replace(
             val_dir=config.train_dir,
@@ -162,21 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         choice = choose_device(config.accelerator, config.precision)
         L.seed_everything(config.seed, verbose=False)
-        bare_rate, bare_wait = bare_loop(config, choice, args.steps)
-        lightning_rate, lightning_wait = lightning_loop(config, choice, args.steps)
-    print(
-        f"\n{choice.describe()}; batch {config.batch_size}, {config.num_workers} workers, "
-        f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up"
-    )
-    print(f"{'loop':<12}{'images/s':>10}{'data wait':>12}")
-    print(f"{'bare torch':<12}{bare_rate:>10.1f}{bare_wait:>11.1%}")
-    print(f"{'lightning':<12}{lightning_rate:>10.1f}{lightning_wait:>11.1%}")
-    print(
-        f"lightning / bare throughput: {lightning_rate / bare_rate:.3f} "
-        f"(overhead {1 - lightning_rate / bare_rate:+.1%}; goal under 5%)"
-    )
-    print(f"peak memory (MB): {peak_memory_mb(choice):.0f} ({_memory_kind(choice)})")
-    return 0
+        bare_rate, bare_wait = bare_loop(config, choice, steps)
+        lightning_rate, lightning_wait = lightning_loop(config, choice, steps)
+    return TrainingFigures(
+        choice.describe(), choice.precision, config.batch_size, steps, bare_rate, bare_wait,
+        lightning_rate, lightning_wait, peak_memory_mb(choice), _memory_kind(choice),
+    )  # fmt: skip
 
 
 def peak_memory_mb(choice: DeviceChoice) -> float:

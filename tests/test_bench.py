@@ -143,3 +143,35 @@ def test_overlap_benchmark_prints_both_modes_and_their_ratio(capsys, torch_home_
         assert len(figures) == 4, mode  # median, min, max faces/s; cores used
         assert all(math.isfinite(f) and f > 0 for f in figures), mode
     assert len(_figures(_row(out, "overlapped / sequential:"))) == 3
+
+
+def _table_rows(markdown: str) -> dict[str, list[str]]:
+    """{section title: its table's lines} of a report's `## ` sections."""
+    sections = [section.splitlines() for section in markdown.split("\n## ")[1:]]
+    return {lines[0]: [line for line in lines if line.startswith("| ")] for lines in sections}
+
+
+def test_gpu_script_shrunk_writes_the_header_and_every_sections_table(
+    tmp_path, torch_home_with_vggface2, age_checkpoint
+):
+    import subprocess
+
+    import bench.gpu
+    from face_match_age.device import cpu_has_native_bf16
+
+    report = tmp_path / "report.md"
+    command = ["bash", "bench/gpu.sh", "--shrink", "--ckpt", str(age_checkpoint), str(report)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = report.read_text()
+    assert text.startswith("# GPU benchmark")
+    assert "\n- card: " in text
+    assert "\n- torch " in text
+    assert "uv run python -m bench.options --device cpu --pairs 2" in text  # the exact commands
+    assert "**Failed**" not in text
+    tables = _table_rows(text)
+    assert list(tables) == list(bench.gpu.SECTIONS.values())
+    options_run = 3 if cpu_has_native_bf16() else 2  # bf16 is refused where the CPU would emulate it
+    assert len(tables["Training (bench.train)"]) == 2 + 2 * 2  # header, rule, 2 precisions x 2 loops
+    assert len(tables["Inference (bench.options)"]) == 2 + 1 + options_run  # header, rule, the floor, options
+    assert len(tables["MTCNN (bench.detection)"]) == 2 + 2 * 3  # header, rule, 2 collections x 3 ways
