@@ -18,7 +18,7 @@ the goal: within 2 GB beyond the models.
 
 The photos all show one person, so every pair matches: matches.csv holds N(N-1)/2 rows, the most any
 folder can have. Speed does not depend on weight values: where the VGGFace2 weights or an age checkpoint
-are missing, random ones with the real layout are written to a temporary folder (bench.infer.ensure_models).
+are missing, random ones with the real layout are written to a temporary folder (bench.model_files.ensure_models).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
-from bench.infer import ensure_models
+from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from bench.search import sizes
 from config import DEVICE_HELP, ConfigArgumentParser, help_epilog
@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        checkpoint = ensure_models(scratch, args.ckpt)
+        checkpoint, notes = ensure_models(scratch, args.ckpt)
+        for note in notes:
+            print(f"note: {note}")
         models = in_fresh_process("building the models", "measure_models", str(checkpoint), args.device)
         for size in args.sizes:
             rows.append((size, measure_size(scratch, size, checkpoint, args.device, tuple(args.sides))))

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
-from bench.infer import ensure_models
+from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from config import ConfigArgumentParser, help_epilog
 
@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        checkpoint = ensure_models(scratch, args.ckpt)
+        checkpoint, notes = ensure_models(scratch, args.ckpt)
+        for note in notes:
+            print(f"note: {note}")
         photos = write_astronaut_variants(
             scratch / "photos", max(1, args.photos), WHOLE_PHOTO, sides=(400, 430, 460, 490)
         )
