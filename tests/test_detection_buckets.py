@@ -8,7 +8,7 @@ from PIL import Image
 
 from config import FACE_SELECTION_CHOICES, Config
 from face_match_age.detection.batched_mtcnn import pyramid_scales, size_buckets
-from face_match_age.detection.faces import detect_faces_batch, select_face, too_small_for_detection
+from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face, too_small_for_detection
 
 STRICT_THRESHOLDS = [0.8, 0.9, 0.995]  # each stage drops more candidates: some photos lose faces, not all
 
@@ -41,14 +41,7 @@ def photos():
 @pytest.fixture(scope="module", params=["default thresholds", "strict thresholds"])
 def config_and_detector(request):
     config = Config()
-    detector = MTCNN(
-        image_size=config.img_size,
-        margin=config.mtcnn_margin,
-        min_face_size=config.mtcnn_min_face_size,
-        post_process=False,
-        keep_all=True,
-        select_largest=False,
-    )
+    detector = build_face_detector(config)  # the detector infer.py and data_prep.py use
     if request.param == "strict thresholds":
         detector.thresholds = STRICT_THRESHOLDS
     return config, detector

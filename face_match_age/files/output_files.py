@@ -67,6 +67,18 @@ def _flush_to_disk(path: Path) -> None:
         os.fsync(file.fileno())
 
 
+def recorded_differences(path: Path, expected: dict) -> list[str] | None:
+    """How the JSON object recorded in `path` differs from `expected`: the sorted keys whose values differ
+    ([] when it is the same), or None when there is no readable JSON object to compare."""
+    try:
+        recorded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return sorted(key for key in expected.keys() | recorded.keys() if expected.get(key) != recorded.get(key))
+
+
 def write_json(path: Path, data: dict) -> Path:
     return write_atomically(
         path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")

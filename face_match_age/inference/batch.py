@@ -33,7 +33,13 @@ from tqdm import tqdm
 from config import Config, save_config
 from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
-from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
+from face_match_age.files.output_files import (
+    OutputError,
+    prepare_out_dir,
+    recorded_differences,
+    write_atomically,
+    write_json,
+)
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_row
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
@@ -211,17 +217,13 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
     )  # more than a header
     if not holds_rows:
         return
-    try:
-        recorded = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        recorded = None
-    if recorded == identity:
+    differ = recorded_differences(out_dir / MANIFEST, identity)
+    if differ == []:
         return
-    if isinstance(recorded, dict):
-        differ = sorted(key for key in identity.keys() | recorded.keys() if identity.get(key) != recorded.get(key))
-        why = f"its {', '.join(differ)} differ from this command's"
-    else:
+    if differ is None:
         why = f"no readable {MANIFEST} says which"
+    else:
+        why = f"its {', '.join(differ)} differ from this command's"
     raise OutputError(
         f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
         f"or delete {jsonl} and {table} to start again"

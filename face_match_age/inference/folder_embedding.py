@@ -22,7 +22,7 @@ from config import Config
 from face_match_age.error_messages import error_line
 from face_match_age.files.embedding_store import MANIFEST as STORE_MANIFEST
 from face_match_age.files.embedding_store import EmbeddingStore, merge_stores
-from face_match_age.files.output_files import OutputError, write_json
+from face_match_age.files.output_files import OutputError, recorded_differences, write_json
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
 from face_match_age.inference.batch import analyses_sharded
 
@@ -155,20 +155,15 @@ def _record(analysis: PhotoAnalysis, name: str) -> tuple[dict, object]:
 
 
 def _check_settings(store: Path, settings: dict, what: str) -> None:
-    recorded_file = store / SETTINGS_FILE
     if not (store / STORE_MANIFEST).is_file():
         return
-    try:
-        recorded = json.loads(recorded_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        recorded = None
-    if recorded == settings:
+    differ = recorded_differences(store / SETTINGS_FILE, settings)
+    if differ == []:
         return
-    if isinstance(recorded, dict):
-        differ = sorted(key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key))
-        why = f"with other settings ({', '.join(differ)})"
+    if differ is None:
+        why = f"with unknown settings (no readable {store / SETTINGS_FILE})"
     else:
-        why = f"with unknown settings (no readable {recorded_file})"
+        why = f"with other settings ({', '.join(differ)})"
     raise OutputError(f"{what} {why}; use the same options, or another OUT_DIR")
 
 
