@@ -155,7 +155,7 @@ def measure_detection(
     ways += [(f"buckets of {side} px", size_buckets_of(side), side) for side in bucket_sides]
     collections = {
         "IMDB-like": astronaut_photos_of_varied_sizes(photo_count),
-        "CACD-like": astronaut_variants(photo_count, FACE_CROP, (CACD_SIDE,)),
+        "CACD-like": list(astronaut_variants(photo_count, FACE_CROP, (CACD_SIDE,))),
     }
     rows = []
     with torch.inference_mode():

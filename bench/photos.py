@@ -3,6 +3,7 @@ two are alike. (scikit-image is a dev dependency; these are never part of a data
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -11,18 +12,17 @@ WHOLE_PHOTO = (0, 0, 512, 512)  # the astronaut in her setting: detection has wo
 FACE_CROP = (100, 0, 350, 250)  # a face with margin, as IMDB-WIKI's crops are
 
 
-def astronaut_variants(count: int, box: tuple[int, int, int, int], sides: tuple[int, ...]) -> list[Image.Image]:
-    """`count` photos cut from `box` with small shifts, resized to the `sides` in turn, every other mirrored."""
+def astronaut_variants(count: int, box: tuple[int, int, int, int], sides: tuple[int, ...]) -> Iterator[Image.Image]:
+    """`count` photos cut from `box` with small shifts, resized to the `sides` in turn, every other mirrored;
+    made one at a time (10,000 photos of 400 pixels would be 4.8 GB at once)."""
     from skimage import data
 
     astronaut = Image.fromarray(data.astronaut())
     left, top, right, bottom = box
-    photos = []
     for number in range(count):
         photo = astronaut.crop((left + number % 9, top + number % 7, right - number % 5, bottom))
         photo = photo.resize((sides[number % len(sides)],) * 2)
-        photos.append(photo.transpose(Image.FLIP_LEFT_RIGHT) if number % 2 else photo)
-    return photos
+        yield photo.transpose(Image.FLIP_LEFT_RIGHT) if number % 2 else photo
 
 
 def write_astronaut_variants(

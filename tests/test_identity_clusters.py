@@ -81,6 +81,17 @@ def test_a_chain_of_matches_is_one_cluster_even_where_its_ends_do_not_match():
     assert cluster_labels(3, matches).tolist() == [0, 0, 0]
 
 
+@pytest.mark.parametrize("step", [1, 2, 5])
+def test_matches_joined_a_few_at_a_time_give_the_clusters_of_all_at_once(monkeypatch, step):
+    # Random sparse matches over 60 rows: chains that only meet across steps, many groups and singletons.
+    rng = np.random.default_rng(3)
+    matches = Matches(rng.integers(0, 60, 45), rng.integers(0, 60, 45), np.full(45, 0.9))
+    whole = cluster_labels(60, matches)
+    monkeypatch.setattr(identity_clusters, "EDGES_PER_STEP", step)
+    assert cluster_labels(60, matches).tolist() == whole.tolist()
+    assert len(np.unique(whole)) > 5  # the example has several clusters to get wrong
+
+
 def test_clustering_a_million_rows_never_builds_a_rows_by_rows_matrix():
     # A dense million x million matrix would need a terabyte: this only passes when memory follows the matches.
     matches = Matches(np.array([0, 999_998]), np.array([999_999, 999_999]), np.array([0.9, 0.9]))

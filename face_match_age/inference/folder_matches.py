@@ -10,7 +10,7 @@ lowest threshold and each pair is then judged by its own.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from face_match_age.inference.similarity_search import Matches, reference_matche
 
 FACES_CSV, MATCHES_CSV = "faces.csv", "matches.csv"
 FACE_COLUMNS = ["file", "box", "age", "uncertainty", "error"]
+ROWS_PER_WRITE = 1 << 18  # matches.csv rows converted and written at a time: ~50 MB of Python objects
+PAIRS_PER_SLICE = 1 << 22  # pairs put in order at a time: 32 MB of indices
 MATCH_COLUMNS = ["file_1", "file_2", "similarity", "threshold_used", "is_match", "age_1", "age_2", "age_gap"]
 
 
@@ -88,7 +90,8 @@ def collection_matches(collection: Collection, rule, k: int | None = None) -> Ju
     with tqdm(total=len(embeddings), unit="photo", desc="searching", disable=None) as bar:
         if k is None:
             found = judge(threshold_pairs(embeddings, lowest_threshold(rule), progress=bar.update), ages, ages, rule)
-            return found.only(found.is_match)
+            # With one threshold every pair found is a match: no copy of what may be millions of them.
+            return found if found.is_match.all() else found.only(found.is_match)
         return judge(top_k(embeddings, k, progress=bar.update), ages, ages, rule)
 
 
@@ -108,43 +111,76 @@ def reference_search(
 def judge(pairs: Matches, ages_1: np.ndarray, ages_2: np.ndarray, rule) -> JudgedMatches:
     """Each pair's threshold (from the predicted age gap when `rule` is a calibration) and its verdict;
     `ages_1` and `ages_2` are indexed by the pairs' `first` and `second` rows (NaN: no age)."""
-    gaps = np.abs(ages_1[pairs.first] - ages_2[pairs.second])
     if isinstance(rule, CalibratedThreshold):
+        gaps = np.abs(ages_1[pairs.first] - ages_2[pairs.second])
         thresholds = np.array([threshold_of(rule, None if np.isnan(g) else float(g)) for g in gaps])
-    else:
-        thresholds = np.full(len(gaps), float(rule))
-    return JudgedMatches(pairs, thresholds.astype(np.float64), pairs.similarity > thresholds)
+        thresholds = thresholds.astype(np.float32)
+    else:  # one number for every pair: a read-only view that takes no memory, however many pairs there are
+        thresholds = np.broadcast_to(np.float32(rule), pairs.similarity.shape)
+    # float32, as the similarities are: the comparison the search made, and 4 bytes a pair at most.
+    return JudgedMatches(pairs, thresholds, pairs.similarity > thresholds)
 
 
 def write_matches_csv(
     path: Path, matches: JudgedMatches, files_1: Sequence[str], files_2: Sequence[str], ages_1, ages_2
 ):
-    """matches.csv, one row per pair, most similar first; `files_*`/`ages_*` map the pairs' rows to photos."""
-    # By the similarity as written (4 decimals), then by photo: float noise (another batch composition, another
-    # device) must not reorder pairs whose written similarities are equal.
-    order = np.lexsort((matches.pairs.second, matches.pairs.first, -np.round(matches.pairs.similarity, 4)))
+    """matches.csv, one row per pair, most similar first; `files_*`/`ages_*` map the pairs' rows to photos.
+    Written ROWS_PER_WRITE rows at a time, each column converted by numpy: every pair of 10,000 photos of one
+    person is 50 million rows."""
+    names_1, names_2 = np.asarray(files_1, dtype=object), np.asarray(files_2, dtype=object)
+    ages_1, ages_2 = np.asarray(ages_1, dtype=np.float64), np.asarray(ages_2, dtype=np.float64)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(MATCH_COLUMNS)
-            for index in order:
-                i, j = matches.pairs.first[index], matches.pairs.second[index]
-                gap = abs(ages_1[i] - ages_2[j])
-                writer.writerow(
-                    [
-                        files_1[i],
-                        files_2[j],
-                        round(float(matches.pairs.similarity[index]), 4),
-                        round(float(matches.thresholds[index]), 4),
-                        bool(matches.is_match[index]),
-                        _number(ages_1[i]),
-                        _number(ages_2[j]),
-                        _number(gap, 2),
+            for order in most_similar_first(matches.pairs.similarity):
+                for start in range(0, len(order), ROWS_PER_WRITE):
+                    chosen = order[start : start + ROWS_PER_WRITE]
+                    first, second = matches.pairs.first[chosen], matches.pairs.second[chosen]
+                    age_1, age_2 = ages_1[first], ages_2[second]
+                    columns = [
+                        names_1[first].tolist(),
+                        names_2[second].tolist(),
+                        _rounded(matches.pairs.similarity[chosen], 4),
+                        _rounded(matches.thresholds[chosen], 4),
+                        matches.is_match[chosen].tolist(),
+                        _rounded(age_1, 2),
+                        _rounded(age_2, 2),
+                        _rounded(np.abs(age_1 - age_2), 2),
                     ]
-                )
+                    writer.writerows(zip(*columns, strict=True))
 
     return write_atomically(path, write)
+
+
+def most_similar_first(similarity: np.ndarray, per_slice: int = PAIRS_PER_SLICE) -> Iterator[np.ndarray]:
+    """The indices of the pairs ordered by their similarity as written (4 decimals), highest first, equals in
+    their given order (pairs come sorted by photo), in slices of about `per_slice` (more where one value is
+    shared by more pairs).
+
+    Ordered by the written value, not the float: float noise (another batch composition, another device) must
+    not reorder pairs whose written similarities are equal. In slices, not one argsort: its index array is 8
+    bytes a pair, 400 MB for the 50 million pairs of 10,000 photos of one person; here the only array over
+    every pair is its 2-byte written value, and each slice is gathered in one pass."""
+    written = np.empty(len(similarity), dtype=np.int16)  # similarity x 10,000 in [-10,000, 10,000]
+    for start in range(0, len(similarity), PAIRS_PER_SLICE):
+        part = np.asarray(similarity[start : start + PAIRS_PER_SLICE], dtype=np.float64)
+        written[start : start + len(part)] = np.rint(part * 10_000)  # np.round(part, 4)'s own integers
+    counts = np.bincount(written.astype(np.int32) + 10_000, minlength=20_001)[::-1]  # highest value first
+    highest, taken = 10_000, 0
+    for value, total in zip(range(10_000, -10_001, -1), np.cumsum(counts), strict=True):
+        if total - taken >= per_slice or value == -10_000:
+            if total > taken:
+                chosen = np.flatnonzero((written >= value) & (written <= highest))
+                yield chosen[np.argsort(-written[chosen].astype(np.int32), kind="stable")]
+            highest, taken = value - 1, total
+
+
+def _rounded(values: np.ndarray, digits: int) -> list:
+    """`values` rounded as Python floats (their shortest form: 0.7, not 0.699999988), "" for NaN."""
+    rounded = np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+    return [("" if value != value else value) for value in rounded]  # value != value: NaN
 
 
 def write_faces_csv(path: Path, records: Sequence[dict], extra: dict[str, Sequence] | None = None) -> Path:
@@ -162,10 +198,6 @@ def write_faces_csv(path: Path, records: Sequence[dict], extra: dict[str, Sequen
                 writer.writerow([*("" if v is None else v for v in values), *(_cell(c[index]) for c in extra.values())])
 
     return write_atomically(path, write)
-
-
-def _number(value, digits: int = 2):
-    return "" if value is None or np.isnan(value) else round(float(value), digits)
 
 
 def _cell(value):

@@ -201,8 +201,8 @@ def _sheet_face(folder: Path, row: dict) -> dict:
 def _save_matches_sheet(matches: JudgedMatches, faces_1: list[dict], faces_2: list[dict], path: Path) -> Path:
     """contact_sheet.jpg: the strongest matches (and with --top-k the nearest non-matches) side by side.
     Only the pairs a sheet can show are turned into rows, however many matches there are."""
-    order = np.argsort(-matches.pairs.similarity, kind="stable")
-    chosen = [*order[matches.is_match[order]][:MAX_TILES], *order[~matches.is_match[order]][:MAX_TILES]]
+    similarity = matches.pairs.similarity
+    chosen = [*_most_similar(similarity, matches.is_match), *_most_similar(similarity, ~matches.is_match)]
     rows, paths = [], {}
     for index in chosen:
         first, second = faces_1[matches.pairs.first[index]], faces_2[matches.pairs.second[index]]
@@ -211,6 +211,18 @@ def _save_matches_sheet(matches: JudgedMatches, faces_1: list[dict], faces_2: li
     count = int(matches.is_match.sum())
     title = f"{count} match{'' if count == 1 else 'es'} among {len(faces_2)} photos with a face"
     return save_pair_sheet(rows, paths, path, title)
+
+
+def _most_similar(similarity: np.ndarray, among: np.ndarray, count: int = MAX_TILES) -> list[int]:
+    """The indices of the `count` highest similarities `among` the pairs, highest first, ties by index; a
+    partition, not a sort: there may be millions of pairs."""
+    candidates = np.flatnonzero(among)
+    if len(candidates) > count:
+        # Every pair tied with the count-th best joins the candidates, so ties are broken by index below.
+        cutoff = np.partition(similarity[candidates], len(candidates) - count)[len(candidates) - count]
+        candidates = candidates[similarity[candidates] >= cutoff]
+    order = np.lexsort((candidates, -similarity[candidates]))
+    return candidates[order][:count].tolist()
 
 
 def _sheet_row(pair_index: int, first: dict, second: dict, matches: JudgedMatches, index: int) -> dict:

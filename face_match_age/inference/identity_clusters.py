@@ -27,6 +27,7 @@ from face_match_age.inference.similarity_search import Matches
 from face_match_age.reports.contact_sheet import MAX_TILES, Tile, save_contact_sheet, thumbnail
 
 CLUSTER_COLUMNS = ("cluster", "size", "age_min", "age_max", "example", "timeline")
+EDGES_PER_STEP = 1 << 22  # matches joined into the clusters at a time (~200 MB of scipy's graph)
 TIMELINE_LIMIT = 100  # timeline images written at most: the largest clusters are the ones worth a look
 
 
@@ -34,13 +35,19 @@ def cluster_labels(count: int, matches: Matches) -> np.ndarray:
     """The cluster of each of `count` embedding rows: connected components of the graph whose edges are
     `matches`. Labels run 0..C-1 by cluster size, largest first, ties by the cluster's smallest row, so they
     do not depend on the order of the matches. A row without a match is a cluster of its own."""
-    first, second = np.asarray(matches.first, np.int64), np.asarray(matches.second, np.int64)
+    first, second = np.asarray(matches.first), np.asarray(matches.second)  # no copy: there may be millions
     if len(first) and max(first.max(), second.max()) >= count:
         raise ValueError(f"a match names row {max(first.max(), second.max())} but there are only {count} rows")
     if count == 0:
         return np.zeros(0, np.int64)
-    graph = coo_matrix((np.ones(len(first), np.int8), (first, second)), shape=(count, count))
-    _, components = connected_components(graph, directed=False)
+    components = np.arange(count)
+    # The matches are joined EDGES_PER_STEP at a time, each step between the components found so far: scipy
+    # turns a graph into float64 CSR twice over (it and its transpose), 2 GB for the 50 million matches of
+    # 10,000 photos of one person, and a step's graph is bounded instead.
+    for start in range(0, len(first), EDGES_PER_STEP):
+        ends = (components[first[start : start + EDGES_PER_STEP]], components[second[start : start + EDGES_PER_STEP]])
+        graph = coo_matrix((np.ones(len(ends[0]), np.int8), ends), shape=(count, count))
+        components = connected_components(graph, directed=False)[1][components]
     sizes = np.bincount(components)
     _, smallest_row = np.unique(components, return_index=True)  # the first row of each component
     order = np.lexsort((smallest_row, -sizes))  # components in their final order

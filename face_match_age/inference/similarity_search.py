@@ -2,7 +2,9 @@
 
 Similarities are computed one block x block tile at a time (torch matmul), and only what a caller keeps
 (pairs above a threshold, or each row's k best) leaves the tile: memory is the embeddings themselves plus
-one tile, so 100,000 photos need ~200 MB for their embeddings and 16 MB for a 2048 x 2048 tile.
+one tile, so 100,000 photos need ~200 MB for their embeddings and 16 MB for a 2048 x 2048 tile. The matches
+kept cost 12 bytes each (two int32 rows and a float32 similarity): a folder where every pair matches, the
+worst case, holds 50 million of them at 10,000 photos, 600 MB.
 A match is a similarity strictly above the threshold, as in analyzer.verification_result.
 """
 
@@ -21,7 +23,8 @@ Progress = Callable[[int], None]  # progress(rows): called as each block of rows
 
 class Matches(NamedTuple):
     """Parallel arrays, one entry per match, sorted by `first` then `second`: `first` indexes the rows (or
-    the queries in reference mode), `second` the rows matched, `similarity` their cosine similarity."""
+    the queries in reference mode), `second` the rows matched (both int32), `similarity` their cosine
+    similarity (float32)."""
 
     first: np.ndarray
     second: np.ndarray
@@ -39,14 +42,18 @@ def threshold_pairs(
     found = []
     for rows in _spans(len(embeddings), block):
         left = _tile(embeddings, rows)
+        in_rows = []
         for columns in _spans(len(embeddings), block, start=rows.start):
             similarity = left @ _tile(embeddings, columns).T
             if columns.start == rows.start:  # the diagonal tile: keep only j > i
                 similarity = similarity.masked_fill(~_strictly_upper(similarity.shape), -torch.inf)
-            found.append(_above(similarity, threshold, rows.start, columns.start))
+            in_rows.append(_above(similarity, threshold, rows.start, columns.start))
+        # Sorted one block of rows at a time: the blocks follow each other, so their concatenation is sorted,
+        # and the sort's index array never spans all the matches.
+        found.append(_sorted(in_rows))
         if progress is not None:
             progress(len(rows))
-    return _sorted(found)
+    return _joined(found)
 
 
 def top_k(
@@ -120,7 +127,7 @@ def _kept(scores: torch.Tensor, columns: torch.Tensor, row_start: int, threshold
     # -inf marks a row's own score (or no score at all): never a neighbour.
     keep = scores > (-torch.inf if threshold is None else threshold)
     rows = torch.arange(row_start, row_start + len(scores)).unsqueeze(1).expand_as(scores)
-    return Matches(rows[keep].numpy(), columns[keep].numpy(), scores[keep].numpy())
+    return _matches(rows[keep].numpy(), columns[keep].numpy(), scores[keep].numpy())
 
 
 def _check(embeddings: np.ndarray, block: int) -> None:
@@ -155,12 +162,29 @@ def _above(similarity: torch.Tensor, threshold: float, row_start: int, column_st
     # every tile's kept matches would hold on to (measured: 1.8 GB more at 30,000 rows, 9 GB at 100,000).
     tile = similarity.numpy()
     rows, columns = np.nonzero(tile > threshold)
-    return Matches(rows + row_start, columns + column_start, tile[rows, columns])
+    return _matches(rows + row_start, columns + column_start, tile[rows, columns])
+
+
+def _matches(first: np.ndarray, second: np.ndarray, similarity: np.ndarray) -> Matches:
+    """Matches in their compact types. int32 rows: a folder of 2**31 photos is far beyond any other limit."""
+    return Matches(first.astype(np.int32), second.astype(np.int32), similarity.astype(np.float32))
 
 
 def _sorted(parts: list[Matches]) -> Matches:
+    joined = _joined(parts)
+    order = np.lexsort((joined.second, joined.first))
+    return Matches(*(field[order] for field in joined))
+
+
+def _joined(parts: list[Matches]) -> Matches:
+    """The parts one after the other, gathered one field at a time and emptying `parts`, so that at most one
+    field is held twice (with every pair a match, 10,000 photos give 600 MB of matches, not 1.2 GB)."""
     if not parts:
-        return Matches(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    first, second, similarity = (np.concatenate(field) for field in zip(*parts, strict=True))
-    order = np.lexsort((second, first))
-    return Matches(first[order].astype(np.int64), second[order].astype(np.int64), similarity[order].astype(np.float32))
+        return _matches(np.zeros(0), np.zeros(0), np.zeros(0))
+    fields = [list(field) for field in zip(*parts, strict=True)]
+    parts.clear()
+    joined = []
+    for field in fields:
+        joined.append(np.concatenate(field))
+        field.clear()
+    return Matches(*joined)
