@@ -13,8 +13,8 @@ models' build time) and per photo, the search + write seconds (the second run), 
 of a fresh process that only builds the models with the same options), the second run's peak beyond the
 imports (search and writing alone), the growth exponent of the times and of the memory beyond the models
 between sizes (log(t2/t1) / log(N2/N1): 1 is linear), faces.csv's rows and matches.csv's matches. Then the
-memory of a 10,000-photo folder, extrapolated linearly from the growth between the last two sizes, against
-the goal: within 2 GB beyond the models.
+memory of a 10,000-photo folder against the goal, within 2 GB beyond the models: measured where a size reaches
+10,000, otherwise extrapolated linearly from the growth between the last two sizes.
 
 The photos all show one person, so every pair matches: matches.csv holds N(N-1)/2 rows, the most any
 folder can have. Speed does not depend on weight values: where the VGGFace2 weights or an age checkpoint
@@ -200,7 +200,17 @@ def print_table(rows: list[tuple[int, list[dict]]], models: dict) -> None:
 
 
 def print_memory_extrapolation(table: list[dict]) -> None:
-    """The memory of a GOAL_PHOTOS folder, extrapolated linearly from the last two sizes."""
+    """The memory of a GOAL_PHOTOS folder against the goal: measured where a size reached it, else extrapolated
+    linearly from the last two sizes."""
+    reached = [row for row in table if row["size"] >= GOAL_PHOTOS]
+    if reached:
+        row = reached[0]
+        verdict = "within" if row["beyond_mb"] <= GOAL_MB else "over"
+        print(
+            f"measured: {row['beyond_mb']:.0f} MB beyond the models for {row['size']:,} photos and "
+            f"{row['matches']:,} matches, {verdict} the goal of {GOAL_MB} MB for {GOAL_PHOTOS:,} photos"
+        )
+        return
     if len(table) < 2:
         print(f"memory for {GOAL_PHOTOS:,} photos: extrapolation needs two sizes")
         return

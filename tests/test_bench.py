@@ -116,6 +116,16 @@ def test_folder_benchmark_prints_every_size_with_one_faces_row_per_photo(
     assert len(_figures(_row(out, "extrapolation, not a measurement:"))) >= 3
 
 
+def test_folder_benchmark_reports_the_goal_size_as_measured_not_extrapolated(capsys):
+    from bench.folder import GOAL_MB, GOAL_PHOTOS, print_memory_extrapolation
+
+    smaller = {"size": GOAL_PHOTOS // 10, "beyond_mb": 300.0, "matches": 4950}
+    print_memory_extrapolation([smaller, {"size": GOAL_PHOTOS, "beyond_mb": GOAL_MB + 1.0, "matches": 12}])
+    out = capsys.readouterr().out
+    assert out.startswith(f"measured: {GOAL_MB + 1} MB beyond the models for {GOAL_PHOTOS:,} photos and 12 matches")
+    assert "over the goal" in out and "extrapolation" not in out
+
+
 def test_ctrl_c_in_a_benchmark_is_one_line(monkeypatch, capsys):
     import runpy
 

@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from face_match_age.inference import folder_matches
+from face_match_age.inference import folder_matches, folder_run
 from face_match_age.inference.folder_matches import JudgedMatches, most_similar_first, write_matches_csv
 from face_match_age.inference.folder_run import _most_similar
 from face_match_age.inference.similarity_search import Matches, threshold_pairs
@@ -64,7 +64,9 @@ def test_the_search_keeps_matches_in_compact_types():
 
 
 @pytest.mark.parametrize("count", [1, 3, 10, 50])
-def test_the_sheets_pairs_are_the_strongest_with_ties_by_index(count):
+@pytest.mark.parametrize("per_slice", [7, 1 << 22])
+def test_the_sheets_pairs_are_the_strongest_with_ties_by_index(monkeypatch, count, per_slice):
+    monkeypatch.setattr(folder_run, "PAIRS_PER_SLICE", per_slice)
     rng = np.random.default_rng(2)
     similarity = np.round(rng.uniform(0.5, 1.0, 400), 2).astype(np.float32)  # many ties
     among = rng.random(400) < 0.6

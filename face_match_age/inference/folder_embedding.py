@@ -10,7 +10,6 @@ mixing embeddings of two models or two face crops would make their similarities 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from face_match_age.files.embedding_store import EmbeddingStore, merge_stores
 from face_match_age.files.output_files import OutputError, recorded_differences, write_json
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
 from face_match_age.inference.batch import analyses_sharded
+from face_match_age.memory import release_freed_memory
 
 STORE_FOLDER = "embeddings"
 SETTINGS_FILE = "settings.json"
@@ -118,19 +118,6 @@ def embed_photos(
             raise FolderInterrupted(store.folder, len(store.files())) from None
         saved += _save_chunk(store, pending, name_of)
     return saved
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the last photos back to the system (glibc's malloc_trim; elsewhere nothing).
-    Photos of varied sizes leave glibc's heap holding freed blocks it reuses poorly: measured over 240 photos of
-    four sizes, the resident set grew ~0.8 MB per photo without this and returned to the models' size after
-    each call with it, so a long folder run's memory no longer grows with its number of photos."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return
 
 
 def _save_chunk(store: EmbeddingStore, analyses: list[PhotoAnalysis], name_of: dict[str, str]) -> int:

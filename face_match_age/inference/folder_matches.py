@@ -21,6 +21,7 @@ from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.embedding_store import EmbeddingStore
 from face_match_age.files.output_files import write_atomically
 from face_match_age.inference.similarity_search import Matches, reference_matches, threshold_pairs, top_k
+from face_match_age.memory import release_freed_memory
 
 FACES_CSV, MATCHES_CSV = "faces.csv", "matches.csv"
 FACE_COLUMNS = ["file", "box", "age", "uncertainty", "error"]
@@ -89,7 +90,9 @@ def collection_matches(collection: Collection, rule, k: int | None = None) -> Ju
     # disable=None: no progress bar when stderr is not a terminal (a log file)
     with tqdm(total=len(embeddings), unit="photo", desc="searching", disable=None) as bar:
         if k is None:
-            found = judge(threshold_pairs(embeddings, lowest_threshold(rule), progress=bar.update), ages, ages, rule)
+            pairs = threshold_pairs(embeddings, lowest_threshold(rule), progress=bar.update)
+            release_freed_memory()  # the tiles' parts: as large as the matches kept, in blocks glibc keeps
+            found = judge(pairs, ages, ages, rule)
             # With one threshold every pair found is a match: no copy of what may be millions of them.
             return found if found.is_match.all() else found.only(found.is_match)
         return judge(top_k(embeddings, k, progress=bar.update), ages, ages, rule)
@@ -150,6 +153,7 @@ def write_matches_csv(
                         _rounded(np.abs(age_1 - age_2), 2),
                     ]
                     writer.writerows(zip(*columns, strict=True))
+                release_freed_memory()  # the slice's rows, millions of Python objects
 
     return write_atomically(path, write)
 
@@ -164,10 +168,12 @@ def most_similar_first(similarity: np.ndarray, per_slice: int = PAIRS_PER_SLICE)
     bytes a pair, 400 MB for the 50 million pairs of 10,000 photos of one person; here the only array over
     every pair is its 2-byte written value, and each slice is gathered in one pass."""
     written = np.empty(len(similarity), dtype=np.int16)  # similarity x 10,000 in [-10,000, 10,000]
+    counts = np.zeros(20_001, dtype=np.int64)  # pairs of each written value, from -1 up
     for start in range(0, len(similarity), PAIRS_PER_SLICE):
-        part = np.asarray(similarity[start : start + PAIRS_PER_SLICE], dtype=np.float64)
-        written[start : start + len(part)] = np.rint(part * 10_000)  # np.round(part, 4)'s own integers
-    counts = np.bincount(written.astype(np.int32) + 10_000, minlength=20_001)[::-1]  # highest value first
+        part = np.rint(np.asarray(similarity[start : start + PAIRS_PER_SLICE], dtype=np.float64) * 10_000)
+        written[start : start + len(part)] = part  # np.round(similarity, 4)'s own integers
+        counts += np.bincount(part.astype(np.int64) + 10_000, minlength=20_001)
+    counts = counts[::-1]  # highest value first
     highest, taken = 10_000, 0
     for value, total in zip(range(10_000, -10_001, -1), np.cumsum(counts), strict=True):
         if total - taken >= per_slice or value == -10_000:

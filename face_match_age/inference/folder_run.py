@@ -33,6 +33,7 @@ from face_match_age.inference.folder_embedding import embed_photos, embedding_se
 from face_match_age.inference.folder_matches import (
     FACES_CSV,
     MATCHES_CSV,
+    PAIRS_PER_SLICE,
     Collection,
     JudgedMatches,
     collection_matches,
@@ -214,15 +215,17 @@ def _save_matches_sheet(matches: JudgedMatches, faces_1: list[dict], faces_2: li
 
 
 def _most_similar(similarity: np.ndarray, among: np.ndarray, count: int = MAX_TILES) -> list[int]:
-    """The indices of the `count` highest similarities `among` the pairs, highest first, ties by index; a
-    partition, not a sort: there may be millions of pairs."""
-    candidates = np.flatnonzero(among)
-    if len(candidates) > count:
-        # Every pair tied with the count-th best joins the candidates, so ties are broken by index below.
-        cutoff = np.partition(similarity[candidates], len(candidates) - count)[len(candidates) - count]
-        candidates = candidates[similarity[candidates] >= cutoff]
-    order = np.lexsort((candidates, -similarity[candidates]))
-    return candidates[order][:count].tolist()
+    """The indices of the `count` highest similarities `among` the pairs, highest first, ties by index; looked
+    for PAIRS_PER_SLICE pairs at a time, by partition, not sort: there may be millions of pairs."""
+    best = np.zeros(0, dtype=np.int64)
+    for start in range(0, len(similarity), PAIRS_PER_SLICE):
+        candidates = np.concatenate([best, np.flatnonzero(among[start : start + PAIRS_PER_SLICE]) + start])
+        if len(candidates) > count:
+            # Every pair tied with the count-th best stays a candidate, so ties are broken by index below.
+            cutoff = np.partition(similarity[candidates], len(candidates) - count)[len(candidates) - count]
+            candidates = candidates[similarity[candidates] >= cutoff]
+        best = candidates[np.lexsort((candidates, -similarity[candidates]))][:count]
+    return best.tolist()
 
 
 def _sheet_row(pair_index: int, first: dict, second: dict, matches: JudgedMatches, index: int) -> dict:
