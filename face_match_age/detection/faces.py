@@ -17,6 +17,7 @@ from PIL import Image
 
 from config import Config
 from face_match_age.detection.batched_mtcnn import detect_boxes
+from face_match_age.detection.mtcnn_pooling import use_channels_last_pooling
 
 
 class NoFaceError(ValueError):
@@ -25,8 +26,9 @@ class NoFaceError(ValueError):
 
 def build_face_detector(config: Config, device: torch.device | str = "cpu") -> MTCNN:
     """MTCNN returning every face as 0..255 pixels (post_process=False): `imaging.face_to_tensor`
-    applies the one standardisation, so it is never done twice."""
-    return MTCNN(
+    applies the one standardisation, so it is never done twice. On a CPU its pooling layers run in
+    channels-last (mtcnn_pooling.py: the same boxes, faster)."""
+    detector = MTCNN(
         image_size=config.img_size,
         margin=config.mtcnn_margin,
         min_face_size=config.mtcnn_min_face_size,
@@ -35,6 +37,7 @@ def build_face_detector(config: Config, device: torch.device | str = "cpu") -> M
         select_largest=False,
         device=device,
     )
+    return use_channels_last_pooling(detector) if torch.device(device).type == "cpu" else detector
 
 
 def select_face(boxes: np.ndarray, probabilities: np.ndarray, rule: str, image_size: tuple[int, int]) -> int:
