@@ -72,13 +72,23 @@ def test_compiled_networks_give_float32s_answers_with_a_partial_last_batch(
 ):
     from config import Config
 
-    config = Config(inference_batch_size=3)  # 4 faces: a full batch, then one face padded to 3
+    config = Config(inference_batch_size=3)  # 4 faces: a full batch of 3, then one face (a second shape)
     make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=age_checkpoint, device="cpu")
     change = numeric_change(make_analyzer, {"compile_networks": True}, test_photos, THRESHOLD)
     assert 0 < change.matches < change.pairs
     assert not change.verdict_flipped
     assert change.similarity <= EXACT_SIMILARITY_BOUND
     assert change.age <= EXACT_AGE_BOUND
+
+
+@pytest.mark.parametrize(
+    ("count", "largest", "expected"),
+    [(1, 64, 1), (2, 64, 2), (3, 64, 4), (16, 64, 16), (17, 64, 32), (40, 64, 64), (64, 64, 64), (40, 48, 48)],
+)
+def test_compiled_networks_get_batches_padded_to_a_power_of_two_at_most_the_batch_size(count, largest, expected):
+    from face_match_age.inference.analyzer import compiled_batch_size
+
+    assert compiled_batch_size(count, largest) == expected
 
 
 def test_auto_precision_on_a_cpu_is_float32():

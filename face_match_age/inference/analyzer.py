@@ -265,8 +265,9 @@ class FaceAnalyzer:
     def _forward(self, faces: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
         """One batch through both networks under the analyzer's precision; float32 outputs."""
         count = len(faces)
-        if self.compiled:  # one input shape, so the last, partial batch does not wait for another compilation
-            faces = torch.cat([faces, faces.new_zeros(self.config.inference_batch_size - count, *faces.shape[1:])])
+        if self.compiled:  # few input shapes, so that each batch size does not wait for its own compilation
+            padding = compiled_batch_size(count, self.config.inference_batch_size) - count
+            faces = torch.cat([faces, faces.new_zeros(padding, *faces.shape[1:])])
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         faces = faces.to(self.device, memory_format=memory_format)
         views = [faces, faces.flip(-1)] if self.tta else [faces]
@@ -278,6 +279,15 @@ class FaceAnalyzer:
         # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
         probabilities = torch.stack(logits)[:, :count].float().softmax(2).mean(0).cpu() if logits else None
         return probabilities, embedding.cpu().numpy()
+
+
+def compiled_batch_size(count: int, largest: int) -> int:
+    """The batch a compiled network is given for `count` faces: the next power of two, at most `largest`
+    (inference_batch_size, which no batch exceeds). A run then compiles for a few shapes (chunks of 16 photos
+    of one face each: 16, and one more for a smaller last chunk) and pads at most to twice its faces;
+    padding every batch to `largest` made the networks do 4x the work for such chunks (measured: 0.39x the
+    floor end to end with compile, against 1.23x without)."""
+    return min(largest, 1 << max(0, count - 1).bit_length())
 
 
 def _age_summaries(probabilities: torch.Tensor) -> list[tuple[float, float, list[float]]]:
