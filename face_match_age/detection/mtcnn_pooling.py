@@ -2,9 +2,10 @@
 in a fraction of the time on a CPU.
 
 PyTorch's CPU max-pooling of contiguous (NCHW) tensors is slow for MTCNN's shapes, many small crops with
-few channels: profiled over 40 distinct 250-pixel photos, its pools took 16% of `infer.py`'s whole time,
+few channels: profiled over 40 distinct 250-pixel photos, its pools took 16% of `analyze_many`'s CPU time,
 30 ms for each RNet batch of 512 crops of 28 x 22 x 22. Its channels-last kernel, including the two copies,
-measured 2.6 to 5 times faster on MTCNN's shapes. A maximum does not depend on the order it is taken in,
+ran 1.8 to 5.6 times faster on MTCNN's shapes in two runs of a micro-benchmark (REPORT.md has the end-to-end
+figures). A maximum does not depend on the order it is taken in,
 so the boxes are exactly those of facenet-pytorch's own layers (tests/test_mtcnn_pooling.py), as long as
 each output keeps the memory format the next convolution received before: the convolutions round
 differently in the other format.
