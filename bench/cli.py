@@ -1,4 +1,4 @@
-"""How every benchmark script ends: its exit code, or one line and 130 on Ctrl-C."""
+"""How every benchmark script starts and ends: its command line, its exit code, or one line and 130 on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -6,9 +6,27 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config import ConfigArgumentParser
 
 # Every benchmark's exit codes, for its --help (config.help_epilog adds 2, a bad command line).
 BENCHMARK_EXIT_CODES = {0: "figures printed", 130: "interrupted (Ctrl-C): no figures printed, scratch files removed"}
+
+
+def benchmark_parser(prog: str, doc: str, examples, exit_codes: dict | None = None) -> ConfigArgumentParser:
+    """A benchmark's command line: its description is the module docstring's first and third paragraphs
+    (the second lists the commands, which the epilog gives with the exit codes, by default
+    BENCHMARK_EXIT_CODES)."""
+    from config import ConfigArgumentParser, help_epilog
+
+    paragraphs = doc.split("\n\n", 2)
+    return ConfigArgumentParser(
+        prog=prog,
+        description=paragraphs[0] + "\n\n" + paragraphs[2],
+        epilog=help_epilog(examples, BENCHMARK_EXIT_CODES if exit_codes is None else exit_codes),
+    )
 
 
 def run_benchmark(main: Callable[[], int]) -> None:

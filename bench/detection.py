@@ -17,8 +17,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, write_figures
-from config import ConfigArgumentParser, help_epilog
+from bench.cli import benchmark_parser, run_benchmark, write_figures
 
 EXAMPLES = (
     "uv run python -m bench.detection                 # 48 photos of each collection",
@@ -92,11 +91,7 @@ def rates(ways, detector, photos, chunk_size: int, repeats: int) -> list[tuple[f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.detection",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.detection", __doc__, EXAMPLES)
     parser.group("data").add_argument("--photos", type=int, default=48, help="photos in each collection")
     parser.group("hardware").add_argument("--device", default="cpu", help="cpu, cuda...: where MTCNN runs")
     benchmark = parser.group("benchmark")

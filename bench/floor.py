@@ -105,15 +105,13 @@ def pair(models, path_1, path_2, out_dir):
 
 def main(argv: list[str] | None = None) -> int:
     # The toolkit's parser, for a --help like every script's; it imports nothing the floor would not.
-    from config import ConfigArgumentParser, help_epilog
+    from bench.cli import benchmark_parser
 
-    parser = ConfigArgumentParser(
-        prog="python -m bench.floor",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(
-            ["uv run python -m bench.floor IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON"],
-            {0: "the pair's JPG and JSON written", 1: "any failure (a traceback: the floor has no checks)"},
-        ),
+    parser = benchmark_parser(
+        "python -m bench.floor",
+        __doc__,
+        ["uv run python -m bench.floor IMG1 IMG2 OUT_DIR AGE_CKPT      # one pair, cold: process start to JSON"],
+        {0: "the pair's JPG and JSON written", 1: "any failure (a traceback: the floor has no checks)"},
     )
     data = parser.group("data")
     data.add_argument("first", metavar="IMG1", help="first photo")

@@ -31,11 +31,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from bench.search import sizes
-from config import DEVICE_HELP, ConfigArgumentParser, help_epilog
+from config import DEVICE_HELP
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = (
@@ -122,11 +122,7 @@ def measure_size(scratch: Path, size: int, checkpoint: Path, device: str, sides:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.folder",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.folder", __doc__, EXAMPLES)
     parser.group("data").add_argument("--sizes", type=sizes, default=[100, 1_000], help="photo counts, comma-separated")
     parser.group("data").add_argument(
         "--sides", type=sizes, default=list(SIDES), help="the photos' sides in pixels, in turn, comma-separated"

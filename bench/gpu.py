@@ -23,8 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
-from config import ConfigArgumentParser, help_epilog
+from bench.cli import BENCHMARK_EXIT_CODES, benchmark_parser, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root: `python -m bench.X` runs from there
 EXAMPLES = (
@@ -181,11 +180,7 @@ def report(shrink: bool, outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.gpu",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.gpu", __doc__, EXAMPLES, EXIT_CODES)
     parser.group("output").add_argument(
         "report", nargs="?", type=Path, default=Path("gpu_report.md"), help="Markdown file to write"
     )

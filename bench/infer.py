@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
-from config import ConfigArgumentParser, help_epilog
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root, where infer.py is
 EXAMPLES = (
@@ -131,11 +130,7 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.infer",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.infer", __doc__, EXAMPLES)
     parser.group("data").add_argument(
         "--photos", type=int, default=10, help="distinct photos; the batch run compares every pair"
     )

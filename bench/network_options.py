@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
-from config import Config, ConfigArgumentParser, help_epilog
+from config import Config
 
 EXAMPLES = (
     "uv run python -m bench.network_options",
@@ -67,11 +67,7 @@ def measure(options: dict, make_analyzer, crops, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.network_options",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.network_options", __doc__, EXAMPLES)
     parser.group("data").add_argument("--batch", type=int, default=32, help="faces per forward pass (distinct)")
     parser.group("model").add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
     parser.group("model").add_argument("--threshold", type=float, help="verdict threshold (default: the config's)")

@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, write_figures
+from bench.cli import benchmark_parser, run_benchmark, write_figures
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
-from config import Config, ConfigArgumentParser, help_epilog
+from config import Config
 
 EXAMPLES = (
     "uv run python -m bench.options                    # 50 pairs, 3 turns, CPU",
@@ -197,11 +197,7 @@ def print_figures(figures: OptionsFigures) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.options",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.options", __doc__, EXAMPLES)
     parser.group("data").add_argument("--pairs", type=int, default=50, help="pairs of distinct photos (at most 315)")
     parser.group("model").add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
     parser.group("hardware").add_argument("--device", default="cpu", help="cpu, cuda...; the floor runs there too")

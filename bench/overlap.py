@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
-from config import ConfigArgumentParser, help_epilog
 
 EXAMPLES = (
     "uv run python -m bench.overlap                       # 96 photos, 5 rounds of each",
@@ -83,11 +82,7 @@ def report(runs: dict[str, list[tuple]], photos: int, photos_per_chunk: int, dev
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.overlap",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.overlap", __doc__, EXAMPLES)
     parser.group("data").add_argument("--photos", type=int, default=96, help="distinct photos, one face each")
     parser.group("data").add_argument(
         "--photos-per-chunk", type=int, default=16, help="analyze_many's chunk: photos detected together"

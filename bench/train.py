@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, write_figures
-from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from bench.cli import benchmark_parser, run_benchmark, write_figures
+from config import Config, add_config_arguments, parse_config
 from face_match_age.device import DeviceChoice, choose_device
 from face_match_age.network.age_network import age_kl_loss
 from loader import FaceAgeDataModule
@@ -124,11 +124,7 @@ def _autocast(choice: DeviceChoice):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ConfigArgumentParser(
-        prog="python -m bench.train",
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
-    )
+    parser = benchmark_parser("python -m bench.train", __doc__, EXAMPLES)
     add_config_arguments(
         parser,
         ["batch_size", "num_workers", "img_size", "accelerator", "precision", "pretrained", "train_dir", "train_csv"],
