@@ -30,7 +30,7 @@ from face_match_age.evaluation.figures import (
     roc_figure,
     similarity_histogram_figure,
 )
-from face_match_age.files.csv_tables import read_table
+from face_match_age.files.csv_tables import csv_line, read_table
 from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
 from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, BatchInterrupted, InputError
 from face_match_age.network.age_network import EMBEDDING_DIM, CheckpointError, load_age_model
@@ -211,10 +211,12 @@ def _verification_pictures(results: pd.DataFrame, pairs, threshold: float, out_d
 
 
 def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
-    table = read_table(pairs_csv, ("img1", "img2", "label"), EvaluationError, "pairs file")
+    table = read_table(
+        pairs_csv, ("img1", "img2", "label"), EvaluationError, "pairs file", numbers=("label", "age1", "age2")
+    )
     bad = table.index[~table["label"].isin([0, 1])]
     if len(bad):
-        lines = ", ".join(f"line {i + 2}: {table.at[i, 'label']}" for i in bad[:5])
+        lines = ", ".join(f"line {csv_line(i)}: {table.at[i, 'label']}" for i in bad[:5])
         raise EvaluationError(f"{pairs_csv}: labels must be 1 (same person) or 0 (different); {lines}")
     _require_both_classes(table["label"], f"in {pairs_csv}")
     return table
@@ -441,7 +443,9 @@ def evaluate_retrieval(
 
 def _retrieval_table(csv_path: Path) -> tuple[pd.DataFrame, str]:
     """The rows with an identity, and the column that groups them: year when present, else age."""
-    table = read_table(csv_path, ("name", "identity"), EvaluationError, "labels file", dtype={"name": str})
+    table = read_table(
+        csv_path, ("name", "identity"), EvaluationError, "labels file", numbers=("year", "age"), dtype={"name": str}
+    )
     by = next((column for column in ("year", "age") if column in table.columns), None)
     if by is None:
         raise EvaluationError(f"{csv_path} needs a year or an age column to group photos by")

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from config import MAX_AGE, MIN_AGE, Config
 from face_match_age.detection.imaging import ImageLoadError, face_to_tensor, load_image
-from face_match_age.files.csv_tables import read_table
+from face_match_age.files.csv_tables import csv_line, read_table
 
 SHOWN_OFFENDERS = 5  # enough to spot a pattern without flooding the terminal
 
@@ -74,8 +74,9 @@ def _label_problems(labels: pd.DataFrame, image_dir: Path):
 
 
 def _offenders(what: str, rows: pd.DataFrame, column: str) -> str:
-    # +2: CSV line numbers count the header and start at 1, as an editor shows them.
-    shown = ", ".join(f"line {index + 2}: {_shown(rows.at[index, column])}" for index in rows.index[:SHOWN_OFFENDERS])
+    shown = ", ".join(
+        f"line {csv_line(index)}: {_shown(rows.at[index, column])}" for index in rows.index[:SHOWN_OFFENDERS]
+    )
     more = f" and {len(rows) - SHOWN_OFFENDERS} more" if len(rows) > SHOWN_OFFENDERS else ""
     return f"{len(rows)} {what} ({shown}{more})"
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pandas as pd
 
 from config import MAX_AGE, MIN_AGE
-from face_match_age.files.csv_tables import read_table
+from face_match_age.files.csv_tables import csv_line, read_table
 
 CACD_NAME = re.compile(r"^(\d+)_(.+)_(\d{4})\.jpg$", re.IGNORECASE)
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
@@ -140,7 +140,7 @@ def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
     if csv_path is None:
         raise MetadataError("--dataset csv needs --csv FILE (columns name, age, optionally identity)")
     table = read_table(csv_path, ("name", "age"), MetadataError, "labels file", dtype={"name": str, "identity": str})
-    lines = range(2, len(table) + 2)  # line 1 is the header
+    lines = [csv_line(index) for index in table.index]
     unsafe = [(line, name, why) for line, name in zip(lines, table["name"]) if (why := _unsafe_name(name))]
     if unsafe:
         listed = "; ".join(
