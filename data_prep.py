@@ -36,6 +36,7 @@ from face_match_age.preparation.archives import ArchiveError, unpack, verify_che
 from face_match_age.preparation.crops import KEPT, CropLog, CropTask, run_crops
 from face_match_age.preparation.dataset_labels import Labels, MetadataError, output_name, read_labels
 from face_match_age.preparation.splits import (
+    SplitError,
     people_of,
     shared_identities,
     split_records,
@@ -148,6 +149,7 @@ def prepare(args, config: Config) -> dict:
         labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
         train, val = _split(labels, args, config)
     kept, dropped = crop_all(train, val, root, out_dir, args, config)
+    _refuse_an_emptied_split(train, val, kept, dropped, out_dir)
     _warn_if_drops_moved_the_split(train, val, kept, config.val_ratio)
     with _on_ctrl_c(f"every photo is cropped in {out_dir}; run the same command again to write the CSVs"):
         summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
@@ -234,7 +236,11 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
             f"note: {args.dataset} has no identity labels, so the split is random (stratified by age) and the "
             "same person may appear in both train and val: validation figures will be optimistic."
         )
-    train, val = split_records(records.reset_index(drop=True), config.val_ratio, config.seed, labels.has_identity)
+    try:
+        train, val = split_records(records.reset_index(drop=True), config.val_ratio, config.seed, labels.has_identity)
+    except SplitError as error:
+        limited = f" (--limit {args.limit} kept {len(records)}; raise it)" if args.limit is not None else ""
+        raise PrepError(f"{args.csv or args.dataset}: {error}{limited}; nothing was written") from None
     shared = shared_identities(train, val) if labels.has_identity else []
     if shared:  # a bug guard: the split is built to avoid this, and writing a leaky split would be worse
         raise PrepError(f"{len(shared)} people are in both train and val (e.g. {shared[:3]}); nothing was written")
@@ -243,6 +249,18 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
     if shortfall := split_shortfall(train, val, config.val_ratio):
         print(f"warning: {shortfall}", file=sys.stderr)
     return train, val
+
+
+def _refuse_an_emptied_split(train: pd.DataFrame, val: pd.DataFrame, kept: set[str], dropped: Counter, out: Path):
+    """Cropping that drops every photo of one side would leave an empty train.csv or val.csv: train.py could
+    not train, or would validate on nothing. The crops made are kept for a rerun."""
+    for split, rows in (("train", train), ("val", val)):
+        if not rows["source"].isin(kept).any():
+            why = ", ".join(f"{reason}: {count}" for reason, count in dropped.items()) or "none kept"
+            raise PrepError(
+                f"{out}: none of the {len(rows)} {split} photos kept a face ({why}), so {split}.csv would be empty "
+                "and was not written; add photos, or lower --min-face-score, and run again"
+            )
 
 
 def _warn_if_drops_moved_the_split(train: pd.DataFrame, val: pd.DataFrame, kept: set[str], val_ratio: float) -> None:

@@ -23,7 +23,7 @@ from face_match_age.device import resolve_device, resolve_inference_precision
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
-from face_match_age.evaluation.calibration import calibrate
+from face_match_age.evaluation.calibration import calibrate, fallback_note
 from face_match_age.evaluation.figures import (
     predicted_vs_true_figure,
     retrieval_by_gap_figure,
@@ -182,7 +182,16 @@ def evaluate_verification(
     }
     files |= _verification_pictures(results, pairs, config.verification_threshold, out_dir)
     if calibrate_far is not None:
-        record = calibrate(scored["score"], scored["label"].astype(bool), scored["gap"], calibrate_far)
+        record = calibrate(
+            scored["score"],
+            scored["label"].astype(bool),
+            scored["gap"],
+            calibrate_far,
+            fallback_threshold=config.verification_threshold,
+        )
+        if note := fallback_note(record):
+            print(note, file=sys.stderr)
+            summary["calibration_note"] = note
         files["calibration"] = write_json(out_dir / "calibration.json", record)
         summary["calibration"] = str(out_dir / "calibration.json")
     _write_summary(out_dir, summary, files)
@@ -278,16 +287,24 @@ def _unrounded_scores(results: pd.DataFrame, pairs, recorder: _EmbeddingRecorder
     return pd.Series(scores, index=results.index, dtype=float)
 
 
+GAP_FROM_CSV = "age1 and age2 of the pairs CSV"
+GAP_FROM_MODEL = "ages predicted by the age model (--ckpt)"
+NO_GAP = "no ages (the pairs CSV has no age1 and age2 there, and no --ckpt predicts them)"
+
+
 def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """One row per pair: label, score (None if a face was missing), age gap (given ages, else predicted)."""
+    """One row per pair: label, score (None if a face was missing), age gap (given ages, else predicted,
+    else None) and where that gap came from (gap_from)."""
     rows = [json.loads(line) for line in results_path.read_text().splitlines()]
     joined = []
     for row in rows:
         given = table.iloc[row["pair_index"]]
         if {"age1", "age2"} <= set(table.columns) and pd.notna(given["age1"]) and pd.notna(given["age2"]):
-            gap, gap_from = abs(float(given["age1"]) - float(given["age2"])), "given ages"
+            gap, gap_from = abs(float(given["age1"]) - float(given["age2"])), GAP_FROM_CSV
+        elif row["age_gap"] is not None:
+            gap, gap_from = row["age_gap"], GAP_FROM_MODEL
         else:
-            gap, gap_from = row["age_gap"], "predicted ages"
+            gap, gap_from = None, NO_GAP
         verification = row["verification"]
         joined.append(
             {
@@ -325,7 +342,13 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
             else {}
         )
     summary["by_age_gap"] = bands
-    summary["age_gap_from"] = sorted(set(scored["gap_from"]))
+    # how many scored pairs took their gap from where: the bands mean different things for given and predicted ages
+    summary["age_gap_from"] = {source: int(count) for source, count in scored["gap_from"].value_counts().items()}
+    if (scored["gap_from"] == NO_GAP).all():
+        summary["by_age_gap"] = None
+        summary["by_age_gap_unavailable"] = (
+            f"{NO_GAP}: add age1 and age2 columns to the pairs CSV, or give --ckpt to predict the ages"
+        )
     return summary
 
 
@@ -403,6 +426,7 @@ def evaluate_retrieval(
     table["person"] = pd.factorize(table["identity"].astype(str))[0]  # integers compare faster than strings
     if table.empty:
         raise EvaluationError(f"{csv_path}: no row's {by} falls in the groups {', '.join(g.label for g in chosen)}")
+    _require_two_people(table, csv_path)
     if not images.is_dir():
         raise EvaluationError(f"images folder {images} does not exist; --images names the folder of the CSV's photos")
     out_dir = prepare_out_dir(out_dir)
@@ -417,15 +441,17 @@ def evaluate_retrieval(
     pairs, by_gap = _retrieval_pairs(table, embeddings, chosen)
     if not any(pair["queries"] for pair in pairs):
         raise EvaluationError(
-            f"{csv_path}: no query's identity appears in an earlier group's gallery (with a face found); "
-            "retrieval needs people photographed in more than one group"
+            f"{csv_path}: no query has another photo of its person and a photo of someone else in an earlier "
+            "group's gallery (with a face found), so MAP and rank-k are undefined; retrieval needs several people "
+            "photographed in more than one group"
         )
     summary = {
         "csv": str(csv_path),
         "images": str(images),
         "grouped_by": by,
         "protocol": "each photo of a later group queries the photos of every earlier group, ranked by cosine "
-        "similarity; a query whose identity is not in the gallery is skipped",
+        "similarity; a query whose identity is not in the gallery, or whose gallery holds nobody else (any "
+        "ranking would score it 1.0), is skipped; chance_rank_k: a random ranking's rank-k",
         "groups": [{"group": g.label, "photos": int((table["group"] == i).sum())} for i, g in enumerate(chosen)],
         "photos": len(photos),
         "rows_outside_groups": outside,
@@ -435,7 +461,11 @@ def evaluate_retrieval(
         "by_gap": by_gap,
     }
     figure = retrieval_by_gap_figure(
-        [row["gap"] for row in by_gap], [row["map"] for row in by_gap], [row["rank_1"] for row in by_gap], by
+        [row["gap"] for row in by_gap],
+        [row["map"] for row in by_gap],
+        [row["rank_1"] for row in by_gap],
+        by,
+        [row["chance_rank_1"] for row in by_gap],
     )
     _write_summary(out_dir, summary, {"retrieval_by_gap": _save_figure(figure, out_dir / "retrieval_by_gap.png")})
     return summary
@@ -453,6 +483,17 @@ def _retrieval_table(csv_path: Path) -> tuple[pd.DataFrame, str]:
     if table.empty:
         raise EvaluationError(f"{csv_path} has no row with both an identity and a {by}")
     return table, by
+
+
+def _require_two_people(table: pd.DataFrame, csv_path: Path) -> None:
+    """With one person, every query's gallery holds only that person: MAP and rank-k would read 1.0 for any
+    embedding at all."""
+    if table["person"].nunique() < 2:
+        raise EvaluationError(
+            f"{csv_path}: every photo in the groups is of one person ({table['identity'].iloc[0]}); retrieval "
+            "ranks a person's photos among other people's, so it needs at least two identities: add photos of "
+            "other people"
+        )
 
 
 def _default_groups(values: pd.Series, by: str) -> list[retrieval.Group]:

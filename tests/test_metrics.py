@@ -80,7 +80,7 @@ def test_calibration_meets_its_target_overall_and_per_band():
         labels += [True] * 300 + [False] * 300
         gaps += [gap] * 600
     scores, labels, gaps = np.array(scores), np.array(labels), np.array(gaps)
-    record = calibrate(scores, labels, gaps, target_far=1e-2)
+    record = calibrate(scores, labels, gaps, target_far=1e-2, fallback_threshold=0.5)
     for name, mask in (("0-5", gaps == 2), ("20+", gaps == 30)):
         entry = record["bands"][name]
         assert not entry["fallback"]

@@ -183,16 +183,22 @@ def similarity_histogram_figure(scores, labels, threshold: float):
     return figure
 
 
-def retrieval_by_gap_figure(gaps, mean_average_precision, rank_1, unit: str):
+def retrieval_by_gap_figure(gaps, mean_average_precision, rank_1, unit: str, chance_rank_1=None):
     """Cross-age retrieval against the gap between the query and gallery groups: MAP and rank-1 accuracy
-    (0..1) at each gap, in `unit`s ("year" or "age"). None values (no scored query) are left out."""
+    (0..1) at each gap, in `unit`s ("year" or "age"), and the rank-1 of a random ranking (dotted) when
+    given. None values (no scored query) are left out."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.5, 4.5))
     axis = figure.subplots()
-    for values, name, marker in ((mean_average_precision, "MAP", "o"), (rank_1, "rank-1 accuracy", "s")):
+    lines = [(mean_average_precision, "MAP", "o", "-"), (rank_1, "rank-1 accuracy", "s", "-")]
+    if chance_rank_1 is not None:  # a rank-1 of 0.9 means little when chance alone gives 0.5
+        lines.append((chance_rank_1, "rank-1 by chance", "", ":"))
+    for values, name, marker, style in lines:
         points = [(gap, value) for gap, value in zip(gaps, values) if value is not None]
-        axis.plot([gap for gap, _ in points], [value for _, value in points], marker=marker, label=name)
+        axis.plot(
+            [gap for gap, _ in points], [value for _, value in points], marker=marker, linestyle=style, label=name
+        )
     axis.set(
         xlabel="gap between the groups' middle " + ("years" if unit == "year" else "ages (years)"),
         ylabel="score",

@@ -4,7 +4,9 @@ mean average precision (MAP) and rank-k accuracy (CMC) follow from where the que
 Ties: the gallery is sorted by similarity with a stable sort, so equally similar items keep their gallery
 order (the lower gallery index ranks first). The result is the same on every run and every machine.
 A query whose identity is absent from the gallery has nothing to find: it is skipped and counted, not
-scored 0 (that would measure the gallery's make-up, not the embedding).
+scored 0 (that would measure the gallery's make-up, not the embedding). A query whose gallery holds
+nobody else has nothing to rank its person above: any embedding scores it 1.0, so it is skipped and
+counted too. Beside each figure, its chance level: what a random ranking of the same galleries gets.
 """
 
 from __future__ import annotations
@@ -19,15 +21,27 @@ BLOCK_CELLS = 2**22  # query x gallery cells ranked at once: ~32 MB per 8-byte a
 
 @dataclass
 class QueryScores:
-    """Per query: its average precision and the 1-based rank of its first correct gallery item; both are
-    NaN / 0 for a query without any correct item in the gallery (skipped)."""
+    """Per query: its average precision and the 1-based rank of its first correct gallery item (NaN / 0
+    for a skipped query), how many gallery items are its person, and the gallery's size."""
 
     average_precision: np.ndarray  # float64, NaN where skipped
     first_hit_rank: np.ndarray  # int64, 0 where skipped
+    correct: np.ndarray  # int64: gallery items of the query's person
+    gallery_size: np.ndarray  # int64
 
     @property
     def scored(self) -> np.ndarray:
-        return self.first_hit_rank > 0
+        """Queries with something to find and someone else to rank it above (see the module's notes)."""
+        return (self.correct > 0) & (self.correct < self.gallery_size)
+
+    def chance_rank(self, k: int) -> np.ndarray:
+        """Per query, the chance that a random ranking puts one of its `correct` items in the first k:
+        1 - C(gallery - correct, k) / C(gallery, k)."""
+        misses = np.ones(len(self.correct))
+        for i in range(k):
+            others = np.clip(self.gallery_size - self.correct - i, 0, None)
+            misses *= np.where(self.gallery_size - i > 0, others / np.maximum(self.gallery_size - i, 1), 0.0)
+        return 1 - misses
 
 
 def unit_rows(embeddings) -> np.ndarray:
@@ -44,6 +58,7 @@ def score_queries(query_embeddings, query_ids, gallery_embeddings, gallery_ids, 
     queries, gallery = unit_rows(query_embeddings), unit_rows(gallery_embeddings)
     query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
     precision, first_hit = np.full(len(queries), np.nan), np.zeros(len(queries), dtype=np.int64)
+    correct = np.zeros(len(queries), dtype=np.int64)
     ranks = np.arange(1, len(gallery) + 1)
     block = block or max(1, BLOCK_CELLS // max(1, len(gallery)))
     for start in range(0, len(queries), block):
@@ -57,26 +72,47 @@ def score_queries(query_embeddings, query_ids, gallery_embeddings, gallery_ids, 
         with np.errstate(invalid="ignore", divide="ignore"):
             precision[start : start + block] = np.where(found > 0, precision_sum / found, np.nan)
         first_hit[start : start + block] = np.where(found > 0, relevant.argmax(axis=1) + 1, 0)
-    return QueryScores(precision, first_hit)
+        correct[start : start + block] = found
+    scores = QueryScores(precision, first_hit, correct, np.full(len(queries), len(gallery), dtype=np.int64))
+    scores.average_precision[~scores.scored], scores.first_hit_rank[~scores.scored] = np.nan, 0
+    return scores
 
 
 def retrieval_summary(scores: QueryScores, ranks: tuple[int, ...] = RANKS) -> dict:
-    """queries, skipped_queries (no correct gallery item), map and rank_k of the scored queries (None when
-    none was scored)."""
+    """queries (scored), skipped_queries and why (person not in the gallery, or nobody else in it), then
+    map and rank_k of the scored queries, each rank_k beside chance_rank_k, a random ranking's. Without a
+    scored query the figures are None and `undefined` says why."""
     scored = scores.scored
-    summary = {"queries": int(scored.sum()), "skipped_queries": int((~scored).sum())}
+    summary = {
+        "queries": int(scored.sum()),
+        "skipped_queries": int((~scored).sum()),
+        "skipped_person_not_in_gallery": int((scores.correct == 0).sum()),
+        "skipped_nobody_else_in_gallery": int(((scores.correct > 0) & ~scored).sum()),
+    }
     if not scored.any():
-        return summary | {"map": None} | {f"rank_{k}": None for k in ranks}
+        return (
+            summary
+            | {"map": None}
+            | {f"{name}_{k}": None for k in ranks for name in ("rank", "chance_rank")}
+            | {"undefined": UNDEFINED}
+        )
     summary["map"] = float(scores.average_precision[scored].mean())
     for k in ranks:
         summary[f"rank_{k}"] = float((scores.first_hit_rank[scored] <= k).mean())
+        summary[f"chance_rank_{k}"] = float(scores.chance_rank(k)[scored].mean())
     return summary
+
+
+UNDEFINED = (
+    "no query has both another photo of its person and a photo of someone else in its gallery, so there is "
+    "nothing to rank: MAP and rank-k are undefined, not 1.0"
+)
 
 
 def concatenate(scores: list[QueryScores]) -> QueryScores:
     """The queries of several runs as one, to summarise them together (e.g. every pair of one age gap)."""
     return QueryScores(
-        np.concatenate([s.average_precision for s in scores]), np.concatenate([s.first_hit_rank for s in scores])
+        *(np.concatenate([getattr(s, name) for s in scores]) for name in QueryScores.__dataclass_fields__)
     )
 
 

@@ -9,7 +9,8 @@ is random, stratified by age band, and meets the ratio to within one image.
 
 The val share of images is then within SPLIT_TOLERANCE of the ratio (or one image, on tiny sets);
 when whole people cannot be split that finely (few people, or one holding most photos),
-`split_shortfall` says so with the real shares.
+`split_shortfall` says so with the real shares. Neither side is ever empty: with fewer than two people
+(or, without identities, two photos) SplitError refuses, since an empty val measures nothing.
 """
 
 from __future__ import annotations
@@ -22,16 +23,40 @@ from face_match_age.evaluation.age_decades import age_decade
 SPLIT_TOLERANCE = 0.02  # the val share of images may differ from --val-ratio by this much (2 percentage points)
 
 
+class SplitError(ValueError):
+    """Records that cannot be split into a train and a val side that both hold something."""
+
+
 def split_records(
     records: pd.DataFrame, val_ratio: float, seed: int, has_identity: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, val) rows of `records` (columns source, age, identity); deterministic for a seed."""
+    """(train, val) rows of `records` (columns source, age, identity); deterministic for a seed. Raises
+    SplitError when one side would be empty."""
+    _require_two_units(records, has_identity)
     rng = np.random.default_rng(seed)
     if has_identity:
         in_val = _identity_split(records, val_ratio, rng)
     else:
         in_val = _stratified_split(records, val_ratio, rng)
-    return records[~in_val].reset_index(drop=True), records[in_val].reset_index(drop=True)
+    train, val = records[~in_val].reset_index(drop=True), records[in_val].reset_index(drop=True)
+    if train.empty or val.empty:  # a guard: both splits below give each side something given two units
+        empty = "train" if train.empty else "val"
+        raise SplitError(f"the split left {empty} empty ({len(train)} train, {len(val)} val)")
+    return train, val
+
+
+def _require_two_units(records: pd.DataFrame, has_identity: bool) -> None:
+    """Whole people (or, without identities, photos) go to one side: one of them cannot fill two sides."""
+    people = people_of(records)
+    if has_identity and people.nunique() < 2:
+        raise SplitError(
+            f"all {len(records)} usable photos are of one person ({people.iloc[0].removeprefix('id ')}), and a "
+            "split that keeps each person on one side needs at least two people: add photos of other people"
+        )
+    if not has_identity and len(records) < 2:
+        raise SplitError(
+            f"only {len(records)} usable photo, and a train and a val split need one each at least: add photos"
+        )
 
 
 def people_of(records: pd.DataFrame) -> pd.Series:
@@ -85,7 +110,8 @@ def _stratified_split(records: pd.DataFrame, val_ratio: float, rng: np.random.Ge
     wanted = val_ratio * counts
     per_band = np.floor(wanted).astype(int)
     # Largest remainders get the images that rounding each band down left over, so the total is right too.
-    left_over = int(round(val_ratio * len(records))) - int(per_band.sum())
+    val_images = min(max(int(round(val_ratio * len(records))), 1), len(records) - 1)  # neither side empty
+    left_over = val_images - int(per_band.sum())
     for band in (wanted - per_band).sort_values(ascending=False, kind="stable").index[: max(left_over, 0)]:
         per_band[band] += 1
     in_val = pd.Series(False, index=records.index)
