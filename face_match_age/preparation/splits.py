@@ -47,8 +47,8 @@ def split_records(
 
 def _require_two_units(records: pd.DataFrame, has_identity: bool) -> None:
     """Whole people (or, without identities, photos) go to one side: one of them cannot fill two sides."""
-    people = people_of(records)
-    if has_identity and people.nunique() < 2:
+    people = people_of(records) if has_identity else None
+    if people is not None and people.nunique() < 2:
         raise SplitError(
             f"all {len(records)} usable photos are of one person ({people.iloc[0].removeprefix('id ')}), and a "
             "split that keeps each person on one side needs at least two people: add photos of other people"
