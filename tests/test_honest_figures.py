@@ -10,8 +10,7 @@ import pytest
 from test_data_prep import _own_photos, _prep_csv
 
 import evaluate
-from face_match_age.evaluation import array_metrics
-from face_match_age.evaluation.calibration import calibrate, fallback_note, minimum_negatives
+from face_match_age.evaluation import array_metrics, calibration
 from face_match_age.files.csv_tables import read_table
 
 # --- retrieval: nothing to rank is undefined, not 1.0 ----------------------------------------------------
@@ -136,24 +135,24 @@ def _pairs(negatives: int, positives: int = 50):
 
 def test_an_overall_threshold_from_too_few_different_person_pairs_falls_back_and_says_so():
     scores, labels, gaps = _pairs(negatives=50)
-    record = calibrate(scores, labels, gaps, 1e-2, fallback_threshold=0.42)
+    record = calibration.calibrate(scores, labels, gaps, 1e-2, fallback_threshold=0.42)
     overall = record["overall"]
-    assert minimum_negatives(1e-2) == 100
+    assert calibration.minimum_negatives(1e-2) == 100
     assert overall["fallback"] and overall["threshold"] == 0.42
     assert "only 50 different-person pairs; at least 100 are needed" in overall["reason"]
     # its far and tar are those of the threshold used, not of the unmeasurable FAR 0.0
     assert (overall["far"], overall["tar"]) == array_metrics.rates_at(0.42, scores, labels)
     assert record["bands"]["0-5"]["threshold"] == 0.42 and record["bands"]["0-5"]["fallback"]
-    note = fallback_note(record)
+    note = calibration.fallback_note(record)
     assert note.startswith("note: calibration: only 50") and "\n" not in note
 
 
 def test_an_overall_threshold_from_enough_pairs_is_measured():
     scores, labels, gaps = _pairs(negatives=100)
-    record = calibrate(scores, labels, gaps, 1e-2, fallback_threshold=0.42)
+    record = calibration.calibrate(scores, labels, gaps, 1e-2, fallback_threshold=0.42)
     assert not record["overall"]["fallback"] and record["overall"]["far"] <= 1e-2
     assert record["overall"]["threshold"] == array_metrics.threshold_at_far(scores, labels, 1e-2)
-    assert fallback_note(record) is None
+    assert calibration.fallback_note(record) is None
 
 
 # --- CSV errors: file, column, line, what to do ---------------------------------------------------------
