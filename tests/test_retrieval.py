@@ -152,7 +152,7 @@ def test_retrieve_without_an_identity_column_fails_with_one_line(tmp_path, capsy
 
 def test_retrieve_with_no_face_in_any_photo_fails_with_one_line(photo_dir, tmp_path, torch_home_with_vggface2, capsys):
     labels = tmp_path / "labels.csv"
-    labels.write_text("name,identity,year\ncoffee.jpg,a,2005\ncoffee.jpg,a,2010\n")
+    labels.write_text("name,identity,year\ncoffee.jpg,a,2005\ncoffee.jpg,b,2010\n")  # two people: one is refused
     assert _retrieve(labels, photo_dir, tmp_path / "out") == 1
     error = capsys.readouterr().err
     # the progress bar of the photos comes first; then the error, one line
