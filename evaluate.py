@@ -23,7 +23,7 @@ from face_match_age.device import resolve_device, resolve_inference_precision
 from face_match_age.error_messages import print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
-from face_match_age.evaluation.calibration import calibrate, fallback_note
+from face_match_age.evaluation.calibration import calibrate, fallback_note, minimum_negatives
 from face_match_age.evaluation.figures import (
     predicted_vs_true_figure,
     retrieval_by_gap_figure,
@@ -365,8 +365,17 @@ def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
         "best_threshold": best_threshold,
         "best_accuracy": best_accuracy,
     }
+    # TAR at a FAR is measured only on enough different-person pairs (calibration's rule): on fewer it is
+    # TAR at FAR 0, whatever the label says
+    negatives = int((~labels).sum())
+    figures |= {"same_person_pairs": int(labels.sum()), "different_person_pairs": negatives}
     for far in TARGET_FARS:
-        figures[f"tar_at_far_{far:g}"] = array_metrics.tar_at_far(scores, labels, far) if both else None
+        measurable = both and negatives >= minimum_negatives(far)
+        figures[f"tar_at_far_{far:g}"] = array_metrics.tar_at_far(scores, labels, far) if measurable else None
+        if both and not measurable:
+            figures[f"tar_at_far_{far:g}_unavailable"] = (
+                f"only {negatives} different-person pairs; at least {minimum_negatives(far)} measure FAR {far:g}"
+            )
     return figures
 
 

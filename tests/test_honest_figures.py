@@ -123,6 +123,14 @@ def test_verify_names_the_source_of_each_age_gap(tmp_path):
     assert mixed["age_gap_from"] == {evaluate.GAP_FROM_CSV: 3, evaluate.GAP_FROM_MODEL: 1}
 
 
+def test_tar_at_a_far_that_too_few_pairs_cannot_measure_is_not_reported(tmp_path):
+    summary = _joined_summary(tmp_path, "img1,img2,label", PAIRS, [2.0, 7.0, 30.0, 12.0])
+    assert (summary["same_person_pairs"], summary["different_person_pairs"]) == (2, 2)
+    assert summary["tar_at_far_0.01"] is None  # 2 different-person pairs measure FAR 0 or 0.5, never 0.01
+    assert summary["tar_at_far_0.01_unavailable"] == "only 2 different-person pairs; at least 100 measure FAR 0.01"
+    assert summary["by_age_gap"]["0-5"]["different_person_pairs"] == 0
+
+
 # --- calibration: the minimum count applies to the overall threshold too -------------------------------
 
 
