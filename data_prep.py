@@ -251,15 +251,15 @@ def _split(labels: Labels, args, config: Config) -> tuple[pd.DataFrame, pd.DataF
     return train, val
 
 
-def _refuse_an_emptied_split(train: pd.DataFrame, val: pd.DataFrame, kept: set[str], dropped: Counter, out: Path):
+def _refuse_an_emptied_split(train: pd.DataFrame, val: pd.DataFrame, kept: set[str], dropped: Counter, out_dir: Path):
     """Cropping that drops every photo of one side would leave an empty train.csv or val.csv: train.py could
     not train, or would validate on nothing. The crops made are kept for a rerun."""
     for split, rows in (("train", train), ("val", val)):
         if not rows["source"].isin(kept).any():
-            why = ", ".join(f"{reason}: {count}" for reason, count in dropped.items()) or "none kept"
+            why = ", ".join(f"{reason}: {count}" for reason, count in dropped.items())
             raise PrepError(
-                f"{out}: none of the {len(rows)} {split} photos kept a face ({why}), so {split}.csv would be empty "
-                "and was not written; add photos, or lower --min-face-score, and run again"
+                f"{out_dir}: none of the {len(rows)} {split} photos kept a face (dropped in both splits: {why}), so "
+                f"{split}.csv would be empty and was not written; add photos, or lower --min-face-score, and run again"
             )
 
 

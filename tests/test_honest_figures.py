@@ -230,5 +230,5 @@ def test_a_val_split_emptied_by_cropping_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert _prep_csv(tmp_path, folder, "--no-detect") == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "none of the 2 val photos kept a face (unreadable image: 2)" in error
+    assert "none of the 2 val photos kept a face (dropped in both splits: unreadable image: 2)" in error
     assert not (tmp_path / "prepared" / "val.csv").exists()

@@ -6,7 +6,7 @@ order (the lower gallery index ranks first). The result is the same on every run
 A query whose identity is absent from the gallery has nothing to find: it is skipped and counted, not
 scored 0 (that would measure the gallery's make-up, not the embedding). A query whose gallery holds
 nobody else has nothing to rank its person above: any embedding scores it 1.0, so it is skipped and
-counted too. Beside each figure, its chance level: what a random ranking of the same galleries gets.
+counted too. Beside each rank-k accuracy, its chance level: what a random ranking of the same galleries gets.
 """
 
 from __future__ import annotations
