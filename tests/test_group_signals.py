@@ -125,7 +125,8 @@ def test_a_batch_stopped_with_its_worker_processes_keeps_its_rows_and_resumes(
     out = tmp_path / "out"
     process, ready = started(tmp_path, "stop_probe.py", "batch", *_batch_command(two_pairs, out, age_checkpoint, 2))
     workers = _worker_pids(ready)
-    assert _stop_group(process, signal.SIGTERM) == infer.EXIT_TERMINATED == 143
+    assert _stop_group(process, signal.SIGTERM) == 143
+    assert infer.EXIT_TERMINATED == 143
     err = _stderr(tmp_path)
     assert err.splitlines()[-1] == (
         f"stopped by SIGTERM: 1 row kept in {out / 'results.jsonl'}; rerun the same command to resume"
