@@ -40,7 +40,8 @@ def start_helper_process() -> None:
 
 
 def _die_with_parent() -> bool:
-    """Have Linux SIGKILL this process when its parent ends; False where that cannot be asked."""
+    """Have Linux SIGKILL this process when its parent ends; False where that cannot be asked. Linux sends it
+    when the parent's thread that started this process ends: every helper here is started by a main thread."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -376,7 +376,7 @@ def analyses_sharded(
             else:  # "model": the worker's own exception, so it ends the run as it would with --devices 1
                 raise payload
     finally:
-        for worker in workers:
+        for worker in workers:  # terminate() is a SIGKILL: the workers ignore SIGTERM (processes.HelperProcess)
             worker.join(timeout=1) if finished == len(workers) else worker.terminate()
 
 
