@@ -43,6 +43,7 @@ from face_match_age.preparation.splits import (
     split_shortfall,
     within_tolerance,
 )
+from face_match_age.processes import StopSignals
 from face_match_age.reports.crop_preview import save_split_previews
 
 DATASETS = (*DATASET_SOURCES, "csv")
@@ -60,6 +61,7 @@ CSV_COLUMNS = ["name", "age", "identity", "source"]
 
 
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # the same for SIGTERM (128 + 15): a scheduler's stop, which takes Ctrl-C's path
 EXAMPLES = (
     "uv run python data_prep.py                                  # IMDB (IMDB-WIKI, filtered) into data/IMDB",
     "uv run python data_prep.py --dataset utkface --archive ~/Downloads/UTKFace.tar.gz",
@@ -70,6 +72,7 @@ EXIT_CODES = {
     0: "done (or already done with these arguments)",
     1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); what was kept is named, and the same command continues",
+    EXIT_TERMINATED: "stopped by SIGTERM (a scheduler's stop); kept and continued as for 130",
 }
 
 
@@ -111,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dataset csv needs --images DIR and --csv FILE")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    stop = StopSignals()  # SIGTERM, to this process alone or to its whole group, takes Ctrl-C's path
     try:
-        prepare(args, config)
+        with stop:
+            prepare(args, config)
     except (PrepError, DownloadError, ArchiveError, MetadataError) as error:
         print_error(error)
         return 1
@@ -126,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except Interrupted as stopped:
-        print(f"interrupted: {stopped}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"{stop.what}: {stopped}", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

@@ -39,9 +39,11 @@ from face_match_age.inference.folder_embedding import FolderInterrupted
 from face_match_age.inference.folder_run import FolderInputError, FolderRequest, run_folder
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
+from face_match_age.processes import StopSignals
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE, EXIT_OUTPUT, EXIT_MODEL, EXIT_PAIRS_FAILED = 0, 2, 3, 4, 5, 6, 7
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # the same for SIGTERM (128 + 15): a scheduler's stop, which takes Ctrl-C's path
 INFER_OPTIONS = (
     "best_checkpoint",
     "verification_threshold",
@@ -74,6 +76,7 @@ EXIT_CODES = {
     "faces.csv)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a batch keeps its rows, --folder its embeddings, and the same command "
     "resumes it",
+    EXIT_TERMINATED: "stopped by SIGTERM (a scheduler's stop), kept and resumed as for 130",
 }
 
 
@@ -154,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     age_model = age_model_status(args, config)
     if not age_model["loaded"] and not args.no_age:
         print(f"note: {age_model['reason']}; add --no-age to skip this note", file=sys.stderr)
+    # SIGTERM, to this process alone or to its whole group, takes the path of Ctrl-C below.
+    with StopSignals() as stop:
+        return _run_mode(args, config, batch, processes, age_model, stop)
+
+
+def _run_mode(args, config: Config, batch: bool, processes: int, age_model: dict, stop: StopSignals) -> int:
     try:
         threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
         if args.folder is not None:
@@ -171,17 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error, EXIT_MODEL)
     except FolderInterrupted as interrupt:
         print(
-            f"interrupted: {interrupt.embedded} photos kept in {interrupt.store}; rerun the same command to resume",
+            f"{stop.what}: {interrupt.embedded} photos kept in {interrupt.store}; rerun the same command to resume",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return stop.exit_code
     except BatchInterrupted as interrupt:
         rows = f"{interrupt.rows} row{'' if interrupt.rows == 1 else 's'}"
-        print(f"interrupted: {rows} kept in {interrupt.results}; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"{stop.what}: {rows} kept in {interrupt.results}; rerun the same command to resume", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:  # before a batch wrote anything, or in pair mode (whose files are written whole)
-        print("interrupted: rerun the same command to " + ("resume" if batch else "compare the pair"), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"{stop.what}: rerun the same command to " + ("resume" if batch else "compare the pair"), file=sys.stderr)
+        return stop.exit_code
 
 
 def _check_folder_options(parser, args) -> None:

@@ -7,12 +7,15 @@ layout, and a custom dataset only needs the same two columns.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -20,6 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 from config import MAX_AGE, MIN_AGE, Config
 from face_match_age.detection.imaging import ImageLoadError, face_to_tensor, load_image
 from face_match_age.files.csv_tables import csv_line, read_table
+from face_match_age.processes import start_helper_process
 
 SHOWN_OFFENDERS = 5  # enough to spot a pattern without flooding the terminal
 
@@ -161,10 +165,27 @@ class FaceAgeDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
+            worker_init_fn=self._worker_init(),
         )
+
+    def _worker_init(self) -> functools.partial:
+        # Lightning adds its own worker seeding only to a loader without a worker_init_fn; it is kept here, with
+        # the same rank and the same switch (seed_everything(workers=True) sets PL_SEED_WORKERS), so that
+        # augmentation stays reproducible.
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        seeded = bool(int(os.environ.get("PL_SEED_WORKERS", 0)))
+        return functools.partial(start_loader_worker, rank=rank, seeded=seeded)
 
     def _single_sample_last_batch(self) -> bool:
         # BatchNorm cannot train on a batch of one, so only such a last batch is dropped.
         world_size = self.trainer.world_size if self.trainer is not None else 1
         per_rank = math.ceil(len(self.train_set) / world_size)
         return per_rank % self.config.batch_size == 1
+
+
+def start_loader_worker(worker_id: int, rank: int, seeded: bool) -> None:
+    """A DataLoader worker's start: a stop that reaches every process is the main process's to handle (it saves
+    last.ckpt), and the worker is seeded as Lightning would seed it."""
+    start_helper_process()
+    if seeded:
+        pl_worker_init_function(worker_id, rank=rank)

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import queue
-import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from face_match_age.files.output_files import (
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_row
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
+from face_match_age.processes import helper_context, start_helper_process
 from face_match_age.reports.batch_sheet import FAILED, MATCH, NO_MATCH, save_batch_sheet, verdict
 
 CSV_COLUMNS = [
@@ -351,7 +351,7 @@ def analyses_sharded(
 ) -> Iterator[PhotoAnalysis]:
     """The analyses of `photos` from `world` processes (one per GPU, or CPU processes), each holding its own
     models and every world-th photo; they arrive in the order they finish. Closing the iterator stops them."""
-    context = torch.multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    context = helper_context()  # spawned (CUDA cannot be forked); stopping them is this process's job
     results = context.Queue(maxsize=256)
     workers = [
         context.Process(
@@ -376,7 +376,7 @@ def analyses_sharded(
             else:  # "model": the worker's own exception, so it ends the run as it would with --devices 1
                 raise payload
     finally:
-        for worker in workers:
+        for worker in workers:  # terminate() is a SIGKILL: the workers ignore SIGTERM (processes.HelperProcess)
             worker.join(timeout=1) if finished == len(workers) else worker.terminate()
 
 
@@ -391,7 +391,7 @@ def _check_alive(workers) -> None:
 def _shard_worker(
     rank: int, world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path], results
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the workers
+    start_helper_process()  # Ctrl-C and SIGTERM are the main process's to handle: it keeps the rows, then stops us
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
         analyzer = make_analyzer(device=_device_for(rank, world, device))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from config import Config
 from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face
 from face_match_age.detection.imaging import ImageLoadError, load_image
 from face_match_age.files.output_files import remove_temporary_files, write_atomically
+from face_match_age.processes import helper_context, start_helper_process
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway
@@ -79,12 +79,12 @@ def run_crops(
         for chunk in chunks:
             yield from crop_chunk(chunk, config, detector)
         return
-    context = torch.multiprocessing.get_context("spawn")  # no fork: torch and MTCNN state do not survive it
+    context = helper_context()  # spawned: torch and MTCNN state do not survive a fork
     try:
         with context.Pool(workers, initializer=_init_worker, initargs=(config, detect)) as pool:
             for outcomes in pool.imap_unordered(_crop_in_worker, chunks):
                 yield from outcomes
-    except BaseException:  # Ctrl-C or an error: the pool was terminated, perhaps while a worker wrote a crop
+    except BaseException:  # Ctrl-C, SIGTERM or an error: the pool was killed, perhaps while a worker wrote a crop
         for folder in {Path(task.dest).parent for task in tasks}:
             remove_temporary_files(folder)
         raise
@@ -94,9 +94,9 @@ _worker_state: dict = {}
 
 
 def _init_worker(config: Config, detect: bool) -> None:
-    # Ctrl-C reaches every process of the terminal; the parent alone handles it (and ends the pool), so the
-    # workers do not each print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C and a scheduler's SIGTERM reach every process of the job; the parent alone handles them (it keeps
+    # the crops, then ends the pool), so the workers do not each print a traceback.
+    start_helper_process()
     torch.set_num_threads(1)  # the pool is the parallelism; threads per worker would only fight
     _worker_state["config"] = config
     _worker_state["detector"] = build_face_detector(config, "cpu") if detect else None

@@ -104,7 +104,12 @@ class StopOnSignal(L.Callback):
         lightning_sigterm = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum, frame) -> None:
-            self.signal_name = self.signal_name or signal.Signals(signum).name
+            # Once per process: with DDP, a stop sent to the whole job reaches each rank twice (from the sender,
+            # and from rank 0, which passes it on), and Lightning's handler runs a collective broadcast at each
+            # call, which the other ranks would not match.
+            if self.signal_name is not None:
+                return
+            self.signal_name = signal.Signals(signum).name
             if callable(lightning_sigterm):
                 lightning_sigterm(signal.SIGTERM, frame)
 
