@@ -35,6 +35,7 @@ from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import (
     OutputError,
+    out_dir_lock,
     prepare_out_dir,
     recorded_differences,
     write_atomically,
@@ -138,8 +139,19 @@ def run_batch(
     settings: what else changes a row (e.g. tta, the weights used), recorded in out_dir/batch.json.
     age_model: what every row says about the age model (pair_row's `age_model` field).
     A rerun of the same batch resumes; an out_dir holding another batch's rows raises OutputError; Ctrl-C
-    raises BatchInterrupted with every row written so far kept."""
+    raises BatchInterrupted with every row written so far kept; another run writing into out_dir (holding its
+    lock) raises OutputError."""
     out_dir = prepare_out_dir(out_dir)
+    with out_dir_lock(out_dir):  # held until the files are final: two batches would replace each other's rows
+        return _locked_batch(
+            pairs, out_dir, make_analyzer, threshold, config, devices, device, all_faces, record, settings, age_model
+        )
+
+
+def _locked_batch(
+    pairs, out_dir, make_analyzer, threshold, config, devices, device, all_faces, record, settings, age_model
+) -> dict[str, int]:
+    """run_batch's work, with out_dir locked."""
     identity = batch_identity(pairs, config, threshold, all_faces, settings)
     _refuse_another_batch(out_dir, identity)
     results = out_dir / RESULTS_JSONL

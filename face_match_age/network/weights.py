@@ -17,7 +17,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 
 from face_match_age.error_messages import MultiLineError, error_summary
-from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+from face_match_age.files.checkpoint_files import DamagedCheckpointError, damaged_message, load_checked
 from face_match_age.files.downloader import DownloadError, download
 
 _RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
@@ -129,11 +129,10 @@ def save_random_weights(path: Path, name: str = "vggface2", adjust=None) -> Path
 
 def _read_state_dict(path: Path, remedy: str) -> dict[str, torch.Tensor]:
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        damage = checkpoint_damage(path)  # looked for only now: it reads every byte
-        if damage is not None:
-            raise PretrainedWeightsError(damaged_message(path, damage, remedy, kind="weights file")) from None
+        state_dict = load_checked(path)
+    except DamagedCheckpointError as damage:
+        raise PretrainedWeightsError(damaged_message(path, str(damage), remedy, kind="weights file")) from None
+    except Exception as error:  # torch raises several types for foreign files
         raise PretrainedWeightsError(
             f"{path} is not a readable weights file ({error_summary(error)}). {remedy}"
         ) from None
