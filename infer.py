@@ -26,7 +26,7 @@ from face_match_age.evaluation.calibration import CalibratedThreshold, Calibrati
 from face_match_age.files.embedding_store import StoreError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
 from face_match_age.files.photo_lists import PhotoListError
-from face_match_age.inference.analyzer import FaceAnalyzer, pair_row
+from face_match_age.inference.analyzer import FaceAnalyzer, pair_row, verification_weights_identity
 from face_match_age.inference.annotate import comparison_image
 from face_match_age.inference.batch import (
     BatchInterrupted,
@@ -234,7 +234,7 @@ def model_settings(args, config: Config, age_model: dict) -> dict:
     return {
         "tta": args.tta,
         "age_checkpoint": file_stamp(config.best_checkpoint) if age_model["loaded"] else None,
-        "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2",
+        "verify_weights": verification_weights_identity(args.verify_weights),
     }
 
 

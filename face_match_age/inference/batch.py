@@ -222,6 +222,20 @@ def file_stamp(path: Path | None) -> list | None:
     return [str(path), status.st_size, status.st_mtime_ns]
 
 
+def model_files(keys: list[str], settings: dict) -> list[str]:
+    """The files named by the settings `keys` whose value identifies a model file (file_stamp's [path, size,
+    time], weights_identity's {"file": name, "sha256": ...}): a refusal names them, since a file replaced
+    under the same name and options is what a user cannot see."""
+    names = []
+    for key in keys:
+        value = settings.get(key)
+        if isinstance(value, dict) and "file" in value:
+            names.append(value["file"])
+        elif isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+            names.append(value[0])
+    return names
+
+
 def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
     jsonl, table = out_dir / RESULTS_JSONL, out_dir / RESULTS_CSV
     holds_rows = (jsonl.is_file() and jsonl.stat().st_size > 0) or (
@@ -236,6 +250,7 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
         why = f"no readable {MANIFEST} says which"
     else:
         why = f"its {', '.join(differ)} differ from this command's"
+        why += "".join(f"; {name} is not the file its rows were made with" for name in model_files(differ, identity))
     raise OutputError(
         f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
         f"or delete {jsonl} and {table} to start again"

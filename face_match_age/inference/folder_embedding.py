@@ -23,7 +23,7 @@ from face_match_age.files.embedding_store import MANIFEST as STORE_MANIFEST
 from face_match_age.files.embedding_store import EmbeddingStore, merge_stores
 from face_match_age.files.output_files import OutputError, recorded_differences, write_json
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
-from face_match_age.inference.batch import analyses_sharded
+from face_match_age.inference.batch import analyses_sharded, model_files
 from face_match_age.memory import release_freed_memory
 
 STORE_FOLDER = "embeddings"
@@ -62,13 +62,13 @@ def open_store(out_dir: Path, settings: dict, merge_from: Sequence[Path] = ()) -
     """OUT_DIR's store, made from the shards `merge_from` when given (OUT_DIR must not hold one yet). Refuses
     a store or shard embedded with other settings, naming the settings that differ."""
     folder = out_dir / STORE_FOLDER
-    _check_settings(folder, settings, f"{out_dir} holds embeddings made")
+    _check_settings(folder, settings, f"{out_dir} holds embeddings made", f"another OUT_DIR, or delete {folder}")
     if merge_from:
         if (folder / STORE_MANIFEST).is_file():
             raise OutputError(f"{out_dir} already holds embeddings; merge the shards into a new OUT_DIR")
         shards = [_shard_store(path) for path in merge_from]
         for shard in shards:
-            _check_settings(shard, settings, f"shard {shard} was embedded")
+            _check_settings(shard, settings, f"shard {shard} was embedded", "or embed the shard again")
         merge_stores(shards, folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SETTINGS_FILE, settings)
@@ -141,7 +141,7 @@ def _record(analysis: PhotoAnalysis, name: str) -> tuple[dict, object]:
     return record, face.embedding
 
 
-def _check_settings(store: Path, settings: dict, what: str) -> None:
+def _check_settings(store: Path, settings: dict, what: str, remedy: str) -> None:
     if not (store / STORE_MANIFEST).is_file():
         return
     differ = recorded_differences(store / SETTINGS_FILE, settings)
@@ -150,8 +150,9 @@ def _check_settings(store: Path, settings: dict, what: str) -> None:
     if differ is None:
         why = f"with unknown settings (no readable {store / SETTINGS_FILE})"
     else:
-        why = f"with other settings ({', '.join(differ)})"
-    raise OutputError(f"{what} {why}; use the same options, or another OUT_DIR")
+        changed = "".join(f"; {name} is not the file they were made with" for name in model_files(differ, settings))
+        why = f"with other settings ({', '.join(differ)}{changed})"
+    raise OutputError(f"{what} {why}; use the same options, {remedy}")
 
 
 def _shard_store(path: Path) -> Path:
