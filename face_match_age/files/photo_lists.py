@@ -57,5 +57,17 @@ def listed_photos(folder: Path, file_list: Path) -> list[str]:
     return sorted(set(names))
 
 
+def photo_stamp(path: Path) -> list[int] | None:
+    """[size, modification time in ns] of a photo, None when it cannot be read: what tells a file replaced
+    under the same name. Cheap (one stat, no read of 100,000 photos at each rerun); without the folder, so a
+    store's stamps hold on another machine that sees the same files (the same mount, or copies that kept
+    their times)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return [status.st_size, status.st_mtime_ns]
+
+
 def _is_photo_name(name: str) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in PHOTO_SUFFIXES
