@@ -2,8 +2,9 @@
 
 Pair mode writes OUT_DIR/{stem1}_vs_{stem2}_result.jpg (and, with --json, ..._data.json). --pairs streams
 OUT_DIR/results.jsonl and results.csv; a batch run again into the same OUT_DIR resumes where it stopped; OUT_DIR
-holding another batch's results is refused (5): choose another OUT_DIR. --folder embeds each photo once into
-OUT_DIR/embeddings (resumable) and writes faces.csv, matches.csv (only pairs above the threshold, or each
+holding another batch's results, or that another run is writing, is refused (5): choose another OUT_DIR.
+--folder embeds each photo once into OUT_DIR/embeddings (resumable; a photo whose file changed is embedded
+again) and writes faces.csv, matches.csv (only pairs above the threshold, or each
 photo's --top-k best), clusters.csv and each person's age timeline: never all pairs.
 Without an age model at the default checkpoint (and no --ckpt), verification still runs: ages are null, the
 results' age_model field says why, and stderr says it once.
@@ -67,7 +68,7 @@ EXIT_CODES = {
     EXIT_INPUT: "unreadable input (missing, folder, not an image, truncated, too large); an unusable "
     "--calibration file counts as one",
     EXIT_NO_FACE: "no face found in a photo",
-    EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results",
+    EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results, or another run is writing to it",
     EXIT_MODEL: "a model cannot be loaded: an age checkpoint named with --ckpt that is missing, a damaged or "
     "unsafe one, or the verification weights (a missing default checkpoint only leaves the ages empty)",
     EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows), or some photos of --folder (see "
