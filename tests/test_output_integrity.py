@@ -4,6 +4,8 @@ its name or fixed after failing, OUT_DIR inside the photo folder, and a flipped 
 
 import csv
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,20 @@ from synthetic import make_dataset
 
 import evaluate
 import infer
-from face_match_age.files.output_files import out_dir_lock
+from face_match_age.files.output_files import OutputError, out_dir_lock
 from face_match_age.inference import analyzer
 from face_match_age.network.weights import save_random_weights
 
 VGGFACE2 = "20180402-114759-vggface2.pt"
+ROOT = Path(__file__).resolve().parents[1]
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from face_match_age.files.output_files import out_dir_lock
+with out_dir_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()  # until killed
+"""
 
 
 def _one_error_line(capsys) -> str:
@@ -59,6 +70,21 @@ def test_a_run_into_an_out_dir_another_run_is_writing_is_refused(
     assert f"another run is writing to {out}" in line, line
     assert "choose another OUT_DIR" in line, line
     assert sorted(path.name for path in out.iterdir()) == [".lock"]  # nothing of the second run's
+
+
+def test_the_lock_of_a_run_killed_outright_is_released_with_its_process(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(OutputError, match="another run is writing to"), out_dir_lock(tmp_path):
+            pass
+    finally:
+        holder.kill()  # kill -9: no clean-up of its own runs
+        holder.wait()
+    with out_dir_lock(tmp_path):  # no stale lock
+        pass
 
 
 def test_verification_weights_swapped_under_their_name_refuse_a_resumed_batch_and_a_grown_folder(
