@@ -132,7 +132,7 @@ def evaluate_verification(
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
     The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
     they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
-    from face_match_age.inference.analyzer import FaceAnalyzer
+    from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
     from face_match_age.inference.batch import read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv)
@@ -149,6 +149,7 @@ def evaluate_verification(
         config=config,
         device=device,
         record={"script": "evaluate.py verify", "pairs": str(pairs_csv)},
+        settings={"verify_weights": verification_weights_identity(None)},  # a resumed run: the same weights
     )
     results = _joined_results(out_dir / "results.jsonl", table)
     results["score"] = _unrounded_scores(results, pairs, recorder, device)

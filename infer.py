@@ -2,8 +2,9 @@
 
 Pair mode writes OUT_DIR/{stem1}_vs_{stem2}_result.jpg (and, with --json, ..._data.json). --pairs streams
 OUT_DIR/results.jsonl and results.csv; a batch run again into the same OUT_DIR resumes where it stopped; OUT_DIR
-holding another batch's results is refused (5): choose another OUT_DIR. --folder embeds each photo once into
-OUT_DIR/embeddings (resumable) and writes faces.csv, matches.csv (only pairs above the threshold, or each
+holding another batch's results, or that another run is writing, is refused (5): choose another OUT_DIR.
+--folder embeds each photo once into OUT_DIR/embeddings (resumable; a photo whose file changed is embedded
+again) and writes faces.csv, matches.csv (only pairs above the threshold, or each
 photo's --top-k best), clusters.csv and each person's age timeline: never all pairs.
 Without an age model at the default checkpoint (and no --ckpt), verification still runs: ages are null, the
 results' age_model field says why, and stderr says it once.
@@ -26,7 +27,7 @@ from face_match_age.evaluation.calibration import CalibratedThreshold, Calibrati
 from face_match_age.files.embedding_store import StoreError
 from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
 from face_match_age.files.photo_lists import PhotoListError
-from face_match_age.inference.analyzer import FaceAnalyzer, pair_row
+from face_match_age.inference.analyzer import FaceAnalyzer, pair_row, verification_weights_identity
 from face_match_age.inference.annotate import comparison_image
 from face_match_age.inference.batch import (
     BatchInterrupted,
@@ -69,7 +70,7 @@ EXIT_CODES = {
     EXIT_INPUT: "unreadable input (missing, folder, not an image, truncated, too large); an unusable "
     "--calibration file counts as one",
     EXIT_NO_FACE: "no face found in a photo",
-    EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results",
+    EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results, or another run is writing to it",
     EXIT_MODEL: "a model cannot be loaded: an age checkpoint named with --ckpt that is missing, a damaged or "
     "unsafe one, or the verification weights (a missing default checkpoint only leaves the ages empty)",
     EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows), or some photos of --folder (see "
@@ -243,7 +244,7 @@ def model_settings(args, config: Config, age_model: dict) -> dict:
     return {
         "tta": args.tta,
         "age_checkpoint": file_stamp(config.best_checkpoint) if age_model["loaded"] else None,
-        "verify_weights": file_stamp(args.verify_weights) if args.verify_weights else "vggface2",
+        "verify_weights": verification_weights_identity(args.verify_weights),
     }
 
 

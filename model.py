@@ -11,6 +11,7 @@ would use, where the pretrained weights are expected, and builds the model once.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,9 +33,11 @@ from config import (
 )
 from face_match_age.device import choose_device
 from face_match_age.error_messages import print_error
-from face_match_age.files.checkpoint_files import save_checkpoint_file
+from face_match_age.files.checkpoint_files import archive_damage, damaged_message, save_checkpoint_file
 from face_match_age.network.age_network import (
+    DAMAGED_ADVICE,
     AgeNetwork,
+    CheckpointError,
     age_kl_loss,
     checkpoint_parameter_name,
     expected_age,
@@ -98,6 +101,10 @@ class AgeEstimationModel(L.LightningModule):
         no download of pretrained weights that the checkpoint replaces anyway."""
         kwargs.setdefault("load_pretrained_weights", False)
         kwargs.setdefault("weights_only", True)
+        if isinstance(checkpoint_path, str | os.PathLike) and Path(checkpoint_path).is_file():
+            damage = archive_damage(checkpoint_path)  # Lightning's torch.load would load a flipped byte silently
+            if damage is not None:
+                raise CheckpointError(damaged_message(checkpoint_path, damage, DAMAGED_ADVICE))
         return super().load_from_checkpoint(
             checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, **kwargs
         )

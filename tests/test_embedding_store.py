@@ -35,7 +35,15 @@ def test_a_photo_without_a_face_keeps_its_error_and_no_row(tmp_path):
     store = EmbeddingStore(tmp_path / "store")
     store.append(*_photos(["blank.jpg"]))
     assert store.table() == [
-        {"row": None, "file": "blank.jpg", "box": None, "age": None, "uncertainty": None, "error": "no face found"}
+        {
+            "row": None,
+            "file": "blank.jpg",
+            "box": None,
+            "age": None,
+            "uncertainty": None,
+            "error": "no face found",
+            "stamp": None,
+        }
     ]
     assert store.embeddings().shape == (0, 512)
 
@@ -53,11 +61,15 @@ def test_a_chunk_killed_before_its_manifest_entry_is_ignored_and_redone(tmp_path
     np.testing.assert_array_equal(resumed.embeddings()[2:], np.stack(_photos(["c.jpg", "d.jpg"], 3)[1]))
 
 
-def test_a_photo_already_held_is_refused(tmp_path):
+def test_a_photo_appended_again_supersedes_its_older_record_which_stays_readable(tmp_path):
     store = EmbeddingStore(tmp_path / "store")
-    store.append(*_photos(["a.jpg"]))
-    with pytest.raises(StoreError, match="already holds a.jpg"):
-        store.append(*_photos(["a.jpg"]))
+    store.append(*_photos(["a.jpg", "blank.jpg"], 1))
+    again = _photos(["a.jpg"], 2)
+    store.append(*again)
+    reopened = EmbeddingStore(tmp_path / "store")
+    assert [(record["file"], record["row"]) for record in reopened.table()] == [("blank.jpg", None), ("a.jpg", 1)]
+    np.testing.assert_array_equal(reopened.rows([1]), np.stack(again[1]))
+    assert len(reopened.embeddings()) == 2  # the first chunk is kept as written
 
 
 def test_a_chunk_naming_a_photo_twice_is_refused(tmp_path):

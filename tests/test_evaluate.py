@@ -318,7 +318,9 @@ def test_leakage_counts_the_rows_it_could_not_check(tmp_path, capsys):
     assert report["val_images_without_identity"] == 1
 
 
-def test_ctrl_c_while_scoring_ends_with_one_line(labelled_pairs, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_while_scoring_ends_with_one_line(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch, capsys
+):
     from face_match_age.inference import batch
 
     def interrupted(*args, **kwargs):

@@ -59,6 +59,41 @@ def checkpoint_damage(path: Path) -> str | None:
     return None
 
 
+def load_checked(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load(path, weights_only=True) once the file's checksums are found intact: the one way this toolkit
+    reads a checkpoint or weights file, since torch.load alone loads a flipped byte in the weights without a
+    word (ages off by decades). Costs a read of the whole file, about a second per GB, at each load.
+
+    Raises DamagedCheckpointError (its message: checkpoint_damage's reason) for a damaged file; any other error
+    of torch.load (an unsafe pickle, a file of another kind) as torch.load raised it. A file in torch's
+    pre-1.6 format (not a zip archive, as the released VGGFace2 weights may be) has no checksums to check:
+    it is loaded, and reported as damaged only when torch.load fails on it."""
+    damage = archive_damage(path)
+    if damage is not None:
+        raise DamagedCheckpointError(damage)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # torch raises many types for truncated or foreign files
+        damage = None if _starts_like_zip(path) else checkpoint_damage(path)  # intact archive: torch says why
+        if damage is None:
+            raise
+        raise DamagedCheckpointError(damage) from None
+
+
+def archive_damage(path: Path) -> str | None:
+    """checkpoint_damage of a zip archive (what torch.save writes); None for a file that does not start like
+    one (torch's pre-1.6 format has no checksums to check: let torch.load judge it)."""
+    return checkpoint_damage(path) if _starts_like_zip(path) else None
+
+
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    except OSError:
+        return False  # torch.load fails on it too, and checkpoint_damage then says why
+
+
 def damaged_message(path: Path, reason: str, advice: str, kind: str = "checkpoint") -> str:
     """One line for a damaged checkpoint (or other torch.save file, named by `kind`): which file, why, what to do."""
     return f"{kind} {path} is damaged: {reason}. {advice}"

@@ -1,11 +1,15 @@
 """Face embeddings kept on disk, one chunk at a time, so a killed run resumes where it stopped.
 
 A store is a folder: each chunk is a part file of embeddings (part_NNNNN.npy) and a part table
-(part_NNNNN.jsonl, one line per photo: row, file, box, age, uncertainty, error), and manifest.json lists
+(part_NNNNN.jsonl, one line per photo: row, file, box, age, uncertainty, error, stamp), and manifest.json lists
 the chunks that are complete. A chunk counts only once the manifest names it, and the manifest is replaced
 atomically after both part files are whole: a run killed mid-chunk leaves part files no manifest names,
 which are ignored and written again. Photos without a face have a table line (row null, the error) and
 no embedding, so `row` indexes the store's embeddings directly.
+
+The store is only ever appended to: a photo embedded again (its file changed) gets a record in a later chunk,
+and the latest record of a file is the one that counts. Older chunks stay as written, readable, their
+superseded rows simply no longer referenced (2 KB each).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 from face_match_age.files.output_files import write_atomically, write_json
 
 MANIFEST = "manifest.json"
-TABLE_FIELDS = ("row", "file", "box", "age", "uncertainty", "error")
+# stamp: what the photo's file was when it was read (photo_lists.photo_stamp), to notice it replaced since
+TABLE_FIELDS = ("row", "file", "box", "age", "uncertainty", "error", "stamp")
 
 
 class StoreError(ValueError):
@@ -39,23 +44,22 @@ class EmbeddingStore:
             if recorded["dimension"] != dimension:
                 raise StoreError(f"{self.folder} holds {recorded['dimension']}-d embeddings, not {dimension}-d")
             self.parts = recorded["parts"]
-        self._files = {record["file"] for record in self.table()}  # kept, so an append need not reread the table
+        self._latest: dict[str, dict] = {}  # file -> its latest record; kept, so an append need not reread
+        for part in self.parts:
+            self._supersede(self._part_table(part))
 
     def __len__(self) -> int:
-        """Embeddings held (photos with a face)."""
+        """Embeddings held in the part files (photos with a face), superseded ones included: the next row."""
         return sum(part["embeddings"] for part in self.parts)
 
     def append(self, records: Sequence[dict], embeddings: Sequence[np.ndarray | None]) -> None:
-        """Add one chunk: a table record per photo (file, and any of box, age, uncertainty, error) and its
-        embedding, or None where it has none. Refuses a photo the store already holds."""
+        """Add one chunk: a table record per photo (file, and any of box, age, uncertainty, error, stamp) and its
+        embedding, or None where it has none. A record of a photo the store holds supersedes the older one."""
         if len(records) != len(embeddings):
             raise StoreError(f"{len(records)} records but {len(embeddings)} embeddings")
         names = [record["file"] for record in records]
-        already = self._files & set(names)
         if len(set(names)) < len(names):
             raise StoreError("a chunk names the same photo twice; embed each photo once")
-        if already:
-            raise StoreError(f"{self.folder} already holds {sorted(already)[0]} ({len(already)} photos in all)")
         vectors = [vector for vector in embeddings if vector is not None]
         if any(np.shape(vector) != (self.dimension,) for vector in vectors):
             raise StoreError(f"every embedding must hold {self.dimension} numbers")
@@ -82,19 +86,28 @@ class EmbeddingStore:
         part = {"name": name, "embeddings": len(stacked), "records": len(lines)}
         write_json(self.folder / MANIFEST, {"dimension": self.dimension, "parts": [*self.parts, part]})
         self.parts.append(part)
-        self._files |= {line["file"] for line in lines}
+        self._supersede(lines)
+
+    def _part_table(self, part: dict) -> list[dict]:
+        text = (self.folder / f"{part['name']}.jsonl").read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines()]
+
+    def _supersede(self, records: list[dict]) -> None:
+        for record in records:
+            self._latest.pop(record["file"], None)  # moved to the end: the table's order is the order appended
+            self._latest[record["file"]] = record
 
     def table(self) -> list[dict]:
-        """Every photo's record, in the order appended."""
-        records = []
-        for part in self.parts:
-            text = (self.folder / f"{part['name']}.jsonl").read_text(encoding="utf-8")
-            records += [json.loads(line) for line in text.splitlines()]
-        return records
+        """Each photo's latest record, in the order appended."""
+        return [dict(record) for record in self._latest.values()]
 
     def files(self) -> set[str]:
-        """The photos already done: a resumed run skips them."""
-        return set(self._files)
+        """The photos already done: a resumed run skips those whose file has not changed since."""
+        return set(self._latest)
+
+    def stamps(self) -> dict[str, object]:
+        """Each photo's stamp, as its latest record holds it (None in a store written before stamps)."""
+        return {file: record.get("stamp") for file, record in self._latest.items()}
 
     def embeddings(self) -> np.ndarray:
         """All embeddings as one N x dimension float32 array, row i the table's `row` i."""

@@ -3,11 +3,12 @@ silently overwrite the results of other photos."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -24,11 +25,58 @@ def prepare_out_dir(path: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
             pass
     except OSError as error:
-        raise OutputError(
-            f"cannot write to output folder {path} ({error.strerror or error}); "
-            "choose another OUT_DIR or fix its permissions"
-        ) from None
+        raise _unwritable(path, error) from None
     return path
+
+
+def _unwritable(folder: Path, error: OSError) -> OutputError:
+    return OutputError(
+        f"cannot write to output folder {folder} ({error.strerror or error}); "
+        "choose another OUT_DIR or fix its permissions"
+    )
+
+
+LOCK_FILE = ".lock"  # in an OUT_DIR that a batch or folder run is writing; empty, and left in place
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: Path) -> Iterator[Path]:
+    """Hold OUT_DIR's lock for the `with` block, or raise OutputError at once when another run holds it: two
+    runs appending to and replacing the same results files would each lose the other's rows.
+
+    An OS lock (flock) on OUT_DIR/.lock, not a file that says "taken": the OS releases it when the process
+    ends however it ends (kill -9 included), so a killed run never leaves OUT_DIR locked. The file itself
+    stays: removing it would let a waiting run lock a file the next run no longer sees."""
+    path = Path(out_dir) / LOCK_FILE
+    try:
+        handle = open(path, "a+b")  # noqa: SIM115 -- kept open for the block: closing it releases the lock
+    except OSError as error:
+        raise _unwritable(out_dir, error) from None
+    with handle:
+        if not _lock_at_once(handle):
+            raise OutputError(
+                f"another run is writing to {out_dir} (it holds {path}); wait for it to end, or choose another OUT_DIR"
+            )
+        yield path
+
+
+def _lock_at_once(handle) -> bool:
+    """Lock the open file `handle` for this process without waiting; False when another process holds it."""
+    if os.name == "nt":  # no flock on Windows: a byte-range lock, released the same way
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 TEMPORARY_SUFFIX = ".tmp"  # write_atomically's temporary files: ".NAME.tmp" beside NAME

@@ -33,9 +33,17 @@ from face_match_age.device import autocast_dtype, resolve_device, resolve_infere
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.inference.prefetch import prefetched
 from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
-from face_match_age.network.weights import load_backbone
+from face_match_age.network.weights import ensure_weights, load_backbone, weights_identity
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
+VERIFY_WEIGHTS_HINT = "or, with infer.py, name a weights file with --verify-weights PATH"
+
+
+def verification_weights_identity(verify_weights: Path | None) -> dict:
+    """weights_identity of the verification weights FaceAnalyzer(verify_weights=...) loads: the file named, or
+    the default one (downloaded first when missing, as the analyzer would)."""
+    path = verify_weights or ensure_weights(VERIFICATION_WEIGHTS, VERIFY_WEIGHTS_HINT)
+    return weights_identity(path)
 
 
 @dataclass
@@ -120,7 +128,7 @@ class FaceAnalyzer:
         self.verifier = load_backbone(
             VERIFICATION_WEIGHTS,
             weights_file=verify_weights,
-            hint="or, with infer.py, name a weights file with --verify-weights PATH",
+            hint=VERIFY_WEIGHTS_HINT,
         )
         self.verifier = self.verifier.to(self.device).eval()
         self._verify, self._age = (self._prepared(network) for network in (self.verifier, self.age_model))

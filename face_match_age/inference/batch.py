@@ -34,6 +34,7 @@ from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import (
     OutputError,
+    out_dir_lock,
     prepare_out_dir,
     recorded_differences,
     write_atomically,
@@ -138,8 +139,19 @@ def run_batch(
     settings: what else changes a row (e.g. tta, the weights used), recorded in out_dir/batch.json.
     age_model: what every row says about the age model (pair_row's `age_model` field).
     A rerun of the same batch resumes; an out_dir holding another batch's rows raises OutputError; Ctrl-C
-    raises BatchInterrupted with every row written so far kept."""
+    raises BatchInterrupted with every row written so far kept; another run writing into out_dir (holding its
+    lock) raises OutputError."""
     out_dir = prepare_out_dir(out_dir)
+    with out_dir_lock(out_dir):  # held until the files are final: two batches would replace each other's rows
+        return _locked_batch(
+            pairs, out_dir, make_analyzer, threshold, config, devices, device, all_faces, record, settings, age_model
+        )
+
+
+def _locked_batch(
+    pairs, out_dir, make_analyzer, threshold, config, devices, device, all_faces, record, settings, age_model
+) -> dict[str, int]:
+    """run_batch's work, with out_dir locked."""
     identity = batch_identity(pairs, config, threshold, all_faces, settings)
     _refuse_another_batch(out_dir, identity)
     results = out_dir / RESULTS_JSONL
@@ -210,6 +222,20 @@ def file_stamp(path: Path | None) -> list | None:
     return [str(path), status.st_size, status.st_mtime_ns]
 
 
+def model_files(keys: list[str], settings: dict) -> list[str]:
+    """The files named by the settings `keys` whose value identifies a model file (file_stamp's [path, size,
+    time], weights_identity's {"file": name, "sha256": ...}): a refusal names them, since a file replaced
+    under the same name and options is what a user cannot see."""
+    names = []
+    for key in keys:
+        value = settings.get(key)
+        if isinstance(value, dict) and "file" in value:
+            names.append(value["file"])
+        elif isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+            names.append(value[0])
+    return names
+
+
 def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
     jsonl, table = out_dir / RESULTS_JSONL, out_dir / RESULTS_CSV
     holds_rows = (jsonl.is_file() and jsonl.stat().st_size > 0) or (
@@ -224,6 +250,7 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
         why = f"no readable {MANIFEST} says which"
     else:
         why = f"its {', '.join(differ)} differ from this command's"
+        why += "".join(f"; {name} is not the file its rows were made with" for name in model_files(differ, identity))
     raise OutputError(
         f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
         f"or delete {jsonl} and {table} to start again"

@@ -22,8 +22,9 @@ from face_match_age.error_messages import error_line
 from face_match_age.files.embedding_store import MANIFEST as STORE_MANIFEST
 from face_match_age.files.embedding_store import EmbeddingStore, merge_stores
 from face_match_age.files.output_files import OutputError, recorded_differences, write_json
+from face_match_age.files.photo_lists import photo_stamp
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
-from face_match_age.inference.batch import analyses_sharded
+from face_match_age.inference.batch import analyses_sharded, model_files
 from face_match_age.memory import release_freed_memory
 
 STORE_FOLDER = "embeddings"
@@ -62,13 +63,13 @@ def open_store(out_dir: Path, settings: dict, merge_from: Sequence[Path] = ()) -
     """OUT_DIR's store, made from the shards `merge_from` when given (OUT_DIR must not hold one yet). Refuses
     a store or shard embedded with other settings, naming the settings that differ."""
     folder = out_dir / STORE_FOLDER
-    _check_settings(folder, settings, f"{out_dir} holds embeddings made")
+    _check_settings(folder, settings, f"{out_dir} holds embeddings made", f"another OUT_DIR, or delete {folder}")
     if merge_from:
         if (folder / STORE_MANIFEST).is_file():
             raise OutputError(f"{out_dir} already holds embeddings; merge the shards into a new OUT_DIR")
         shards = [_shard_store(path) for path in merge_from]
         for shard in shards:
-            _check_settings(shard, settings, f"shard {shard} was embedded")
+            _check_settings(shard, settings, f"shard {shard} was embedded", "or embed the shard again")
         merge_stores(shards, folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SETTINGS_FILE, settings)
@@ -84,12 +85,18 @@ def embed_photos(
     devices: int = 1,
     device: str = "auto",
 ) -> int:
-    """Detect and embed every photo of `names` (relative to `folder`) the store lacks; returns how many were
-    embedded now. A photo that fails is stored with its error, and its line goes to stderr."""
-    done = store.files()
-    todo = [name for name in names if name not in done]
+    """Detect and embed every photo of `names` (relative to `folder`) the store lacks, or holds from a file that
+    changed since (its stamp, size and modification time, differs: a photo replaced under the same name, or a
+    failed one fixed); returns how many were embedded now. A photo that fails is stored with its error, and
+    its line goes to stderr; it is tried again once its file changes."""
+    # Stamped before the photos are read: one that changes while it is read differs from its stamp next time.
+    stamps = {name: photo_stamp(folder / name) for name in names}
+    held = store.stamps()
+    todo = [name for name in names if name not in held or held[name] != stamps[name]]
     if len(todo) < len(names):
-        print(f"resuming: {len(names) - len(todo)} of {len(names)} photos already embedded in {store.folder}")
+        changed = sum(name in held for name in todo)
+        again = f"; {changed} changed since, embedded again" if changed else ""
+        print(f"resuming: {len(names) - len(todo)} of {len(names)} photos already embedded in {store.folder}{again}")
     if not todo:
         return 0
     paths = [folder / name for name in todo]
@@ -112,36 +119,39 @@ def embed_photos(
                 if done_now % PHOTOS_PER_BATCH == 0:
                     release_freed_memory()
                 if len(pending) == PHOTOS_PER_CHUNK:
-                    saved += _save_chunk(store, pending, name_of)
+                    saved += _save_chunk(store, pending, name_of, stamps)
         except KeyboardInterrupt:
-            saved += _save_chunk(store, pending, name_of)
+            saved += _save_chunk(store, pending, name_of, stamps)
             raise FolderInterrupted(store.folder, len(store.files())) from None
-        saved += _save_chunk(store, pending, name_of)
+        saved += _save_chunk(store, pending, name_of, stamps)
     return saved
 
 
-def _save_chunk(store: EmbeddingStore, analyses: list[PhotoAnalysis], name_of: dict[str, str]) -> int:
+def _save_chunk(
+    store: EmbeddingStore, analyses: list[PhotoAnalysis], name_of: dict[str, str], stamps: dict[str, list | None]
+) -> int:
     """Append the finished `analyses` to the store as one chunk and empty the list; returns how many."""
     if not analyses:
         return 0
-    records, embeddings = zip(*(_record(analysis, name_of[analysis.source]) for analysis in analyses))
+    names = [name_of[analysis.source] for analysis in analyses]
+    records, embeddings = zip(*(_record(analysis, name, stamps[name]) for analysis, name in zip(analyses, names)))
     store.append(list(records), list(embeddings))
     count = len(analyses)
     analyses.clear()
     return count
 
 
-def _record(analysis: PhotoAnalysis, name: str) -> tuple[dict, object]:
+def _record(analysis: PhotoAnalysis, name: str, stamp: list | None) -> tuple[dict, object]:
     """(the store's table record, the embedding or None) of one photo: its chosen face, or its error."""
     face = analysis.face
     if face is None:
         error = analysis.error.replace(analysis.source, name) if analysis.error else "no face"
-        return {"file": name, "error": error}, None
+        return {"file": name, "error": error, "stamp": stamp}, None
     record = {"file": name, "box": face.bbox, "age": face.age_prediction, "uncertainty": face.age_std}
-    return record, face.embedding
+    return record | {"stamp": stamp}, face.embedding
 
 
-def _check_settings(store: Path, settings: dict, what: str) -> None:
+def _check_settings(store: Path, settings: dict, what: str, remedy: str) -> None:
     if not (store / STORE_MANIFEST).is_file():
         return
     differ = recorded_differences(store / SETTINGS_FILE, settings)
@@ -150,8 +160,9 @@ def _check_settings(store: Path, settings: dict, what: str) -> None:
     if differ is None:
         why = f"with unknown settings (no readable {store / SETTINGS_FILE})"
     else:
-        why = f"with other settings ({', '.join(differ)})"
-    raise OutputError(f"{what} {why}; use the same options, or another OUT_DIR")
+        changed = "".join(f"; {name} is not the file they were made with" for name in model_files(differ, settings))
+        why = f"with other settings ({', '.join(differ)}{changed})"
+    raise OutputError(f"{what} {why}; use the same options, {remedy}")
 
 
 def _shard_store(path: Path) -> Path:

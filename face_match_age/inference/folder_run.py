@@ -26,10 +26,10 @@ import numpy as np
 
 from config import Config, save_config
 from face_match_age.detection.faces import NoFaceError
-from face_match_age.files.output_files import prepare_out_dir, write_atomically
+from face_match_age.files.output_files import out_dir_lock, prepare_out_dir, write_atomically
 from face_match_age.files.photo_lists import folder_photos, listed_photos
 from face_match_age.inference.analyzer import FaceAnalyzer
-from face_match_age.inference.folder_embedding import embed_photos, embedding_settings, open_store
+from face_match_age.inference.folder_embedding import STORE_FOLDER, embed_photos, embedding_settings, open_store
 from face_match_age.inference.folder_matches import (
     FACES_CSV,
     MATCHES_CSV,
@@ -90,33 +90,35 @@ def run_folder(
     devices: int = 1,
     device: str = "auto",
 ) -> FolderOutcome:
-    """Embed the photos the store lacks, then search, cluster and write the tables (see the module)."""
+    """Embed the photos the store lacks, then search, cluster and write the tables (see the module). Another run
+    writing into OUT_DIR (holding its lock) raises OutputError."""
     names = _photo_names(request)
     out_dir = prepare_out_dir(request.out_dir)
-    store = open_store(out_dir, embedding_settings(config, settings), request.merge_from)
-    save_config(config, out_dir, extra={"script": "infer.py", **request.record})
-    embed_photos(request.folder, names, store, make_analyzer, devices=devices, device=device)
-    collection = load_collection(store, names)
-    failed = len(collection.records) - len(collection.rows)
-    if request.embed_only:
-        written = [write_faces_csv(out_dir / FACES_CSV, collection.records)]
-        return FolderOutcome(len(names), failed, 0, written)
-    if not collection.rows:
-        write_faces_csv(out_dir / FACES_CSV, collection.records)
-        raise NoFaceError(f"no face was found in any of the {len(names)} photos; see {out_dir / FACES_CSV}")
-    if request.reference is not None:
-        _remove_clusters(out_dir)  # a run without --reference into this OUT_DIR made them; they would mislead
-        matches, written = _reference_outputs(request, collection, make_analyzer(device=device), rule)
-    else:
-        matches, written = _collection_outputs(request, collection, rule)
-    return FolderOutcome(len(names), failed, len(matches), written)
+    with out_dir_lock(out_dir):  # for the whole run: two runs would append the same photos to one store
+        store = open_store(out_dir, embedding_settings(config, settings), request.merge_from)
+        save_config(config, out_dir, extra={"script": "infer.py", **request.record})
+        embed_photos(request.folder, names, store, make_analyzer, devices=devices, device=device)
+        collection = load_collection(store, names)
+        failed = len(collection.records) - len(collection.rows)
+        if request.embed_only:
+            written = [write_faces_csv(out_dir / FACES_CSV, collection.records)]
+            return FolderOutcome(len(names), failed, 0, written)
+        if not collection.rows:
+            write_faces_csv(out_dir / FACES_CSV, collection.records)
+            raise NoFaceError(f"no face was found in any of the {len(names)} photos; see {out_dir / FACES_CSV}")
+        if request.reference is not None:
+            _remove_clusters(out_dir)  # a run without --reference into this OUT_DIR made them; they would mislead
+            matches, written = _reference_outputs(request, collection, make_analyzer(device=device), rule)
+        else:
+            matches, written = _collection_outputs(request, collection, rule)
+        return FolderOutcome(len(names), failed, len(matches), written)
 
 
 def _photo_names(request: FolderRequest) -> list[str]:
     if request.file_list is not None:
         names = listed_photos(request.folder, request.file_list)
     else:
-        names = folder_photos(request.folder, skip=request.out_dir)
+        names = folder_photos(request.folder, skip=_outputs(request.out_dir))
     if request.reference is not None:
         reference = request.reference.resolve()
         names = [name for name in names if (request.folder / name).resolve() != reference]
@@ -128,6 +130,12 @@ def _photo_names(request: FolderRequest) -> list[str]:
             "it with another one: uv run python infer.py IMG1 IMG2 OUT_DIR"
         )
     return names
+
+
+def _outputs(out_dir: Path) -> list[Path]:
+    """What a folder run must not read back as photos: OUT_DIR's tree when it lies inside the photo folder, and
+    the images it writes when it is the photo folder itself (`--folder DIR DIR`)."""
+    return [out_dir, *(out_dir / name for name in (SHEET_NAME, CLUSTER_FOLDER, STORE_FOLDER))]
 
 
 def _collection_outputs(request: FolderRequest, collection: Collection, rule) -> tuple[JudgedMatches, list[Path]]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config
 from face_match_age.error_messages import error_summary
-from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+from face_match_age.files.checkpoint_files import DamagedCheckpointError, damaged_message, load_checked
 from face_match_age.network.weights import load_backbone
 
 EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
@@ -159,8 +159,9 @@ class CheckpointError(RuntimeError):
 def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeNetwork:
     """Load a trained age network for inference (eval mode) from a checkpoint written by train.py.
 
-    Loading uses weights_only=True, so a checkpoint cannot run code: one that carries arbitrary
-    Python objects is refused with CheckpointError, as is a truncated or corrupt file.
+    The one loader of age checkpoints (infer.py, evaluate.py, the Python API). Loading uses weights_only=True,
+    so a checkpoint cannot run code: one that carries arbitrary Python objects is refused with CheckpointError,
+    as is a truncated or corrupt file, a flipped byte in its weights included (load_checked).
     """
     path = Path(path)
     if not path.is_file():
@@ -169,12 +170,10 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
             "or point --ckpt at an existing .ckpt file"
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        # Damage is looked for only now: checking every byte first would slow each start for intact files.
-        damage = checkpoint_damage(path)
-        if damage is not None:
-            raise CheckpointError(damaged_message(path, damage, DAMAGED_ADVICE)) from None
+        checkpoint = load_checked(path, map_location)
+    except DamagedCheckpointError as damage:
+        raise CheckpointError(damaged_message(path, str(damage), DAMAGED_ADVICE)) from None
+    except Exception as error:  # torch raises many types for foreign files
         if isinstance(error, pickle.UnpicklingError):
             raise CheckpointError(
                 f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "
