@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from config import (
@@ -29,7 +30,7 @@ from config import (
     save_config,
 )
 from face_match_age.device import choose_device
-from face_match_age.error_messages import print_error
+from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
 from face_match_age.files.output_files import OutputError, write_atomically, write_json
 from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
@@ -127,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stopped:
         print(f"interrupted: {stopped}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except torch.OutOfMemoryError as error:  # MTCNN on the GPU (one process); worker processes detect on the CPU
+        print_error(
+            out_of_memory_message(error, "detecting faces", "free the GPU, or detect on the CPU with --workers 2")
+        )
+        return 1
     return 0
 
 
