@@ -15,7 +15,9 @@ from PIL import Image
 
 
 class OutputError(OSError):
-    """An output folder or file that cannot be written."""
+    """An output folder or file that cannot be written; `target`: the file, where write_atomically knows it."""
+
+    target: Path | None = None
 
 
 # A full disk, or a full quota on a shared one: the same advice.
