@@ -32,7 +32,13 @@ from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to
 from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.inference.prefetch import prefetched
-from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
+from face_match_age.network.age_network import (
+    CheckpointError,
+    age_interval,
+    age_std,
+    expected_age,
+    load_age_model,
+)
 from face_match_age.network.weights import load_backbone
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
@@ -116,6 +122,7 @@ class FaceAnalyzer:
         self.detector = build_face_detector(self.config, self.device)
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
+        _require_trained_img_size(self.age_model, self.age_checkpoint, self.config.img_size)
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
         self.verifier = load_backbone(
             VERIFICATION_WEIGHTS,
@@ -279,6 +286,19 @@ class FaceAnalyzer:
         # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
         probabilities = torch.stack(logits)[:, :count].float().softmax(2).mean(0).cpu() if logits else None
         return probabilities, embedding.cpu().numpy()
+
+
+def _require_trained_img_size(age_model, checkpoint: Path | None, img_size: int) -> None:
+    """Refuse an age model trained on faces of another size than this run crops: its ages would be off."""
+    trained = getattr(age_model, "trained_img_size", None)
+    if trained is None or trained == img_size:
+        return
+    saved = Path(checkpoint).parent / "config.json"
+    same = f"--config {saved}" if saved.is_file() else "--config with the training run's config.json"
+    raise CheckpointError(
+        f"age checkpoint {checkpoint} was trained with img_size {trained}, but this run crops faces at img_size "
+        f"{img_size}; run with the training settings ({same}) or use a checkpoint trained at {img_size}"
+    )
 
 
 def compiled_batch_size(count: int, largest: int) -> int:
