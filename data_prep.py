@@ -68,7 +68,8 @@ EXAMPLES = (
 )
 EXIT_CODES = {
     0: "done (or already done with these arguments)",
-    1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem",
+    1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem, "
+    "or the GPU out of memory while detecting faces",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); what was kept is named, and the same command continues",
 }
 
