@@ -124,6 +124,24 @@ def test_out_of_memory_while_evaluating_ages_names_the_inference_batch_size(
     ]
 
 
+def test_out_of_memory_in_a_batch_worker_reaches_the_parent_as_itself(monkeypatch):
+    # Run in this process: what is under test is what the worker sends, not the spawning.
+    import queue
+
+    class OutOfMemoryAnalyzer:
+        def analyze_many(self, photos, **options):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            yield
+
+    monkeypatch.setattr(batch.signal, "signal", lambda *args: None)  # the worker ignores Ctrl-C; this process not
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    sent = queue.Queue()
+    batch._shard_worker(0, 1, "cpu", False, lambda device: OutOfMemoryAnalyzer(), [Path("a.jpg")], sent)
+    kind, error = sent.get_nowait()
+    assert kind == "model" and isinstance(error, torch.OutOfMemoryError)  # analyses_sharded raises it in the parent
+    assert sent.empty()
+
+
 # --- a full disk -------------------------------------------------------------------------------------
 
 

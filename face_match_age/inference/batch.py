@@ -435,9 +435,13 @@ def _shard_worker(
         results.put(("model", error))
         return
     mine = photos[rank::world]
-    for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
-        analysis.worker_rank = rank
-        results.put(("photo", analysis))
+    try:
+        for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
+            analysis.worker_rank = rank
+            results.put(("photo", analysis))
+    except torch.OutOfMemoryError as error:  # the parent says it in one line, as with --devices 1
+        results.put(("model", error))
+        return
     results.put(("done", rank))
 
 
