@@ -224,10 +224,11 @@ def build_trainer(
         callbacks.append(freezing)
     try:
         trainer = _trainer(config, choice, logger, callbacks, progress_bar)
-    except MisconfigurationException as error:  # e.g. --devices 4 on a machine with one GPU
-        raise DeviceUnavailableError(
-            f"cannot set up training on {choice.accelerator}: {str(error).strip().splitlines()[0]}; check "
-            "--accelerator, --devices, --num-nodes, --strategy and --precision"
+    except (MisconfigurationException, ValueError, TypeError) as error:  # e.g. --devices 0,1 on a CPU machine
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        raise TrainingSetupError(
+            f"cannot set up training on {choice.accelerator}: {reason}; check --accelerator, --devices, "
+            "--num-nodes, --strategy and --precision"
         ) from None
     if trainer.is_global_zero:
         print(f"Training on {choice.describe()}")

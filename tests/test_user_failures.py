@@ -77,6 +77,15 @@ def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path
     assert "usage:" not in err
 
 
+def test_gpu_indices_on_a_machine_without_gpus_are_one_line(dataset, tmp_path, monkeypatch, capsys):
+    _no_gpu(monkeypatch)
+    assert train.main(train_args(_own_folders(dataset, tmp_path), accelerator="auto", devices="0,1")) == 1
+    assert _error_lines(capsys.readouterr().err) == [
+        "error: cannot set up training on cpu: `devices` selected with `CPUAccelerator` should be an int > 0; "
+        "check --accelerator, --devices, --num-nodes, --strategy and --precision"
+    ]
+
+
 # --- out of memory on the device -------------------------------------------------------------------
 
 
