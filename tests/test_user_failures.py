@@ -133,6 +133,31 @@ def test_out_of_memory_while_evaluating_ages_names_the_inference_batch_size(
     ]
 
 
+def test_out_of_memory_while_preparing_a_dataset_is_one_line(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    from dataset_archives import face_photo
+
+    import data_prep
+    from face_match_age.preparation import crops
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for number in range(4):
+        face_photo(number).save(folder / f"p{number}.jpg")
+    pd.DataFrame({"name": [f"p{n}.jpg" for n in range(4)], "age": [20, 30, 40, 50]}).to_csv(tmp_path / "l.csv")
+
+    def detect_out_of_memory(detector, images, config):  # MTCNN's batch, as on a GPU too small for it
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(crops, "detect_faces_batch", detect_out_of_memory)
+    argv = ["--dataset", "csv", "--images", str(folder), "--csv", str(tmp_path / "l.csv"), "--workers", "1"]
+    assert data_prep.main([*argv, "--out", str(tmp_path / "prepared")]) == 1
+    assert _error_lines(capsys.readouterr().err) == [
+        "error: out of memory on the device while detecting faces (OutOfMemoryError: CUDA out of memory. Tried to "
+        "allocate 20.00 GiB); free the GPU, or detect on the CPU with --workers 2"
+    ]
+
+
 def test_out_of_memory_in_a_batch_worker_reaches_the_parent_as_itself(monkeypatch):
     # Run in this process: what is under test is what the worker sends, not the spawning.
     import queue
