@@ -68,8 +68,10 @@ def evaluate_age(
     images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto", batch_size: int = 64
 ) -> dict:
     """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
-    dataset = FaceAgeDataset(images, csv_path, Config().img_size)
     model = load_age_model(checkpoint, resolve_device(device))
+    # Faces at the size the model was trained on, where its checkpoint says (train.py's do): another size
+    # would measure a model other than the one trained.
+    dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size)
     out_dir = prepare_out_dir(out_dir)  # only once the inputs are known to be usable
     rows = []
     with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
