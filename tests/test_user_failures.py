@@ -408,3 +408,19 @@ def test_compare_refuses_a_threshold_that_is_not_a_similarity(analyzer, astronau
 def test_bad_options_are_refused_at_construction_naming_the_option(options, error, needle):
     with pytest.raises(error, match=needle):
         FaceAnalyzer(**options)
+
+
+def test_evaluate_age_crops_faces_at_the_size_the_checkpoint_was_trained_at(
+    dataset, age_checkpoint, tmp_path, monkeypatch, capsys
+):
+    trained_at_80 = _checkpoint_with(age_checkpoint, tmp_path / "80.ckpt", datamodule_hyper_parameters={"img_size": 80})
+    sizes, real_dataset = [], evaluate.FaceAgeDataset
+
+    def dataset_of_size(images, csv_path, img_size, **options):
+        sizes.append(img_size)
+        return real_dataset(images, csv_path, img_size, **options)
+
+    monkeypatch.setattr(evaluate, "FaceAgeDataset", dataset_of_size)
+    argv = ["age", "--images", str(dataset.val_dir), "--csv", str(dataset.val_csv), "--ckpt", str(trained_at_80)]
+    assert evaluate.main([*argv, "--out", str(tmp_path / "eval")]) == 0
+    assert sizes == [80]  # not the config's 160
