@@ -273,6 +273,25 @@ def test_a_full_disk_while_train_saves_keeps_the_previous_last_ckpt(dataset, tmp
     assert sorted(p.name for p in config.checkpoint_dir.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_full_disk_while_evaluate_writes_names_the_file_and_keeps_nothing_half_written(
+    dataset, age_checkpoint, tmp_path, monkeypatch, capsys
+):
+    import pandas as pd
+
+    def to_csv_on_a_full_disk(self, path, *args, **kwargs):
+        Path(path).write_text("name,age,predi")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv_on_a_full_disk)  # predictions.csv's writer
+    out = tmp_path / "eval"
+    argv = ["age", "--images", str(dataset.val_dir), "--csv", str(dataset.val_csv), "--ckpt", str(age_checkpoint)]
+    assert evaluate.main([*argv, "--out", str(out)]) == 1
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: disk full writing {out / 'predictions.csv'}; free space or choose another --out"
+    ]
+    assert list(out.iterdir()) == []
+
+
 # --- a --ckpt that train.py cannot resume ------------------------------------------------------------
 
 
