@@ -32,7 +32,7 @@ from config import (
 )
 from face_match_age.device import DeviceChoice, DeviceUnavailableError, choose_device
 from face_match_age.error_messages import out_of_memory_message, print_error
-from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+from face_match_age.files.checkpoint_files import ZIP_MAGIC, checkpoint_damage, damaged_message
 from face_match_age.files.output_files import OutputError, disk_full_message, is_disk_full
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
@@ -122,8 +122,14 @@ def check_inputs(config: Config) -> None:
     if config.resume_checkpoint is not None:
         if not Path(config.resume_checkpoint).is_file():
             raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
+        checkpoint = Path(config.resume_checkpoint)
         # Found now rather than by Lightning deep inside fit, after the data and the model are set up.
-        damage = checkpoint_damage(config.resume_checkpoint)
+        damage = checkpoint_damage(checkpoint)
+        # What an intact file is; and a file in torch's older, non-zip format, which checkpoint_damage cannot
+        # check, is named for what it holds when torch loads it (older weight files), else called damaged.
+        unusable = resume_problem(checkpoint, config) if damage is None or not _zipped(checkpoint) else None
+        if unusable is not None:
+            raise TrainingSetupError(f"cannot resume from {checkpoint}: {unusable}")
         if damage is not None:
             raise TrainingSetupError(
                 "cannot resume: "
@@ -134,9 +140,11 @@ def check_inputs(config: Config) -> None:
                     "same run) or start again without --ckpt",
                 )
             )
-        unusable = resume_problem(Path(config.resume_checkpoint), config)
-        if unusable is not None:
-            raise TrainingSetupError(f"cannot resume from {config.resume_checkpoint}: {unusable}")
+
+
+def _zipped(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
 # Lightning's resume state: a file without them holds weights only, and fit would fail on a KeyError.
@@ -146,9 +154,9 @@ RESUME_STATE_KEYS = ("state_dict", "optimizer_states", "loops")
 def resume_problem(path: Path, config: Config) -> str | None:
     """Why the checkpoint at `path` cannot resume a run of `config` (what it is and what to do instead), or
     None. Read with weights_only=True, so nothing in it runs; one that will not load so is left to Lightning."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # torch raises many types; Lightning's loader then says why in its own words
+    try:  # mmap: no copy of the weights in memory; it reads only torch's zip format
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=_zipped(path))
+    except Exception:  # truncated, corrupt, not torch's: checkpoint_damage says which
         return None
     if not isinstance(checkpoint, dict):
         return "it is not a training checkpoint; resume from last.ckpt or best.ckpt of a train.py run"

@@ -295,8 +295,12 @@ def test_a_full_disk_while_evaluate_writes_names_the_file_and_keeps_nothing_half
 # --- a --ckpt that train.py cannot resume ------------------------------------------------------------
 
 
-def test_train_refuses_the_vggface2_weights_as_a_ckpt(dataset, torch_home_with_vggface2, tmp_path, capsys):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip format", "torch's older format"])
+def test_train_refuses_the_vggface2_weights_as_a_ckpt(dataset, torch_home_with_vggface2, zipped, tmp_path, capsys):
     vggface2 = weights_path("vggface2")
+    if not zipped:  # as torch before 1.6 saved files: checkpoint_damage cannot read it, torch.load can
+        vggface2 = tmp_path / vggface2.name
+        torch.save(torch_home_with_vggface2, vggface2, _use_new_zipfile_serialization=False)
     assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--ckpt", str(vggface2)]) == 1
     assert _error_lines(capsys.readouterr().err) == [
         f"error: cannot resume from {vggface2}: it holds bare network weights (such as the VGGFace2 file), not a "
