@@ -19,6 +19,7 @@ from synthetic import make_dataset, train_args
 
 import evaluate
 import infer
+import model
 import train
 from config import Config
 from face_match_age.inference import batch
@@ -55,7 +56,9 @@ NO_CUDA_ACCELERATOR = "error: accelerator 'cuda' was requested but this machine 
 NO_CUDA_DEVICE = "error: device 'cuda' was requested but this machine has no such CUDA GPU; use --device auto or cpu"
 
 
-@pytest.mark.parametrize("script", ["train", "infer", "infer --pairs", "evaluate verify", "evaluate retrieve"])
+@pytest.mark.parametrize(
+    "script", ["train", "infer", "infer --pairs", "evaluate verify", "evaluate retrieve", "model.py's check"]
+)
 def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path, monkeypatch, capsys):
     # data_prep.py has no device option: it detects on what choose_device finds.
     _no_gpu(monkeypatch)
@@ -65,6 +68,7 @@ def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path
         "infer": lambda: (infer.main(["a.jpg", "b.jpg", out, "--device", "cuda"]), infer.EXIT_USAGE),
         "infer --pairs": lambda: (infer.main(["--pairs", "p.csv", out, "--device", "cuda"]), infer.EXIT_USAGE),
         "evaluate verify": lambda: (evaluate.main(["verify", "--pairs", "p.csv", "--out", out, "--device", "cuda"]), 1),
+        "model.py's check": lambda: (model.main(["--accelerator", "cuda", "--pretrained", "none"]), 1),
         "evaluate retrieve": lambda: (
             evaluate.main(["retrieve", "--csv", "c.csv", "--images", ".", "--out", out, "--device", "cuda"]),
             1,
@@ -73,7 +77,7 @@ def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path
     code, expected_code = runs[script]()
     assert code == expected_code
     err = capsys.readouterr().err
-    assert _error_lines(err) == [NO_CUDA_ACCELERATOR if script == "train" else NO_CUDA_DEVICE]
+    assert _error_lines(err) == [NO_CUDA_ACCELERATOR if script in ("train", "model.py's check") else NO_CUDA_DEVICE]
     assert "usage:" not in err
 
 
