@@ -57,7 +57,8 @@ NO_CUDA_DEVICE = "error: device 'cuda' was requested but this machine has no suc
 
 
 @pytest.mark.parametrize(
-    "script", ["train", "infer", "infer --pairs", "evaluate verify", "evaluate retrieve", "model.py's check"]
+    "script",
+    ["train", "infer", "infer --pairs", "evaluate age", "evaluate verify", "evaluate retrieve", "model.py's check"],
 )
 def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path, monkeypatch, capsys):
     # data_prep.py has no device option: it detects on what choose_device finds.
@@ -67,6 +68,7 @@ def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path
         "train": lambda: (train.main(train_args(_own_folders(dataset, tmp_path), accelerator="cuda")), 1),
         "infer": lambda: (infer.main(["a.jpg", "b.jpg", out, "--device", "cuda"]), infer.EXIT_USAGE),
         "infer --pairs": lambda: (infer.main(["--pairs", "p.csv", out, "--device", "cuda"]), infer.EXIT_USAGE),
+        "evaluate age": lambda: (evaluate.main(["age", "--ckpt", "best.ckpt", "--out", out, "--device", "cuda"]), 1),
         "evaluate verify": lambda: (evaluate.main(["verify", "--pairs", "p.csv", "--out", out, "--device", "cuda"]), 1),
         "model.py's check": lambda: (model.main(["--accelerator", "cuda", "--pretrained", "none"]), 1),
         "evaluate retrieve": lambda: (
