@@ -8,15 +8,19 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import queue
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from dataset_archives import face_photo
 from facenet_pytorch import InceptionResnetV1
 from synthetic import make_dataset, train_args
 
+import data_prep
 import evaluate
 import infer
 import model
@@ -25,6 +29,7 @@ from config import Config
 from face_match_age.inference import batch
 from face_match_age.inference.analyzer import FaceAnalyzer
 from face_match_age.network.weights import weights_path
+from face_match_age.preparation import crops
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +145,6 @@ def test_out_of_memory_while_evaluating_ages_names_the_inference_batch_size(
 
 
 def test_out_of_memory_while_preparing_a_dataset_is_one_line(tmp_path, monkeypatch, capsys):
-    import pandas as pd
-    from dataset_archives import face_photo
-
-    import data_prep
-    from face_match_age.preparation import crops
-
     folder = tmp_path / "mine"
     folder.mkdir()
     for number in range(4):
@@ -166,8 +165,6 @@ def test_out_of_memory_while_preparing_a_dataset_is_one_line(tmp_path, monkeypat
 
 def test_out_of_memory_in_a_batch_worker_reaches_the_parent_as_itself(monkeypatch):
     # Run in this process: what is under test is what the worker sends, not the spawning.
-    import queue
-
     class OutOfMemoryAnalyzer:
         def analyze_many(self, photos, **options):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -282,8 +279,6 @@ def test_a_full_disk_while_train_saves_keeps_the_previous_last_ckpt(dataset, tmp
 def test_a_full_disk_while_evaluate_writes_names_the_file_and_keeps_nothing_half_written(
     dataset, age_checkpoint, tmp_path, monkeypatch, capsys
 ):
-    import pandas as pd
-
     def to_csv_on_a_full_disk(self, path, *args, **kwargs):
         Path(path).write_text("name,age,predi")
         raise OSError(errno.ENOSPC, "No space left on device")
