@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from config import (
@@ -29,7 +30,7 @@ from config import (
     save_config,
 )
 from face_match_age.device import choose_device
-from face_match_age.error_messages import print_error
+from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
 from face_match_age.files.output_files import OutputError, write_atomically, write_json
 from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
@@ -70,7 +71,8 @@ EXAMPLES = (
 )
 EXIT_CODES = {
     0: "done (or already done with these arguments)",
-    1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem",
+    1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem, "
+    "or the GPU out of memory while detecting faces",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); what was kept is named, and the same command continues",
     EXIT_TERMINATED: "stopped by SIGTERM (a scheduler's stop); kept and continued as for 130",
 }
@@ -133,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stopped:
         print(f"{stop.what}: {stopped}", file=sys.stderr)
         return stop.exit_code
+    except torch.OutOfMemoryError as error:  # MTCNN on the GPU (one process); worker processes detect on the CPU
+        print_error(
+            out_of_memory_message(error, "detecting faces", "free the GPU, or detect on the CPU with --workers 2")
+        )
+        return 1
     return 0
 
 

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
-from face_match_age.device import resolve_device, resolve_inference_precision
-from face_match_age.error_messages import print_error
+from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
+from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
 from face_match_age.evaluation.calibration import calibrate, fallback_note, minimum_negatives
@@ -31,7 +31,14 @@ from face_match_age.evaluation.figures import (
     similarity_histogram_figure,
 )
 from face_match_age.files.csv_tables import csv_line, read_table
-from face_match_age.files.output_files import OutputError, prepare_out_dir, write_atomically, write_json
+from face_match_age.files.output_files import (
+    OutputError,
+    disk_full_message,
+    is_disk_full,
+    prepare_out_dir,
+    write_atomically,
+    write_json,
+)
 from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, BatchInterrupted, InputError
 from face_match_age.network.age_network import EMBEDDING_DIM, CheckpointError, load_age_model
 from face_match_age.network.weights import PretrainedWeightsError
@@ -42,7 +49,12 @@ TARGET_FARS = (1e-2, 1e-3)
 FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 LABEL_NAMES = {1: "1 (same person)", 0: "0 (different people)"}
-NETWORK_OPTIONS = ("inference_precision", "channels_last", "compile_networks")  # how FaceAnalyzer runs its networks
+NETWORK_OPTIONS = (
+    "inference_precision",
+    "channels_last",
+    "compile_networks",
+    "inference_batch_size",
+)  # how FaceAnalyzer runs its networks
 
 
 class EvaluationError(RuntimeError):
@@ -56,8 +68,10 @@ def evaluate_age(
     images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto", batch_size: int = 64
 ) -> dict:
     """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
-    dataset = FaceAgeDataset(images, csv_path, Config().img_size)
     model = load_age_model(checkpoint, resolve_device(device))
+    # Faces at the size the model was trained on, where its checkpoint says (train.py's do): another size
+    # would measure a model other than the one trained.
+    dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size)
     out_dir = prepare_out_dir(out_dir)  # only once the inputs are known to be usable
     rows = []
     with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
@@ -647,7 +661,7 @@ def _add_age_command(commands) -> None:
     )
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
     age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
-    add_config_arguments(age, ["dataset_dir", "best_checkpoint"])
+    add_config_arguments(age, ["dataset_dir", "best_checkpoint", "inference_batch_size"])
 
 
 def _add_verify_command(commands) -> None:
@@ -706,12 +720,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             device = resolve_device(args.device)
             config = config.replace(inference_precision=resolve_inference_precision(config.inference_precision, device))
+        except DeviceUnavailableError as error:  # one line, as `age` says it, not the usage text
+            print_error(error)
+            return 1
         except ValueError as error:
             parser.error(str(error))
     try:
         if args.command == "age":
             images, labels = args.images or config.val_dir, args.csv or config.val_csv
-            summary = evaluate_age(images, labels, config.best_checkpoint, args.out, args.device)
+            summary = evaluate_age(
+                images, labels, config.best_checkpoint, args.out, args.device, config.inference_batch_size
+            )
         elif args.command == "verify":
             summary = evaluate_verification(
                 args.pairs, args.out, args.ckpt, config, args.device, args.target_far if args.calibrate else None
@@ -720,16 +739,22 @@ def main(argv: list[str] | None = None) -> int:
             summary = evaluate_retrieval(args.csv, args.images, args.out, config, args.device, args.groups)
         else:
             summary = leakage(config.train_csv, config.val_csv)
+    except OutputError as error:
+        print_error(disk_full_message(error.target, "another --out") if is_disk_full(error) else error)
+        return 1
     except (
         EvaluationError,
         CheckpointError,
         PretrainedWeightsError,
-        OutputError,
         InputError,
         LabelsError,
         ValueError,
     ) as error:
         print_error(error)
+        return 1
+    except torch.OutOfMemoryError as error:  # torch.cuda.OutOfMemoryError too: a subclass
+        lower = f"lower --inference-batch-size (now {config.inference_batch_size})"
+        print_error(out_of_memory_message(error, "running the networks", lower))
         return 1
     except BatchInterrupted as interrupt:
         print(

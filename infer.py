@@ -18,14 +18,29 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.detection.faces import NoFaceError
 from face_match_age.detection.imaging import ImageLoadError, load_image
-from face_match_age.device import batch_process_count, resolve_device, resolve_inference_precision
-from face_match_age.error_messages import print_error
+from face_match_age.device import (
+    DeviceUnavailableError,
+    batch_process_count,
+    resolve_device,
+    resolve_inference_precision,
+)
+from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
 from face_match_age.files.embedding_store import StoreError
-from face_match_age.files.output_files import OutputError, prepare_out_dir, unique_stem, write_atomically, write_json
+from face_match_age.files.output_files import (
+    OutputError,
+    disk_full_message,
+    is_disk_full,
+    prepare_out_dir,
+    unique_stem,
+    write_atomically,
+    write_json,
+)
 from face_match_age.files.photo_lists import PhotoListError
 from face_match_age.inference.analyzer import FaceAnalyzer, pair_row, verification_weights_identity
 from face_match_age.inference.annotate import comparison_image
@@ -70,9 +85,13 @@ EXIT_CODES = {
     EXIT_INPUT: "unreadable input (missing, folder, not an image, truncated, too large); an unusable "
     "--calibration file counts as one",
     EXIT_NO_FACE: "no face found in a photo",
-    EXIT_OUTPUT: "OUT_DIR cannot be written, or it holds another batch's results, or another run is writing to it",
+    EXIT_USAGE: "bad command line: an unknown option, a bad value or an unusable --config file; or a --device "
+    "this machine lacks",
+    EXIT_OUTPUT: "OUT_DIR cannot be written (a full disk too), or it holds another batch's results, or another run "
+    "is writing to it",
     EXIT_MODEL: "a model cannot be loaded: an age checkpoint named with --ckpt that is missing, a damaged or "
-    "unsafe one, or the verification weights (a missing default checkpoint only leaves the ages empty)",
+    "unsafe one, or the verification weights (a missing default checkpoint only leaves the ages empty); or the "
+    "device ran out of memory running them",
     EXIT_PAIRS_FAILED: "a batch finished but some pairs failed (see their rows), or some photos of --folder (see "
     "faces.csv)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a batch keeps its rows, --folder its embeddings, and the same command "
@@ -153,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             inference_precision=resolve_inference_precision(config.inference_precision, resolve_device(args.device))
         )
         processes = batch_process_count(config.devices, args.device) if batch else 1
+    except DeviceUnavailableError as error:  # a real option this machine cannot honour: one line, no usage text
+        return _fail(error, EXIT_USAGE)
     except ValueError as error:
         parser.error(str(error))
     age_model = age_model_status(args, config)
@@ -176,9 +197,12 @@ def _run_mode(args, config: Config, batch: bool, processes: int, age_model: dict
     except NoFaceError as error:
         return _fail(error, EXIT_NO_FACE)
     except OutputError as error:
-        return _fail(error, EXIT_OUTPUT)
+        return _fail(disk_full_message(error.target, "another OUT_DIR") if is_disk_full(error) else error, EXIT_OUTPUT)
     except (CheckpointError, PretrainedWeightsError) as error:
         return _fail(error, EXIT_MODEL)
+    except torch.OutOfMemoryError as error:  # torch.cuda.OutOfMemoryError too: a subclass
+        lower = f"lower --inference-batch-size (now {config.inference_batch_size})"
+        return _fail(out_of_memory_message(error, "running the networks", lower), EXIT_MODEL)
     except FolderInterrupted as interrupt:
         print(
             f"{stop.what}: {interrupt.embedded} photos kept in {interrupt.store}; rerun the same command to resume",
@@ -192,6 +216,10 @@ def _run_mode(args, config: Config, batch: bool, processes: int, age_model: dict
     except KeyboardInterrupt:  # before a batch wrote anything, or in pair mode (whose files are written whole)
         print(f"{stop.what}: rerun the same command to " + ("resume" if batch else "compare the pair"), file=sys.stderr)
         return stop.exit_code
+    except OSError as error:  # a full disk met outside the result files (the embedding store, a sheet)
+        if not is_disk_full(error):
+            raise
+        return _fail(disk_full_message(error.filename or args.paths[-1], "another OUT_DIR"), EXIT_OUTPUT)
 
 
 def _check_folder_options(parser, args) -> None:

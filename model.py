@@ -31,7 +31,7 @@ from config import (
     help_epilog,
     parse_config,
 )
-from face_match_age.device import choose_device
+from face_match_age.device import DeviceUnavailableError, choose_device
 from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import archive_damage, damaged_message, save_checkpoint_file
 from face_match_age.network.age_network import (
@@ -228,13 +228,18 @@ def main(argv: list[str] | None = None) -> int:
             ],
             {
                 0: "ready",
-                1: "the pretrained weights are missing and cannot be downloaded (the message says where to put them)",
+                1: "the pretrained weights are missing and cannot be downloaded (the message says where to put them), "
+                "or the --accelerator asked for is not on this machine",
             },
         ),
     )
     add_config_arguments(parser, ["pretrained", "accelerator", "precision"])
     _, config = parse_config(parser, argv)
-    choice = choose_device(config.accelerator, config.precision)
+    try:
+        choice = choose_device(config.accelerator, config.precision)
+    except DeviceUnavailableError as error:
+        print_error(error)
+        return 1
     print(f"Device: {choice.describe()}")
     load_pretrained = config.pretrained != "none"
     if load_pretrained:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks import RandomStateCheckpoint, RunRecord, ScalarLayout, ValidationPredictionImages
 from config import (
@@ -29,9 +30,10 @@ from config import (
     help_epilog,
     parse_config,
 )
-from face_match_age.device import DeviceChoice, choose_device
-from face_match_age.error_messages import print_error
-from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+from face_match_age.device import DeviceChoice, DeviceUnavailableError, choose_device
+from face_match_age.error_messages import out_of_memory_message, print_error
+from face_match_age.files.checkpoint_files import ZIP_MAGIC, checkpoint_damage, damaged_message
+from face_match_age.files.output_files import OutputError, disk_full_message, is_disk_full
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
 from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_message
@@ -120,8 +122,14 @@ def check_inputs(config: Config) -> None:
     if config.resume_checkpoint is not None:
         if not Path(config.resume_checkpoint).is_file():
             raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
+        checkpoint = Path(config.resume_checkpoint)
         # Found now rather than by Lightning deep inside fit, after the data and the model are set up.
-        damage = checkpoint_damage(config.resume_checkpoint)
+        damage = checkpoint_damage(checkpoint)
+        # What an intact file is; and a file in torch's older, non-zip format, which checkpoint_damage cannot
+        # check, is named for what it holds when torch loads it (older weight files), else called damaged.
+        unusable = resume_problem(checkpoint, config) if damage is None or not _zipped(checkpoint) else None
+        if unusable is not None:
+            raise TrainingSetupError(f"cannot resume from {checkpoint}: {unusable}")
         if damage is not None:
             raise TrainingSetupError(
                 "cannot resume: "
@@ -132,6 +140,61 @@ def check_inputs(config: Config) -> None:
                     "same run) or start again without --ckpt",
                 )
             )
+
+
+def _zipped(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+
+
+# Lightning's resume state: a file without them holds weights only, and fit would fail on a KeyError.
+RESUME_STATE_KEYS = ("state_dict", "optimizer_states", "loops")
+
+
+def resume_problem(path: Path, config: Config) -> str | None:
+    """Why the checkpoint at `path` cannot resume a run of `config` (what it is and what to do instead), or
+    None. Read with weights_only=True, so nothing in it runs; one that will not load so is left to Lightning."""
+    try:  # mmap: no copy of the weights in memory; it reads only torch's zip format
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=_zipped(path))
+    except Exception:  # truncated, corrupt, not torch's: checkpoint_damage says which
+        return None
+    if not isinstance(checkpoint, dict):
+        return "it is not a training checkpoint; resume from last.ckpt or best.ckpt of a train.py run"
+    missing = [key for key in RESUME_STATE_KEYS if key not in checkpoint]
+    if "state_dict" in missing and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return (
+            "it holds bare network weights (such as the VGGFace2 file), not a training checkpoint; to train "
+            "from pretrained weights start without --ckpt and use --pretrained vggface2 or casia-webface "
+            "(their files belong in $TORCH_HOME/checkpoints)"
+        )
+    if missing:
+        return (
+            f"it holds the age model's weights only (no {', '.join(missing)}), so training cannot continue "
+            "from it; use it with infer.py or evaluate.py --ckpt, or train again without --ckpt"
+        )
+    return _settings_problem(checkpoint, config, path)
+
+
+def _settings_problem(checkpoint: dict, config: Config, path: Path) -> str | None:
+    # The settings a resume cannot change: the network's shape, the loss, the optimizer's restored learning
+    # rate, the freezing schedule and the crop size the weights learned on.
+    recorded = {**(checkpoint.get("hyper_parameters") or {}), **(checkpoint.get("datamodule_hyper_parameters") or {})}
+    wanted = {
+        name: getattr(config, name)
+        for name in ("head_hidden_dim", "head_dropout", "label_sigma", "learning_rate", "freeze_backbone_epochs")
+    } | {"img_size": config.img_size}
+    differ = [
+        f"{name} {recorded[name]} (this command: {value})"
+        for name, value in wanted.items()
+        if name in recorded and recorded[name] != value
+    ]
+    if not differ:
+        return None
+    saved_config = path.parent / "config.json"
+    same = f"--config {saved_config}" if saved_config.is_file() else "the options of the run that wrote it"
+    return (
+        f"it was trained with {'; '.join(differ)}; resume with the same settings ({same}) or train again without --ckpt"
+    )
 
 
 def build_trainer(
@@ -167,7 +230,21 @@ def build_trainer(
     freezing = backbone_freezing(config.freeze_backbone_epochs)
     if freezing is not None:
         callbacks.append(freezing)
-    trainer = L.Trainer(
+    try:
+        trainer = _trainer(config, choice, logger, callbacks, progress_bar)
+    except (MisconfigurationException, ValueError, TypeError) as error:  # e.g. --devices 0,1 on a CPU machine
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        raise TrainingSetupError(
+            f"cannot set up training on {choice.accelerator}: {reason}; check --accelerator, --devices, "
+            "--num-nodes, --strategy and --precision"
+        ) from None
+    if trainer.is_global_zero:
+        print(f"Training on {choice.describe()}")
+    return trainer, record, last, stop
+
+
+def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callback], progress_bar: bool) -> L.Trainer:
+    return L.Trainer(
         accelerator=choice.accelerator,
         precision=choice.precision,
         devices=devices_value(config.devices),
@@ -182,9 +259,6 @@ def build_trainer(
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress_bar,
     )
-    if trainer.is_global_zero:
-        print(f"Training on {choice.describe()}")
-    return trainer, record, last, stop
 
 
 def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_bar: bool = True) -> TrainingResult:
@@ -215,6 +289,11 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
         raise TrainingDataError(
             f"{raised_message(error)}. Delete the file or remove its row from the CSV, then {then}"
         ) from None
+    except OutputError as error:  # a checkpoint that could not be written: the file it was to replace is whole
+        what = disk_full_message(error.target, "another --ckpt-dir") if is_disk_full(error) else str(error)
+        resume_from = _resume_point(last, config)
+        then = f"; then resume with --ckpt {resume_from}" if resume_from else "; then run again"
+        raise TrainingDataError(f"{what}{then}") from None
     return TrainingResult(
         config.checkpoint_dir / "best.ckpt",
         config.checkpoint_dir / "last.ckpt",
@@ -239,7 +318,8 @@ EXAMPLES = (
 EXIT_CODES = {
     0: "trained (or stopped early by the patience rule)",
     1: "something to fix first, named in one line (missing pretrained weights: on several lines, with where to "
-    "put them): missing data, bad labels, an unreadable image, a missing or damaged --ckpt",
+    "put them): missing data, bad labels, an unreadable image, a missing, damaged or not resumable --ckpt or one "
+    "trained with other settings, an accelerator this machine lacks, out of memory, a full disk",
     130: "stopped by Ctrl-C; last.ckpt saved, and the line printed is the command that resumes",
     143: "stopped by SIGTERM (a scheduler's stop); last.ckpt saved, resume as for 130",
 }
@@ -259,8 +339,23 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
     _, config = parse_config(build_parser(), argv)
     try:
         result = train(config, extra_callbacks)
-    except (TrainingSetupError, TrainingDataError, LabelsError, PretrainedWeightsError) as error:
+    except (
+        TrainingSetupError,
+        TrainingDataError,
+        LabelsError,
+        PretrainedWeightsError,
+        DeviceUnavailableError,
+    ) as error:
         print_error(error)
+        return 1
+    except torch.OutOfMemoryError as error:  # torch.cuda.OutOfMemoryError too: a subclass
+        print_error(out_of_memory_message(error, "training", f"lower --batch-size (now {config.batch_size})"))
+        return 1
+    except OSError as error:  # outside checkpoints: config.json, TensorBoard's event files
+        if not isinstance(error, OutputError) and not is_disk_full(error):
+            raise
+        where = getattr(error, "target", None) or error.filename or config.checkpoint_dir
+        print_error(disk_full_message(where, "another --ckpt-dir or --log-dir") if is_disk_full(error) else error)
         return 1
     except TrainingStopped as stopped:
         _report_stop(stopped, argv)

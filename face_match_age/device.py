@@ -13,6 +13,11 @@ import torch
 from config import devices_value
 
 
+class DeviceUnavailableError(ValueError):
+    """An accelerator or device this machine lacks (`--accelerator cuda` without a GPU): the message is one
+    line saying what to ask for instead. A ValueError, as an unknown device name is."""
+
+
 @dataclass(frozen=True)
 class DeviceChoice:
     accelerator: str  # "cuda" | "mps" | "cpu": what torch.device and Lightning's Trainer both accept
@@ -53,7 +58,7 @@ def decide_device(
         if accelerator not in available:
             raise ValueError(f"unknown accelerator {accelerator!r}; use auto, cuda, mps or cpu")
         if not available[accelerator]:
-            raise RuntimeError(
+            raise DeviceUnavailableError(
                 f"accelerator {accelerator!r} was requested but this machine has none; use --accelerator auto or cpu"
             )
         reasons.append(f"{accelerator} requested")
@@ -97,11 +102,13 @@ def resolve_device(requested: str) -> torch.device:
     except RuntimeError:
         raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(
+        raise DeviceUnavailableError(
             f"device {requested!r} was requested but this machine has no such CUDA GPU; use --device auto or cpu"
         )
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {requested!r} was requested but MPS is not available here; use --device auto or cpu")
+        raise DeviceUnavailableError(
+            f"device {requested!r} was requested but MPS is not available here; use --device auto or cpu"
+        )
     return device
 
 

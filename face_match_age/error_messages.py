@@ -40,3 +40,10 @@ def error_summary(error: BaseException) -> str:
     errors run over many lines, and only the first says what went wrong."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def out_of_memory_message(error: BaseException, doing: str, advice: str) -> str:
+    """One line for a device that ran out of memory (torch.OutOfMemoryError): while `doing` what, and the
+    `advice`, e.g. "lower --batch-size (now 256)". torch's own text runs over several lines of allocator
+    advice; its first says how much was asked for."""
+    return f"out of memory on the device while {doing} ({error_summary(error)}); {advice}"

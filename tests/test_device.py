@@ -1,6 +1,6 @@
 import pytest
 
-from face_match_age.device import choose_device, decide_device
+from face_match_age.device import DeviceUnavailableError, choose_device, decide_device
 
 
 def _decide(accelerator="auto", precision="auto", **machine):
@@ -34,7 +34,7 @@ def test_reason_names_the_cause():
 
 
 def test_requesting_a_missing_gpu_fails_clearly():
-    with pytest.raises(RuntimeError, match="'cuda' was requested but this machine has none"):
+    with pytest.raises(DeviceUnavailableError, match="'cuda' was requested but this machine has none"):
         _decide("cuda")
 
 

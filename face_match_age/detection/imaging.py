@@ -29,14 +29,34 @@ class ImageLoadError(ValueError):
     """A file or object that cannot be read as an image."""
 
 
+ACCEPTED_PHOTOS = "a file path (str or pathlib.Path), image bytes, a PIL image, or an HxWx3 uint8 numpy array"
+
+
+def _require_photo_type(source: object) -> None:
+    """A TypeError saying what a photo may be, for anything else (None, a number, a list, a torch tensor):
+    raised at once, since it is a slip in the calling code, not a photo that failed."""
+    if isinstance(source, (str, Path, bytes, Image.Image, np.ndarray)):
+        return
+    hint = ""
+    if isinstance(source, torch.Tensor):
+        hint = " (a CxHxW tensor becomes one with tensor.permute(1, 2, 0).numpy(), as uint8 0..255)"
+    elif isinstance(source, (list, tuple)):
+        hint = " (for several photos use analyze_many)"
+    raise TypeError(f"a photo must be {ACCEPTED_PHOTOS}, not {type(source).__name__}{hint}")
+
+
 def load_image(source: ImageInput) -> Image.Image:
-    """Read `source` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an upright 8-bit RGB image."""
+    """Read `source` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an upright 8-bit RGB image; another
+    type is a TypeError, an empty image an ImageLoadError."""
+    _require_photo_type(source)
     if isinstance(source, Image.Image):
         image, name = source, "PIL image"
     elif isinstance(source, np.ndarray):
         return _array_to_rgb(source)
     else:
         image, name = _open(source)
+    if 0 in image.size:  # MTCNN would divide by zero on it
+        raise ImageLoadError(f"cannot read image {name}: it is empty ({image.size[0]}x{image.size[1]} pixels)")
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block should not cost us an otherwise good photo
@@ -94,6 +114,8 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
             f"cannot read image array of shape {array.shape} and dtype {array.dtype}: "
             "expected uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
         )
+    if array.size == 0:  # MTCNN would divide by zero on it
+        raise ImageLoadError(f"cannot read image array of shape {array.shape}: it is empty")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     return _to_rgb(Image.fromarray(array), "array")

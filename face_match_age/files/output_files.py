@@ -4,6 +4,7 @@ silently overwrite the results of other photos."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -15,7 +16,23 @@ from PIL import Image
 
 
 class OutputError(OSError):
-    """An output folder or file that cannot be written."""
+    """An output folder or file that cannot be written; `target`: the file, where write_atomically knows it."""
+
+    target: Path | None = None
+
+
+# A full disk, or a full quota on a shared one: the same advice.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is a write that found the disk or the quota full (write_atomically's OutputError too)."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_message(path: Path | str | None, elsewhere: str = "another output folder") -> str:
+    """One line for a write that found the disk (or the quota) full: which file, and what to do."""
+    return f"disk full writing {path}; free space or choose {elsewhere}"
 
 
 def prepare_out_dir(path: Path) -> Path:
@@ -95,7 +112,10 @@ def write_atomically(path: Path, write: Callable[[Path], object], *, durable: bo
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path} ({error.strerror or error})") from None
+        failed = OutputError(f"cannot write {path} ({error.strerror or error})")
+        # Kept so that a caller can tell a full disk (is_disk_full) and name the file in its own advice.
+        failed.errno, failed.target = error.errno, path
+        raise failed from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from config import Config
+from config import INFERENCE_PRECISION_CHOICES, Config
 from face_match_age.detection.faces import (
     NoFaceError,
     build_face_detector,
@@ -32,7 +33,13 @@ from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to
 from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.inference.prefetch import prefetched
-from face_match_age.network.age_network import age_interval, age_std, expected_age, load_age_model
+from face_match_age.network.age_network import (
+    CheckpointError,
+    age_interval,
+    age_std,
+    expected_age,
+    load_age_model,
+)
 from face_match_age.network.weights import ensure_weights, load_backbone, weights_identity
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
@@ -115,8 +122,9 @@ class FaceAnalyzer:
         channels_last: bool | None = None,
         compile_networks: bool | None = None,
     ) -> None:
+        _check_options(config, device, precision, age_checkpoint, verify_weights)
         self.config = config or Config()
-        self.device = resolve_device(device)
+        self.device = resolve_device(str(device))
         self.precision = resolve_inference_precision(precision or self.config.inference_precision, self.device)
         self.channels_last = self.config.channels_last if channels_last is None else channels_last
         self.compiled = self.config.compile_networks if compile_networks is None else compile_networks
@@ -124,6 +132,7 @@ class FaceAnalyzer:
         self.detector = build_face_detector(self.config, self.device)
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
+        _require_trained_img_size(self.age_model, self.age_checkpoint, self.config.img_size)
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
         self.verifier = load_backbone(
             VERIFICATION_WEIGHTS,
@@ -173,7 +182,10 @@ class FaceAnalyzer:
         self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None, all_faces: bool = False
     ) -> dict:
         """Ages of both chosen faces and whether they are the same person (see pair_result); with
-        all_faces, every face of one photo against every face of the other."""
+        all_faces, every face of one photo against every face of the other. `threshold`: a cosine similarity
+        in [-1, 1] (default: the config's verification_threshold)."""
+        if threshold is not None:
+            _check_threshold(threshold)
         first, second = self.analyze_many([photo_1, photo_2], all_faces=all_faces)
         return pair_result(first, second, self.config.verification_threshold if threshold is None else threshold)
 
@@ -196,6 +208,9 @@ class FaceAnalyzer:
         overlap: read and detect the next chunk in a background thread while the networks process this one
         (the same analyses in the same order; `photos` is then iterated in that thread). Closing the
         generator early (contextlib.closing, Ctrl-C) stops that thread. bench/overlap.py measures the gain."""
+
+        if isinstance(photos, (str, Path, bytes, Image.Image, np.ndarray)):  # iterable, but one photo
+            raise TypeError("analyze_many takes a list (or other iterable) of photos; for one photo use analyze")
 
         def detected_chunks():
             for chunk in _chunks(photos, names, photos_per_chunk):
@@ -287,6 +302,42 @@ class FaceAnalyzer:
         # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
         probabilities = torch.stack(logits)[:, :count].float().softmax(2).mean(0).cpu() if logits else None
         return probabilities, embedding.cpu().numpy()
+
+
+def _require_trained_img_size(age_model, checkpoint: Path | None, img_size: int) -> None:
+    """Refuse an age model trained on faces of another size than this run crops: its ages would be off."""
+    trained = getattr(age_model, "trained_img_size", None)
+    if trained is None or trained == img_size:
+        return
+    saved = Path(checkpoint).parent / "config.json"
+    same = f"--config {saved}" if saved.is_file() else "--config with the training run's config.json"
+    raise CheckpointError(
+        f"age checkpoint {checkpoint} was trained with img_size {trained}, but this run crops faces at img_size "
+        f"{img_size}; run with the training settings ({same}) or use a checkpoint trained at {img_size}"
+    )
+
+
+def _check_options(config, device, precision, age_checkpoint, verify_weights) -> None:
+    """A TypeError or ValueError naming the option and what it accepts, before any model loads."""
+    if config is not None and not isinstance(config, Config):
+        raise TypeError(f"config must be a config.Config (or None for the defaults), not {type(config).__name__}")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda:1', not {type(device).__name__}")
+    if precision is not None and precision not in INFERENCE_PRECISION_CHOICES:
+        allowed = ", ".join(INFERENCE_PRECISION_CHOICES)
+        raise ValueError(f"precision must be one of {allowed} or None, not {precision!r}")
+    for name, value in (("age_checkpoint", age_checkpoint), ("verify_weights", verify_weights)):
+        if value is not None and not isinstance(value, (str, Path)):
+            raise TypeError(f"{name} must be a file path (str or pathlib.Path) or None, not {type(value).__name__}")
+
+
+def _check_threshold(threshold) -> None:
+    if isinstance(threshold, CalibratedThreshold):
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a number (a cosine similarity in [-1, 1]), not {type(threshold).__name__}")
+    if not -1 <= threshold <= 1:
+        raise ValueError(f"threshold must be a cosine similarity in [-1, 1], not {threshold}")
 
 
 def compiled_batch_size(count: int, largest: int) -> int:

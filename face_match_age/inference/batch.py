@@ -34,6 +34,7 @@ from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import (
     OutputError,
+    is_disk_full,
     out_dir_lock,
     prepare_out_dir,
     recorded_differences,
@@ -172,8 +173,11 @@ def _locked_batch(
             analyses = make_analyzer(device=device).analyze_many(
                 photos, all_faces=all_faces, names=[str(p) for p in photos]
             )
-        with contextlib.closing(analyses):  # on Ctrl-C too, worker processes are stopped here
-            _write_results(todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model)
+        whole = _WholeRows(out_dir, rows=len(kept))
+        with contextlib.closing(analyses), whole:  # on Ctrl-C too, worker processes are stopped here
+            _write_results(
+                todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model, whole=whole
+            )
         # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
         # makes the finished files the same however the batch got there.
         done = _read_rows(results)
@@ -287,6 +291,33 @@ def _write_rows(out_dir: Path, lines: list[str]) -> None:
     write_atomically(out_dir / RESULTS_CSV, lambda tmp: tmp.write_text(table.getvalue(), encoding="utf-8", newline=""))
 
 
+class _WholeRows:
+    """Where the whole rows of results.jsonl and results.csv end, as the appending writer reports them; a
+    full disk met within its `with` cuts both files back there and becomes an OutputError that says so."""
+
+    def __init__(self, out_dir: Path, rows: int) -> None:
+        self.out_dir, self.files = out_dir, (out_dir / RESULTS_JSONL, out_dir / RESULTS_CSV)
+        self.sizes, self.rows = [path.stat().st_size for path in self.files], rows
+
+    def add(self, jsonl, table) -> None:
+        """A row was written whole to both (flushed) files."""
+        self.sizes, self.rows = [os.fstat(file.fileno()).st_size for file in (jsonl, table)], self.rows + 1
+
+    def __enter__(self) -> _WholeRows:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None or not is_disk_full(error):
+            return
+        for path, size in zip(self.files, self.sizes):
+            os.truncate(path, size)  # frees space rather than needing it, so it works on a full disk
+        kept = f"{self.rows} whole row{' is' if self.rows == 1 else 's are'}"
+        raise OutputError(
+            f"disk full writing the results in {self.out_dir}; {kept} kept: free space and run the same command "
+            "to resume, or choose another OUT_DIR"
+        ) from None
+
+
 def _write_results(
     pairs: list[PairSpec],
     analyses: Iterator[PhotoAnalysis],
@@ -294,8 +325,10 @@ def _write_results(
     threshold,
     already: int = 0,
     age_model: dict | None = None,
+    whole: _WholeRows | None = None,
 ) -> None:
-    """Append the rows of `pairs` to both results files, each as soon as both its photos are done."""
+    """Append the rows of `pairs` to both results files, each as soon as both its photos are done; `whole`
+    learns where each whole row ends."""
     waiting: dict[str, list[int]] = {}
     for index, pair in enumerate(pairs):
         for path in {str(pair.path1), str(pair.path2)}:
@@ -320,6 +353,8 @@ def _write_results(
                 jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
                 writer.writerow(_csv_row(row))
                 jsonl.flush(), table.flush()  # a crash keeps every row written so far
+                if whole is not None:
+                    whole.add(jsonl, table)
                 progress.update()
 
 
@@ -427,9 +462,13 @@ def _shard_worker(
         results.put(("model", error))
         return
     mine = photos[rank::world]
-    for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
-        analysis.worker_rank = rank
-        results.put(("photo", analysis))
+    try:
+        for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
+            analysis.worker_rank = rank
+            results.put(("photo", analysis))
+    except torch.OutOfMemoryError as error:  # the parent says it in one line, as with --devices 1
+        results.put(("model", error))
+        return
     results.put(("done", rank))
 
 

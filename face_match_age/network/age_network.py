@@ -109,6 +109,7 @@ class AgeNetwork(nn.Module):
         self.backbone = load_backbone(backbone_weights)
         self.head = build_age_head(head_hidden_dim, head_dropout)
         self.hparams = dict(hparams or {})
+        self.trained_img_size: int | None = None  # the face size training used, where the checkpoint says it
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -191,9 +192,25 @@ def _network_from(checkpoint, path: Path) -> AgeNetwork:
         )
     hparams = checkpoint.get("hyper_parameters") or {}
     settings = {name: hparams[name] for name in _NETWORK_HPARAMS if name in hparams}
+    weights = network_state_dict(checkpoint["state_dict"])
+    hidden = _head_hidden_dim(weights)
+    if hidden is not None and settings.setdefault("head_hidden_dim", hidden) != hidden:
+        raise CheckpointError(
+            f"{path} records head_hidden_dim {settings['head_hidden_dim']} but its weights have {hidden}: it was "
+            "edited or written by other code; use best.ckpt or last.ckpt as train.py wrote them"
+        )
     network = AgeNetwork(**settings, hparams=hparams)
+    # The crop size training saw (Lightning saves the data module's settings): inference should crop alike.
+    network.trained_img_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("img_size")
     try:
-        network.load_state_dict(network_state_dict(checkpoint["state_dict"]))
+        network.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not hold this age model's weights ({error_summary(error)})") from None
     return network
+
+
+def _head_hidden_dim(weights: dict[str, torch.Tensor]) -> int | None:
+    """The width of the age head in `weights` (its first Linear's output size), or None without one: a
+    checkpoint that does not record head_hidden_dim (older ones) is loaded at the width it was trained with."""
+    first_linear = weights.get("head.1.weight")
+    return int(first_linear.shape[0]) if isinstance(first_linear, torch.Tensor) and first_linear.ndim == 2 else None
