@@ -65,13 +65,13 @@ def measure_models(checkpoint: str, device: str) -> None:
     after the imports alone is the baseline of a run that loads no models)."""
     import time
 
-    import infer
     from config import parse_config
+    from face_match_age import cli
 
     imports_mb = peak_mb()
-    args, config = parse_config(infer.build_parser(), folder_argv("photos", "out", checkpoint, device))
+    args, config = parse_config(cli.build_parser(), folder_argv("photos", "out", checkpoint, device))
     start = time.perf_counter()
-    analyzer = infer.analyzer_factory(args, config, infer.age_model_status(args, config))(device=device)
+    analyzer = cli.analyzer_factory(args, config, cli.age_model_status(args, config))(device=device)
     seconds = time.perf_counter() - start
     print(
         json.dumps({"seconds": seconds, "peak_mb": peak_mb(), "imports_mb": imports_mb, "device": str(analyzer.device)})

@@ -48,8 +48,8 @@ def timed(function, repeats: int) -> float:
 
 
 def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> tuple[float, float]:
-    import infer
     from bench import floor
+    from face_match_age import cli
     from face_match_age.detection.imaging import load_image
     from face_match_age.inference.analyzer import FaceAnalyzer
 
@@ -58,7 +58,7 @@ def warm_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> 
 
     def ours():
         loaded = [load_image(p) for p in photos[:2]]
-        infer.compare_and_write(analyzer, photos[:2], loaded, out / "ours", write_json_file=True)
+        cli.compare_and_write(analyzer, photos[:2], loaded, out / "ours", write_json_file=True)
 
     (out / "ours").mkdir(parents=True, exist_ok=True)
     (out / "floor").mkdir(parents=True, exist_ok=True)
@@ -101,6 +101,7 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
     calls (both with models already loaded)."""
     import infer
     from bench import floor
+    from face_match_age import cli
     from face_match_age.detection.imaging import load_image
     from face_match_age.inference.analyzer import FaceAnalyzer
 
@@ -119,9 +120,7 @@ def batch_rates(photos, checkpoint, out: Path, device: str) -> tuple[float, floa
     analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
     ours_s = timed(
         lambda: [
-            infer.compare_and_write(
-                analyzer, [a, b], [load_image(a), load_image(b)], out / "ours", write_json_file=True
-            )
+            cli.compare_and_write(analyzer, [a, b], [load_image(a), load_image(b)], out / "ours", write_json_file=True)
             for a, b in pairs
         ],
         1,

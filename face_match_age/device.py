@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from config import devices_value
+from face_match_age.settings import devices_value
 
 
 class DeviceUnavailableError(ValueError):

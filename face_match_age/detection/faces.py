@@ -15,9 +15,9 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
-from config import Config
 from face_match_age.detection.batched_mtcnn import detect_boxes
 from face_match_age.detection.mtcnn_pooling import use_channels_last_pooling
+from face_match_age.settings import Config
 
 
 class NoFaceError(ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_AGE, MIN_AGE
+from face_match_age.settings import MAX_AGE, MIN_AGE
 
 DECADE_YEARS = 10
 LAST_DECADE = (MAX_AGE - MIN_AGE) // DECADE_YEARS - 1  # 9: the band of 90..100

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_AGE, MIN_AGE
 from face_match_age.evaluation import array_metrics
 from face_match_age.evaluation.age_decades import age_decade, decade_label
+from face_match_age.settings import MAX_AGE, MIN_AGE
 
 # The left edge of the ROC's logarithmic false-accept axis. A FAR of 0 (accepting no different-person
 # pair) has no place on a log axis, and with N different-person pairs the smallest nonzero FAR is 1/N; so

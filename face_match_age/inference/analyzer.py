@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from config import INFERENCE_PRECISION_CHOICES, Config
 from face_match_age.detection.faces import (
     NoFaceError,
     build_face_detector,
@@ -41,6 +40,7 @@ from face_match_age.network.age_network import (
     load_age_model,
 )
 from face_match_age.network.weights import ensure_weights, load_backbone, weights_identity
+from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
 VERIFY_WEIGHTS_HINT = "or, with infer.py, name a weights file with --verify-weights PATH"

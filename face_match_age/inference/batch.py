@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from config import Config, save_config
 from face_match_age.error_messages import error_line
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import (
@@ -46,6 +45,7 @@ from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.processes import helper_context, start_helper_process
 from face_match_age.reports.batch_sheet import FAILED, MATCH, NO_MATCH, save_batch_sheet, verdict
+from face_match_age.settings import Config, save_config
 
 CSV_COLUMNS = [
     "img1",

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from config import Config
 from face_match_age.error_messages import error_line
 from face_match_age.files.embedding_store import MANIFEST as STORE_MANIFEST
 from face_match_age.files.embedding_store import EmbeddingStore, merge_stores
@@ -26,6 +25,7 @@ from face_match_age.files.photo_lists import photo_stamp
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
 from face_match_age.inference.batch import analyses_sharded, model_files
 from face_match_age.memory import release_freed_memory
+from face_match_age.settings import Config
 
 STORE_FOLDER = "embeddings"
 SETTINGS_FILE = "settings.json"

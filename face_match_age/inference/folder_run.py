@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from config import Config, save_config
 from face_match_age.detection.faces import NoFaceError
 from face_match_age.files.output_files import out_dir_lock, prepare_out_dir, write_atomically
 from face_match_age.files.photo_lists import folder_photos, listed_photos
@@ -50,6 +49,7 @@ from face_match_age.inference.identity_clusters import (
 )
 from face_match_age.reports.batch_sheet import SHEET_NAME, save_pair_sheet
 from face_match_age.reports.contact_sheet import MAX_TILES
+from face_match_age.settings import Config, save_config
 
 CLUSTERS_CSV, CLUSTER_FOLDER = "clusters.csv", "clusters"
 

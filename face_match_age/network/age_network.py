@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config
 from face_match_age.error_messages import error_summary
 from face_match_age.files.checkpoint_files import DamagedCheckpointError, damaged_message, load_checked
 from face_match_age.network.weights import load_backbone
+from face_match_age.settings import MAX_AGE, MIN_AGE, NUM_AGE_BINS, Config
 
 EMBEDDING_DIM = 512  # InceptionResnetV1's embedding size
 DAMAGED_ADVICE = (

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from config import Config
 from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face
 from face_match_age.detection.imaging import ImageLoadError, load_image
 from face_match_age.files.output_files import remove_temporary_files, write_atomically
 from face_match_age.processes import helper_context, start_helper_process
+from face_match_age.settings import Config
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from config import MAX_AGE, MIN_AGE
 from face_match_age.files.csv_tables import csv_line, read_table
+from face_match_age.settings import MAX_AGE, MIN_AGE
 
 CACD_NAME = re.compile(r"^(\d+)_(.+)_(\d{4})\.jpg$", re.IGNORECASE)
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")

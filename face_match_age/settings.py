@@ -1,0 +1,619 @@
+"""The one configuration of face-match-age, shared by every script, the installed package and its command, and
+the command line they share. This is where every default is defined; the repository's root `config.py`
+re-exports these names (`from config import Config` keeps working in the scripts) and `python config.py`
+lists every default with its reason.
+
+`Config` holds every path and setting. Each field is declared with `setting(default, why, group=...)`: the
+reason is the field's one-line comment and also its `--help` text, the group its `--help` heading. Scripts
+build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
+as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
+`--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
+resolved config with `parse_config`, and store it beside what they produce with `save_config`.
+
+Importing this module has no side effects: no folders are made, no devices probed, nothing printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from face_match_age.files.output_files import write_atomically
+
+MIN_AGE = 0  # youngest age the model can predict
+MAX_AGE = 100  # oldest age; with MIN_AGE it gives 101 one-year bins
+NUM_AGE_BINS = MAX_AGE - MIN_AGE + 1
+
+PRETRAINED_CHOICES = ("vggface2", "casia-webface", "none")
+FACE_SELECTION_CHOICES = ("largest", "probability", "center")
+PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
+INFERENCE_PRECISION_CHOICES = ("auto", "32", "bf16", "16")  # 32: float32; bf16, 16: autocast to bfloat16, float16
+# The headings of every script's --help, in this order: key -> title. A script shows the ones it uses.
+OPTION_GROUPS = {
+    "data": "data",
+    "model": "model",
+    "detection": "face detection",
+    "training": "training",
+    "hardware": "hardware",
+    "output": "output",
+    "benchmark": "benchmark",
+}
+# Keys that scripts save beside the config fields in config.json (save_config's `extra`): --config skips them.
+RUN_RECORD_KEYS = frozenset(
+    {"script", "dataset", "limit", "detect", "pairs", "folder", "no_age", "tta", "all_faces", "calibration"}
+)
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """Where a public dataset comes from; `md5` is checked after download when known."""
+
+    file_name: str
+    url: str | None  # None: no stable direct link; the user passes --archive or --url
+    md5: str | None
+    out_name: str  # folder under data/ that data_prep.py writes
+    inner: str  # folder inside the archive that holds the photos (and IMDB-WIKI's .mat)
+    page: str  # where a person finds the terms and a download
+
+
+_IMDB_WIKI = "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/static/"
+DATASET_SOURCES = {
+    # MD5s for IMDB-WIKI are published by third parties (unverified); --skip-checksum accepts a mismatch.
+    "imdb": ArchiveSource(
+        "imdb_crop.tar",
+        _IMDB_WIKI + "imdb_crop.tar",
+        "44b7548f288c14397cb7a7bab35ebe14",
+        "IMDB",
+        "imdb_crop",
+        "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/",
+    ),
+    "wiki": ArchiveSource(
+        "wiki_crop.tar",
+        _IMDB_WIKI + "wiki_crop.tar",
+        "f536eb7f5eae229ae8f286184364b42b",
+        "WIKI",
+        "wiki_crop",
+        "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/",
+    ),
+    "cacd": ArchiveSource("CACD2000.tar.gz", None, None, "CACD", "CACD2000", "http://bcsiriuschen.github.io/CARC/"),
+    "utkface": ArchiveSource("UTKFace.tar.gz", None, None, "UTKFace", "UTKFace", "https://susanqq.github.io/UTKFace/"),
+    "fgnet": ArchiveSource(
+        "FGNET.zip", None, None, "FGNET", "FGNET/images", "the FG-NET ageing database (research use)"
+    ),
+}
+
+
+def setting(default: Any, why: str, *, group: str, aliases: tuple[str, ...] = (), choices: tuple = ()) -> Any:
+    """Declare a config field with its reason (its --help text), its --help heading (a key of OPTION_GROUPS),
+    CLI aliases and allowed values."""
+    if group not in OPTION_GROUPS:
+        raise ValueError(f"unknown option group {group!r}; use one of {', '.join(OPTION_GROUPS)}")
+    metadata = {"why": why, "group": group, "aliases": aliases, "choices": choices}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _default_num_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- data (written by data_prep.py, read by train.py) ---
+    dataset_dir: Path | None = setting(
+        None,
+        "a folder data_prep.py prepared (its --out): sets train_dir, val_dir, train_csv and val_csv to "
+        "DIR/train_images, DIR/val_images, DIR/train.csv and DIR/val.csv; those options, when given, still win",
+        aliases=("--data-dir",),
+        group="data",
+    )
+    train_dir: Path = setting(Path("data/IMDB/train_images"), "160x160 training face crops", group="data")
+    val_dir: Path = setting(Path("data/IMDB/val_images"), "160x160 validation face crops", group="data")
+    train_csv: Path = setting(
+        Path("data/IMDB/train.csv"), "training labels: columns name, age (identity optional)", group="data"
+    )
+    val_csv: Path = setting(Path("data/IMDB/val.csv"), "validation labels, same columns as train_csv", group="data")
+    val_ratio: float = setting(0.2, "share of identities held out for validation (80/20 split)", group="data")
+    data_root: Path = setting(
+        Path("data"), "where data_prep.py keeps downloads, unpacked archives and prepared sets", group="data"
+    )
+    min_face_score: float = setting(
+        1.0, "IMDB-WIKI face_score below this is usually not a clean single face", group="data"
+    )
+    min_image_side: int = setting(48, "smaller source images are placeholders or too blurry to age", group="data")
+    img_size: int = setting(
+        160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining", group="data"
+    )
+
+    # --- model ---
+    pretrained: str = setting(
+        "vggface2",
+        "backbone weights; VGGFace2 faces carry the most age variety",
+        choices=PRETRAINED_CHOICES,
+        group="model",
+    )
+    head_hidden_dim: int = setting(
+        256, "width of the age head between the 512-d embedding and the 101 bins", group="model"
+    )
+    head_dropout: float = setting(
+        0.2, "dropout before the age head; the backbone already generalises well", group="model"
+    )
+    label_sigma: float = setting(
+        2.0,
+        "std (years) of the Gaussian label distribution: neighbouring ages look alike",
+        aliases=("--sigma",),
+        group="model",
+    )
+    freeze_backbone_epochs: int = setting(
+        0, "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)", group="training"
+    )
+
+    # --- training ---
+    batch_size: int = setting(
+        256, "fits a 24 GB GPU at 160x160 in mixed precision; lower it if memory runs out", group="training"
+    )
+    num_workers: int = setting(
+        _default_num_workers, "data-loading processes; more than the CPU cores only thrashes", group="hardware"
+    )
+    learning_rate: float = setting(
+        1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",), group="training"
+    )
+    max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner", group="training")
+    patience: int = setting(6, "epochs without a better validation MAE before early stopping", group="training")
+    seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated", group="training")
+    precision: str = setting(
+        "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES, group="hardware"
+    )
+    accelerator: str = setting(
+        "auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"), group="hardware"
+    )
+    devices: str = setting(
+        "auto",
+        "processes per machine, one per GPU (or CPU processes): a count; GPU indices like 0,1 (train.py only); "
+        "or auto: every GPU, 1 on CPU",
+        group="hardware",
+    )
+    num_nodes: int = setting(1, "machines taking part in distributed (DDP) training", group="hardware")
+    strategy: str = setting(
+        "auto", "Lightning strategy; auto is DDP when more than one device is used", group="hardware"
+    )
+    limit_train_batches: str = setting(
+        "1.0", "share (0-1.0) or count (an integer) of training batches per epoch, for quick runs", group="training"
+    )
+    limit_val_batches: str = setting(
+        "1.0", "share (0-1.0) or count (an integer) of validation batches per epoch", group="training"
+    )
+    log_every_n_steps: int = setting(
+        50, "training steps between logged points; lower for tiny datasets", group="output"
+    )
+    logged_sample_faces: int = setting(
+        16, "validation faces drawn into the TensorBoard grid each epoch", group="output"
+    )
+    figure_sample_size: int = setting(
+        512, "most validation faces behind the predicted-vs-true figure; bounds its cost", group="output"
+    )
+    resume_checkpoint: Path | None = setting(
+        None,
+        "checkpoint to resume from: weights, optimizer, epoch and callbacks",
+        aliases=("--ckpt",),
+        group="training",
+    )
+    checkpoint_dir: Path = setting(
+        Path("checkpoints"), "where best.ckpt and last.ckpt are written", aliases=("--ckpt-dir",), group="output"
+    )
+    checkpoint_every_n_steps: int = setting(
+        500,
+        "training steps between in-epoch saves of last.ckpt, which bound "
+        "what a crash loses (an IMDB epoch at batch 256 is ~1,800); 0: epoch ends only",
+        group="output",
+    )
+    log_dir: Path = setting(
+        Path("logs/face_age_det"), "TensorBoard folder: tensorboard --logdir logs/face_age_det", group="output"
+    )
+
+    # --- inference ---
+    best_checkpoint: Path = setting(
+        Path("checkpoints/best.ckpt"), "age model that inference loads by default", aliases=("--ckpt",), group="model"
+    )
+    verification_threshold: float = setting(
+        0.7, "cosine similarity above which two faces count as one person", aliases=("--threshold",), group="model"
+    )
+    mtcnn_margin: int = setting(
+        14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example", group="detection"
+    )
+    mtcnn_min_face_size: int = setting(
+        20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age", group="detection"
+    )
+    detection_max_side: int = setting(
+        1600,
+        "photos larger than this (pixels) are shrunk for detection only; crops come from the original",
+        group="detection",
+    )
+    inference_batch_size: int = setting(
+        64, "faces per forward pass at inference; fits any GPU and keeps CPU memory low", group="hardware"
+    )
+    inference_precision: str = setting(
+        "auto",
+        "number format of the two networks at inference (MTCNN stays float32): auto is bf16 on CUDA GPUs that "
+        "support it, 16 on older ones, 32 elsewhere; bf16 on CPU needs native bfloat16 (AVX-512 BF16 or AMX)",
+        choices=INFERENCE_PRECISION_CHOICES,
+        aliases=("--precision",),
+        group="hardware",
+    )
+    channels_last: bool = setting(
+        True,
+        "run both networks in channels-last memory format: faster on this project's CPUs, same decisions "
+        "(README: Inference)",
+        group="hardware",
+    )
+    compile_networks: bool = setting(
+        False,
+        "torch.compile both networks: the first batch waits for the compiler (a minute or more on CPU), "
+        "so it pays only on long batch runs",
+        aliases=("--compile",),
+        group="hardware",
+    )
+    face_selection: str = setting(
+        "largest",
+        "which face to use when a photo holds several: the subject is usually the biggest",
+        choices=FACE_SELECTION_CHOICES,
+        aliases=("--face",),
+        group="detection",
+    )
+
+    def __post_init__(self) -> None:
+        problems = list(_validation_problems(self))
+        if problems:
+            raise ValueError("invalid configuration: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with `changes` applied; unknown names raise a ValueError that suggests close names."""
+        unknown = [name for name in changes if name not in field_names()]
+        if unknown:
+            raise ValueError(_unknown_names_message(unknown))
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (paths as strings)."""
+        return {
+            name: str(value) if isinstance(value, Path) else value for name, value in dataclasses.asdict(self).items()
+        }
+
+
+def _validation_problems(config: Config):
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if choices and value not in choices:
+            yield f"{f.name}={value!r} is not one of {', '.join(choices)}"
+    positive = ("img_size", "batch_size", "max_epochs", "head_hidden_dim", "detection_max_side", "inference_batch_size")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            yield f"{name} must be positive, got {getattr(config, name)}"
+    if not 0 < config.val_ratio < 1:
+        yield f"val_ratio must lie strictly between 0 and 1, got {config.val_ratio}"
+    if config.label_sigma <= 0:
+        yield f"label_sigma must be positive, got {config.label_sigma}"
+    if not 0 <= config.head_dropout < 1:
+        yield f"head_dropout must lie in [0, 1), got {config.head_dropout}"
+    if not -1 <= config.verification_threshold <= 1:
+        threshold = config.verification_threshold
+        yield f"verification_threshold is a cosine similarity and must lie in [-1, 1], got {threshold}"
+    # MTCNN's first network looks at 12-pixel windows: a smaller minimum enlarges the whole photo (1 would make it
+    # 12 times wider and taller; 0 divides by zero). A minimum over half the detection size finds faces only in
+    # close-ups that fill a large photo, and none in any dataset's photos: such a value is a slip, not a choice.
+    largest = config.detection_max_side // 2
+    if not 12 <= config.mtcnn_min_face_size <= largest:
+        yield (
+            f"mtcnn_min_face_size must lie in 12..{largest} pixels (12: MTCNN's smallest window; {largest}: half "
+            f"of detection_max_side), got {config.mtcnn_min_face_size}"
+        )
+    if config.num_workers < 0 or config.patience < 0 or config.mtcnn_margin < 0:
+        yield "num_workers, patience and mtcnn_margin cannot be negative"
+    for name in ("limit_train_batches", "limit_val_batches"):
+        try:
+            limit = batch_limit(getattr(config, name))
+        except ValueError:
+            limit = -1
+        if limit < 0 or (isinstance(limit, float) and limit > 1.0):
+            given = getattr(config, name)
+            yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {given!r}"
+    try:
+        devices_value(config.devices)
+    except ValueError as error:
+        yield str(error)
+    if config.num_nodes < 1 or config.log_every_n_steps < 1:
+        yield "num_nodes and log_every_n_steps must be at least 1"
+    if config.freeze_backbone_epochs < -1:
+        yield f"freeze_backbone_epochs must be -1 (always frozen) or more, got {config.freeze_backbone_epochs}"
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(Config))
+
+
+def settings_table() -> str:
+    """Every setting under its --help heading: `name = default` and its reason (what `python config.py` prints)."""
+    defaults = Config()
+    lines = []
+    for key, title in OPTION_GROUPS.items():
+        fields = [f for f in dataclasses.fields(Config) if f.metadata["group"] == key]
+        if fields:
+            lines += ["" if lines else None, f"# {title}"]
+            for f in fields:
+                value = getattr(defaults, f.name)
+                shown = repr(str(value)) if isinstance(value, Path) else repr(value)
+                lines.append(f"{f.name} = {shown}  # {f.metadata['why']}")
+    return "\n".join(line for line in lines if line is not None)
+
+
+def _unknown_names_message(unknown: list[str]) -> str:
+    return f"unknown config field {_with_suggestions(unknown)}; known fields: {', '.join(field_names())}"
+
+
+def _with_suggestions(unknown: list[str]) -> str:
+    """'batchsize' (did you mean 'batch_size'?), ... for names that are not config fields."""
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, field_names(), n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return ", ".join(parts)
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[str]) -> None:
+    """Register the named config fields as options of `parser`, each under its group's heading with its
+    default (Config()'s value) in its help, and `--config FILE` once (see `load_config`)."""
+    names = list(names)
+    unknown = [name for name in names if name not in field_names()]
+    if unknown:
+        raise ValueError(_unknown_names_message(unknown))
+    if "--config" not in parser.known_options:
+        parser.add_argument(
+            "--config",
+            dest=CONFIG_FILE_DEST,
+            type=Path,
+            metavar="FILE",
+            help="a config.json saved beside a run (checkpoint or log folder, data_prep.py's or infer.py's OUT): "
+            "its values replace the defaults, and options given on this command line replace its values",
+        )
+    hints = typing.get_type_hints(Config)
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    defaults = Config()
+    for name in names:
+        meta = fields[name].metadata
+        kind = _optional_inner(hints[name])
+        # SUPPRESS: an option not given stays out of the namespace, so it never overrides --config's values.
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": meta["why"] + default_note(getattr(defaults, name)),
+        }
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = name.upper()
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+            kwargs.pop("metavar", None)
+        # The short conventional name (--lr, --ckpt) first, so usage lines show it; the field's name also works.
+        parser.group(meta["group"]).add_argument(*meta["aliases"], option_name(name), **kwargs)
+
+
+def _optional_inner(kind: Any) -> Any:
+    """`X | None` (or Optional[X]) -> X, so argparse gets a callable type."""
+    if typing.get_origin(kind) in (Union, types.UnionType):  # Optional[X] and X | None have different origins
+        inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        if len(inner) == 1:
+            return inner[0]
+    return kind
+
+
+def batch_limit(text: str) -> int | float:
+    """Lightning's limit_*_batches from its text form: '0.25' is a share, '3' a count of batches."""
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def devices_value(text: str) -> int | list[int] | str:
+    """`devices` (--devices) as Lightning's Trainer takes it: "auto", a count ("2") or GPU indices ("0,1" ->
+    [0, 1]). The one parser of --devices: train.py passes its value on, infer.py turns it into a count of
+    processes (face_match_age.device.batch_process_count)."""
+    text = str(text).strip()  # str(): a hand-written config.json may hold a number
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    indices = text.split(",")
+    if len(indices) > 1 and all(index.strip().isdigit() for index in indices):
+        return [int(index) for index in indices]
+    raise ValueError(f"devices must be auto, a count of 1 or more, or GPU indices like 0,1; got {text!r}")
+
+
+def dataset_paths(dataset_dir: Path) -> dict[str, Path]:
+    """The four data fields for a folder laid out as data_prep.py writes it."""
+    dataset_dir = Path(dataset_dir)
+    return {
+        "train_dir": dataset_dir / "train_images",
+        "val_dir": dataset_dir / "val_images",
+        "train_csv": dataset_dir / "train.csv",
+        "val_csv": dataset_dir / "val.csv",
+    }
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    """The resolved config: `base` (defaults) with every config option given on the command line; a given
+    --data-dir fills the four data paths that are not given themselves."""
+    given = {name: value for name, value in vars(args).items() if name in field_names()}
+    if given.get("dataset_dir") is not None:
+        given = {**dataset_paths(given["dataset_dir"]), **given}
+    return (base or Config()).replace(**given)
+
+
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"  # every script's --device (one device)
+CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
+
+
+def default_note(default: Any) -> str:
+    """' (default: X)' for an option's help; nothing for a default that means "not given"."""
+    if default is None or isinstance(default, bool) or default is argparse.SUPPRESS:
+        return ""
+    return f" (default: {str(default).replace('%', '%%')})"  # argparse %-formats help texts
+
+
+def help_epilog(examples: typing.Iterable[str], exit_codes: dict[int, str], notes: str = "") -> str:
+    """The end of every script's --help: example command lines, `notes`, and what each exit code means
+    (2, argparse's code for a bad command line, is added when not given)."""
+    codes = {2: "bad command line: an unknown option, a bad value or an unusable --config file", **exit_codes}
+    lines = ["examples:", *(f"  {example}" for example in examples)]
+    if notes:
+        lines += ["", *textwrap.wrap(" ".join(notes.split()), 100)]
+    lines += ["", "exit codes:"]
+    for code in sorted(codes):
+        lines += textwrap.wrap(codes[code], 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    return "\n".join(lines)
+
+
+class _OptionGroup:
+    """One heading of --help; options added to it count as known options of its parser (see ConfigArgumentParser)."""
+
+    def __init__(self, parser: ConfigArgumentParser, group) -> None:
+        self.parser, self.group = parser, group
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        action = self.group.add_argument(*names, **_with_default_note(kwargs))
+        self.parser.options.append(action)
+        return action
+
+
+def _with_default_note(kwargs: dict[str, Any]) -> dict[str, Any]:
+    help_text = kwargs.get("help")
+    if help_text in (None, argparse.SUPPRESS) or "(default" in help_text:
+        return kwargs
+    return {**kwargs, "help": help_text + default_note(kwargs.get("default"))}
+
+
+class ConfigArgumentParser(argparse.ArgumentParser):
+    """The ArgumentParser of every script: options under the headings of OPTION_GROUPS (`parser.group("data")`),
+    each help line ending with its default, the description's and epilog's line breaks kept, and the closest
+    known option named when an unknown one is met."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Every argument added, kept here rather than read from argparse's private lists (for the suggestions,
+        # and for tests); set first: argparse adds --help while initialising.
+        self.options: list[argparse.Action] = []
+        self._commands: list[argparse.Action] = []
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        # Every heading now, in OPTION_GROUPS' order whatever order options come in; empty ones are not shown.
+        self._groups = {key: _OptionGroup(self, self.add_argument_group(title)) for key, title in OPTION_GROUPS.items()}
+
+    def group(self, key: str) -> _OptionGroup:
+        """The heading `key` of OPTION_GROUPS, to add options under."""
+        return self._groups[key]
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*names, **_with_default_note(kwargs))
+        self.options.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs: Any):
+        commands = super().add_subparsers(**kwargs)
+        self._commands.append(commands)
+        return commands
+
+    @property
+    def known_options(self) -> list[str]:
+        """The option strings of this parser (--batch-size, --lr, ...)."""
+        return [option for action in self.options for option in action.option_strings]
+
+    def subcommands(self) -> dict[str, ConfigArgumentParser]:
+        """The parsers of this parser's subcommands by name (evaluate.py's age, verify, leakage)."""
+        return {name: parser for commands in self._commands for name, parser in commands.choices.items()}
+
+    def all_known_options(self) -> list[str]:
+        """This parser's option strings and those of its subcommands."""
+        nested = [option for command in self.subcommands().values() for option in command.all_known_options()]
+        return self.known_options + nested
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        unknown_options = [extra for extra in extras if extra.startswith("-")]
+        if unknown_options:
+            hints = []
+            for extra in unknown_options:
+                close = difflib.get_close_matches(extra.split("=")[0], self.all_known_options(), n=1)
+                hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
+            self.error(f"unknown option {', '.join(hints)}; run with --help to list the options")
+        if extras:
+            self.error(f"unexpected argument {' '.join(extras)}; run with --help for the usage")
+        return parsed
+
+
+def parse_config(
+    parser: argparse.ArgumentParser, argv: list[str] | None, base: Config | None = None
+) -> tuple[argparse.Namespace, Config]:
+    """Parse `argv` over `base` (default Config()), or over the file of --config when given; a config
+    value that fails validation, or a --config file that cannot be used, ends as a usage error, not a
+    traceback."""
+    args = parser.parse_args(argv)
+    try:
+        config_file = getattr(args, CONFIG_FILE_DEST, None)
+        if config_file is not None:
+            base = load_config(config_file)
+        return args, config_from_args(args, base)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the resolved config (plus script-specific `extra` values: keys of RUN_RECORD_KEYS) to
+    directory/config.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.json"
+    payload = {**config.to_dict(), **(extra or {})}
+    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
+
+
+def load_config(path: Path) -> Config:
+    """The Config of a config.json written by save_config (the keys of RUN_RECORD_KEYS are skipped; fields
+    it lacks keep their defaults). A file that cannot be read, is not a JSON object, holds another key or
+    an invalid value raises a ValueError whose one line names the file and the problem."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"--config {path}: cannot read it ({error.strerror or error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path}: not a JSON file ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(values).__name__}")
+    unknown = [name for name in values if name not in field_names() and name not in RUN_RECORD_KEYS]
+    if unknown:
+        raise ValueError(
+            f"--config {path}: unknown key {_with_suggestions(unknown)}: neither a config field nor a key that "
+            "scripts save beside them; correct or remove it"
+        )
+    hints = typing.get_type_hints(Config)
+    known = {
+        name: Path(value) if _optional_inner(hints[name]) is Path and value is not None else value
+        for name, value in values.items()
+        if name in field_names()
+    }
+    try:
+        return Config(**known)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--config {path}: {error}") from None
