@@ -92,7 +92,9 @@ def test_no_module_of_ours_takes_the_name_of_a_library():
 
 
 def test_every_package_folder_only_documents_itself_on_import():
-    folders = [PACKAGE, *(path for path in PACKAGE.rglob("*") if path.is_dir() and path.name != "__pycache__"), BENCH]
+    # The top package alone also names its public API (`from face_match_age import FaceAnalyzer`), loaded on
+    # first use: see test_the_package_names_its_api_without_importing_it.
+    folders = [*(path for path in PACKAGE.rglob("*") if path.is_dir() and path.name != "__pycache__"), BENCH]
     for folder in folders:
         init = folder / "__init__.py"
         assert init.is_file(), f"{folder.relative_to(ROOT)} is not a package"
@@ -100,6 +102,33 @@ def test_every_package_folder_only_documents_itself_on_import():
         assert len(body) == 1, init
         assert isinstance(body[0], ast.Expr), init
         assert isinstance(body[0].value, ast.Constant), init
+
+
+def test_the_package_names_its_api_without_importing_it():
+    probe = (
+        "import sys, face_match_age; before = 'torch' in sys.modules; "
+        "from face_match_age import Config, FaceAnalyzer; "
+        "print(before, FaceAnalyzer.__module__, Config.__module__, sorted(face_match_age.__all__))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [
+        "False",
+        "face_match_age.inference.analyzer",
+        "face_match_age.settings",
+        "['Config',",
+        "'FaceAnalyzer']",
+    ]
+    body = ast.parse((PACKAGE / "__init__.py").read_text()).body
+    assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)  # its docstring first
+    imported = [node for node in body if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert [alias.name for node in imported for alias in node.names] == ["importlib"]
+
+
+def test_the_package_imports_nothing_from_the_repository_root():
+    # An installed wheel holds no config.py or infer.py; tests/test_packaging.py proves it by installing one.
+    root_imports = re.compile(r"^\s*(from|import) (" + "|".join(sorted(ROOT_SCRIPTS)) + r")\b", re.MULTILINE)
+    importers = [str(path.relative_to(ROOT)) for path in _ours(PACKAGE) if root_imports.search(path.read_text())]
+    assert importers == []
 
 
 def test_nothing_in_the_package_is_run():
