@@ -1,6 +1,9 @@
+import ast
 import dataclasses
 import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,37 @@ def test_defaults_hold_the_seed_settings():
     assert c.face_selection in config.FACE_SELECTION_CHOICES
     assert c.mtcnn_margin >= 0
     assert config.NUM_AGE_BINS == 101
+
+
+def test_each_default_is_defined_once_in_the_package_and_the_root_config_re_exports_it():
+    """face_match_age/settings.py defines the configuration (the installed package needs it); the root config.py
+    only re-exports it, every public name of it, so `from config import X` and the package see one object."""
+    from face_match_age import settings
+
+    root = ast.parse((ROOT / "config.py").read_text())
+    assert not [node for node in ast.walk(root) if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.Lambda)]
+    assigned = [target.id for node in root.body if isinstance(node, ast.Assign) for target in node.targets]
+    assert assigned == ["__all__"]
+    defined = set()
+    for node in ast.parse(Path(settings.__file__).read_text()).body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+    assert sorted(config.__all__) == sorted(name for name in defined if not name.startswith("_"))
+    assert all(getattr(config, name) is getattr(settings, name) for name in config.__all__)
+
+
+def test_running_config_py_lists_every_setting_with_its_default_and_reason():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "config.py")], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert "batch_size = 256  # fits a 24 GB GPU at 160x160 in mixed precision; lower it if memory runs out" in lines
+    assert "best_checkpoint = 'checkpoints/best.ckpt'  # age model that inference loads by default" in lines
+    assert "# face detection" in lines
+    listed = [line.split(" = ")[0] for line in lines if " = " in line]
+    assert sorted(listed) == sorted(f.name for f in dataclasses.fields(Config))
 
 
 def test_every_field_says_why():
