@@ -11,6 +11,7 @@ would use, where the pretrained weights are expected, and builds the model once.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from face_match_age.files.checkpoint_files import save_checkpoint_file
 from face_match_age.network.age_network import (
     AgeNetwork,
     age_kl_loss,
+    age_prior_logits,
     checkpoint_parameter_name,
     expected_age,
     upgrade_state_dict,
@@ -79,6 +81,9 @@ class AgeEstimationModel(L.LightningModule):
         head_hidden_dim: int = Config.head_hidden_dim,
         head_dropout: float = Config.head_dropout,
         freeze_backbone_epochs: int = Config.freeze_backbone_epochs,
+        head_learning_rate: float = Config.head_learning_rate,
+        warmup_steps: int = Config.warmup_steps,
+        lr_schedule: str = Config.lr_schedule,
         load_pretrained_weights: bool = True,
     ) -> None:
         super().__init__()
@@ -146,10 +151,49 @@ class AgeEstimationModel(L.LightningModule):
         faces = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.network.predict(faces)
 
+    def start_at_prior(self, training_ages) -> None:
+        """Start the head at the training set's age distribution (see AgeNetwork.start_at_prior), smoothed with
+        the loss's label sigma. For a fresh run only: a resumed or loaded model keeps its trained head."""
+        self.network.start_at_prior(age_prior_logits(training_ages, self.hparams.label_sigma))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # Only trainable parameters: FreezeBackbone adds the backbone's as a new group when it thaws.
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.hparams.learning_rate)
+        # The new head and the pretrained backbone learn at their own rates, in named groups (TensorBoard's
+        # lr-Adam/head and lr-Adam/backbone). Only trainable parameters: FreezeBackbone adds the backbone's
+        # group when it thaws.
+        groups = [{"name": "head", "params": _trainable(self.network.head), "lr": self.hparams.head_learning_rate}]
+        backbone = _trainable(self.network.backbone)
+        if backbone:
+            groups.append({"name": "backbone", "params": backbone, "lr": self.hparams.learning_rate})
+        return torch.optim.Adam(groups)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # The schedule scales each group's own rate, kept in the group as base_lr (saved with the optimizer, so a
+        # resumed run goes on where it was); a group FreezeBackbone adds later joins the schedule where it stands.
+        factor = learning_rate_factor(
+            self.trainer.global_step,
+            self.hparams.warmup_steps,
+            self.trainer.estimated_stepping_batches,
+            self.hparams.lr_schedule,
+        )
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: float, schedule: str) -> float:
+    """The share of its base rate each group uses at optimizer step `step` (0 first): a linear rise over
+    `warmup_steps` (to start a pretrained backbone gently), then 1 (constant) or a half cosine from 1 to 0 at
+    `total_steps` (cosine)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or not math.isfinite(total_steps):
+        return 1.0
+    progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 class FreezeBackbone(BaseFinetuning):
@@ -166,7 +210,11 @@ class FreezeBackbone(BaseFinetuning):
 
     def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
         if current_epoch == self.epochs:
-            self.unfreeze_and_add_param_group(pl_module.network.backbone, optimizer, initial_denom_lr=1.0)
+            # At the backbone's own rate: without `lr`, Lightning would take the first group's, the head's.
+            self.unfreeze_and_add_param_group(
+                pl_module.network.backbone, optimizer, lr=pl_module.hparams.learning_rate, initial_denom_lr=1.0
+            )
+            optimizer.param_groups[-1]["name"] = "backbone"
 
     def load_state_dict(self, state_dict: dict) -> None:
         # The saved optimizer groups list parameters by name; checkpoints from before AgeNetwork use old names.
@@ -194,6 +242,9 @@ def build_age_model(config: Config) -> AgeEstimationModel:
         head_hidden_dim=config.head_hidden_dim,
         head_dropout=config.head_dropout,
         freeze_backbone_epochs=config.freeze_backbone_epochs,
+        head_learning_rate=config.head_learning_rate,
+        warmup_steps=config.warmup_steps,
+        lr_schedule=config.lr_schedule,
     )
 
 
