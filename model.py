@@ -111,6 +111,10 @@ class AgeEstimationModel(L.LightningModule):
         # Lightning calls this before loading the state dict, in load_from_checkpoint and in a Trainer resume:
         # checkpoints from before AgeNetwork name the weights "backbone.*" and "head.*", not "network.*".
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
+        # ...and before the optimizer's state: checkpoints from before the head had its own rate hold one group.
+        head_count = len(list(self.network.head.parameters()))
+        for state in checkpoint.get("optimizer_states", []):
+            split_single_group(state, head_count)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -178,6 +182,27 @@ class AgeEstimationModel(L.LightningModule):
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+
+
+def split_single_group(optimizer_state: dict, head_count: int) -> None:
+    """Rewrite, in place, an Adam state saved with one parameter group (before the head and the backbone had
+    their own rates) as configure_optimizers now groups it: "head" first, then "backbone", each keeping the old
+    group's settings, so a run from then resumes as it was. The old group listed the trainable parameters in
+    AgeNetwork's order, backbone before head; with a frozen backbone it held the head's alone."""
+    groups = optimizer_state["param_groups"]
+    if len(groups) != 1 or "name" in groups[0]:
+        return
+    (old,) = groups
+    ids = list(old["params"])
+    backbone, head = ids[: len(ids) - head_count], ids[len(ids) - head_count :]
+    new_ids = {old_id: position for position, old_id in enumerate(head + backbone)}
+    optimizer_state["state"] = {new_ids[i]: value for i, value in optimizer_state["state"].items()}
+    settings = {key: value for key, value in old.items() if key != "params"}
+    optimizer_state["param_groups"] = [{**settings, "name": "head", "params": list(range(len(head)))}]
+    if backbone:
+        optimizer_state["param_groups"].append(
+            {**settings, "name": "backbone", "params": list(range(len(head), len(ids)))}
+        )
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:

@@ -21,7 +21,13 @@ import train
 from config import Config
 from face_match_age.evaluation.array_metrics import median_age_guess
 from face_match_age.network.age_network import age_prior_logits, expected_age
-from model import AgeEstimationModel, FreezeBackbone, learning_rate_factor, save_age_checkpoint
+from model import (
+    AgeEstimationModel,
+    FreezeBackbone,
+    learning_rate_factor,
+    save_age_checkpoint,
+    split_single_group,
+)
 
 TRAIN_AGES = [3, 20, 22, 25, 25, 30, 31, 60]
 
@@ -109,11 +115,42 @@ def test_a_fresh_run_starts_at_the_prior_and_a_resumed_run_keeps_its_trained_hea
     last = config.checkpoint_dir / "last.ckpt"
     trained = torch.load(last, weights_only=True)["state_dict"]["network.head.4.bias"]
     assert not torch.allclose(trained, expected, atol=1e-6)  # one epoch moved it
+    # Resumed from a checkpoint in the layout written before the head had its own rate: one optimizer group.
+    old_layout = config.checkpoint_dir.parent / "one_group.ckpt"
+    torch.save(_with_one_optimizer_group(torch.load(last, weights_only=True)), old_layout)
     resumed = HeadAtStart()
     with contextlib.redirect_stdout(io.StringIO()):
-        args = train_args(config, max_epochs=2, ckpt=last)
+        args = train_args(config, max_epochs=2, ckpt=old_layout)
         assert train.main(args, extra_callbacks=(resumed,)) == 0
     assert torch.equal(resumed.bias, trained)
+
+
+def _with_one_optimizer_group(checkpoint: dict) -> dict:
+    (state,) = checkpoint["optimizer_states"]
+    head, backbone = state["param_groups"]
+    order = backbone["params"] + head["params"]  # the old single group: AgeNetwork's order, backbone first
+    state["state"] = {order.index(i): value for i, value in state["state"].items()}
+    settings = {key: value for key, value in head.items() if key not in ("params", "name")}
+    state["param_groups"] = [{**settings, "params": list(range(len(order)))}]
+    return checkpoint
+
+
+def test_a_one_group_optimizer_state_splits_back_into_head_and_backbone():
+    state = {
+        "state": {0: "h0", 1: "h1", 2: "b0", 3: "b1", 4: "b2"},
+        "param_groups": [
+            {"name": "head", "lr": 1e-3, "params": [0, 1]},
+            {"name": "backbone", "lr": 1e-4, "params": [2, 3, 4]},
+        ],
+    }
+    (one,) = _with_one_optimizer_group({"optimizer_states": [state]})["optimizer_states"]
+    assert one["state"] == {0: "b0", 1: "b1", 2: "b2", 3: "h0", 4: "h1"}
+    split_single_group(one, head_count=2)
+    assert one["state"] == {0: "h0", 1: "h1", 2: "b0", 3: "b1", 4: "b2"}
+    assert [(g["name"], g["params"], g["lr"]) for g in one["param_groups"]] == [
+        ("head", [0, 1], 1e-3),
+        ("backbone", [2, 3, 4], 1e-3),  # the old group's rate: the run goes on as it was
+    ]
 
 
 def test_train_prints_and_logs_the_median_baseline_beside_the_mae(fresh_fit):
