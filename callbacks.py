@@ -8,6 +8,9 @@ in the config, so its cost does not grow with the dataset.
 `ScalarLayout` writes TensorBoard's custom-scalars layout at fit start: train and validation MAE, loss
 and CS@5 on shared charts, side by side (the "Custom Scalars" tab).
 
+`GuessingBaselineLines` logs, beside each validation MAE, CS@5 and loss, what guessing without looking at
+the faces scores: a flat line the curve must get under (above, for CS@5).
+
 `RunRecord` saves the resolved config beside the logs and checkpoints, remembers the best validation
 MAE and its epoch, and keeps TensorBoard's hyper-parameter metric (`hp_metric`) at that MAE; it writes
 the hyper-parameters itself, so `hp_metric` never holds Lightning's -1 placeholder.
@@ -38,11 +41,12 @@ from face_match_age.evaluation.figures import predicted_vs_true_figure
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU
 # Tags as model.py logs them; train/loss is also logged per step, and only its epoch mean compares with val/loss.
+# Each chart holds its guessing baseline (GuessingBaselineLines) as a flat line: a curve above it learned nothing.
 SCALAR_LAYOUT = {
     "train vs validation": {
-        "MAE (years)": ["Multiline", ["^train/mae$", "^val/mae$"]],
-        "loss": ["Multiline", ["^train/loss_epoch$", "^val/loss$"]],
-        "CS@5 (share within 5 years)": ["Multiline", ["^train/cs5$", "^val/cs5$"]],
+        "MAE (years)": ["Multiline", ["^train/mae$", "^val/mae$", "^val/mae_baseline$"]],
+        "loss": ["Multiline", ["^train/loss_epoch$", "^val/loss$", "^val/loss_baseline$"]],
+        "CS@5 (share within 5 years)": ["Multiline", ["^train/cs5$", "^val/cs5$", "^val/cs5_baseline$"]],
     }
 }
 
@@ -53,6 +57,21 @@ class ScalarLayout(L.Callback):
         # Each fit (a resume too) writes into a new TensorBoard version folder, which needs its own layout.
         if trainer.logger is not None and hasattr(trainer.logger.experiment, "add_custom_scalars"):
             trainer.logger.experiment.add_custom_scalars(SCALAR_LAYOUT)
+
+
+class GuessingBaselineLines(L.Callback):
+    """Logs the guessing baseline (face_match_age.training.baselines) after every validation, so TensorBoard
+    draws it as a flat line on the chart of the figure it is the baseline of."""
+
+    def __init__(self, scalars: dict[str, float]) -> None:
+        super().__init__()
+        self.scalars = scalars
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for tag, value in self.scalars.items():
+            pl_module.log(tag, value, sync_dist=False)  # the same value on every rank: nothing to reduce
 
 
 class ValidationPredictionImages(L.Callback):

@@ -65,13 +65,21 @@ class EvaluationError(RuntimeError):
 
 
 def evaluate_age(
-    images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto", batch_size: int = 64
+    images: Path,
+    csv_path: Path,
+    checkpoint: Path,
+    out_dir: Path,
+    device: str = "auto",
+    batch_size: int = 64,
+    train_csv: Path | None = None,
 ) -> dict:
-    """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
+    """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors, beside the
+    baseline of predicting the median age of `train_csv` (else of the evaluated set itself) for every face."""
     model = load_age_model(checkpoint, resolve_device(device))
     # Faces at the size the model was trained on, where its checkpoint says (train.py's do): another size
     # would measure a model other than the one trained.
     dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size)
+    reference = _baseline_reference(train_csv, dataset)
     out_dir = prepare_out_dir(out_dir)  # only once the inputs are known to be usable
     rows = []
     with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
@@ -99,7 +107,11 @@ def evaluate_age(
     files = {
         "predictions": write_atomically(out_dir / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
     }
-    summary = age_summary(predictions) | {"checkpoint": str(checkpoint), "images": str(images), "csv": str(csv_path)}
+    summary = age_summary(predictions, *reference) | {
+        "checkpoint": str(checkpoint),
+        "images": str(images),
+        "csv": str(csv_path),
+    }
     files["predicted_vs_true"] = _save_figure(
         predicted_vs_true_figure(predictions["age"], predictions["predicted"], predictions["age_std"]),
         out_dir / "predicted_vs_true.png",
@@ -109,8 +121,18 @@ def evaluate_age(
     return summary
 
 
-def age_summary(predictions: pd.DataFrame) -> dict:
-    """MAE, CS@5, interval coverage, and MAE and signed bias (predicted minus true) per decade."""
+def _baseline_reference(train_csv: Path | None, dataset: FaceAgeDataset) -> tuple[pd.Series, str]:
+    """The ages whose median is the baseline's guess, and where they come from, as summary.json says it."""
+    if train_csv is None:
+        return dataset.labels["age"], "the evaluated set itself (no training CSV given: an optimistic baseline)"
+    ages = read_table(train_csv, ("age",), EvaluationError, "training labels file", numbers=("age",))["age"]
+    return ages.dropna(), f"the training labels {train_csv}"
+
+
+def age_summary(predictions: pd.DataFrame, reference_ages=None, reference: str = "the evaluated set itself") -> dict:
+    """MAE, CS@5, interval coverage, and MAE and signed bias (predicted minus true) per decade; beside MAE, the
+    baseline: the MAE and CS@5 of predicting the median of `reference_ages` (default: the true ages) for every
+    face, which a model must beat to have learned anything from the faces."""
     error = predictions["predicted"] - predictions["age"]
     inside = (predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"])
     decades = {}
@@ -121,9 +143,18 @@ def age_summary(predictions: pd.DataFrame) -> dict:
             "mae": round(float(group_error.abs().mean()), 3),
             "bias": round(float(group_error.mean()), 3),
         }
+    guess = array_metrics.median_age_guess(
+        predictions["age"] if reference_ages is None else reference_ages, predictions["age"]
+    )
     return {
         "faces": len(predictions),
         "mae": round(array_metrics.mae(predictions["predicted"], predictions["age"]), 3),
+        "baseline": {
+            "what": f"predicting the median age of {reference} for every face",
+            "median_age": guess["median_age"],
+            "mae": round(guess["mae"], 3),
+            "cs5": round(guess["cs5"], 4),
+        },
         "cs5": round(array_metrics.cumulative_score(predictions["predicted"], predictions["age"]), 4),
         "bias": round(float(error.mean()), 3),
         "interval_coverage": round(float(inside.mean()), 4),
@@ -659,6 +690,12 @@ def _add_age_command(commands) -> None:
         type=Path,
         help="labels of those crops, columns name, age (default: --data-dir's val.csv, else data/IMDB/val.csv)",
     )
+    data.add_argument(
+        "--train-csv",
+        type=Path,
+        help="training labels: the baseline predicts their median age (default: --data-dir's train.csv, else the "
+        "evaluated set's own median)",
+    )
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
     age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(age, ["dataset_dir", "best_checkpoint", "inference_batch_size"])
@@ -728,8 +765,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "age":
             images, labels = args.images or config.val_dir, args.csv or config.val_csv
+            train_csv = args.train_csv or (config.train_csv if config.dataset_dir is not None else None)
             summary = evaluate_age(
-                images, labels, config.best_checkpoint, args.out, args.device, config.inference_batch_size
+                images,
+                labels,
+                config.best_checkpoint,
+                args.out,
+                args.device,
+                config.inference_batch_size,
+                train_csv=train_csv,
             )
         elif args.command == "verify":
             summary = evaluate_verification(

@@ -11,6 +11,7 @@ would use, where the pretrained weights are expected, and builds the model once.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ from face_match_age.network.age_network import (
     AgeNetwork,
     CheckpointError,
     age_kl_loss,
+    age_prior_logits,
     checkpoint_parameter_name,
     expected_age,
     upgrade_state_dict,
@@ -82,6 +84,9 @@ class AgeEstimationModel(L.LightningModule):
         head_hidden_dim: int = Config.head_hidden_dim,
         head_dropout: float = Config.head_dropout,
         freeze_backbone_epochs: int = Config.freeze_backbone_epochs,
+        head_learning_rate: float = Config.head_learning_rate,
+        warmup_steps: int = Config.warmup_steps,
+        lr_schedule: str = Config.lr_schedule,
         load_pretrained_weights: bool = True,
     ) -> None:
         super().__init__()
@@ -113,6 +118,10 @@ class AgeEstimationModel(L.LightningModule):
         # Lightning calls this before loading the state dict, in load_from_checkpoint and in a Trainer resume:
         # checkpoints from before AgeNetwork name the weights "backbone.*" and "head.*", not "network.*".
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
+        # ...and before the optimizer's state: checkpoints from before the head had its own rate hold one group.
+        head_count = len(list(self.network.head.parameters()))
+        for state in checkpoint.get("optimizer_states", []):
+            split_single_group(state, head_count)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -153,10 +162,70 @@ class AgeEstimationModel(L.LightningModule):
         faces = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.network.predict(faces)
 
+    def start_at_prior(self, training_ages) -> None:
+        """Start the head at the training set's age distribution (see AgeNetwork.start_at_prior), smoothed with
+        the loss's label sigma. For a fresh run only: a resumed or loaded model keeps its trained head."""
+        self.network.start_at_prior(age_prior_logits(training_ages, self.hparams.label_sigma))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # Only trainable parameters: FreezeBackbone adds the backbone's as a new group when it thaws.
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.hparams.learning_rate)
+        # The new head and the pretrained backbone learn at their own rates, in named groups (TensorBoard's
+        # lr-Adam/head and lr-Adam/backbone). Only trainable parameters: FreezeBackbone adds the backbone's
+        # group when it thaws.
+        groups = [{"name": "head", "params": _trainable(self.network.head), "lr": self.hparams.head_learning_rate}]
+        backbone = _trainable(self.network.backbone)
+        if backbone:
+            groups.append({"name": "backbone", "params": backbone, "lr": self.hparams.learning_rate})
+        return torch.optim.Adam(groups)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # The schedule scales each group's own rate, kept in the group as base_lr (saved with the optimizer, so a
+        # resumed run goes on where it was); a group FreezeBackbone adds later joins the schedule where it stands.
+        factor = learning_rate_factor(
+            self.trainer.global_step,
+            self.hparams.warmup_steps,
+            self.trainer.estimated_stepping_batches,
+            self.hparams.lr_schedule,
+        )
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+
+
+def split_single_group(optimizer_state: dict, head_count: int) -> None:
+    """Rewrite, in place, an Adam state saved with one parameter group (before the head and the backbone had
+    their own rates) as configure_optimizers now groups it: "head" first, then "backbone", each keeping the old
+    group's settings, so a run from then resumes as it was. The old group listed the trainable parameters in
+    AgeNetwork's order, backbone before head; with a frozen backbone it held the head's alone."""
+    groups = optimizer_state["param_groups"]
+    if len(groups) != 1 or "name" in groups[0]:
+        return
+    (old,) = groups
+    ids = list(old["params"])
+    backbone, head = ids[: len(ids) - head_count], ids[len(ids) - head_count :]
+    new_ids = {old_id: position for position, old_id in enumerate(head + backbone)}
+    optimizer_state["state"] = {new_ids[i]: value for i, value in optimizer_state["state"].items()}
+    settings = {key: value for key, value in old.items() if key != "params"}
+    optimizer_state["param_groups"] = [{**settings, "name": "head", "params": list(range(len(head)))}]
+    if backbone:
+        optimizer_state["param_groups"].append(
+            {**settings, "name": "backbone", "params": list(range(len(head), len(ids)))}
+        )
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: float, schedule: str) -> float:
+    """The share of its base rate each group uses at optimizer step `step` (0 first): a linear rise over
+    `warmup_steps` (to start a pretrained backbone gently), then 1 (constant) or a half cosine from 1 to 0 at
+    `total_steps` (cosine)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or not math.isfinite(total_steps):
+        return 1.0
+    progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 class FreezeBackbone(BaseFinetuning):
@@ -173,7 +242,11 @@ class FreezeBackbone(BaseFinetuning):
 
     def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
         if current_epoch == self.epochs:
-            self.unfreeze_and_add_param_group(pl_module.network.backbone, optimizer, initial_denom_lr=1.0)
+            # At the backbone's own rate: without `lr`, Lightning would take the first group's, the head's.
+            self.unfreeze_and_add_param_group(
+                pl_module.network.backbone, optimizer, lr=pl_module.hparams.learning_rate, initial_denom_lr=1.0
+            )
+            optimizer.param_groups[-1]["name"] = "backbone"
 
     def load_state_dict(self, state_dict: dict) -> None:
         # The saved optimizer groups list parameters by name; checkpoints from before AgeNetwork use old names.
@@ -201,6 +274,9 @@ def build_age_model(config: Config) -> AgeEstimationModel:
         head_hidden_dim=config.head_hidden_dim,
         head_dropout=config.head_dropout,
         freeze_backbone_epochs=config.freeze_backbone_epochs,
+        head_learning_rate=config.head_learning_rate,
+        warmup_steps=config.warmup_steps,
+        lr_schedule=config.lr_schedule,
     )
 
 

@@ -20,7 +20,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from callbacks import RandomStateCheckpoint, RunRecord, ScalarLayout, ValidationPredictionImages
+from callbacks import (
+    GuessingBaselineLines,
+    RandomStateCheckpoint,
+    RunRecord,
+    ScalarLayout,
+    ValidationPredictionImages,
+)
 from config import (
     Config,
     ConfigArgumentParser,
@@ -35,6 +41,7 @@ from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.files.checkpoint_files import ZIP_MAGIC, checkpoint_damage, damaged_message
 from face_match_age.files.output_files import OutputError, disk_full_message, is_disk_full
 from face_match_age.network.weights import PretrainedWeightsError
+from face_match_age.training.baselines import GuessingBaseline, guessing_baseline
 from face_match_age.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
 from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_message
 from model import backbone_freezing, build_age_model
@@ -48,6 +55,9 @@ TRAIN_OPTIONS = (
     "batch_size",
     "max_epochs",
     "learning_rate",
+    "head_learning_rate",
+    "warmup_steps",
+    "lr_schedule",
     "patience",
     "label_sigma",
     "pretrained",
@@ -98,6 +108,7 @@ class TrainingResult:
     best_epoch: int | None
     best_val_mae: float | None
     log_dir: Path
+    baseline: GuessingBaseline  # what guessing without the faces scores on the same validation set
 
 
 def check_inputs(config: Config) -> None:
@@ -267,9 +278,16 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
     check_inputs(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     choice = choose_device(config.accelerator, config.precision)
-    trainer, record, last, stop = build_trainer(config, choice, extra_callbacks, progress_bar)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
+    datamodule.setup("fit")  # the labels now: the baseline and the head's starting point come from them
+    training_ages = datamodule.train_set.labels["age"]
+    baseline = guessing_baseline(training_ages, datamodule.val_set.labels["age"], config.label_sigma)
+    lines = GuessingBaselineLines(baseline.scalars())
+    trainer, record, last, stop = build_trainer(config, choice, (lines, *extra_callbacks), progress_bar)
+    _announce(baseline)
     model = build_age_model(config)
+    if config.resume_checkpoint is None:  # a resumed run keeps the head it trained
+        model.start_at_prior(training_ages)
     try:
         trainer.fit(
             model, datamodule=datamodule, ckpt_path=str(config.resume_checkpoint) if config.resume_checkpoint else None
@@ -300,7 +318,14 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
         record.best_epoch,
         record.best,
         Path(trainer.logger.log_dir),
+        baseline,
     )
+
+
+@rank_zero_only
+def _announce(baseline: GuessingBaseline) -> None:
+    # Before the first epoch, so that its MAE is read against what guessing scores.
+    print(f"Baseline to beat, {baseline.describe()}")
 
 
 def _resume_point(last: LastCheckpoint, config: Config) -> Path | None:
@@ -397,8 +422,9 @@ def _report(result: TrainingResult, config: Config) -> None:
         print("No validation MAE was recorded, so there is no best checkpoint (was --limit-val-batches 0?)")
         return
     print(
-        f"Best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
-        f"validation MAE {result.best_val_mae:.2f} years)\nLast checkpoint: {result.last_checkpoint}\n"
+        f"Best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, validation MAE "
+        f"{result.best_val_mae:.2f} years; predicting the median age: {result.baseline.mae:.2f})\n"
+        f"Last checkpoint: {result.last_checkpoint}\n"
         f"TensorBoard: uv run tensorboard --logdir {config.log_dir}, then open http://localhost:6006/#custom_scalars"
     )
 

@@ -168,6 +168,22 @@ class Config:
     learning_rate: float = setting(
         1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",), group="training"
     )
+    head_learning_rate: float = setting(
+        1e-3,
+        "Adam step size of the new age head, which starts from nothing and may move faster than the backbone "
+        "(README: Training, measured)",
+        aliases=("--head-lr",),
+        group="training",
+    )
+    warmup_steps: int = setting(
+        0, "steps over which every learning rate rises linearly from 0 (0: none)", group="training"
+    )
+    lr_schedule: str = setting(
+        "constant",
+        "after the warm-up, constant or a half cosine falling to 0 at the last step of max_epochs",
+        choices=("constant", "cosine"),
+        group="training",
+    )
     max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner", group="training")
     patience: int = setting(6, "epochs without a better validation MAE before early stopping", group="training")
     seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated", group="training")
@@ -302,6 +318,8 @@ def _validation_problems(config: Config):
             yield f"{name} must be positive, got {getattr(config, name)}"
     if not 0 < config.val_ratio < 1:
         yield f"val_ratio must lie strictly between 0 and 1, got {config.val_ratio}"
+    if config.learning_rate <= 0 or config.head_learning_rate <= 0 or config.warmup_steps < 0:
+        yield "learning_rate and head_learning_rate must be positive, warmup_steps not negative"
     if config.label_sigma <= 0:
         yield f"label_sigma must be positive, got {config.label_sigma}"
     if not 0 <= config.head_dropout < 1:

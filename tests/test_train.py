@@ -67,7 +67,8 @@ def test_short_fit_writes_checkpoints_logs_and_config(short_fit):
         "val/loss",
         "val/mae",
         "val/cs5",
-        "lr-Adam",
+        "lr-Adam/head",
+        "lr-Adam/backbone",
         "hp_metric",
     } <= scalars
     assert events.Scalars("hp_metric")[-1].value == pytest.approx(min(e.value for e in events.Scalars("val/mae")))
@@ -91,12 +92,12 @@ def _matching_tags(patterns: list[str], events: EventAccumulator) -> set[str]:
 
 def test_custom_scalars_chart_train_and_validation_mae_together(short_fit):
     charts = _custom_scalar_charts(short_fit.events)
-    assert _matching_tags(charts["MAE (years)"], short_fit.events) == {"train/mae", "val/mae"}
+    assert _matching_tags(charts["MAE (years)"], short_fit.events) == {"train/mae", "val/mae", "val/mae_baseline"}
 
 
 def test_custom_scalars_chart_train_and_validation_epoch_loss_together(short_fit):
     charts = _custom_scalar_charts(short_fit.events)
-    assert _matching_tags(charts["loss"], short_fit.events) == {"train/loss_epoch", "val/loss"}
+    assert _matching_tags(charts["loss"], short_fit.events) == {"train/loss_epoch", "val/loss", "val/loss_baseline"}
 
 
 def test_custom_scalars_show_mae_beside_loss_in_one_category(short_fit):

@@ -24,6 +24,19 @@ def cumulative_score(predicted, true, years: float = 5.0) -> float:
     return float(np.mean(np.abs(np.asarray(predicted, float) - np.asarray(true, float)) <= years))
 
 
+def median_age_guess(reference_ages, evaluated_ages) -> dict:
+    """The trivial baseline of an age model: predict the median of `reference_ages` (the training set's) for every
+    face of `evaluated_ages`. Its MAE and CS@5, and the guess, are what a model must beat to have learned from
+    the faces anything beyond the age distribution; the median is the constant guess of least MAE."""
+    guess = float(np.median(np.asarray(reference_ages, float)))
+    evaluated = np.asarray(evaluated_ages, float)
+    return {
+        "median_age": guess,
+        "mae": mae(np.full_like(evaluated, guess), evaluated),
+        "cs5": cumulative_score(np.full_like(evaluated, guess), evaluated),
+    }
+
+
 def age_gap_band(gap: float) -> str | None:
     """The band ("0-5", "5-10", "10-20", "20+") holding an age gap; lower bounds included."""
     if gap is None or not math.isfinite(gap):

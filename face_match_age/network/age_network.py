@@ -49,6 +49,16 @@ def gaussian_label_distribution(ages: torch.Tensor, sigma: float) -> torch.Tenso
     return density / density.sum(dim=1, keepdim=True)
 
 
+def age_prior_logits(ages, sigma: float) -> torch.Tensor:
+    """Log-probabilities (101) of a set of ages' histogram smoothed with the label sigma: the mean of their
+    Gaussian label distributions, so the prior is exactly the average training target. A head whose logits are
+    these predicts the training distribution for every face, the best guess before the faces teach anything.
+    """
+    prior = gaussian_label_distribution(torch.as_tensor(list(ages)), sigma).mean(dim=0)
+    # A floor, not zero: bins far from every training age keep a finite logit the loss can still raise.
+    return prior.clamp_min(1e-8).log()
+
+
 def expected_age(logits: torch.Tensor) -> torch.Tensor:
     """Mean of the predicted age distribution (B)."""
     return logits.float().softmax(dim=1) @ age_bins(logits.device)
@@ -114,6 +124,17 @@ class AgeNetwork(nn.Module):
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
         return self.head(self.backbone(faces))
+
+    @torch.no_grad()
+    def start_at_prior(self, prior_logits: torch.Tensor) -> None:
+        """Make the untrained head predict `prior_logits` (age_prior_logits) for every face: its last layer's
+        bias becomes the prior and its weights zero. A fresh head otherwise sits at age 50 (uniform over the
+        bins), and Adam moves its bias ~lr a step, so a small dataset would spend epochs learning only the age
+        distribution. Zero weights, not random ones: those tilt each face's logits by ~0.6 at random, hiding
+        the prior; their gradient is not zero, so they grow from the first step."""
+        last = self.head[-1]
+        last.bias.copy_(prior_logits.to(last.bias))
+        last.weight.zero_()
 
     @torch.inference_mode()
     def predict(self, faces: torch.Tensor) -> dict[str, torch.Tensor]:
