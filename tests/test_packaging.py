@@ -3,8 +3,8 @@ into a new virtual environment outside the repository, gives `from face_match_ag
 `face-match-age` command.
 
 The new environment reuses this one's installed dependencies through a .pth file naming its site-packages, so
-the test downloads nothing. A plain path in a .pth file is only added to sys.path: the .pth files inside that
-folder (this project's editable install, which puts the repository root on sys.path) are not read, so the
+the test downloads nothing. A plain path in a .pth file is only added to the import path: the .pth files inside that
+folder (this project's editable install, which puts the repository root on the import path) are not read, so the
 repository's root scripts stay out of reach, as for a user who installed the wheel.
 """
 
