@@ -31,6 +31,7 @@ from config import (
 )
 from face_match_age.device import choose_device
 from face_match_age.error_messages import out_of_memory_message, print_error
+from face_match_age.files.column_mapping import LABEL_COLUMNS, add_columns_option
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
 from face_match_age.files.output_files import OutputError, write_atomically, write_json
 from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
@@ -96,6 +97,7 @@ def build_parser() -> ConfigArgumentParser:
     data.add_argument("--limit", type=int, help="prepare at most this many photos (a seeded random subset)")
     data.add_argument("--images", type=Path, help="--dataset csv: the folder of photos")
     data.add_argument("--csv", type=Path, help="--dataset csv: labels with columns name, age (identity optional)")
+    add_columns_option(data, LABEL_COLUMNS, "--csv labels", "name=file,age=years")
     parser.group("detection").add_argument(
         "--no-detect", action="store_true", help="resize the dataset's own crops instead of cropping with MTCNN"
     )
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_config(parser, argv)
     if args.dataset == "csv" and (args.images is None or args.csv is None):
         parser.error("--dataset csv needs --images DIR and --csv FILE")
+    if args.columns is not None and args.dataset != "csv":
+        parser.error("--columns maps the columns of --dataset csv's --csv file; drop it for another dataset")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     stop = StopSignals()  # SIGTERM, to this process alone or to its whole group, takes Ctrl-C's path
@@ -158,7 +162,7 @@ def prepare(args, config: Config) -> dict:
     # A download in progress says what it kept itself; an unpacking is redone whole (its marker comes last).
     with _on_ctrl_c("before any photo was cropped; run the same command again (a download resumes)"):
         root = obtain_photos(args, config)
-        labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
+        labels = read_labels(args.dataset, root, config.min_face_score, args.csv, args.columns)
         train, val = _split(labels, args, config)
     kept, dropped = crop_all(train, val, root, out_dir, args, config)
     _refuse_an_emptied_split(train, val, kept, dropped, out_dir)

@@ -30,6 +30,7 @@ from face_match_age.evaluation.figures import (
     roc_figure,
     similarity_histogram_figure,
 )
+from face_match_age.files.column_mapping import LABEL_COLUMNS, PAIR_COLUMNS, add_columns_option
 from face_match_age.files.csv_tables import csv_line, read_table
 from face_match_age.files.output_files import (
     OutputError,
@@ -65,13 +66,20 @@ class EvaluationError(RuntimeError):
 
 
 def evaluate_age(
-    images: Path, csv_path: Path, checkpoint: Path, out_dir: Path, device: str = "auto", batch_size: int = 64
+    images: Path,
+    csv_path: Path,
+    checkpoint: Path,
+    out_dir: Path,
+    device: str = "auto",
+    batch_size: int = 64,
+    columns: dict[str, str] | None = None,
 ) -> dict:
-    """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors."""
+    """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors. `columns`
+    maps name and age to the CSV's own column names (--columns)."""
     model = load_age_model(checkpoint, resolve_device(device))
     # Faces at the size the model was trained on, where its checkpoint says (train.py's do): another size
     # would measure a model other than the one trained.
-    dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size)
+    dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size, columns=columns)
     out_dir = prepare_out_dir(out_dir)  # only once the inputs are known to be usable
     rows = []
     with torch.inference_mode(), tqdm(total=len(dataset), desc="faces", unit="face") as progress:
@@ -142,6 +150,7 @@ def evaluate_verification(
     config: Config,
     device: str = "auto",
     calibrate_far: float | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
     The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
@@ -149,12 +158,12 @@ def evaluate_verification(
     from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
     from face_match_age.inference.batch import read_pairs_csv, run_batch
 
-    table = _labelled_pairs(pairs_csv)
+    table = _labelled_pairs(pairs_csv, columns)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
     recorder = _EmbeddingRecorder(
         functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
     )
-    pairs = read_pairs_csv(pairs_csv)
+    pairs = read_pairs_csv(pairs_csv, columns)
     run_batch(
         pairs,
         out_dir,
@@ -234,9 +243,14 @@ def _verification_pictures(results: pd.DataFrame, pairs, threshold: float, out_d
     return files | save_worst_pair_sheets(results.join(photos), threshold, out_dir)
 
 
-def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
+def _labelled_pairs(pairs_csv: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
     table = read_table(
-        pairs_csv, ("img1", "img2", "label"), EvaluationError, "pairs file", numbers=("label", "age1", "age2")
+        pairs_csv,
+        ("img1", "img2", "label"),
+        EvaluationError,
+        "pairs file",
+        numbers=("label", "age1", "age2"),
+        columns=columns,
     )
     bad = table.index[~table["label"].isin([0, 1])]
     if len(bad):
@@ -437,12 +451,18 @@ RETRIEVAL_PERIOD_YEARS = 3  # CACD's periods: 2004-2006, 2007-2009, 2010-2012 (t
 
 
 def evaluate_retrieval(
-    csv_path: Path, images: Path, out_dir: Path, config: Config, device: str = "auto", groups: str | None = None
+    csv_path: Path,
+    images: Path,
+    out_dir: Path,
+    config: Config,
+    device: str = "auto",
+    groups: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Cross-age retrieval (CACD's protocol): each photo of a later group queries the photos of every
     earlier group; MAP, rank-1 and rank-5 per pair of groups and per gap between the groups' middles.
     Each photo is detected and embedded once; photos without a face are counted and listed."""
-    table, by = _retrieval_table(csv_path)
+    table, by = _retrieval_table(csv_path, columns)
     chosen = retrieval.parse_groups(groups) if groups else _default_groups(table[by], by)
     table["group"] = retrieval.group_of(table[by], chosen)
     outside = int((table["group"] < 0).sum())
@@ -495,10 +515,16 @@ def evaluate_retrieval(
     return summary
 
 
-def _retrieval_table(csv_path: Path) -> tuple[pd.DataFrame, str]:
+def _retrieval_table(csv_path: Path, columns: dict[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """The rows with an identity, and the column that groups them: year when present, else age."""
     table = read_table(
-        csv_path, ("name", "identity"), EvaluationError, "labels file", numbers=("year", "age"), dtype={"name": str}
+        csv_path,
+        ("name", "identity"),
+        EvaluationError,
+        "labels file",
+        numbers=("year", "age"),
+        columns=columns,
+        dtype={"name": str},
     )
     by = next((column for column in ("year", "age") if column in table.columns), None)
     if by is None:
@@ -659,6 +685,7 @@ def _add_age_command(commands) -> None:
         type=Path,
         help="labels of those crops, columns name, age (default: --data-dir's val.csv, else data/IMDB/val.csv)",
     )
+    add_columns_option(data, LABEL_COLUMNS, "labels CSV", "name=file,age=years")
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
     age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(age, ["dataset_dir", "best_checkpoint", "inference_batch_size"])
@@ -677,6 +704,7 @@ def _add_verify_command(commands) -> None:
     data.add_argument(
         "--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), optionally age1, age2"
     )
+    add_columns_option(data, PAIR_COLUMNS, "pairs CSV", "img1=file_a,img2=file_b,label=same")
     model.add_argument("--ckpt", type=Path, help="age model, for predicted age gaps (default: none, use age1/age2)")
     model.add_argument("--calibrate", action="store_true", help="write OUT/calibration.json")
     model.add_argument("--target-far", type=float, default=1e-2, help="false-accept rate the calibration aims at")
@@ -702,6 +730,7 @@ def _add_retrieve_command(commands) -> None:
         "--csv", type=Path, required=True, help="labels: columns name, identity, and year (else age) of each photo"
     )
     data.add_argument("--images", type=Path, required=True, help="folder holding the photos the CSV names")
+    add_columns_option(data, LABEL_COLUMNS, "labels CSV", "name=file,identity=person")
     data.add_argument(
         "--groups",
         help="comma-separated LOW-HIGH ranges of the year (or age), e.g. 2004-2006,2007-2009,2010-2012 "
@@ -729,14 +758,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "age":
             images, labels = args.images or config.val_dir, args.csv or config.val_csv
             summary = evaluate_age(
-                images, labels, config.best_checkpoint, args.out, args.device, config.inference_batch_size
+                images,
+                labels,
+                config.best_checkpoint,
+                args.out,
+                args.device,
+                config.inference_batch_size,
+                args.columns,
             )
         elif args.command == "verify":
             summary = evaluate_verification(
-                args.pairs, args.out, args.ckpt, config, args.device, args.target_far if args.calibrate else None
+                args.pairs,
+                args.out,
+                args.ckpt,
+                config,
+                args.device,
+                args.target_far if args.calibrate else None,
+                args.columns,
             )
         elif args.command == "retrieve":
-            summary = evaluate_retrieval(args.csv, args.images, args.out, config, args.device, args.groups)
+            summary = evaluate_retrieval(
+                args.csv, args.images, args.out, config, args.device, args.groups, args.columns
+            )
         else:
             summary = leakage(config.train_csv, config.val_csv)
     except OutputError as error:

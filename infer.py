@@ -31,6 +31,7 @@ from face_match_age.device import (
 )
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
+from face_match_age.files.column_mapping import PAIR_COLUMNS, add_columns_option
 from face_match_age.files.embedding_store import StoreError
 from face_match_age.files.output_files import (
     OutputError,
@@ -105,6 +106,7 @@ def build_parser() -> ConfigArgumentParser:
     data, model, hardware, output = (parser.group(key) for key in ("data", "model", "hardware", "output"))
     data.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
     data.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
+    add_columns_option(data, PAIR_COLUMNS, "--pairs CSV", "img1=file_a,img2=file_b,label=same")
     data.add_argument("--folder", type=Path, help="match the photos of this folder (sub-folders included)")
     data.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
     data.add_argument(
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if not batch and len(args.paths) != 3:
         parser.error("give IMG1 IMG2 OUT_DIR (or OUT_DIR with --pairs / --folder)")
     _check_folder_options(parser, args)
+    if args.columns is not None and args.pairs is None:
+        parser.error("--columns maps the columns of the --pairs CSV; give --pairs or drop --columns")
     try:
         # Resolved once here: a usage error before any model loads, and what config.json and batch.json record.
         config = config.replace(
@@ -310,7 +314,7 @@ def run_folder_command(args, config: Config, threshold, processes: int, age_mode
 
 
 def run_batches(args, config: Config, threshold, processes: int, age_model: dict) -> int:
-    pairs = read_pairs_csv(args.pairs)
+    pairs = read_pairs_csv(args.pairs, args.columns)
     record = {
         "pairs": str(args.pairs),
         "no_age": args.no_age,
