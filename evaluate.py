@@ -10,16 +10,15 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# No torch, Lightning or facenet-pytorch here: --help and a bad option are answered before those are imported
+# (seconds on a cold start); the functions that need them import them.
 import numpy as np
 import pandas as pd
-import torch
-from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
-from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
@@ -40,11 +39,9 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
-from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, BatchInterrupted, InputError
-from face_match_age.network.age_network import EMBEDDING_DIM, CheckpointError, load_age_model
-from face_match_age.network.weights import PretrainedWeightsError
-from face_match_age.reports.evaluation_sheets import save_age_error_sheet, save_worst_pair_sheets
-from loader import FaceAgeDataset, LabelsError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TARGET_FARS = (1e-2, 1e-3)
 FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
@@ -76,6 +73,14 @@ def evaluate_age(
 ) -> dict:
     """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors. `columns`
     maps name and age to the CSV's own column names (--columns)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from face_match_age.device import resolve_device
+    from face_match_age.network.age_network import load_age_model
+    from face_match_age.reports.evaluation_sheets import save_age_error_sheet
+    from loader import FaceAgeDataset
+
     model = load_age_model(checkpoint, resolve_device(device))
     # Faces at the size the model was trained on, where its checkpoint says (train.py's do): another size
     # would measure a model other than the one trained.
@@ -156,7 +161,7 @@ def evaluate_verification(
     The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
     they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
     from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
-    from face_match_age.inference.batch import read_pairs_csv, run_batch
+    from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv, columns)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
@@ -224,6 +229,8 @@ def evaluate_verification(
 
 def _verification_pictures(results: pd.DataFrame, pairs, threshold: float, out_dir: Path) -> dict[str, Path]:
     """roc.png and similarity_histogram.png of the scored pairs, and the sheets of the worst pairs."""
+    from face_match_age.reports.evaluation_sheets import save_worst_pair_sheets
+
     scored = results[results["score"].notna()]
     labels = scored["label"].astype(bool)
     files = {
@@ -558,6 +565,8 @@ def _embed_photos(images: Path, photos: list[str], config: Config, device: str) 
     from face_match_age.inference.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer(config, with_age=False, device=device)
+    from face_match_age.network.age_network import EMBEDDING_DIM
+
     embeddings, failures = np.zeros((len(photos), EMBEDDING_DIM), dtype=np.float32), {}
     analyses = analyzer.analyze_many([images / name for name in photos], names=photos)
     for row, analysis in enumerate(tqdm(analyses, total=len(photos), desc="photos", unit="photo")):
@@ -745,6 +754,17 @@ def _add_retrieve_command(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, config = parse_config(parser, argv)
+    if missing := _missing_input(args, config):  # before importing torch: an instant answer
+        print_error(missing)
+        return 1
+    import torch
+
+    from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
+    from face_match_age.inference.batch import BatchInterrupted, InputError
+    from face_match_age.network.age_network import CheckpointError
+    from face_match_age.network.weights import PretrainedWeightsError
+    from loader import LabelsError
+
     if args.command in ("verify", "retrieve"):  # FaceAnalyzer's commands; resolved before any model loads
         try:
             device = resolve_device(args.device)
@@ -811,6 +831,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     print(json.dumps(summary, indent=2))
     return 1 if args.command == "leakage" and summary["shared_identities"] else 0
+
+
+def _missing_input(args, config: Config) -> str | None:
+    """A CSV or folder the command reads that does not exist, said as its reader would say it."""
+    files = {
+        "age": [("labels file", args.csv or config.val_csv)] if args.command == "age" else [],
+        "verify": [("pairs file", getattr(args, "pairs", None))],
+        "retrieve": [("labels file", getattr(args, "csv", None))],
+        "leakage": [("labels file", config.train_csv), ("labels file", config.val_csv)],
+    }[args.command]
+    for what, path in files:
+        if path is not None and not Path(path).is_file():
+            return f"{what} {path} does not exist; check the path"
+    return None
 
 
 if __name__ == "__main__":
