@@ -264,7 +264,9 @@ def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callb
     import lightning as L
 
     from face_match_age.training.checkpointing import AtomicCheckpointIO
+    from face_match_age.training.console import quiet_lightning
 
+    quiet_lightning()
     return L.Trainer(
         accelerator=choice.accelerator,
         precision=choice.precision,
@@ -274,12 +276,18 @@ def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callb
         max_epochs=config.max_epochs,
         logger=logger,
         callbacks=callbacks,
-        limit_train_batches=batch_limit(config.limit_train_batches),
-        limit_val_batches=batch_limit(config.limit_val_batches),
+        limit_train_batches=_limit(config.limit_train_batches),
+        limit_val_batches=_limit(config.limit_val_batches),
         log_every_n_steps=config.log_every_n_steps,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress_bar,
     )
+
+
+def _limit(text: str) -> int | float | None:
+    """batch_limit, or None (Lightning's default) for all batches: Lightning then keeps quiet about it."""
+    limit = batch_limit(text)
+    return None if isinstance(limit, float) and limit == 1.0 else limit
 
 
 def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_bar: bool = True) -> TrainingResult:

@@ -42,8 +42,7 @@ CASES = {
 # on each command line, and what it imported is read from sys.modules right after.
 PROBE = """
 import contextlib, io, json, sys
-sys.path.insert(0, sys.argv[1])
-cases, results = json.loads(sys.argv[2]), []
+cases, results = json.loads(sys.argv[1]), []
 for script, runs in cases.items():
     main = __import__(script).main
     for argv, _ in runs:
@@ -53,7 +52,7 @@ for script, runs in cases.items():
                 code = main(argv)
             except SystemExit as stop:
                 code = stop.code
-        heavy = sorted(name for name in json.loads(sys.argv[3]) if name in sys.modules)
+        heavy = sorted(name for name in json.loads(sys.argv[2]) if name in sys.modules)
         results.append([script, argv, code, heavy, err.getvalue().strip().splitlines()[-1:]])
 print(json.dumps(results))
 """
@@ -63,9 +62,9 @@ print(json.dumps(results))
 def answers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("startup")
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(ROOT), json.dumps(CASES), json.dumps(HEAVY)],
+        [sys.executable, "-c", PROBE, json.dumps(CASES), json.dumps(HEAVY)],
         cwd=folder,
-        env={"PATH": "/usr/bin:/bin", "TORCH_HOME": str(folder / "torch_home"), "HOME": str(folder)},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TORCH_HOME": str(folder / "th"), "HOME": str(folder)},
         capture_output=True,
         text=True,
         check=True,
