@@ -829,8 +829,80 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside the scoring: nothing half-written is kept (files are written whole)
         print("interrupted: run the same command again", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps(summary, indent=2))
+    # leakage writes no summary.json: its few counts are printed whole
+    print(json.dumps(summary, indent=2) if args.command == "leakage" else headline_table(args.command, summary))
     return 1 if args.command == "leakage" and summary["shared_identities"] else 0
+
+
+def figure_text(value) -> str:
+    """A figure as the console shows it: at most 4 decimals (summary.json keeps every digit), n/a for None."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, float | np.floating):
+        return str(value)
+    return f"{value:.4f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.0f}"
+
+
+def _table(rows: list[list], header: list[str] | None = None) -> list[str]:
+    """Rows of cells as aligned lines: the first column left, the others right."""
+    cells = [[figure_text(cell) for cell in row] for row in rows]
+    if header:
+        cells.insert(0, header)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return [
+        "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in cells
+    ]
+
+
+def headline_table(command: str, summary: dict) -> str:
+    """What evaluate.py prints for age, verify and retrieve: the headline figures in a short table, and where
+    summary.json holds them all."""
+    if command == "age":
+        lines = [f"{summary['faces']} faces"]
+        lines += _table(
+            [
+                ["MAE (years)", summary["mae"]],
+                ["CS@5", summary["cs5"]],
+                ["bias (years, predicted - true)", summary["bias"]],
+                ["90% interval coverage", summary["interval_coverage"]],
+            ]
+        )
+        decades = [[decade, row["faces"], row["mae"], row["bias"]] for decade, row in summary["per_decade"].items()]
+        lines += ["per decade:", *_table(decades, ["decade", "faces", "MAE", "bias"])]
+    elif command == "verify":
+        lines = [
+            f"{summary['pairs']} pairs, {summary['scored_pairs']} scored ({summary['pairs_without_a_face']} "
+            "without a face)"
+        ]
+        columns = {"all": summary} | {
+            band: figures for band, figures in (summary.get("by_age_gap") or {}).items() if figures.get("pairs")
+        }
+        names = [
+            ("ROC AUC", "roc_auc"),
+            ("EER", "eer"),
+            *((f"TAR at FAR {far:g}", f"tar_at_far_{far:g}") for far in TARGET_FARS),
+            (f"accuracy at {figure_text(summary['threshold'])}", "accuracy_at_threshold"),
+            ("best threshold", "best_threshold"),
+            ("best accuracy", "best_accuracy"),
+        ]
+        header = ["", *(name if name == "all" else f"gap {name}" for name in columns)]
+        counts = ["pairs (same/different)"] + [
+            f"{f.get('same_person_pairs', 0)}/{f.get('different_person_pairs', 0)}" for f in columns.values()
+        ]
+        lines += _table([counts, *([label] + [f.get(key) for f in columns.values()] for label, key in names)], header)
+    else:
+        lines = [
+            f"{summary['photos']} photos ({summary['photos_without_a_face']} without a face), by {summary['grouped_by']}"
+        ]
+        rows = [
+            [row["gap"], row["queries"], row["map"], row["rank_1"], row["rank_5"], row["chance_rank_1"]]
+            for row in summary["by_gap"]
+        ]
+        lines += _table(
+            rows, [f"gap ({summary['grouped_by']}s)", "queries", "MAP", "rank-1", "rank-5", "chance rank-1"]
+        )
+    return "\n".join([*lines, f"all figures: {summary['files']['summary']}"])
 
 
 def _missing_input(args, config: Config) -> str | None:
