@@ -460,8 +460,13 @@ def summary_line(result: dict) -> str:
     age_text = "" if None in ages else f"; ages {ages[0]:.0f} and {ages[1]:.0f}"
     return (
         f"{verdict}: similarity {verification['similarity_score']:.4f} vs threshold "
-        f"{verification['threshold_used']}{age_text}"
+        f"{_figure(verification['threshold_used'])}{age_text}"
     )
+
+
+def _figure(value) -> str:
+    """A number at 4 decimals at most (a calibrated threshold has many), trailing zeros dropped."""
+    return f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
 
 
 def _ms(seconds: float) -> float:
