@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from config import (
@@ -29,12 +28,11 @@ from config import (
     parse_config,
     save_config,
 )
-from face_match_age.device import choose_device
 from face_match_age.error_messages import out_of_memory_message, print_error
+from face_match_age.files.column_mapping import LABEL_COLUMNS, add_columns_option
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
 from face_match_age.files.output_files import OutputError, write_atomically, write_json
 from face_match_age.preparation.archives import ArchiveError, unpack, verify_checksum
-from face_match_age.preparation.crops import KEPT, CropLog, CropTask, run_crops
 from face_match_age.preparation.dataset_labels import Labels, MetadataError, output_name, read_labels
 from face_match_age.preparation.splits import (
     SplitError,
@@ -96,6 +94,7 @@ def build_parser() -> ConfigArgumentParser:
     data.add_argument("--limit", type=int, help="prepare at most this many photos (a seeded random subset)")
     data.add_argument("--images", type=Path, help="--dataset csv: the folder of photos")
     data.add_argument("--csv", type=Path, help="--dataset csv: labels with columns name, age (identity optional)")
+    add_columns_option(data, LABEL_COLUMNS, "--csv labels", "name=file,age=years")
     parser.group("detection").add_argument(
         "--no-detect", action="store_true", help="resize the dataset's own crops instead of cropping with MTCNN"
     )
@@ -114,8 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_config(parser, argv)
     if args.dataset == "csv" and (args.images is None or args.csv is None):
         parser.error("--dataset csv needs --images DIR and --csv FILE")
+    if args.columns is not None and args.dataset != "csv":
+        parser.error("--columns maps the columns of --dataset csv's --csv file; drop it for another dataset")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    if args.csv is not None and not args.csv.is_file():  # before importing torch (MTCNN): an instant answer
+        print_error(f"labels file {args.csv} does not exist; check the path")
+        return 1
+    import torch
+
     stop = StopSignals()  # SIGTERM, to this process alone or to its whole group, takes Ctrl-C's path
     try:
         with stop:
@@ -158,7 +164,7 @@ def prepare(args, config: Config) -> dict:
     # A download in progress says what it kept itself; an unpacking is redone whole (its marker comes last).
     with _on_ctrl_c("before any photo was cropped; run the same command again (a download resumes)"):
         root = obtain_photos(args, config)
-        labels = read_labels(args.dataset, root, config.min_face_score, args.csv)
+        labels = read_labels(args.dataset, root, config.min_face_score, args.csv, args.columns)
         train, val = _split(labels, args, config)
     kept, dropped = crop_all(train, val, root, out_dir, args, config)
     _refuse_an_emptied_split(train, val, kept, dropped, out_dir)
@@ -293,6 +299,9 @@ def crop_all(
     train: pd.DataFrame, val: pd.DataFrame, root: Path, out_dir: Path, args, config: Config
 ) -> tuple[set[str], Counter]:
     """Crop every photo not yet done; returns the sources kept and the drop counts (this run and earlier ones)."""
+    from face_match_age.device import choose_device
+    from face_match_age.preparation.crops import KEPT, CropLog, CropTask, run_crops
+
     tasks = {}  # task -> the dataset's own name of its photo
     for split, rows in (("train", train), ("val", val)):
         folder = out_dir / f"{split}_images"
@@ -391,6 +400,8 @@ def _fingerprint(args, config: Config) -> dict:
 
 
 def _already_done(summary_path: Path, fingerprint: dict, out_dir: Path) -> bool:
+    from face_match_age.preparation.crops import CropLog
+
     if not summary_path.is_file() or not (out_dir / "train.csv").is_file() or not (out_dir / "val.csv").is_file():
         return False
     try:

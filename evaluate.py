@@ -10,16 +10,15 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# No torch, Lightning or facenet-pytorch here: --help and a bad option are answered before those are imported
+# (seconds on a cold start); the functions that need them import them.
 import numpy as np
 import pandas as pd
-import torch
-from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
-from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
@@ -30,6 +29,7 @@ from face_match_age.evaluation.figures import (
     roc_figure,
     similarity_histogram_figure,
 )
+from face_match_age.files.column_mapping import LABEL_COLUMNS, PAIR_COLUMNS, add_columns_option
 from face_match_age.files.csv_tables import csv_line, read_table
 from face_match_age.files.output_files import (
     OutputError,
@@ -39,11 +39,11 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
-from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, BatchInterrupted, InputError
-from face_match_age.network.age_network import EMBEDDING_DIM, CheckpointError, load_age_model
-from face_match_age.network.weights import PretrainedWeightsError
-from face_match_age.reports.evaluation_sheets import save_age_error_sheet, save_worst_pair_sheets
-from loader import FaceAgeDataset, LabelsError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from loader import FaceAgeDataset
 
 TARGET_FARS = (1e-2, 1e-3)
 FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
@@ -71,14 +71,24 @@ def evaluate_age(
     out_dir: Path,
     device: str = "auto",
     batch_size: int = 64,
+    columns: dict[str, str] | None = None,
     train_csv: Path | None = None,
 ) -> dict:
     """Predict every face of a folder + CSV (e.g. data_prep's val split) and summarise the errors, beside the
-    baseline of predicting the median age of `train_csv` (else of the evaluated set itself) for every face."""
+    baseline of predicting the median age of `train_csv` (else of the evaluated set itself) for every face.
+    `columns` maps name and age to the CSV's own column names (--columns)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from face_match_age.device import resolve_device
+    from face_match_age.network.age_network import load_age_model
+    from face_match_age.reports.evaluation_sheets import save_age_error_sheet
+    from loader import FaceAgeDataset
+
     model = load_age_model(checkpoint, resolve_device(device))
     # Faces at the size the model was trained on, where its checkpoint says (train.py's do): another size
     # would measure a model other than the one trained.
-    dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size)
+    dataset = FaceAgeDataset(images, csv_path, model.trained_img_size or Config().img_size, columns=columns)
     reference = _baseline_reference(train_csv, dataset)
     out_dir = prepare_out_dir(out_dir)  # only once the inputs are known to be usable
     rows = []
@@ -173,19 +183,20 @@ def evaluate_verification(
     config: Config,
     device: str = "auto",
     calibrate_far: float | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
     The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
     they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
     from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
-    from face_match_age.inference.batch import read_pairs_csv, run_batch
+    from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, read_pairs_csv, run_batch
 
-    table = _labelled_pairs(pairs_csv)
+    table = _labelled_pairs(pairs_csv, columns)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
     recorder = _EmbeddingRecorder(
         functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
     )
-    pairs = read_pairs_csv(pairs_csv)
+    pairs = read_pairs_csv(pairs_csv, columns)
     run_batch(
         pairs,
         out_dir,
@@ -246,6 +257,8 @@ def evaluate_verification(
 
 def _verification_pictures(results: pd.DataFrame, pairs, threshold: float, out_dir: Path) -> dict[str, Path]:
     """roc.png and similarity_histogram.png of the scored pairs, and the sheets of the worst pairs."""
+    from face_match_age.reports.evaluation_sheets import save_worst_pair_sheets
+
     scored = results[results["score"].notna()]
     labels = scored["label"].astype(bool)
     files = {
@@ -265,9 +278,14 @@ def _verification_pictures(results: pd.DataFrame, pairs, threshold: float, out_d
     return files | save_worst_pair_sheets(results.join(photos), threshold, out_dir)
 
 
-def _labelled_pairs(pairs_csv: Path) -> pd.DataFrame:
+def _labelled_pairs(pairs_csv: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
     table = read_table(
-        pairs_csv, ("img1", "img2", "label"), EvaluationError, "pairs file", numbers=("label", "age1", "age2")
+        pairs_csv,
+        ("img1", "img2", "label"),
+        EvaluationError,
+        "pairs file",
+        numbers=("label", "age1", "age2"),
+        columns=columns,
     )
     bad = table.index[~table["label"].isin([0, 1])]
     if len(bad):
@@ -468,12 +486,18 @@ RETRIEVAL_PERIOD_YEARS = 3  # CACD's periods: 2004-2006, 2007-2009, 2010-2012 (t
 
 
 def evaluate_retrieval(
-    csv_path: Path, images: Path, out_dir: Path, config: Config, device: str = "auto", groups: str | None = None
+    csv_path: Path,
+    images: Path,
+    out_dir: Path,
+    config: Config,
+    device: str = "auto",
+    groups: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Cross-age retrieval (CACD's protocol): each photo of a later group queries the photos of every
     earlier group; MAP, rank-1 and rank-5 per pair of groups and per gap between the groups' middles.
     Each photo is detected and embedded once; photos without a face are counted and listed."""
-    table, by = _retrieval_table(csv_path)
+    table, by = _retrieval_table(csv_path, columns)
     chosen = retrieval.parse_groups(groups) if groups else _default_groups(table[by], by)
     table["group"] = retrieval.group_of(table[by], chosen)
     outside = int((table["group"] < 0).sum())
@@ -526,10 +550,16 @@ def evaluate_retrieval(
     return summary
 
 
-def _retrieval_table(csv_path: Path) -> tuple[pd.DataFrame, str]:
+def _retrieval_table(csv_path: Path, columns: dict[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """The rows with an identity, and the column that groups them: year when present, else age."""
     table = read_table(
-        csv_path, ("name", "identity"), EvaluationError, "labels file", numbers=("year", "age"), dtype={"name": str}
+        csv_path,
+        ("name", "identity"),
+        EvaluationError,
+        "labels file",
+        numbers=("year", "age"),
+        columns=columns,
+        dtype={"name": str},
     )
     by = next((column for column in ("year", "age") if column in table.columns), None)
     if by is None:
@@ -563,6 +593,8 @@ def _embed_photos(images: Path, photos: list[str], config: Config, device: str) 
     from face_match_age.inference.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer(config, with_age=False, device=device)
+    from face_match_age.network.age_network import EMBEDDING_DIM
+
     embeddings, failures = np.zeros((len(photos), EMBEDDING_DIM), dtype=np.float32), {}
     analyses = analyzer.analyze_many([images / name for name in photos], names=photos)
     for row, analysis in enumerate(tqdm(analyses, total=len(photos), desc="photos", unit="photo")):
@@ -696,6 +728,7 @@ def _add_age_command(commands) -> None:
         help="training labels: the baseline predicts their median age (default: --data-dir's train.csv, else the "
         "evaluated set's own median)",
     )
+    add_columns_option(data, LABEL_COLUMNS, "labels CSV", "name=file,age=years")
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
     age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(age, ["dataset_dir", "best_checkpoint", "inference_batch_size"])
@@ -714,6 +747,7 @@ def _add_verify_command(commands) -> None:
     data.add_argument(
         "--pairs", type=Path, required=True, help="CSV: img1, img2, label (1 same, 0 different), optionally age1, age2"
     )
+    add_columns_option(data, PAIR_COLUMNS, "pairs CSV", "img1=file_a,img2=file_b,label=same")
     model.add_argument("--ckpt", type=Path, help="age model, for predicted age gaps (default: none, use age1/age2)")
     model.add_argument("--calibrate", action="store_true", help="write OUT/calibration.json")
     model.add_argument("--target-far", type=float, default=1e-2, help="false-accept rate the calibration aims at")
@@ -739,6 +773,7 @@ def _add_retrieve_command(commands) -> None:
         "--csv", type=Path, required=True, help="labels: columns name, identity, and year (else age) of each photo"
     )
     data.add_argument("--images", type=Path, required=True, help="folder holding the photos the CSV names")
+    add_columns_option(data, LABEL_COLUMNS, "labels CSV", "name=file,identity=person")
     data.add_argument(
         "--groups",
         help="comma-separated LOW-HIGH ranges of the year (or age), e.g. 2004-2006,2007-2009,2010-2012 "
@@ -753,6 +788,17 @@ def _add_retrieve_command(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, config = parse_config(parser, argv)
+    if missing := _missing_input(args, config):  # before importing torch: an instant answer
+        print_error(missing)
+        return 1
+    import torch
+
+    from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
+    from face_match_age.inference.batch import BatchInterrupted, InputError
+    from face_match_age.network.age_network import CheckpointError
+    from face_match_age.network.weights import PretrainedWeightsError
+    from loader import LabelsError
+
     if args.command in ("verify", "retrieve"):  # FaceAnalyzer's commands; resolved before any model loads
         try:
             device = resolve_device(args.device)
@@ -773,14 +819,23 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 args.device,
                 config.inference_batch_size,
+                args.columns,
                 train_csv=train_csv,
             )
         elif args.command == "verify":
             summary = evaluate_verification(
-                args.pairs, args.out, args.ckpt, config, args.device, args.target_far if args.calibrate else None
+                args.pairs,
+                args.out,
+                args.ckpt,
+                config,
+                args.device,
+                args.target_far if args.calibrate else None,
+                args.columns,
             )
         elif args.command == "retrieve":
-            summary = evaluate_retrieval(args.csv, args.images, args.out, config, args.device, args.groups)
+            summary = evaluate_retrieval(
+                args.csv, args.images, args.out, config, args.device, args.groups, args.columns
+            )
         else:
             summary = leakage(config.train_csv, config.val_csv)
     except OutputError as error:
@@ -810,8 +865,97 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside the scoring: nothing half-written is kept (files are written whole)
         print("interrupted: run the same command again", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps(summary, indent=2))
+    # leakage writes no summary.json: its few counts are printed whole
+    print(json.dumps(summary, indent=2) if args.command == "leakage" else headline_table(args.command, summary))
     return 1 if args.command == "leakage" and summary["shared_identities"] else 0
+
+
+def figure_text(value) -> str:
+    """A figure as the console shows it: at most 4 decimals (summary.json keeps every digit), n/a for None."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, float | np.floating):
+        return str(value)
+    return f"{value:.4f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.0f}"
+
+
+def _table(rows: list[list], header: list[str] | None = None) -> list[str]:
+    """Rows of cells as aligned lines: the first column left, the others right."""
+    cells = [[figure_text(cell) for cell in row] for row in rows]
+    if header:
+        cells.insert(0, header)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return [
+        "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in cells
+    ]
+
+
+def headline_table(command: str, summary: dict) -> str:
+    """What evaluate.py prints for age, verify and retrieve: the headline figures in a short table, and where
+    summary.json holds them all."""
+    if command == "age":
+        baseline = summary["baseline"]
+        lines = [f"{summary['faces']} faces"]
+        lines += _table(
+            [
+                ["MAE (years)", summary["mae"], baseline["mae"]],
+                ["CS@5", summary["cs5"], baseline["cs5"]],
+                ["bias (years, predicted - true)", summary["bias"], ""],
+                ["90% interval coverage", summary["interval_coverage"], ""],
+            ],
+            ["", "model", f"median age {figure_text(baseline['median_age'])}"],
+        )
+        lines.append(f"baseline: {baseline['what']}")
+        decades = [[decade, row["faces"], row["mae"], row["bias"]] for decade, row in summary["per_decade"].items()]
+        lines += ["per decade:", *_table(decades, ["decade", "faces", "MAE", "bias"])]
+    elif command == "verify":
+        lines = [
+            f"{summary['pairs']} pairs, {summary['scored_pairs']} scored ({summary['pairs_without_a_face']} "
+            "without a face)"
+        ]
+        columns = {"all": summary} | {
+            band: figures for band, figures in (summary.get("by_age_gap") or {}).items() if figures.get("pairs")
+        }
+        names = [
+            ("ROC AUC", "roc_auc"),
+            ("EER", "eer"),
+            *((f"TAR at FAR {far:g}", f"tar_at_far_{far:g}") for far in TARGET_FARS),
+            (f"accuracy at {figure_text(summary['threshold'])}", "accuracy_at_threshold"),
+            ("best threshold", "best_threshold"),
+            ("best accuracy", "best_accuracy"),
+        ]
+        header = ["", *(name if name == "all" else f"gap {name}" for name in columns)]
+        counts = ["pairs (same/different)"] + [
+            f"{f.get('same_person_pairs', 0)}/{f.get('different_person_pairs', 0)}" for f in columns.values()
+        ]
+        lines += _table([counts, *([label] + [f.get(key) for f in columns.values()] for label, key in names)], header)
+    else:
+        lines = [
+            f"{summary['photos']} photos ({summary['photos_without_a_face']} without a face), by {summary['grouped_by']}"
+        ]
+        rows = [
+            [row["gap"], row["queries"], row["map"], row["rank_1"], row["rank_5"], row["chance_rank_1"]]
+            for row in summary["by_gap"]
+        ]
+        lines += _table(
+            rows, [f"gap ({summary['grouped_by']}s)", "queries", "MAP", "rank-1", "rank-5", "chance rank-1"]
+        )
+    return "\n".join([*lines, f"all figures: {summary['files']['summary']}"])
+
+
+def _missing_input(args, config: Config) -> str | None:
+    """A CSV or folder the command reads that does not exist, said as its reader would say it."""
+    files = {
+        "age": [("labels file", args.csv or config.val_csv)] if args.command == "age" else [],
+        "verify": [("pairs file", getattr(args, "pairs", None))],
+        "retrieve": [("labels file", getattr(args, "csv", None))],
+        "leakage": [("labels file", config.train_csv), ("labels file", config.val_csv)],
+    }[args.command]
+    for what, path in files:
+        if path is not None and not Path(path).is_file():
+            return f"{what} {path} does not exist; check the path"
+    return None
 
 
 if __name__ == "__main__":

@@ -47,13 +47,14 @@ def raised_message(error: BaseException) -> str:
     return lines[-1].split(": ", 1)[-1]
 
 
-def read_labels(csv_path: Path, image_dir: Path) -> pd.DataFrame:
+def read_labels(csv_path: Path, image_dir: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
     """The rows of `csv_path`, checked against `image_dir`: ages whole and within 0..100, names unique,
-    every file present. Any problem raises one LabelsError naming the first offenders."""
+    every file present. Any problem raises one LabelsError naming the first offenders. `columns` maps
+    name and age to the file's own column names (read_table)."""
     csv_path, image_dir = Path(csv_path), Path(image_dir)
     if not image_dir.is_dir():
         raise LabelsError(f"image folder {image_dir} does not exist")
-    labels = read_table(csv_path, ("name", "age"), LabelsError, "labels file", dtype={"name": str})
+    labels = read_table(csv_path, ("name", "age"), LabelsError, "labels file", columns=columns, dtype={"name": str})
     problems = list(_label_problems(labels, image_dir))
     if problems:
         raise LabelsError(f"{csv_path} has problems:\n  " + "\n  ".join(problems))
@@ -105,9 +106,16 @@ def training_augmentation(img_size: int) -> v2.Compose:
 class FaceAgeDataset(Dataset):
     """(face tensor 3 x img_size x img_size, age, row index) for each row of a labels CSV."""
 
-    def __init__(self, image_dir: Path, csv_path: Path, img_size: int = 160, augment: bool = False) -> None:
+    def __init__(
+        self,
+        image_dir: Path,
+        csv_path: Path,
+        img_size: int = 160,
+        augment: bool = False,
+        columns: dict[str, str] | None = None,
+    ) -> None:
         self.image_dir, self.csv_path = Path(image_dir), Path(csv_path)
-        self.labels = read_labels(csv_path, self.image_dir)
+        self.labels = read_labels(csv_path, self.image_dir, columns)
         # Plain lists: cheaper than pandas row access in every worker, for every sample.
         self._names = self.labels["name"].tolist()
         self._ages = self.labels["age"].tolist()

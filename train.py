@@ -12,21 +12,10 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-
-from callbacks import (
-    GuessingBaselineLines,
-    RandomStateCheckpoint,
-    RunRecord,
-    ScalarLayout,
-    ValidationPredictionImages,
-)
+# No torch or Lightning here: --help, a bad option and missing data are answered before those are imported
+# (seconds on a cold start); the functions that need them import them.
 from config import (
     Config,
     ConfigArgumentParser,
@@ -36,15 +25,17 @@ from config import (
     help_epilog,
     parse_config,
 )
-from face_match_age.device import DeviceChoice, DeviceUnavailableError, choose_device
 from face_match_age.error_messages import out_of_memory_message, print_error
-from face_match_age.files.checkpoint_files import ZIP_MAGIC, checkpoint_damage, damaged_message
 from face_match_age.files.output_files import OutputError, disk_full_message, is_disk_full
-from face_match_age.network.weights import PretrainedWeightsError
-from face_match_age.training.baselines import GuessingBaseline, guessing_baseline
-from face_match_age.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
-from loader import FaceAgeDataModule, LabelsError, UnreadableImageError, raised_message
-from model import backbone_freezing, build_age_model
+
+if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from callbacks import RunRecord
+    from face_match_age.device import DeviceChoice
+    from face_match_age.training.baselines import GuessingBaseline
+    from face_match_age.training.checkpointing import LastCheckpoint, StopOnSignal
 
 TRAIN_OPTIONS = (
     "dataset_dir",
@@ -113,24 +104,12 @@ class TrainingResult:
 
 def check_inputs(config: Config) -> None:
     """Fail early, with what to do, when the data is missing or the resume checkpoint missing or damaged."""
-    missing = [
-        f"{name} {path}"
-        for name, path in (
-            ("training images", config.train_dir),
-            ("validation images", config.val_dir),
-            ("training labels", config.train_csv),
-            ("validation labels", config.val_csv),
-        )
-        if not Path(path).exists()
-    ]
-    if missing:
-        raise TrainingSetupError(
-            "cannot find the dataset: " + "; ".join(missing) + ".\nRun `uv run python data_prep.py` to download "
-            "and prepare it, or point --train-dir, --val-dir, --train-csv and --val-csv at your own folders and CSVs."
-        )
+    check_data(config)
     if config.checkpoint_every_n_steps < 0:
         raise TrainingSetupError(f"checkpoint_every_n_steps cannot be negative, got {config.checkpoint_every_n_steps}")
     if config.resume_checkpoint is not None:
+        from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+
         if not Path(config.resume_checkpoint).is_file():
             raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
         checkpoint = Path(config.resume_checkpoint)
@@ -153,7 +132,29 @@ def check_inputs(config: Config) -> None:
             )
 
 
+def check_data(config: Config) -> None:
+    """TrainingSetupError naming the dataset's folders and CSVs that do not exist; needs no torch, so that
+    main says it before importing torch and Lightning."""
+    missing = [
+        f"{name} {path}"
+        for name, path in (
+            ("training images", config.train_dir),
+            ("validation images", config.val_dir),
+            ("training labels", config.train_csv),
+            ("validation labels", config.val_csv),
+        )
+        if not Path(path).exists()
+    ]
+    if missing:
+        raise TrainingSetupError(
+            "cannot find the dataset: " + "; ".join(missing) + ".\nRun `uv run python data_prep.py` to download "
+            "and prepare it, or point --train-dir, --val-dir, --train-csv and --val-csv at your own folders and CSVs."
+        )
+
+
 def _zipped(path: Path) -> bool:
+    from face_match_age.files.checkpoint_files import ZIP_MAGIC
+
     with open(path, "rb") as file:
         return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
@@ -165,6 +166,8 @@ RESUME_STATE_KEYS = ("state_dict", "optimizer_states", "loops")
 def resume_problem(path: Path, config: Config) -> str | None:
     """Why the checkpoint at `path` cannot resume a run of `config` (what it is and what to do instead), or
     None. Read with weights_only=True, so nothing in it runs; one that will not load so is left to Lightning."""
+    import torch
+
     try:  # mmap: no copy of the weights in memory; it reads only torch's zip format
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=_zipped(path))
     except Exception:  # truncated, corrupt, not torch's: checkpoint_damage says which
@@ -211,6 +214,14 @@ def _settings_problem(checkpoint: dict, config: Config, path: Path) -> str | Non
 def build_trainer(
     config: Config, choice: DeviceChoice, extra_callbacks: tuple[Callback, ...] = (), progress_bar: bool = True
 ) -> tuple[L.Trainer, RunRecord, LastCheckpoint, StopOnSignal]:
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    from callbacks import RandomStateCheckpoint, RunRecord, ScalarLayout, ValidationPredictionImages
+    from face_match_age.training.checkpointing import LastCheckpoint, StopOnSignal
+    from model import backbone_freezing
+
     logger = TensorBoardLogger(
         save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=False
     )  # hp_metric: best val MAE, written by RunRecord once there is one (not Lightning's -1 placeholder)
@@ -255,6 +266,12 @@ def build_trainer(
 
 
 def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callback], progress_bar: bool) -> L.Trainer:
+    import lightning as L
+
+    from face_match_age.training.checkpointing import AtomicCheckpointIO
+    from face_match_age.training.console import quiet_lightning
+
+    quiet_lightning()
     return L.Trainer(
         accelerator=choice.accelerator,
         precision=choice.precision,
@@ -264,17 +281,33 @@ def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callb
         max_epochs=config.max_epochs,
         logger=logger,
         callbacks=callbacks,
-        limit_train_batches=batch_limit(config.limit_train_batches),
-        limit_val_batches=batch_limit(config.limit_val_batches),
+        limit_train_batches=_limit(config.limit_train_batches),
+        limit_val_batches=_limit(config.limit_val_batches),
         log_every_n_steps=config.log_every_n_steps,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress_bar,
     )
 
 
+def _limit(text: str) -> int | float | None:
+    """batch_limit, or None (Lightning's default) for all batches: Lightning then keeps quiet about it."""
+    limit = batch_limit(text)
+    return None if isinstance(limit, float) and limit == 1.0 else limit
+
+
 def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_bar: bool = True) -> TrainingResult:
     """Train (or resume) the age model as `config` says; the Python API behind `python train.py`.
     `progress_bar=False` for callers whose output is read later (a notebook), where the bar is noise."""
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from callbacks import GuessingBaselineLines
+    from face_match_age.device import choose_device
+    from face_match_age.training.baselines import guessing_baseline
+    from loader import FaceAgeDataModule, UnreadableImageError, raised_message
+    from model import build_age_model
+
     check_inputs(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     choice = choose_device(config.accelerator, config.precision)
@@ -284,7 +317,7 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
     baseline = guessing_baseline(training_ages, datamodule.val_set.labels["age"], config.label_sigma)
     lines = GuessingBaselineLines(baseline.scalars())
     trainer, record, last, stop = build_trainer(config, choice, (lines, *extra_callbacks), progress_bar)
-    _announce(baseline)
+    rank_zero_only(_announce)(baseline)
     model = build_age_model(config)
     if config.resume_checkpoint is None:  # a resumed run keeps the head it trained
         model.start_at_prior(training_ages)
@@ -322,7 +355,6 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
     )
 
 
-@rank_zero_only
 def _announce(baseline: GuessingBaseline) -> None:
     # Before the first epoch, so that its MAE is read against what guessing scores.
     print(f"Baseline to beat, {baseline.describe()}")
@@ -363,6 +395,18 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
     argv = sys.argv[1:] if argv is None else list(argv)
     _, config = parse_config(build_parser(), argv)
     try:
+        check_data(config)  # before importing torch and Lightning: an instant answer
+    except TrainingSetupError as error:
+        print_error(error)
+        return 1
+    import torch
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from face_match_age.device import DeviceUnavailableError
+    from face_match_age.network.weights import PretrainedWeightsError
+    from loader import LabelsError
+
+    try:
         result = train(config, extra_callbacks)
     except (
         TrainingSetupError,
@@ -383,13 +427,12 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
         print_error(disk_full_message(where, "another --ckpt-dir or --log-dir") if is_disk_full(error) else error)
         return 1
     except TrainingStopped as stopped:
-        _report_stop(stopped, argv)
+        rank_zero_only(_report_stop)(stopped, argv)
         return 128 + signal.Signals[stopped.signal_name].value  # what a shell reports for a signal's death
-    _report(result, config)
+    rank_zero_only(_report)(result, config)
     return 0
 
 
-@rank_zero_only
 def _report_stop(stopped: TrainingStopped, argv: list[str]) -> None:
     if stopped.checkpoint is None:
         print(
@@ -416,7 +459,6 @@ def resume_command(argv: list[str], checkpoint: Path) -> str:
     return shlex.join(["uv", "run", "python", "train.py", *kept, "--ckpt", str(checkpoint)])
 
 
-@rank_zero_only
 def _report(result: TrainingResult, config: Config) -> None:
     if result.best_val_mae is None:
         print("No validation MAE was recorded, so there is no best checkpoint (was --limit-val-batches 0?)")

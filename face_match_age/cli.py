@@ -20,20 +20,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from face_match_age.detection.faces import NoFaceError
-from face_match_age.detection.imaging import ImageLoadError, load_image
-from face_match_age.device import (
-    DeviceUnavailableError,
-    batch_process_count,
-    resolve_device,
-    resolve_inference_precision,
-)
+# Only what parsing the command line needs is imported here: --help, a bad option and a missing input are
+# answered before torch, facenet-pytorch and the networks are imported (seconds on a cold start); the
+# functions below import those where they use them.
 from face_match_age.error_messages import out_of_memory_message, print_error
-from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
-from face_match_age.files.embedding_store import StoreError
+from face_match_age.files.column_mapping import PAIR_COLUMNS, add_columns_option
 from face_match_age.files.output_files import (
     OutputError,
     disk_full_message,
@@ -43,20 +36,6 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
-from face_match_age.files.photo_lists import PhotoListError
-from face_match_age.inference.analyzer import FaceAnalyzer, pair_row, verification_weights_identity
-from face_match_age.inference.annotate import comparison_image
-from face_match_age.inference.batch import (
-    BatchInterrupted,
-    InputError,
-    file_stamp,
-    read_pairs_csv,
-    run_batch,
-)
-from face_match_age.inference.folder_embedding import FolderInterrupted
-from face_match_age.inference.folder_run import FolderInputError, FolderRequest, run_folder
-from face_match_age.network.age_network import CheckpointError
-from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.processes import StopSignals
 from face_match_age.settings import (
     DEVICE_HELP,
@@ -66,6 +45,9 @@ from face_match_age.settings import (
     help_epilog,
     parse_config,
 )
+
+if TYPE_CHECKING:
+    from face_match_age.inference.analyzer import FaceAnalyzer
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE, EXIT_OUTPUT, EXIT_MODEL, EXIT_PAIRS_FAILED = 0, 2, 3, 4, 5, 6, 7
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
@@ -119,6 +101,7 @@ def build_parser() -> ConfigArgumentParser:
     data, model, hardware, output = (parser.group(key) for key in ("data", "model", "hardware", "output"))
     data.add_argument("paths", nargs="*", metavar="PATH", help="IMG1 IMG2 OUT_DIR, or OUT_DIR with --pairs/--folder")
     data.add_argument("--pairs", type=Path, help="CSV with columns img1, img2 and optionally label")
+    add_columns_option(data, PAIR_COLUMNS, "--pairs CSV", "img1=file_a,img2=file_b,label=same")
     data.add_argument("--folder", type=Path, help="match the photos of this folder (sub-folders included)")
     data.add_argument("--reference", type=Path, help="with --folder: compare every photo against this one")
     data.add_argument(
@@ -180,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     if not batch and len(args.paths) != 3:
         parser.error("give IMG1 IMG2 OUT_DIR (or OUT_DIR with --pairs / --folder)")
     _check_folder_options(parser, args)
+    if args.columns is not None and args.pairs is None:
+        parser.error("--columns maps the columns of the --pairs CSV; give --pairs or drop --columns")
+    if missing := _missing_input(args, batch):  # before importing torch: an instant answer
+        return _fail(missing, EXIT_INPUT)
+    from face_match_age.device import (
+        DeviceUnavailableError,
+        batch_process_count,
+        resolve_device,
+        resolve_inference_precision,
+    )
+
     try:
         # Resolved once here: a usage error before any model loads, and what config.json and batch.json record.
         config = config.replace(
@@ -198,7 +192,32 @@ def main(argv: list[str] | None = None) -> int:
         return _run_mode(args, config, batch, processes, age_model, stop)
 
 
+def _missing_input(args, batch: bool) -> str | None:
+    """What a missing photo or pairs file would make load_image or read_pairs_csv say, checked without them."""
+    if args.pairs is not None and not args.pairs.is_file():
+        return f"pairs file {args.pairs} does not exist; check the path"
+    for path in () if batch else map(Path, args.paths[:2]):
+        if not path.exists():
+            return f"cannot read image {path}: no such file"
+        if path.is_dir():
+            return f"cannot read image {path}: it is a folder, not a file"
+    return None
+
+
 def _run_mode(args, config: Config, batch: bool, processes: int, age_model: dict, stop: StopSignals) -> int:
+    import torch
+
+    from face_match_age.detection.faces import NoFaceError
+    from face_match_age.detection.imaging import ImageLoadError
+    from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
+    from face_match_age.files.embedding_store import StoreError
+    from face_match_age.files.photo_lists import PhotoListError
+    from face_match_age.inference.batch import BatchInterrupted, InputError
+    from face_match_age.inference.folder_embedding import FolderInterrupted
+    from face_match_age.inference.folder_run import FolderInputError
+    from face_match_age.network.age_network import CheckpointError
+    from face_match_age.network.weights import PretrainedWeightsError
+
     try:
         threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
         if args.folder is not None:
@@ -270,6 +289,8 @@ def age_model_status(args, config: Config) -> dict:
 
 def analyzer_factory(args, config: Config, age_model: dict) -> functools.partial:
     """FaceAnalyzer as the command line asks for it; call it with device=... (picklable for batch workers)."""
+    from face_match_age.inference.analyzer import FaceAnalyzer
+
     return functools.partial(
         FaceAnalyzer,
         config,
@@ -283,6 +304,9 @@ def analyzer_factory(args, config: Config, age_model: dict) -> functools.partial
 def model_settings(args, config: Config, age_model: dict) -> dict:
     """What changes a row beyond the config: a rerun that differs in one of these is another batch (or, for
     --folder, another embedding store)."""
+    from face_match_age.inference.analyzer import verification_weights_identity
+    from face_match_age.inference.batch import file_stamp
+
     return {
         "tta": args.tta,
         "age_checkpoint": file_stamp(config.best_checkpoint) if age_model["loaded"] else None,
@@ -291,6 +315,8 @@ def model_settings(args, config: Config, age_model: dict) -> dict:
 
 
 def run_folder_command(args, config: Config, threshold, processes: int, age_model: dict) -> int:
+    from face_match_age.inference.folder_run import FolderRequest, run_folder
+
     request = FolderRequest(
         folder=args.folder,
         out_dir=Path(args.paths[0]),
@@ -324,7 +350,9 @@ def run_folder_command(args, config: Config, threshold, processes: int, age_mode
 
 
 def run_batches(args, config: Config, threshold, processes: int, age_model: dict) -> int:
-    pairs = read_pairs_csv(args.pairs)
+    from face_match_age.inference.batch import read_pairs_csv, run_batch
+
+    pairs = read_pairs_csv(args.pairs, args.columns)
     record = {
         "pairs": str(args.pairs),
         "no_age": args.no_age,
@@ -349,6 +377,8 @@ def run_batches(args, config: Config, threshold, processes: int, age_model: dict
 
 
 def run_pair(args, config: Config, threshold, age_model: dict) -> int:
+    from face_match_age.detection.imaging import load_image
+
     started = time.perf_counter()
     paths = [Path(p) for p in args.paths[:2]]
     photos = [load_image(path) for path in paths]  # unreadable input fails before any model is loaded
@@ -394,6 +424,9 @@ def compare_and_write(
     """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON).
     `threshold`: a number or a calibration rule (default: the config's verification_threshold); `age_model`:
     the results' age_model field (default: whether `analyzer` has one)."""
+    from face_match_age.inference.analyzer import pair_row
+    from face_match_age.inference.annotate import comparison_image
+
     analysis_start = time.perf_counter()
     first, second = analyzer.analyze_many(photos, all_faces=all_faces, names=[str(p) for p in paths])
     rule = analyzer.config.verification_threshold if threshold is None else threshold
@@ -441,8 +474,13 @@ def summary_line(result: dict) -> str:
     age_text = "" if None in ages else f"; ages {ages[0]:.0f} and {ages[1]:.0f}"
     return (
         f"{verdict}: similarity {verification['similarity_score']:.4f} vs threshold "
-        f"{verification['threshold_used']}{age_text}"
+        f"{_figure(verification['threshold_used'])}{age_text}"
     )
+
+
+def _figure(value) -> str:
+    """A number at 4 decimals at most (a calibrated threshold has many), trailing zeros dropped."""
+    return f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
 
 
 def _ms(seconds: float) -> float:

@@ -86,9 +86,9 @@ def hold_folder(ready_file: Path) -> None:
 
 
 def hold_prep(ready_file: Path) -> None:
-    import data_prep
+    from face_match_age.preparation.crops import CropLog
 
-    record = data_prep.CropLog.record
+    record = CropLog.record
 
     def held(self, handle, task, outcome) -> None:
         record(self, handle, task, outcome)
@@ -96,7 +96,7 @@ def hold_prep(ready_file: Path) -> None:
             ready(ready_file)
             hold()
 
-    data_prep.CropLog.record = held
+    CropLog.record = held
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import infer
-from face_match_age.detection.imaging import load_image
+from face_match_age.detection import imaging
 from face_match_age.reports import batch_sheet
 from face_match_age.reports.contact_sheet import EMPTY_FACE, PADDING, THUMB_SIDE, TITLE_SIZE, Tile, contact_sheet
 
@@ -75,7 +75,7 @@ def test_a_batch_of_more_pairs_than_the_tile_limit_opens_and_shows_only_the_limi
 ):
     monkeypatch.setattr(batch_sheet, "MAX_TILES", 2)
     opened = []
-    monkeypatch.setattr(batch_sheet, "load_image", lambda path: opened.append(path) or load_image(path))
+    monkeypatch.setattr(batch_sheet, "load_image", lambda path: opened.append(path) or imaging.load_image(path))
     pairs = _every_pair_csv(photos)
     assert _run("--pairs", pairs, tmp_path / "out", checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED  # 6 pairs
     assert _sheet(tmp_path / "out").size == _size_of(2)

@@ -14,6 +14,7 @@ from PIL import Image
 import config
 import data_prep
 import loader
+from face_match_age.preparation import crops
 
 
 def _prep(tmp_path, *args):
@@ -91,7 +92,7 @@ def test_second_run_finds_everything_done(tmp_path, imdb_tar, capsys):
 
 def test_interrupted_cropping_continues_where_it_stopped(tmp_path, imdb_tar, monkeypatch, capsys):
     served, expected = imdb_tar
-    real_run = data_prep.run_crops
+    real_run = crops.run_crops
 
     def dies_after_four(tasks, *args, **kwargs):
         for number, item in enumerate(real_run(tasks, *args, **kwargs)):
@@ -99,7 +100,7 @@ def test_interrupted_cropping_continues_where_it_stopped(tmp_path, imdb_tar, mon
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(data_prep, "run_crops", dies_after_four)
+    monkeypatch.setattr(crops, "run_crops", dies_after_four)
     assert _prep(tmp_path, "--archive", served / "imdb_crop.tar", "--skip-checksum") == data_prep.EXIT_INTERRUPTED
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("interrupted: 4 of 18 photos are done")
@@ -110,7 +111,7 @@ def test_interrupted_cropping_continues_where_it_stopped(tmp_path, imdb_tar, mon
     assert not (out / "train.csv").exists()
     assert not list(out.rglob("*.tmp"))
     assert written >= 4
-    monkeypatch.setattr(data_prep, "run_crops", real_run)
+    monkeypatch.setattr(crops, "run_crops", real_run)
     assert _prep(tmp_path, "--archive", served / "imdb_crop.tar", "--skip-checksum") == 0
     done_before = int(capsys.readouterr().out.split("resuming: ")[1].split(" of")[0])
     assert done_before >= max(4, written)  # 4 logged, plus any crop written but not yet logged
@@ -432,14 +433,14 @@ def test_ctrl_c_while_cropping_in_worker_processes_stops_them(tmp_path, monkeypa
 
     rows = [{"name": f"p{i}.jpg", "age": 20 + 2 * i, "identity": f"id{i}"} for i in range(40)]
     folder = _own_photos(tmp_path, rows)
-    real_record = data_prep.CropLog.record
+    real_record = crops.CropLog.record
 
     def dies_after_two(self, handle, task, outcome):
         real_record(self, handle, task, outcome)
         if len(self.entries) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(data_prep.CropLog, "record", dies_after_two)
+    monkeypatch.setattr(crops.CropLog, "record", dies_after_two)
     code = _prep(
         tmp_path,
         "--dataset",
@@ -462,7 +463,7 @@ def test_ctrl_c_while_cropping_in_worker_processes_stops_them(tmp_path, monkeypa
     out = tmp_path / "prepared"
     assert not list(out.rglob("*.tmp"))
     assert not (out / "train.csv").exists()
-    monkeypatch.setattr(data_prep.CropLog, "record", real_record)
+    monkeypatch.setattr(crops.CropLog, "record", real_record)
     assert _prep_csv(tmp_path, folder, "--no-detect") == 0
     assert json.loads((out / "summary.json").read_text())["train_images"] + 8 == 40
 

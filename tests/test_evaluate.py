@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -54,7 +55,10 @@ def test_age_evaluation_writes_metrics_predictions_and_plot(tmp_path, age_checkp
     assert decade_faces == 12
     assert all("bias" in d for d in summary["per_decade"].values())
     assert _is_png(out / "predicted_vs_true.png")
-    assert json.loads(capsys.readouterr().out)["faces"] == 12
+    printed = capsys.readouterr().out
+    assert printed.startswith("12 faces\n")  # a short table; summary.json holds every figure
+    assert f"all figures: {out / 'summary.json'}" in printed
+    assert re.findall(r"\d\.\d{5,}", printed) == []  # no float printed with more than 4 decimals
 
 
 @pytest.fixture
@@ -437,3 +441,33 @@ def test_age_writes_its_figure_and_a_sheet_of_a_bounded_size(tmp_path, age_check
         "predictions.csv",
         "summary.json",
     ]
+
+
+def test_the_console_shows_headline_figures_at_four_decimals_at_most():
+    long = 0.5233333110809326
+    verify = {
+        "pairs": 7,
+        "scored_pairs": 6,
+        "pairs_without_a_face": 1,
+        "threshold": 0.7,
+        "same_person_pairs": 3,
+        "different_person_pairs": 3,
+        **dict.fromkeys(["roc_auc", "eer", "accuracy_at_threshold", "best_threshold", "best_accuracy"], long),
+        "tar_at_far_0.01": None,
+        "by_age_gap": {"0-5": {"pairs": 4, "roc_auc": 1.0, "same_person_pairs": 2, "different_person_pairs": 2}},
+        "files": {"summary": "out/summary.json"},
+    }
+    printed = evaluate.headline_table("verify", verify)
+    assert "ROC AUC" in printed and "0.5233" in printed and "gap 0-5" in printed
+    assert "TAR at FAR 0.01" in printed and "n/a" in printed  # unmeasurable: said, not a number
+    retrieve = {
+        "photos": 10,
+        "photos_without_a_face": 0,
+        "grouped_by": "year",
+        "by_gap": [{"gap": 3.0, "queries": 5, "map": long, "rank_1": 0.8, "rank_5": 1.0, "chance_rank_1": 0.2}],
+        "files": {"summary": "out/summary.json"},
+    }
+    for table in (printed, evaluate.headline_table("retrieve", retrieve)):
+        assert re.findall(r"\d\.\d{5,}", table) == []
+        assert table.endswith("all figures: out/summary.json")
+    assert [evaluate.figure_text(v) for v in (long, 20.0, -3.25, None, 12)] == ["0.5233", "20", "-3.25", "n/a", "12"]

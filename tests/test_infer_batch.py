@@ -6,8 +6,7 @@ import pytest
 
 import infer
 from config import parse_config
-from face_match_age import cli
-from face_match_age.detection.imaging import load_image
+from face_match_age.detection import imaging
 
 
 @pytest.fixture
@@ -177,7 +176,7 @@ def test_rerun_after_ctrl_c_resumes_and_ends_with_an_uninterrupted_runs_files(
     from face_match_age.inference import analyzer
 
     loaded = []
-    monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or load_image(photo))
+    monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or imaging.load_image(photo))
     assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED
     captured = capsys.readouterr()
     assert "resuming: 2 of 4 pairs already in" in captured.out
@@ -199,7 +198,7 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_done_again(
     from face_match_age.inference import analyzer
 
     loaded = []
-    monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or load_image(photo))
+    monkeypatch.setattr(analyzer, "load_image", lambda photo: loaded.append(photo.name) or imaging.load_image(photo))
     capsys.readouterr()
     assert _run(*command, out, checkpoint=age_checkpoint) == infer.EXIT_PAIRS_FAILED  # results.csv still holds 4
     assert "resuming: 2 of 4 pairs" in capsys.readouterr().out
@@ -235,7 +234,9 @@ def test_another_batch_is_refused_and_the_same_one_is_not_redone(
     def no_models(*args, **kwargs):
         raise AssertionError("a finished batch needs no model")
 
-    monkeypatch.setattr(cli, "FaceAnalyzer", no_models)
+    from face_match_age.inference import analyzer
+
+    monkeypatch.setattr(analyzer, "FaceAnalyzer", no_models)
     assert _run("--pairs", pairs_dir / "one.csv", out, checkpoint=age_checkpoint) == infer.EXIT_OK
     assert "resuming: 1 of 1 pairs" in capsys.readouterr().out
     assert _files(out) == before

@@ -13,7 +13,6 @@ from synthetic import make_dataset
 
 import evaluate
 import infer
-from face_match_age import cli
 from face_match_age.files.output_files import OutputError, out_dir_lock
 from face_match_age.inference import analyzer
 from face_match_age.network.weights import save_random_weights
@@ -146,7 +145,7 @@ def test_a_folder_that_is_its_own_out_dir_never_reads_its_results_back_as_photos
     def no_models(*args, **kwargs):
         raise AssertionError("every photo is embedded already")
 
-    monkeypatch.setattr(cli, "FaceAnalyzer", no_models)
+    monkeypatch.setattr(analyzer, "FaceAnalyzer", no_models)
     capsys.readouterr()
     assert infer.main(command) == infer.EXIT_OK
     assert "resuming: 2 of 2 photos" in capsys.readouterr().out

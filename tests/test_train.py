@@ -2,10 +2,12 @@ import contextlib
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,18 +32,38 @@ class ShortFit:
     config: Config
     printed: str
     events: EventAccumulator
+    console: str  # what was printed, Lightning's log lines and every warning raised
+    warned: list[warnings.WarningMessage]
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
 def short_fit(tmp_path_factory) -> ShortFit:
     """One two-epoch train.py run, shared by the tests that read what it wrote."""
     config = make_dataset(tmp_path_factory.mktemp("short_fit") / "data")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert train.main(train_args(config)) == 0
+    printed, logged = io.StringIO(), _Lines()
+    loggers = [logging.getLogger(f"lightning.{part}.utilities.rank_zero") for part in ("pytorch", "fabric")]
+    for logger in loggers:
+        logger.addHandler(logged)
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            assert train.main(train_args(config)) == 0
+    finally:
+        for logger in loggers:
+            logger.removeHandler(logged)
     events = EventAccumulator(str(config.log_dir / "version_0"), size_guidance={"images": 0})
     events.Reload()
-    return ShortFit(config, printed.getvalue(), events)
+    console = "\n".join([printed.getvalue(), *logged.lines, *(str(w.message) for w in warned)])
+    return ShortFit(config, printed.getvalue(), events, console, warned)
 
 
 def test_short_fit_writes_checkpoints_logs_and_config(short_fit):
@@ -88,6 +110,20 @@ def _custom_scalar_charts(events: EventAccumulator) -> dict[str, list[str]]:
 
 def _matching_tags(patterns: list[str], events: EventAccumulator) -> set[str]:
     return {tag for tag in events.Tags()["scalars"] if any(re.search(pattern, tag) for pattern in patterns)}
+
+
+def test_a_fresh_run_has_a_quiet_console(short_fit):
+    assert "`Trainer.fit` stopped" in short_fit.console  # Lightning's lines are captured
+    for noise in ("exists and is not empty", "Tip:", "litlogger", "litmodels", "GPU available", "was configured so"):
+        assert noise not in short_fit.console, noise
+    ours = [
+        f"{w.filename}:{w.lineno}: {w.message}"
+        for w in short_fit.warned
+        if issubclass(w.category, DeprecationWarning | FutureWarning)
+        and ".venv" not in w.filename
+        and Path(w.filename).resolve().is_relative_to(ROOT)
+    ]
+    assert ours == []  # no deprecated call of ours
 
 
 def test_custom_scalars_chart_train_and_validation_mae_together(short_fit):

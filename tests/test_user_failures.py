@@ -23,6 +23,7 @@ from synthetic import make_dataset, train_args
 import data_prep
 import evaluate
 import infer
+import loader
 import model
 import train
 from config import Config
@@ -69,6 +70,11 @@ def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path
     # data_prep.py has no device option: it detects on what choose_device finds.
     _no_gpu(monkeypatch)
     out = str(tmp_path / "out")
+    # the inputs named exist: a missing one is answered first, before torch is imported (test_startup.py)
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.jpg", "b.jpg", "p.csv", "c.csv", "data/IMDB/val.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
     runs = {
         "train": lambda: (train.main(train_args(_own_folders(dataset, tmp_path), accelerator="cuda")), 1),
         "infer": lambda: (infer.main(["a.jpg", "b.jpg", out, "--device", "cuda"]), infer.EXIT_USAGE),
@@ -438,13 +444,13 @@ def test_evaluate_age_crops_faces_at_the_size_the_checkpoint_was_trained_at(
     dataset, age_checkpoint, tmp_path, monkeypatch, capsys
 ):
     trained_at_80 = _checkpoint_with(age_checkpoint, tmp_path / "80.ckpt", datamodule_hyper_parameters={"img_size": 80})
-    sizes, real_dataset = [], evaluate.FaceAgeDataset
+    sizes, real_dataset = [], loader.FaceAgeDataset
 
     def dataset_of_size(images, csv_path, img_size, **options):
         sizes.append(img_size)
         return real_dataset(images, csv_path, img_size, **options)
 
-    monkeypatch.setattr(evaluate, "FaceAgeDataset", dataset_of_size)
+    monkeypatch.setattr(loader, "FaceAgeDataset", dataset_of_size)
     argv = ["age", "--images", str(dataset.val_dir), "--csv", str(dataset.val_csv), "--ckpt", str(trained_at_80)]
     assert evaluate.main([*argv, "--out", str(tmp_path / "eval")]) == 0
     assert sizes == [80]  # not the config's 160

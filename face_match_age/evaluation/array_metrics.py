@@ -8,9 +8,12 @@ share of same-person pairs accepted.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 AGE_GAP_BANDS = (("0-5", 0, 5), ("5-10", 5, 10), ("10-20", 10, 20), ("20+", 20, math.inf))
 
@@ -50,7 +53,8 @@ def roc_auc(scores, labels) -> float:
     if not _has_both_classes(labels):
         return float("nan")
     # the trapezoid under the exact ROC, which counts a tied pair as half
-    from torchmetrics.functional.classification import binary_auroc  # imported late: see roc_curve
+    import torch  # imported late, as torchmetrics (see roc_curve): evaluate.py --help needs neither
+    from torchmetrics.functional.classification import binary_auroc
 
     return float(binary_auroc(_scores_in_unit_range(scores), torch.tensor(labels, dtype=torch.long)))
 
@@ -72,6 +76,7 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError("a ROC needs both same-person and different-person pairs")
     # Imported here, not at the top: infer.py reaches this module through calibration and only reads
     # thresholds, and importing torchmetrics would cost every cold start about as much as Lightning.
+    import torch
     from torchmetrics.functional.classification import binary_roc
 
     far, tar, _ = binary_roc(_scores_in_unit_range(scores), torch.tensor(labels, dtype=torch.long))
@@ -106,6 +111,8 @@ def _scores_in_unit_range(scores) -> torch.Tensor:
     """The scores' dense ranks scaled into [0, 1]: same order, same ties. torchmetrics reads scores outside
     [0, 1] (a negative cosine similarity) as logits and squashes them with a sigmoid, which can merge
     near-equal scores; ranks keep every distinct score apart."""
+    import torch
+
     _, ranks = np.unique(np.asarray(scores, float), return_inverse=True)
     return torch.from_numpy(ranks / max(int(ranks.max(initial=0)), 1))
 

@@ -8,6 +8,7 @@ line keeps its number (it is dropped, not renumbered). A row's index in the tabl
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -28,18 +29,21 @@ def read_table(
     error: type[Exception],
     what: str,
     numbers: tuple[str, ...] = (),
+    columns: Mapping[str, str] | None = None,
     **read_options,
 ) -> pd.DataFrame:
     """`path` as a DataFrame holding the `required` columns and at least one row; otherwise raises
     `error` saying which file, what is wrong, where and what to do. `what` names the table ("labels
     file"). Column names are stripped of surrounding spaces (`name, age` has an `age` column); columns
-    in `numbers` that are present must hold numbers or nothing. Rows are indexed by line (`csv_line`)."""
+    in `numbers` that are present must hold numbers or nothing. Rows are indexed by line (`csv_line`).
+    `columns` maps the names the caller reads to the file's own ({"img1": "file_a"}, from --columns): the
+    table has the caller's names, and every other name (`required`, `numbers`, `dtype`) is the caller's."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} {path} does not exist; check the path")
     try:
         header = pd.read_csv(path, nrows=0).columns
-        names = [str(column).strip() for column in header]
+        names = _renamed(path, what, [str(column).strip() for column in header], columns or {}, error)
         _refuse_repeated_names(path, what, names, error)
         # read_options name the columns as stripped; pandas matches them against the header as written
         if isinstance(read_options.get("dtype"), dict):
@@ -59,13 +63,37 @@ def read_table(
     if missing:
         raise error(
             f"{what} {path} lacks the column(s) {', '.join(sorted(missing))}; it needs {', '.join(required)} "
-            f"and has {', '.join(names) or 'none'}: name them so on line 1"
+            f"and has {', '.join(_file_names(names, columns or {})) or 'none'}: name them so on line 1, or map "
+            f"them with --columns {missing[0]}=COLUMN,..."
         )
     if table.empty:
         raise error(f"{what} {path} has a header but no rows; add a row per item below it")
     for column in (c for c in numbers if c in table.columns):
         _require_numbers(table, column, path, what, error)
     return table
+
+
+def _renamed(path: Path, what: str, names: list[str], columns: Mapping[str, str], error) -> list[str]:
+    """The header `names` with each file column of `columns` under the caller's name for it."""
+    absent = [f"{name}={column}" for name, column in columns.items() if column not in names]
+    if absent:
+        raise error(
+            f"{what} {path} has no column {', '.join(c.split('=', 1)[1] for c in absent)} (--columns "
+            f"{', '.join(absent)}); its columns are {', '.join(names) or 'none'}"
+        )
+    clashing = [name for name, column in columns.items() if name in names and name not in columns.values()]
+    if clashing:  # the file's own `img1` and the column mapped to img1: which one is meant cannot be told
+        raise error(
+            f"{what} {path}: --columns maps {', '.join(f'{columns[n]} to {n}' for n in clashing)}, but line 1 "
+            f"names a column {', '.join(clashing)} too; rename one of them on line 1"
+        )
+    file_to_name = {column: name for name, column in columns.items()}
+    return [file_to_name.get(name, name) for name in names]
+
+
+def _file_names(names: list[str], columns: Mapping[str, str]) -> list[str]:
+    """The header as the file writes it, from the caller's names."""
+    return [columns.get(name, name) for name in names]
 
 
 def _refuse_repeated_names(path: Path, what: str, names: list[str], error: type[Exception]) -> None:

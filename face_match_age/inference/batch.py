@@ -102,14 +102,20 @@ class PairSpec:
     index: int = 0  # row of the pairs CSV, so results can be joined back
 
 
-def read_pairs_csv(csv_path: Path) -> list[PairSpec]:
-    """Pairs from a CSV with columns img1, img2 (and optionally label); relative paths are taken from
-    the CSV's own folder."""
+def read_pairs_csv(csv_path: Path, columns: dict[str, str] | None = None) -> list[PairSpec]:
+    """Pairs from a CSV with columns img1, img2 (and optionally label), or the file's own names for them
+    that `columns` maps (read_table); relative paths are taken from the CSV's own folder."""
     # here, not at the top: pair mode should not pay pandas' import time
     from face_match_age.files.csv_tables import read_table
 
     table = read_table(
-        csv_path, ("img1", "img2"), InputError, "pairs file", dtype={"img1": str, "img2": str}, keep_default_na=False
+        csv_path,
+        ("img1", "img2"),
+        InputError,
+        "pairs file",
+        columns=columns,
+        dtype={"img1": str, "img2": str},
+        keep_default_na=False,
     )
     base = csv_path.resolve().parent
     labels = table["label"].tolist() if "label" in table.columns else [None] * len(table)

@@ -224,7 +224,7 @@ def _network_from(checkpoint, path: Path) -> AgeNetwork:
     # The crop size training saw (Lightning saves the data module's settings): inference should crop alike.
     network.trained_img_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("img_size")
     try:
-        network.load_state_dict(weights)
+        network.load_state_dict(weights, assign=True)  # the tensors read become the weights: no copy
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not hold this age model's weights ({error_summary(error)})") from None
     return network

@@ -45,15 +45,22 @@ class Labels:
         return pd.DataFrame(self.rows, columns=["source", "age", "identity"])
 
 
-def read_labels(dataset: str, root: Path, min_face_score: float = 1.0, user_csv: Path | None = None) -> Labels:
-    """Labels of `dataset` unpacked under `root` (for "csv": the photos folder and `user_csv`)."""
+def read_labels(
+    dataset: str,
+    root: Path,
+    min_face_score: float = 1.0,
+    user_csv: Path | None = None,
+    columns: dict[str, str] | None = None,
+) -> Labels:
+    """Labels of `dataset` unpacked under `root` (for "csv": the photos folder and `user_csv`, whose columns
+    `columns` maps as read_table does)."""
     readers = {
         "imdb": lambda: read_imdb_wiki(root, "imdb", min_face_score),
         "wiki": lambda: read_imdb_wiki(root, "wiki", min_face_score),
         "cacd": lambda: read_by_name(root, CACD_NAME, _cacd_fields),
         "utkface": lambda: read_by_name(root, UTKFACE_NAME, _utkface_fields, has_identity=False),
         "fgnet": lambda: read_by_name(root, FGNET_NAME, _fgnet_fields),
-        "csv": lambda: read_user_csv(root, user_csv),
+        "csv": lambda: read_user_csv(root, user_csv, columns),
     }
     return readers[dataset]()
 
@@ -133,13 +140,15 @@ def output_name(source: str) -> str:
     return Path(source.replace("/", "_").replace("\\", "_")).with_suffix(".jpg").name
 
 
-def read_user_csv(images: Path, csv_path: Path | None) -> Labels:
+def read_user_csv(images: Path, csv_path: Path | None, columns: dict[str, str] | None = None) -> Labels:
     """A user's own folder of photos with a CSV of name, age and optionally identity. Names must be paths
     inside `images`, and no two usable rows may share a crop file; otherwise MetadataError names the lines
     (before anything is cropped). A row with an empty identity is a person of its own."""
     if csv_path is None:
         raise MetadataError("--dataset csv needs --csv FILE (columns name, age, optionally identity)")
-    table = read_table(csv_path, ("name", "age"), MetadataError, "labels file", dtype={"name": str, "identity": str})
+    table = read_table(
+        csv_path, ("name", "age"), MetadataError, "labels file", columns=columns, dtype={"name": str, "identity": str}
+    )
     lines = [csv_line(index) for index in table.index]
     unsafe = [(line, name, why) for line, name in zip(lines, table["name"]) if (why := _unsafe_name(name))]
     if unsafe:
