@@ -176,7 +176,8 @@ def test_out_of_memory_in_a_batch_worker_reaches_the_parent_as_itself(monkeypatc
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
             yield
 
-    monkeypatch.setattr(batch.signal, "signal", lambda *args: None)  # the worker ignores Ctrl-C; this process not
+    # A helper's start (ignore stop signals, die with the parent) is for the worker process, not this one.
+    monkeypatch.setattr(batch, "start_helper_process", lambda: None)
     monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
     sent = queue.Queue()
     batch._shard_worker(0, 1, "cpu", False, lambda device: OutOfMemoryAnalyzer(), [Path("a.jpg")], sent)
