@@ -403,13 +403,14 @@ def test_tiny_photos_are_counted_as_no_face_not_a_crash(tmp_path, capsys):
         "banner_4000x48.jpg": Image.new("RGB", (4000, 48), (90, 90, 90)),
         "panorama_8000x50.jpg": Image.new("RGB", (8000, 50), (120, 120, 120)),
     }
-    rows = [{"name": f"p{i}.jpg", "age": 20 + 9 * i, "identity": f"id{i}"} for i in range(4)]
+    # Enough people that the split leaves faces on both sides (a side emptied by the drops is refused).
+    rows = [{"name": f"p{i}.jpg", "age": 20 + 5 * i, "identity": f"id{i}"} for i in range(10)]
     rows += [{"name": name, "age": 40, "identity": name} for name in banners]
     folder = _own_photos(tmp_path, rows, photos=banners)
     assert _prep_csv(tmp_path, folder) == 0
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
     assert summary["dropped_by_cropping"] == {"no face detected": 2}
-    assert summary["train_images"] + summary["val_images"] == 4
+    assert summary["train_images"] + summary["val_images"] == 10
     capsys.readouterr()
     assert _prep_csv(tmp_path, folder) == 0
     assert "already prepared" in capsys.readouterr().out

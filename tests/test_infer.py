@@ -11,7 +11,7 @@ from PIL import Image
 
 import infer
 from config import Config
-from face_match_age import cli
+from face_match_age.detection import imaging
 from face_match_age.inference import annotate
 from face_match_age.inference.analyzer import FaceAnalyzer
 
@@ -376,7 +376,7 @@ def test_ctrl_c_in_pair_mode_ends_with_one_line_and_exit_130(run, photo_dir, tmp
     def interrupted(photo):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "load_image", interrupted)  # the module behind infer.py
+    monkeypatch.setattr(imaging, "load_image", interrupted)  # pair mode imports it when it runs
     code, _, err = run(photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg", tmp_path)
     assert code == infer.EXIT_INTERRUPTED == 130
     assert err.strip() == "interrupted: rerun the same command to compare the pair"

@@ -156,7 +156,9 @@ def test_float16_on_a_cpu_is_a_usage_error_that_says_it_is_for_cuda(photo_dir, t
 
 
 def test_evaluate_verify_refuses_float16_on_a_cpu(photo_dir, tmp_path, capsys):
-    argv = ["verify", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    pairs = tmp_path / "pairs.csv"  # present: a missing input is answered first
+    pairs.write_text(f"img1,img2,label\n{photo_dir / 'astronaut.jpg'},{photo_dir / 'coffee.jpg'},0\n")
+    argv = ["verify", "--pairs", str(pairs), "--out", str(tmp_path / "out"), "--device", "cpu"]
     error = _usage_error(evaluate.main, [*argv, "--precision", "16"], capsys)
     assert "float16 is for CUDA GPUs" in error
 

@@ -176,7 +176,8 @@ def test_evaluate_age_reports_the_baseline_and_where_its_median_comes_from(tmp_p
     given = json.loads((tmp_path / "a" / "summary.json").read_text())["baseline"]
     assert given["mae"] == pytest.approx(median_age_guess(_ages(config.train_csv), _ages(config.val_csv))["mae"], 1e-3)
     assert str(config.train_csv) in given["what"]
-    assert '"baseline"' in capsys.readouterr().out
+    printed = capsys.readouterr().out  # the table: the model's MAE beside the median's, and whose median
+    assert f"median age {given['median_age']:g}" in printed and f"baseline: {given['what']}" in printed
     assert evaluate.main([*common, "--out", str(tmp_path / "b")]) == 0
     own = json.loads((tmp_path / "b" / "summary.json").read_text())["baseline"]
     assert own["median_age"] == median_age_guess(_ages(config.val_csv), [])["median_age"]

@@ -172,7 +172,7 @@ def test_bad_labels_stop_before_training(tmp_path, capsys):
 
 def test_tiny_set_is_learned_well_below_the_mean_predictor(tmp_path):
     config = make_dataset(tmp_path / "data", train=32, val=16, size=80).replace(
-        max_epochs=10, learning_rate=3e-3, batch_size=8, patience=50
+        max_epochs=10, learning_rate=3e-3, head_learning_rate=3e-3, batch_size=8, patience=50
     )
     result = train.train(config)
     train_ages, val_ages = pd.read_csv(config.train_csv)["age"], pd.read_csv(config.val_csv)["age"]
