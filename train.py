@@ -108,7 +108,7 @@ def check_inputs(config: Config) -> None:
     if config.checkpoint_every_n_steps < 0:
         raise TrainingSetupError(f"checkpoint_every_n_steps cannot be negative, got {config.checkpoint_every_n_steps}")
     if config.resume_checkpoint is not None:
-        from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message
+        from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message, starts_like_zip
 
         if not Path(config.resume_checkpoint).is_file():
             raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
@@ -117,7 +117,7 @@ def check_inputs(config: Config) -> None:
         damage = checkpoint_damage(checkpoint)
         # What an intact file is; and a file in torch's older, non-zip format, which checkpoint_damage cannot
         # check, is named for what it holds when torch loads it (older weight files), else called damaged.
-        unusable = resume_problem(checkpoint, config) if damage is None or not _zipped(checkpoint) else None
+        unusable = resume_problem(checkpoint, config) if damage is None or not starts_like_zip(checkpoint) else None
         if unusable is not None:
             raise TrainingSetupError(f"cannot resume from {checkpoint}: {unusable}")
         if damage is not None:
@@ -152,13 +152,6 @@ def check_data(config: Config) -> None:
         )
 
 
-def _zipped(path: Path) -> bool:
-    from face_match_age.files.checkpoint_files import ZIP_MAGIC
-
-    with open(path, "rb") as file:
-        return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-
-
 # Lightning's resume state: a file without them holds weights only, and fit would fail on a KeyError.
 RESUME_STATE_KEYS = ("state_dict", "optimizer_states", "loops")
 
@@ -168,8 +161,10 @@ def resume_problem(path: Path, config: Config) -> str | None:
     None. Read with weights_only=True, so nothing in it runs; one that will not load so is left to Lightning."""
     import torch
 
+    from face_match_age.files.checkpoint_files import starts_like_zip
+
     try:  # mmap: no copy of the weights in memory; it reads only torch's zip format
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=_zipped(path))
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=starts_like_zip(path))
     except Exception:  # truncated, corrupt, not torch's: checkpoint_damage says which
         return None
     if not isinstance(checkpoint, dict):
@@ -195,7 +190,14 @@ def _settings_problem(checkpoint: dict, config: Config, path: Path) -> str | Non
     recorded = {**(checkpoint.get("hyper_parameters") or {}), **(checkpoint.get("datamodule_hyper_parameters") or {})}
     wanted = {
         name: getattr(config, name)
-        for name in ("head_hidden_dim", "head_dropout", "label_sigma", "learning_rate", "freeze_backbone_epochs")
+        for name in (
+            "head_hidden_dim",
+            "head_dropout",
+            "label_sigma",
+            "learning_rate",
+            "head_learning_rate",
+            "freeze_backbone_epochs",
+        )
     } | {"img_size": config.img_size}
     differ = [
         f"{name} {recorded[name]} (this command: {value})"

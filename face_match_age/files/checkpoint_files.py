@@ -74,7 +74,7 @@ def load_checked(path: Path, map_location: str | torch.device = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # torch raises many types for truncated or foreign files
-        damage = None if _starts_like_zip(path) else checkpoint_damage(path)  # intact archive: torch says why
+        damage = None if starts_like_zip(path) else checkpoint_damage(path)  # intact archive: torch says why
         if damage is None:
             raise
         raise DamagedCheckpointError(damage) from None
@@ -83,10 +83,11 @@ def load_checked(path: Path, map_location: str | torch.device = "cpu") -> Any:
 def archive_damage(path: Path) -> str | None:
     """checkpoint_damage of a zip archive (what torch.save writes); None for a file that does not start like
     one (torch's pre-1.6 format has no checksums to check: let torch.load judge it)."""
-    return checkpoint_damage(path) if _starts_like_zip(path) else None
+    return checkpoint_damage(path) if starts_like_zip(path) else None
 
 
-def _starts_like_zip(path: Path) -> bool:
+def starts_like_zip(path: Path) -> bool:
+    """Whether the file begins as torch.save's zip archives do (torch's pre-1.6 format does not)."""
     try:
         with open(path, "rb") as file:
             return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC

@@ -150,55 +150,46 @@ def run_batch(
     lock) raises OutputError."""
     out_dir = prepare_out_dir(out_dir)
     with out_dir_lock(out_dir):  # held until the files are final: two batches would replace each other's rows
-        return _locked_batch(
-            pairs, out_dir, make_analyzer, threshold, config, devices, device, all_faces, record, settings, age_model
+        identity = batch_identity(pairs, config, threshold, all_faces, settings)
+        _refuse_another_batch(out_dir, identity)
+        results = out_dir / RESULTS_JSONL
+        try:
+            kept = _read_rows(results)
+            _write_rows(out_dir, list(kept.values()))  # a row cut short by a kill is gone, and results.csv matches
+            write_json(out_dir / MANIFEST, identity)
+            save_config(config, out_dir, extra={"script": "infer.py", **(record or {})})
+            todo = [pair for pair in pairs if pair.index not in kept]
+            if kept:
+                print(f"resuming: {len(pairs) - len(todo)} of {len(pairs)} pairs already in {results}")
+            photos = list(dict.fromkeys(path for pair in todo for path in (pair.path1, pair.path2)))
+            if not photos:
+                analyses = (analysis for analysis in ())  # nothing left to do: no model is loaded
+            elif devices > 1:
+                analyses = analyses_sharded(devices, device, all_faces, make_analyzer, photos)
+            else:
+                analyses = make_analyzer(device=device).analyze_many(
+                    photos, all_faces=all_faces, names=[str(p) for p in photos]
+                )
+            whole = _WholeRows(out_dir, rows=len(kept))
+            with contextlib.closing(analyses), whole:  # on Ctrl-C too, worker processes are stopped here
+                _write_results(
+                    todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model, whole=whole
+                )
+            # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
+            # makes the finished files the same however the batch got there.
+            done = _read_rows(results)
+            _write_rows(out_dir, [done[index] for index in sorted(done)])
+        except KeyboardInterrupt:
+            kept = _read_rows(results)
+            _write_rows(out_dir, list(kept.values()))  # results.csv may lack the row being written at Ctrl-C
+            raise BatchInterrupted(results, len(kept)) from None
+        counts = Counter(verdict(json.loads(line)) for line in done.values())
+        print(
+            f"{len(pairs)} pairs: {counts[MATCH]} match, {counts[NO_MATCH]} no match, {counts[FAILED]} failed "
+            f"-> {results}, {out_dir / RESULTS_CSV}"
         )
-
-
-def _locked_batch(
-    pairs, out_dir, make_analyzer, threshold, config, devices, device, all_faces, record, settings, age_model
-) -> dict[str, int]:
-    """run_batch's work, with out_dir locked."""
-    identity = batch_identity(pairs, config, threshold, all_faces, settings)
-    _refuse_another_batch(out_dir, identity)
-    results = out_dir / RESULTS_JSONL
-    try:
-        kept = _read_rows(results)
-        _write_rows(out_dir, list(kept.values()))  # a row cut short by a kill is gone, and results.csv matches
-        write_json(out_dir / MANIFEST, identity)
-        save_config(config, out_dir, extra={"script": "infer.py", **(record or {})})
-        todo = [pair for pair in pairs if pair.index not in kept]
-        if kept:
-            print(f"resuming: {len(pairs) - len(todo)} of {len(pairs)} pairs already in {results}")
-        photos = list(dict.fromkeys(path for pair in todo for path in (pair.path1, pair.path2)))
-        if not photos:
-            analyses = (analysis for analysis in ())  # nothing left to do: no model is loaded
-        elif devices > 1:
-            analyses = analyses_sharded(devices, device, all_faces, make_analyzer, photos)
-        else:
-            analyses = make_analyzer(device=device).analyze_many(
-                photos, all_faces=all_faces, names=[str(p) for p in photos]
-            )
-        whole = _WholeRows(out_dir, rows=len(kept))
-        with contextlib.closing(analyses), whole:  # on Ctrl-C too, worker processes are stopped here
-            _write_results(
-                todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model, whole=whole
-            )
-        # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
-        # makes the finished files the same however the batch got there.
-        done = _read_rows(results)
-        _write_rows(out_dir, [done[index] for index in sorted(done)])
-    except KeyboardInterrupt:
-        kept = _read_rows(results)
-        _write_rows(out_dir, list(kept.values()))  # results.csv may lack the row being written at Ctrl-C
-        raise BatchInterrupted(results, len(kept)) from None
-    counts = Counter(verdict(json.loads(line)) for line in done.values())
-    print(
-        f"{len(pairs)} pairs: {counts[MATCH]} match, {counts[NO_MATCH]} no match, {counts[FAILED]} failed "
-        f"-> {results}, {out_dir / RESULTS_CSV}"
-    )
-    print(f"contact sheet of the pairs -> {save_batch_sheet(results, pairs)}")
-    return counts
+        print(f"contact sheet of the pairs -> {save_batch_sheet(results, pairs)}")
+        return counts
 
 
 def batch_identity(
