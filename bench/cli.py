@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,15 @@ def run_benchmark(main: Callable[[], int]) -> None:
         print("interrupted: no figures were printed; run it again (a smaller run: see --help)", file=sys.stderr)
         raise SystemExit(130) from None
     raise SystemExit(code)
+
+
+def run_with_deadline(command: list, what: str, deadline_s: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run for a benchmark's child process, with a deadline far beyond its normal time: past it the
+    child is killed and the benchmark stops with one line saying what it waited for, instead of waiting forever."""
+    try:
+        return subprocess.run(command, timeout=deadline_s, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"error: gave up after {deadline_s:.0f} s waiting for {what}: {' '.join(command)}") from None
 
 
 def write_figures(path: Path | None, figures) -> None:

@@ -26,12 +26,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.cli import benchmark_parser, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark, run_with_deadline
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from bench.search import sizes
@@ -44,6 +43,10 @@ EXAMPLES = (
 )
 # Four sides with write_astronaut_variants' shifts (cycles of 9, 7 and 5) keep the first 1,260 photos distinct.
 SIDES = (250, 300, 350, 400)
+# Deadlines of the fresh processes, far beyond their normal time (on a CPU, under a second a photo): only a
+# process that hangs reaches them.
+MODELS_DEADLINE_S = 600
+RUN_DEADLINE_S_PER_PHOTO = 10
 GOAL_PHOTOS, GOAL_MB = 10_000, 2048  # issue 12: a 10,000-photo folder within 2 GB beyond the models
 
 
@@ -96,10 +99,12 @@ def measure_folder(folder: str, out_dir: str, checkpoint: str, device: str) -> N
     print(json.dumps(figures | {"no_face": no_face, "matches": matches}))
 
 
-def in_fresh_process(what: str, function: str, *arguments: str) -> dict:
-    """The figures this module's `function` prints as its last line when a new Python calls it with `arguments`."""
+def in_fresh_process(what: str, deadline_s: float, function: str, *arguments: str) -> dict:
+    """The figures this module's `function` prints as its last line when a new Python calls it with `arguments`
+    (killed, and the benchmark stopped, should it run past `deadline_s`)."""
     code = f"from bench.folder import {function}; {function}({', '.join(map(repr, arguments))})"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-c", code]
+    done = run_with_deadline(command, what, deadline_s, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{what} failed:\n{done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -115,7 +120,9 @@ def measure_size(scratch: Path, size: int, checkpoint: Path, device: str, sides:
     runs = []
     for run in ("first", "second"):
         what = f"the {run} infer.py --folder run on {size} photos"
-        runs.append(in_fresh_process(what, "measure_folder", str(folder), str(out_dir), str(checkpoint), device))
+        deadline_s = MODELS_DEADLINE_S + RUN_DEADLINE_S_PER_PHOTO * size
+        arguments = (str(folder), str(out_dir), str(checkpoint), device)
+        runs.append(in_fresh_process(what, deadline_s, "measure_folder", *arguments))
         if runs[-1]["code"] not in (EXIT_OK, EXIT_PAIRS_FAILED):
             raise SystemExit(f"{what} exited {runs[-1]['code']}")
     return runs
@@ -136,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, notes = ensure_models(scratch, args.ckpt)
         for note in notes:
             print(f"note: {note}")
-        models = in_fresh_process("building the models", "measure_models", str(checkpoint), args.device)
+        models = in_fresh_process(
+            "building the models", MODELS_DEADLINE_S, "measure_models", str(checkpoint), args.device
+        )
         for size in args.sizes:
             rows.append((size, measure_size(scratch, size, checkpoint, args.device, tuple(args.sides))))
     print_table(rows, models)

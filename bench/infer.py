@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import benchmark_parser, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark, run_with_deadline
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root, where infer.py is
+COLD_PAIR_DEADLINE_S = 600  # a cold pair takes seconds: only a process that hangs reaches it
 EXAMPLES = (
     "uv run python -m bench.infer                         # CPU or GPU, whichever this machine has",
     "uv run python -m bench.infer --photos 32 --repeats 5",
@@ -90,7 +90,8 @@ def cold_latencies(photos, checkpoint, out: Path, device: str, repeats: int) -> 
     ]
 
     def run(command):
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        what = "a cold pair in a fresh process"
+        run_with_deadline(command, what, COLD_PAIR_DEADLINE_S, cwd=ROOT, check=True, capture_output=True)
 
     return timed(lambda: run(ours), repeats), timed(lambda: run(floor), repeats)
 

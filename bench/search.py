@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark
+from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, run_with_deadline
 from config import ConfigArgumentParser, help_epilog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +31,7 @@ EXAMPLES = (
     "uv run python -m bench.search --sizes 500,1000 --block 1024",
 )
 PLANTED_COSINE = 0.9
+SEARCH_DEADLINE_S = 3600  # 100,000 embeddings take about a minute on a CPU: only a search that hangs reaches it
 PLANTED_SHARE = 0.01
 
 
@@ -72,7 +72,9 @@ def measure(path: str, planted: int, threshold: float, block: int) -> None:
 
 def measure_in_fresh_process(path: Path, planted: int, threshold: float, block: int) -> dict:
     code = f"from bench.search import measure; measure({str(path)!r}, {planted}, {threshold!r}, {block})"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-c", code]
+    what = f"the search of {path.name}"
+    done = run_with_deadline(command, what, SEARCH_DEADLINE_S, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the search of {path.name} failed:\n{done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import benchmark_parser, run_benchmark
+from bench.cli import benchmark_parser, run_benchmark, run_with_deadline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("train.py", "infer.py", "evaluate.py", "data_prep.py")
@@ -34,6 +33,7 @@ EXAMPLES = (
     "uv run python -m bench.startup                     # --help of every script, and a cold pair on the CPU",
     "uv run python -m bench.startup --repeats 5 --device cuda",
 )
+PROCESS_DEADLINE_S = 600  # one --help or one cold pair takes seconds; this is only for a process that hangs
 STAGES = ("interpreter", "imports", "model load", "work")
 # bench.floor's pair in a fresh process, timed around its imports, its model load and its work
 FLOOR_PROBE = """
@@ -51,7 +51,9 @@ print(json.dumps({"load": loaded - imported, "work": time.perf_counter() - loade
 def wall(command: list[str]) -> tuple[float, str]:
     """Seconds `command` took, from process start to exit, and its stdout."""
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = run_with_deadline(
+        command, "one process to end", PROCESS_DEADLINE_S, cwd=ROOT, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     if result.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-500:]}")

@@ -4,10 +4,12 @@ values or recomputes a ratio from the rounded printed figures: that depends on t
 import math
 import re
 
+import processes
 import pytest
 
 import bench.train
 
+pytestmark = pytest.mark.slow  # runs the benchmarks
 NUMBER = r"[-+]?\d+(?:\.\d+)?"
 
 
@@ -164,14 +166,12 @@ def _table_rows(markdown: str) -> dict[str, list[str]]:
 def test_gpu_script_shrunk_writes_the_header_and_every_sections_table(
     tmp_path, torch_home_with_vggface2, age_checkpoint
 ):
-    import subprocess
-
     import bench.gpu
     from face_match_age.device import cpu_has_native_bf16
 
     report = tmp_path / "report.md"
     command = ["bash", "bench/gpu.sh", "--shrink", "--ckpt", str(age_checkpoint), str(report)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = processes.run(command, "the shrunk GPU benchmark", capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     text = report.read_text()
     assert text.startswith("# GPU benchmark")

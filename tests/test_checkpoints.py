@@ -6,10 +6,10 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
+import processes
 import pytest
 import torch
 from synthetic import make_dataset, train_args
@@ -24,7 +24,6 @@ from face_match_age.files.output_files import OutputError
 from face_match_age.training.checkpointing import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPROCESS_TIMEOUT_S = 600  # generous: only reached when something hangs
 
 
 def _checkpoint_position(path: Path) -> tuple[int, int]:
@@ -45,14 +44,8 @@ def _start_probe(tmp_path: Path, hold_at_step: int, args: list[str]) -> tuple[su
             stdout=out,
             stderr=err,
         )
-    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(
-                f"train.py never reached step {hold_at_step}:\n" + (tmp_path / "probe_err.txt").read_text()[-3000:]
-            )
-        time.sleep(0.05)
+    stderr = (tmp_path / "probe_err.txt").read_text
+    processes.wait_until(ready.exists, process, f"train.py to reach step {hold_at_step}", output=stderr)
     return process, tmp_path / "probe_err.txt"
 
 
@@ -66,6 +59,7 @@ class StepsRun(L.Callback):
         self.started.append((trainer.current_epoch, trainer.global_step))
 
 
+@pytest.mark.slow  # train.py in a process of its own
 def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     # 12 faces in batches of 4: 3 steps an epoch, 2 epochs. last.ckpt is written at steps 2 (in epoch 0),
     # 3 (end of epoch 0), 4 (in epoch 1) and 6 (end of epoch 1).
@@ -73,7 +67,7 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     killed = base.replace(checkpoint_dir=tmp_path / "killed", log_dir=tmp_path / "logs_killed" / "run")
     process, _ = _start_probe(tmp_path, 5, train_args(killed, checkpoint_every_n_steps=2))
     process.send_signal(signal.SIGKILL)
-    process.wait(SUBPROCESS_TIMEOUT_S)
+    processes.wait(process, "train.py to end after SIGKILL")
     last = killed.checkpoint_dir / "last.ckpt"
     assert _checkpoint_position(last) == (1, 4)  # the in-epoch save, not the end of epoch 0
 
@@ -86,13 +80,14 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert _checkpoint_position(last) == _checkpoint_position(straight.checkpoint_dir / "last.ckpt") == (1, 6)
 
 
+@pytest.mark.slow  # train.py in a process of its own
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_print_how_to_resume(tmp_path, signum):
     config = make_dataset(tmp_path / "data", train=12, val=4, size=80)
     args = train_args(config, checkpoint_every_n_steps=0)  # so that only the stop can have saved at step 2
     process, err_file = _start_probe(tmp_path, 1, args)
     process.send_signal(signum)
-    assert process.wait(SUBPROCESS_TIMEOUT_S) == 128 + signum
+    assert processes.wait(process, f"train.py to save and end after {signum.name}") == 128 + signum
     err = err_file.read_text()
     assert "Traceback" not in err
     last = config.checkpoint_dir / "last.ckpt"

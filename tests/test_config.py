@@ -2,10 +2,10 @@ import ast
 import dataclasses
 import importlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 
 import config
@@ -49,9 +49,10 @@ def test_each_default_is_defined_once_in_the_package_and_the_root_config_re_expo
     assert all(getattr(config, name) is getattr(settings, name) for name in config.__all__)
 
 
+@pytest.mark.slow  # config.py in a process of its own
 def test_running_config_py_lists_every_setting_with_its_default_and_reason():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "config.py")], cwd=ROOT, capture_output=True, text=True, check=True
+    result = processes.run(
+        [sys.executable, str(ROOT / "config.py")], "config.py", cwd=ROOT, capture_output=True, text=True, check=True
     )
     lines = result.stdout.splitlines()
     assert "batch_size = 256  # fits a 24 GB GPU at 160x160 in mixed precision; lower it if memory runs out" in lines

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import processes
 import pytest
 from synthetic import make_dataset, train_args
 
@@ -20,7 +21,7 @@ import infer
 from face_match_age.files.embedding_store import EmbeddingStore
 
 ROOT = Path(__file__).resolve().parents[1]
-DEADLINE_S = 600  # generous: only reached when something hangs
+pytestmark = pytest.mark.slow  # processes started and signalled
 
 
 @pytest.fixture
@@ -43,11 +44,8 @@ def started():
                 start_new_session=True,
             )
         groups.append(process.pid)
-        deadline = time.monotonic() + DEADLINE_S
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{probe} never got ready:\n" + (tmp_path / "probe_err.txt").read_text()[-3000:])
-            time.sleep(0.05)
+        stderr = (tmp_path / "probe_err.txt").read_text
+        processes.wait_until(ready.exists, process, f"{probe} to get ready ({ready.name})", output=stderr)
         return process, ready
 
     yield start
@@ -58,7 +56,7 @@ def started():
 
 def _stop_group(process: subprocess.Popen, signum: int) -> int:
     os.killpg(process.pid, signum)  # the whole job at once, as a scheduler stops it
-    return process.wait(DEADLINE_S)
+    return processes.wait(process, f"the process group to end after {signal.Signals(signum).name}")
 
 
 def _stderr(tmp_path: Path) -> str:
@@ -149,7 +147,7 @@ def test_a_batch_killed_outright_takes_its_worker_processes_with_it(
     )
     workers = _worker_pids(ready)
     process.kill()  # SIGKILL to the main process alone: it cannot stop its workers itself
-    process.wait(DEADLINE_S)
+    processes.wait(process, "the main process to end after SIGKILL")
     assert _all_gone(workers), "worker processes outlived their main process"
 
 

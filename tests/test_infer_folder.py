@@ -9,10 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import processes
 import pytest
 
 import infer
@@ -193,6 +193,7 @@ sys.exit(infer.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # infer.py in a process of its own
 def test_a_run_killed_outright_resumes_and_ends_as_an_uninterrupted_one(
     shared, tmp_path, torch_home_with_vggface2, age_checkpoint
 ):
@@ -200,13 +201,13 @@ def test_a_run_killed_outright_resumes_and_ends_as_an_uninterrupted_one(
     command = ["--folder", str(faces_folder), str(out), "--ckpt", str(age_checkpoint), "--inference-batch-size", "1"]
     process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, *command], env=os.environ.copy())
     manifest = out / "embeddings" / "manifest.json"
-    while process.poll() is None:
-        if manifest.is_file() and len(json.loads(manifest.read_text())["parts"]) >= 2:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+    def two_chunks_saved() -> bool:
+        return manifest.is_file() and len(json.loads(manifest.read_text())["parts"]) >= 2
+
+    processes.wait_until(two_chunks_saved, process, "the run to save two chunks, to kill it there")
+    process.send_signal(signal.SIGKILL)
+    assert processes.wait(process, "the run to end after SIGKILL") == -signal.SIGKILL
     kept = len(EmbeddingStore(out / "embeddings").files())
     assert 2 <= kept < 9
 

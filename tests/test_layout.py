@@ -5,9 +5,11 @@ and no module of ours hides a library of the same name."""
 import ast
 import importlib.metadata
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+import processes
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "face_match_age"
@@ -104,13 +106,16 @@ def test_every_package_folder_only_documents_itself_on_import():
         assert isinstance(body[0].value, ast.Constant), init
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_package_names_its_api_without_importing_it():
     probe = (
         "import sys, face_match_age; before = 'torch' in sys.modules; "
         "from face_match_age import Config, FaceAnalyzer; "
         "print(before, FaceAnalyzer.__module__, Config.__module__, sorted(face_match_age.__all__))"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = processes.run(
+        [sys.executable, "-c", probe], "the package's API", cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == [
         "False",
         "face_match_age.inference.analyzer",
@@ -147,6 +152,7 @@ def test_every_benchmark_the_documents_name_exists():
     )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_any_module_makes_fetches_and_prints_nothing(tmp_path):
     """Every root script and every module of the package: importing one makes, fetches and prints nothing."""
     package = sorted(
@@ -156,8 +162,9 @@ def test_importing_any_module_makes_fetches_and_prints_nothing(tmp_path):
     scripts = sorted(path.stem for path in ROOT.glob("*.py"))
     assert "face_match_age.detection.faces" in package  # the lists are not empty
     assert "train" in scripts
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", "import " + ", ".join(scripts + package)],
+        "every module to import",
         cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "th")},
         capture_output=True,
@@ -168,10 +175,13 @@ def test_importing_any_module_makes_fetches_and_prints_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no folders made, no weights fetched
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_inference_starts_without_the_training_libraries():
     # A cold infer.py start would pay seconds for importing Lightning or torchmetrics; inference needs neither.
     probe = "import sys, infer, face_match_age.network; print(sorted({m.split('.')[0] for m in sys.modules}))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = processes.run(
+        [sys.executable, "-c", probe], "infer.py's imports", cwd=ROOT, capture_output=True, text=True, check=True
+    )
     imported = set(ast.literal_eval(result.stdout))
     assert imported.isdisjoint({"lightning", "pytorch_lightning", "torchmetrics"}), imported
 

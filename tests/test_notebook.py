@@ -9,6 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # executes the notebook
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 from synthetic import make_dataset
 
@@ -72,17 +73,18 @@ def test_a_run_into_an_out_dir_another_run_is_writing_is_refused(
     assert sorted(path.name for path in out.iterdir()) == [".lock"]  # nothing of the second run's
 
 
+@pytest.mark.slow  # a process holds the lock
 def test_the_lock_of_a_run_killed_outright_is_released_with_its_process(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
-        assert holder.stdout.readline() == b"locked\n"
+        assert processes.read_line(holder, "the other process to take the lock") == b"locked\n"
         with pytest.raises(OutputError, match="another run is writing to"), out_dir_lock(tmp_path):
             pass
     finally:
         holder.kill()  # kill -9: no clean-up of its own runs
-        holder.wait()
+        processes.wait(holder, "the lock's holder to end after SIGKILL")
     with out_dir_lock(tmp_path):  # no stale lock
         pass
 

@@ -18,10 +18,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import processes
 import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds and installs the package in processes
 
 
 def _uv() -> str:
@@ -31,7 +33,8 @@ def _uv() -> str:
 
 
 def _run(command: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True)
+    what = f"{Path(command[0]).name} {command[1]}"  # uv build, python -m...
+    result = processes.run([str(part) for part in command], what, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
     return result
 

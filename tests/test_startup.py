@@ -2,13 +2,14 @@
 Lightning or facenet-pytorch is imported (bench/startup.py measures how long that takes)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # starts a fresh interpreter
 HEAVY = ("torch", "lightning", "facenet_pytorch", "torchvision", "torchmetrics")
 CASES = {
     "infer": [
@@ -61,8 +62,9 @@ print(json.dumps(results))
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("startup")
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", PROBE, json.dumps(CASES), json.dumps(HEAVY)],
+        "every script's answer to each command line",
         cwd=folder,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TORCH_HOME": str(folder / "th"), "HOME": str(folder)},
         capture_output=True,

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+import processes
 import pytest
 import torch
 from synthetic import make_dataset, train_args
@@ -223,6 +223,7 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
         assert torch.allclose(tensor.float(), expected[name].float(), atol=1e-5), name
 
 
+@pytest.mark.slow  # DDP: two training processes
 def test_ddp_with_two_cpu_processes_shards_the_data(tmp_path):
     config = make_dataset(tmp_path / "data", train=16, val=4, size=80)
     out_dir = tmp_path / "seen"
@@ -234,13 +235,13 @@ def test_ddp_with_two_cpu_processes_shards_the_data(tmp_path):
         "MASTER_PORT": "29517",
         "PL_TORCH_DISTRIBUTED_BACKEND": "gloo",
     }
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, str(ROOT / "tests" / "ddp_probe.py"), str(out_dir), *args],
+        "two DDP processes to train an epoch",
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
