@@ -22,6 +22,7 @@ from face_match_age.settings import (
     OPTION_GROUPS,
     PRECISION_CHOICES,
     PRETRAINED_CHOICES,
+    RESULT_KINDS,
     RUN_RECORD_KEYS,
     ArchiveSource,
     Config,
@@ -40,6 +41,7 @@ from face_match_age.settings import (
     save_config,
     setting,
     settings_table,
+    settings_that_change,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "OPTION_GROUPS",
     "PRECISION_CHOICES",
     "PRETRAINED_CHOICES",
+    "RESULT_KINDS",
     "RUN_RECORD_KEYS",
     "ArchiveSource",
     "Config",
@@ -72,6 +75,7 @@ __all__ = [
     "save_config",
     "setting",
     "settings_table",
+    "settings_that_change",
 ]
 
 if __name__ == "__main__":

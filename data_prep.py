@@ -27,6 +27,7 @@ from config import (
     help_epilog,
     parse_config,
     save_config,
+    settings_that_change,
 )
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.files.column_mapping import LABEL_COLUMNS, add_columns_option
@@ -381,19 +382,14 @@ def print_summary(summary: dict, out_dir: Path) -> None:
 
 
 def _fingerprint(args, config: Config) -> dict:
-    """What decides the output: a second run with the same fingerprint has nothing to do."""
+    """What decides the output: a second run with the same fingerprint has nothing to do. The settings in it are
+    those the config fields declare to change the crops (settings_that_change("crops"))."""
     archive = args.archive or args.images
     return {
         "dataset": args.dataset,
         "limit": args.limit,
-        "seed": config.seed,
-        "val_ratio": config.val_ratio,
-        "img_size": config.img_size,
+        **{name: config.to_dict()[name] for name in settings_that_change("crops")},
         "detect": not args.no_detect,
-        "min_face_score": config.min_face_score,
-        "min_image_side": config.min_image_side,
-        "mtcnn_margin": config.mtcnn_margin,
-        "face_selection": config.face_selection,
         "source": str(archive or args.url or "default"),
         "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None,
     }

@@ -5,7 +5,6 @@ Every run writes OUT/summary.json beside its plots and tables (leakage prints it
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sys
@@ -186,21 +185,19 @@ def evaluate_verification(
     columns: dict[str, str] | None = None,
 ) -> dict:
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
-    The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
-    they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
+    The figures use the similarities as results.jsonl holds them, exact (only its tables round them); they are
+    written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
     from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
     from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv, columns)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
-    recorder = _EmbeddingRecorder(
-        functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
-    )
+    make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
     pairs = read_pairs_csv(pairs_csv, columns)
     run_batch(
         pairs,
         out_dir,
-        recorder,
+        make_analyzer,
         config.verification_threshold,
         config=config,
         device=device,
@@ -208,7 +205,6 @@ def evaluate_verification(
         settings={"verify_weights": verification_weights_identity(None)},  # a resumed run: the same weights
     )
     results = _joined_results(out_dir / "results.jsonl", table)
-    results["score"] = _unrounded_scores(results, pairs, recorder, device)
     write_atomically(
         out_dir / "similarities.csv",
         lambda tmp: (
@@ -308,49 +304,6 @@ def _require_both_classes(labels: pd.Series, where: str, why: str = "") -> None:
         )
 
 
-class _EmbeddingRecorder:
-    """Builds the analyzer for run_batch, and keeps the unrounded embedding of each photo's chosen face
-    (None when it has none) as the photos stream past."""
-
-    def __init__(self, make_analyzer) -> None:
-        self.make_analyzer, self.embeddings = make_analyzer, {}
-
-    def __call__(self, **options):
-        return _RecordingAnalyzer(self.make_analyzer(**options), self.embeddings)
-
-
-class _RecordingAnalyzer:
-    def __init__(self, analyzer, embeddings: dict) -> None:
-        self.analyzer, self.embeddings = analyzer, embeddings
-
-    def analyze_many(self, photos, **options):
-        with contextlib.closing(self.analyzer.analyze_many(photos, **options)) as analyses:
-            for analysis in analyses:
-                self.embeddings[analysis.source] = None if analysis.face is None else analysis.face.embedding
-                yield analysis
-
-
-def _unrounded_scores(results: pd.DataFrame, pairs, recorder: _EmbeddingRecorder, device: str) -> pd.Series:
-    """The similarity of each scored pair from the embeddings; photos of pairs resumed from an earlier run
-    (not analysed this time) are embedded again first."""
-    from face_match_age.inference.analyzer import cosine_similarity
-
-    by_index = {pair.index: pair for pair in pairs}
-    scored = [by_index[i] for i in results.loc[results["score"].notna(), "pair_index"]]
-    missing = list(
-        dict.fromkeys(str(p) for pair in scored for p in (pair.path1, pair.path2) if str(p) not in recorder.embeddings)
-    )
-    if missing:
-        for _ in recorder(device=device).analyze_many([Path(p) for p in missing], names=missing):
-            pass
-    scores = []
-    for index, rounded in zip(results["pair_index"], results["score"]):
-        first, second = (recorder.embeddings.get(str(p)) for p in (by_index[index].path1, by_index[index].path2))
-        usable = pd.notna(rounded) and first is not None and second is not None
-        scores.append(cosine_similarity(first, second) if usable else None if pd.isna(rounded) else rounded)
-    return pd.Series(scores, index=results.index, dtype=float)
-
-
 GAP_FROM_CSV = "age1 and age2 of the pairs CSV"
 GAP_FROM_MODEL = "ages predicted by the age model (--ckpt)"
 NO_GAP = "no ages (the pairs CSV has no age1 and age2 there, and no --ckpt predicts them)"
@@ -374,13 +327,13 @@ def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
             {
                 "pair_index": row["pair_index"],
                 "label": int(given["label"]),
-                "score": verification["similarity_score"] if verification else None,
+                "score": verification["similarity"] if verification else None,
                 "gap": gap,
                 "gap_from": gap_from,
                 "error": row["error"],
                 # for the sheets of the worst pairs: where each chosen face is, and its predicted age
-                **{f"box{n}": (row.get(f"face_{n}") or {}).get("bbox") for n in (1, 2)},
-                **{f"age{n}": (row.get(f"face_{n}") or {}).get("age_prediction") for n in (1, 2)},
+                **{f"box{n}": (row.get(f"face_{n}") or {}).get("box") for n in (1, 2)},
+                **{f"age{n}": (row.get(f"face_{n}") or {}).get("age") for n in (1, 2)},
             }
         )
     return pd.DataFrame(joined)

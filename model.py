@@ -37,6 +37,7 @@ from face_match_age.error_messages import print_error
 from face_match_age.files.checkpoint_files import archive_damage, damaged_message, save_checkpoint_file
 from face_match_age.network.age_network import (
     DAMAGED_ADVICE,
+    USAGE_KEY,
     AgeNetwork,
     CheckpointError,
     age_kl_loss,
@@ -44,6 +45,7 @@ from face_match_age.network.age_network import (
     checkpoint_parameter_name,
     expected_age,
     upgrade_state_dict,
+    usage_record,
 )
 from face_match_age.network.weights import PretrainedWeightsError, weights_path
 
@@ -122,6 +124,13 @@ class AgeEstimationModel(L.LightningModule):
         head_count = len(list(self.network.head.parameters()))
         for state in checkpoint.get("optimizer_states", []):
             split_single_group(state, head_count)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every checkpoint (best.ckpt, which holds the model only, and last.ckpt) says how to use the network:
+        # the face size the data module fed it, its head and its age bins (age_network.usage_record).
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        img_size = datamodule.hparams.get("img_size") if datamodule is not None else None
+        checkpoint[USAGE_KEY] = usage_record(img_size or Config.img_size, self.hparams.head_hidden_dim)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -280,18 +289,19 @@ def build_age_model(config: Config) -> AgeEstimationModel:
     )
 
 
-def save_age_checkpoint(model: AgeEstimationModel, path: Path) -> Path:
-    """Save `model` in Lightning's checkpoint layout without a Trainer (load_age_model reads it)."""
-    return save_checkpoint_file(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
-            "pytorch-lightning_version": L.__version__,
-            "epoch": None,
-            "global_step": 0,
-        },
-        path,
-    )
+def save_age_checkpoint(model: AgeEstimationModel, path: Path, img_size: int | None = None) -> Path:
+    """Save `model` in the layout of train.py's best.ckpt without a Trainer (load_age_model reads it); `img_size`:
+    the face size it takes, recorded in its usage (default: none recorded, as in checkpoints from before)."""
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": L.__version__,
+        "epoch": None,
+        "global_step": 0,
+    }
+    if img_size is not None:
+        checkpoint[USAGE_KEY] = usage_record(img_size, model.hparams.head_hidden_dim)
+    return save_checkpoint_file(checkpoint, path)
 
 
 def main(argv: list[str] | None = None) -> int:

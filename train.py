@@ -1,8 +1,10 @@
 """Train the age model (Lightning).
 
-Writes <ckpt-dir>/best.ckpt (lowest validation MAE) and <ckpt-dir>/last.ckpt (the latest point reached: every
-epoch end, every --checkpoint-every-n-steps steps, and on SIGTERM or Ctrl-C), TensorBoard logs under <log-dir>,
-and the resolved config.json beside both. Checkpoints are written atomically: a crash never leaves half a file.
+Writes <ckpt-dir>/best.ckpt (lowest validation MAE: the model to use, its weights, hyper-parameters and what
+using it needs, without optimizer state) and <ckpt-dir>/last.ckpt (everything to resume from the latest point
+reached: every epoch end, every --checkpoint-every-n-steps steps, and on SIGTERM or Ctrl-C), TensorBoard logs
+under <log-dir>, and the resolved config.json beside both. Checkpoints are written atomically: a crash never
+leaves half a file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from config import (
     devices_value,
     help_epilog,
     parse_config,
+    settings_that_change,
 )
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.files.output_files import OutputError, disk_full_message, is_disk_full
@@ -185,20 +188,11 @@ def resume_problem(path: Path, config: Config) -> str | None:
 
 
 def _settings_problem(checkpoint: dict, config: Config, path: Path) -> str | None:
-    # The settings a resume cannot change: the network's shape, the loss, the optimizer's restored learning
-    # rate, the freezing schedule and the crop size the weights learned on.
+    # The settings a resume cannot change, as the config fields declare them (changes=("training", ...)): the
+    # network's shape, the loss, the optimizer's restored learning rates, the freezing schedule and the crop size
+    # the weights learned on.
     recorded = {**(checkpoint.get("hyper_parameters") or {}), **(checkpoint.get("datamodule_hyper_parameters") or {})}
-    wanted = {
-        name: getattr(config, name)
-        for name in (
-            "head_hidden_dim",
-            "head_dropout",
-            "label_sigma",
-            "learning_rate",
-            "head_learning_rate",
-            "freeze_backbone_epochs",
-        )
-    } | {"img_size": config.img_size}
+    wanted = {name: getattr(config, name) for name in settings_that_change("training")}
     differ = [
         f"{name} {recorded[name]} (this command: {value})"
         for name, value in wanted.items()
@@ -227,12 +221,15 @@ def build_trainer(
     logger = TensorBoardLogger(
         save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=False
     )  # hp_metric: best val MAE, written by RunRecord once there is one (not Lightning's -1 placeholder)
+    # best.ckpt is the model to use: its weights, hyper-parameters and usage (model.on_save_checkpoint), without
+    # the optimizer's state or the callbacks' (a third of the size); last.ckpt holds everything a resume needs.
     best = ModelCheckpoint(
         dirpath=config.checkpoint_dir,
         filename="best",
         monitor=MONITOR,
         mode="min",
         save_top_k=1,
+        save_weights_only=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )  # a stable name: best.ckpt

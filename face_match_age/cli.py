@@ -424,7 +424,7 @@ def compare_and_write(
     """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON).
     `threshold`: a number or a calibration rule (default: the config's verification_threshold); `age_model`:
     the results' age_model field (default: whether `analyzer` has one)."""
-    from face_match_age.inference.analyzer import pair_row
+    from face_match_age.inference.analyzer import pair_result
     from face_match_age.inference.annotate import comparison_image
 
     analysis_start = time.perf_counter()
@@ -433,7 +433,8 @@ def compare_and_write(
     if age_model is None:
         loaded = analyzer.age_model is not None
         age_model = {"loaded": loaded, "reason": None if loaded else "the FaceAnalyzer was built with with_age=False"}
-    result = pair_json(paths, pair_row(*paths, first, second, rule, age_model), analyzer)
+    record = pair_result(first, second, rule, files=(str(paths[0]), str(paths[1])))
+    result = pair_json(record.to_json(), analyzer, age_model)
     result["timings_ms"] = {**(timings or {}), "analyze": _ms(time.perf_counter() - analysis_start)}
     stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
     image_path = out_dir / f"{stem}_result.jpg"
@@ -448,12 +449,12 @@ def compare_and_write(
     return result, written
 
 
-def pair_json(paths: list[Path], row: dict, analyzer: FaceAnalyzer) -> dict:
-    """The pair's row (analyzer.pair_row: the seed's JSON layout), then what pair mode adds."""
+def pair_json(record: dict, analyzer: FaceAnalyzer, age_model: dict) -> dict:
+    """The pair JSON: the pair's record (records.PairResult.to_json), then what pair mode adds
+    (records.PAIR_JSON_AFTER: age_model, models, and timings_ms, which the caller fills in)."""
     return {
-        **row,
-        "path_1": str(paths[0]),
-        "path_2": str(paths[1]),
+        **record,
+        "age_model": age_model,
         "models": {
             "age_checkpoint": str(analyzer.age_checkpoint) if analyzer.age_checkpoint else None,
             "verification_weights": analyzer.verify_weights,
@@ -470,10 +471,10 @@ def summary_line(result: dict) -> str:
     if verification is None:
         return f"NO DECISION ({result.get('error')})"
     verdict = "MATCH" if verification["is_match"] else "NO MATCH"
-    ages = [result[key].get("age_prediction") for key in ("face_1", "face_2")]
+    ages = [result[key].get("age") for key in ("face_1", "face_2")]
     age_text = "" if None in ages else f"; ages {ages[0]:.0f} and {ages[1]:.0f}"
     return (
-        f"{verdict}: similarity {verification['similarity_score']:.4f} vs threshold "
+        f"{verdict}: similarity {verification['similarity']:.4f} vs threshold "
         f"{_figure(verification['threshold_used'])}{age_text}"
     )
 

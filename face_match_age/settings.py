@@ -51,6 +51,16 @@ OPTION_GROUPS = {
 RUN_RECORD_KEYS = frozenset(
     {"script", "dataset", "limit", "detect", "pairs", "folder", "no_age", "tta", "all_faces", "calibration"}
 )
+# What a setting can change, for the files that are resumed or reused rather than redone: each such store records
+# the settings of the kinds it depends on (settings_that_change) and refuses, or redoes, what was made with others.
+# A Config field declares the kinds it changes with setting(..., changes=...): the one list of them.
+RESULT_KINDS = {
+    "faces": "the faces found in a photo, their crops, embeddings and ages: infer.py's batch rows (batch.json) "
+    "and --folder's embedding store (embeddings/settings.json)",
+    "verdicts": "a pair's verdict: infer.py's batch rows (batch.json); --folder redoes its search at every run",
+    "crops": "the face crops and the split data_prep.py writes (its summary.json fingerprint)",
+    "training": "the run train.py resumes from a checkpoint, which refuses other values",
+}
 
 
 @dataclass(frozen=True)
@@ -92,12 +102,24 @@ DATASET_SOURCES = {
 }
 
 
-def setting(default: Any, why: str, *, group: str, aliases: tuple[str, ...] = (), choices: tuple = ()) -> Any:
+def setting(
+    default: Any,
+    why: str,
+    *,
+    group: str,
+    aliases: tuple[str, ...] = (),
+    choices: tuple = (),
+    changes: tuple[str, ...] = (),
+) -> Any:
     """Declare a config field with its reason (its --help text), its --help heading (a key of OPTION_GROUPS),
-    CLI aliases and allowed values."""
+    CLI aliases, allowed values and the kinds of result it changes (keys of RESULT_KINDS: the stores that
+    record it, see settings_that_change)."""
     if group not in OPTION_GROUPS:
         raise ValueError(f"unknown option group {group!r}; use one of {', '.join(OPTION_GROUPS)}")
-    metadata = {"why": why, "group": group, "aliases": aliases, "choices": choices}
+    unknown = [kind for kind in changes if kind not in RESULT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown result kind {unknown[0]!r}; use one of {', '.join(RESULT_KINDS)}")
+    metadata = {"why": why, "group": group, "aliases": aliases, "choices": choices, "changes": frozenset(changes)}
     if callable(default):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -123,16 +145,23 @@ class Config:
         Path("data/IMDB/train.csv"), "training labels: columns name, age (identity optional)", group="data"
     )
     val_csv: Path = setting(Path("data/IMDB/val.csv"), "validation labels, same columns as train_csv", group="data")
-    val_ratio: float = setting(0.2, "share of identities held out for validation (80/20 split)", group="data")
+    val_ratio: float = setting(
+        0.2, "share of identities held out for validation (80/20 split)", changes=("crops",), group="data"
+    )
     data_root: Path = setting(
         Path("data"), "where data_prep.py keeps downloads, unpacked archives and prepared sets", group="data"
     )
     min_face_score: float = setting(
-        1.0, "IMDB-WIKI face_score below this is usually not a clean single face", group="data"
+        1.0, "IMDB-WIKI face_score below this is usually not a clean single face", changes=("crops",), group="data"
     )
-    min_image_side: int = setting(48, "smaller source images are placeholders or too blurry to age", group="data")
+    min_image_side: int = setting(
+        48, "smaller source images are placeholders or too blurry to age", changes=("crops",), group="data"
+    )
     img_size: int = setting(
-        160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining", group="data"
+        160,
+        "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining",
+        changes=("faces", "crops", "training"),
+        group="data",
     )
 
     # --- model ---
@@ -143,19 +172,23 @@ class Config:
         group="model",
     )
     head_hidden_dim: int = setting(
-        256, "width of the age head between the 512-d embedding and the 101 bins", group="model"
+        256, "width of the age head between the 512-d embedding and the 101 bins", changes=("training",), group="model"
     )
     head_dropout: float = setting(
-        0.2, "dropout before the age head; the backbone already generalises well", group="model"
+        0.2, "dropout before the age head; the backbone already generalises well", changes=("training",), group="model"
     )
     label_sigma: float = setting(
         2.0,
         "std (years) of the Gaussian label distribution: neighbouring ages look alike",
         aliases=("--sigma",),
+        changes=("training",),
         group="model",
     )
     freeze_backbone_epochs: int = setting(
-        0, "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)", group="training"
+        0,
+        "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)",
+        changes=("training",),
+        group="training",
     )
 
     # --- training ---
@@ -166,13 +199,18 @@ class Config:
         _default_num_workers, "data-loading processes; more than the CPU cores only thrashes", group="hardware"
     )
     learning_rate: float = setting(
-        1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",), group="training"
+        1e-4,
+        "Adam step size small enough not to wreck the pretrained backbone",
+        aliases=("--lr",),
+        changes=("training",),
+        group="training",
     )
     head_learning_rate: float = setting(
         1e-3,
         "Adam step size of the new age head, which starts from nothing and may move faster than the backbone "
         "(README: Training, measured)",
         aliases=("--head-lr",),
+        changes=("training",),
         group="training",
     )
     warmup_steps: int = setting(
@@ -186,7 +224,9 @@ class Config:
     )
     max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner", group="training")
     patience: int = setting(6, "epochs without a better validation MAE before early stopping", group="training")
-    seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated", group="training")
+    seed: int = setting(
+        42, "seeds Python, NumPy and torch so runs can be repeated", changes=("crops",), group="training"
+    )
     precision: str = setting(
         "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES, group="hardware"
     )
@@ -242,17 +282,28 @@ class Config:
         Path("checkpoints/best.ckpt"), "age model that inference loads by default", aliases=("--ckpt",), group="model"
     )
     verification_threshold: float = setting(
-        0.7, "cosine similarity above which two faces count as one person", aliases=("--threshold",), group="model"
+        0.7,
+        "cosine similarity above which two faces count as one person",
+        aliases=("--threshold",),
+        changes=("verdicts",),
+        group="model",
     )
     mtcnn_margin: int = setting(
-        14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example", group="detection"
+        14,
+        "pixels of context kept around the detected box, as facenet-pytorch's finetuning example",
+        changes=("faces", "crops"),
+        group="detection",
     )
     mtcnn_min_face_size: int = setting(
-        20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age", group="detection"
+        20,
+        "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age",
+        changes=("faces", "crops"),
+        group="detection",
     )
     detection_max_side: int = setting(
         1600,
         "photos larger than this (pixels) are shrunk for detection only; crops come from the original",
+        changes=("faces", "crops"),
         group="detection",
     )
     inference_batch_size: int = setting(
@@ -264,12 +315,14 @@ class Config:
         "support it, 16 on older ones, 32 elsewhere; bf16 on CPU needs native bfloat16 (AVX-512 BF16 or AMX)",
         choices=INFERENCE_PRECISION_CHOICES,
         aliases=("--precision",),
+        changes=("faces",),
         group="hardware",
     )
     channels_last: bool = setting(
         True,
         "run both networks in channels-last memory format: faster on this project's CPUs, same decisions "
         "(README: Inference)",
+        changes=("faces",),
         group="hardware",
     )
     compile_networks: bool = setting(
@@ -277,6 +330,7 @@ class Config:
         "torch.compile both networks: the first batch waits for the compiler (a minute or more on CPU), "
         "so it pays only on long batch runs",
         aliases=("--compile",),
+        changes=("faces",),
         group="hardware",
     )
     face_selection: str = setting(
@@ -284,6 +338,7 @@ class Config:
         "which face to use when a photo holds several: the subject is usually the biggest",
         choices=FACE_SELECTION_CHOICES,
         aliases=("--face",),
+        changes=("faces", "crops"),
         group="detection",
     )
 
@@ -358,6 +413,16 @@ def _validation_problems(config: Config):
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config))
+
+
+def settings_that_change(*kinds: str) -> tuple[str, ...]:
+    """The Config fields that change a result of any of `kinds` (keys of RESULT_KINDS), in declaration order:
+    what a store of such results records, and refuses (or redoes) when a run asks for other values. The one
+    place this is decided is each field's `changes=` declaration."""
+    unknown = [kind for kind in kinds if kind not in RESULT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown result kind {unknown[0]!r}; use one of {', '.join(RESULT_KINDS)}")
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["changes"] & set(kinds))
 
 
 def settings_table() -> str:

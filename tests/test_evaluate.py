@@ -109,7 +109,7 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     scored = [r for r in results if r["verification"]]
     labels = [int(pd.read_csv(labelled_pairs / "pairs.csv").at[r["pair_index"], "label"]) for r in scored]
-    scores = [r["verification"]["similarity_score"] for r in scored]
+    scores = [r["verification"]["similarity"] for r in scored]
     assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(scores, labels))
     assert summary["eer"] == pytest.approx(array_metrics.equal_error_rate(scores, labels))
     assert set(summary["age_gap_from"]) == {evaluate.GAP_FROM_CSV}
@@ -128,7 +128,7 @@ def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration
     assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
     assert result["verification"]["threshold_source"]["band"] == band
     assert result["verification"]["is_match"] == (
-        result["verification"]["similarity_score"] > calibration["bands"][band]["threshold"]
+        result["verification"]["similarity"] > calibration["bands"][band]["threshold"]
     )
 
 
@@ -251,7 +251,9 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
     assert not (out / "summary.json").exists()
 
 
-def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch):
+def test_figures_use_the_exact_similarities_results_jsonl_holds(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch
+):
     from face_match_age.inference import analyzer
 
     real = analyzer.cosine_similarity
@@ -263,10 +265,14 @@ def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home
         == 0
     )
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["verification"]["similarity_score"] for r in results if r["verification"]} == {0.5}
+    exact = {r["pair_index"]: r["verification"]["similarity"] for r in results if r["verification"]}
+    assert len(set(exact.values())) == 6  # JSON keeps every digit; only the tables round
+    table = pd.read_csv(out / "results.csv").dropna(subset=["similarity"])
+    assert set(table["similarity"]) == {0.5}  # 4 decimals, for people
     similarities = pd.read_csv(out / "similarities.csv").dropna(subset=["similarity"])
     assert len(similarities) == 6
     assert similarities["similarity"].nunique() == 6
+    assert dict(zip(similarities["pair_index"], similarities["similarity"])) == pytest.approx(exact, abs=1e-9)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(similarities["similarity"], similarities["label"]))
     assert summary["eer"] == pytest.approx(
@@ -352,17 +358,21 @@ def test_ctrl_c_while_scoring_ends_with_one_line(
     )
 
 
-def test_a_rerun_into_the_same_folder_resumes_with_the_same_unrounded_figures(
-    labelled_pairs, tmp_path, torch_home_with_vggface2, capsys
+def test_a_rerun_into_the_same_folder_resumes_with_the_same_figures_and_no_photo_read(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, capsys, monkeypatch
 ):
     out = tmp_path / "verify"
     command = ["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"]
     assert evaluate.main(command) == 0
     first = pd.read_csv(out / "similarities.csv")
-    assert evaluate.main(command) == 0  # every pair is already in results.jsonl: only the embeddings are redone
+    from face_match_age.inference import analyzer
+
+    read = []
+    monkeypatch.setattr(analyzer, "load_image", lambda photo: read.append(photo))
+    assert evaluate.main(command) == 0  # every pair is already in results.jsonl, with its exact similarity
     assert "resuming: 7 of 7 pairs" in capsys.readouterr().out
-    # Not bit for bit: the photos are embedded in batches of another size, which may change the last float bits.
-    pd.testing.assert_frame_equal(pd.read_csv(out / "similarities.csv"), first, check_exact=False, atol=1e-6)
+    assert read == []  # no second pass over the photos for unrounded similarities
+    pd.testing.assert_frame_equal(pd.read_csv(out / "similarities.csv"), first, check_exact=True)
 
 
 def test_age_evaluation_reads_the_val_split_of_data_dir(tmp_path, age_checkpoint):

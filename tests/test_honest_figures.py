@@ -95,7 +95,7 @@ def _joined_summary(tmp_path, header, rows, age_gaps):
     pairs.write_text(header + "\n" + "".join(f"{','.join(map(str, row))}\n" for row in rows))
     results = tmp_path / "results.jsonl"
     lines = [
-        {"pair_index": i, "verification": {"similarity_score": 0.9 if row[2] else 0.1}, "age_gap": gap, "error": None}
+        {"pair_index": i, "verification": {"similarity": 0.9 if row[2] else 0.1}, "age_gap": gap, "error": None}
         for i, (row, gap) in enumerate(zip(rows, age_gaps))
     ]
     results.write_text("".join(json.dumps(line) + "\n" for line in lines))

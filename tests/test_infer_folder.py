@@ -63,9 +63,9 @@ def _all_pair_similarities(folder: Path, tmp_path: Path, checkpoint) -> dict[fro
     _run("--pairs", pairs_csv, tmp_path / "pairs_out", checkpoint=checkpoint)
     similarities = {}
     for row in _table(tmp_path / "pairs_out" / "results.csv"):
-        if row["similarity_score"]:
-            pair = frozenset(Path(row[key]).relative_to(folder).as_posix() for key in ("img1", "img2"))
-            similarities[pair] = float(row["similarity_score"])
+        if row["similarity"]:
+            pair = frozenset(Path(row[key]).relative_to(folder).as_posix() for key in ("file_1", "file_2"))
+            similarities[pair] = float(row["similarity"])
     return similarities
 
 
@@ -104,7 +104,7 @@ def test_faces_csv_has_one_row_per_photo_with_its_box_age_and_error(
     face = rows["face0.jpg"]
     assert len(face["box"].split()) == 4
     assert 0 <= float(face["age"]) <= 100
-    assert float(face["uncertainty"]) > 0
+    assert float(face["age_std"]) > 0
     assert face["error"] == ""
     assert "9 photos (1 without a face or unreadable)" in capsys.readouterr().out
 

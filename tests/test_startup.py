@@ -90,9 +90,9 @@ def test_a_calibrated_threshold_is_printed_at_four_decimals_at_most():
     from face_match_age import cli
 
     result = {
-        "verification": {"is_match": True, "similarity_score": 0.81234567, "threshold_used": 0.5233333110809326},
-        "face_1": {"age_prediction": 30.4},
-        "face_2": {"age_prediction": 41.6},
+        "verification": {"is_match": True, "similarity": 0.81234567, "threshold_used": 0.5233333110809326},
+        "face_1": {"age": 30.4},
+        "face_2": {"age": 41.6},
     }
     assert cli.summary_line(result) == "MATCH: similarity 0.8123 vs threshold 0.5233; ages 30 and 42"
     result["verification"]["threshold_used"] = 0.7

@@ -252,7 +252,7 @@ def test_a_full_disk_during_a_batch_keeps_whole_rows_and_exits_5(
     rows, table = _rows(out)  # the second row, cut in results.csv mid-line, is gone from both files
     assert len(rows) == len(table) == 1
     assert (out / "results.csv").read_text().endswith("\n")
-    assert [(r["img1"], r["img2"]) for r in table] == [(r["image_1"], r["image_2"]) for r in rows]
+    assert [(r["file_1"], r["file_2"]) for r in table] == [(r["file_1"], r["file_2"]) for r in rows]
 
     assert infer.main(command) == infer.EXIT_OK  # space freed: the same command resumes and finishes
     rows, table = _rows(out)
@@ -350,22 +350,19 @@ def test_train_refuses_to_resume_with_other_settings_naming_both_values(dataset,
     saved_config.write_text("{}")
     assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--ckpt", str(resumable)]) == 1
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: cannot resume from {resumable}: it was trained with head_hidden_dim 128 (this command: 256); "
-        f"img_size 160 (this command: 80); resume with the same settings (--config {saved_config}) or train again "
-        "without --ckpt"
+        f"error: cannot resume from {resumable}: it was trained with img_size 160 (this command: 80); "
+        f"head_hidden_dim 128 (this command: 256); resume with the same settings (--config {saved_config}) or train "
+        "again without --ckpt"
     ]
 
 
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
-        (
-            {"datamodule_hyper_parameters": {"img_size": 96}},
-            "was trained with img_size 96, but this run crops faces at img_size 160",
-        ),
         ({"hyper_parameters": {"head_hidden_dim": 128}}, "records head_hidden_dim 128 but its weights have 256"),
+        ({"usage": {"min_age": 0, "max_age": 90}}, "predicts ages 0..90, but this version's age bins are 0..100"),
     ],
-    ids=["img_size", "head_hidden_dim"],
+    ids=["head_hidden_dim", "age_range"],
 )
 def test_infer_refuses_an_age_checkpoint_trained_with_other_settings(
     changes, needle, photo_dir, torch_home_with_vggface2, age_checkpoint, tmp_path, capsys

@@ -48,11 +48,11 @@ def _panel(
         _label(draw, (10, 10), "no face found", NO_MATCH_COLOUR)
         return panel
     for other in all_faces or []:  # with --all-faces the other faces get a thin grey box
-        draw.rectangle([round(v * scale) for v in other["bbox"]], outline=NEUTRAL_COLOUR, width=1)
-    box = [round(v * scale) for v in face["bbox"]]
+        draw.rectangle([round(v * scale) for v in other["box"]], outline=NEUTRAL_COLOUR, width=1)
+    box = [round(v * scale) for v in face["box"]]
     draw.rectangle(box, outline=(255, 210, 0), width=3)
-    if face.get("age_prediction") is not None:
-        text = f"{face['age_prediction']:.0f} ± {face['age_std']:.0f}"
+    if face.get("age") is not None:
+        text = f"{face['age']:.0f} ± {face['age_std']:.0f}"
         _label(draw, (box[0], max(0, box[1] - 30)), text, (0, 0, 0))
     elif no_age_model:  # say why the box has no age, rather than leave a reader guessing
         _label(draw, (box[0], max(0, box[1] - 30)), "age: no model", NEUTRAL_COLOUR)
@@ -67,8 +67,7 @@ def _banner(draw: ImageDraw.ImageDraw, width: int, result: dict) -> None:
         colour = MATCH_COLOUR if verification["is_match"] else NO_MATCH_COLOUR
         verdict = "MATCH" if verification["is_match"] else "NO MATCH"
         text = (
-            f"{verdict}   similarity {verification['similarity_score']:.3f}"
-            f"   threshold {verification['threshold_used']:.3f}"
+            f"{verdict}   similarity {verification['similarity']:.3f}   threshold {verification['threshold_used']:.3f}"
         )
     draw.rectangle((0, 0, width, BANNER_HEIGHT), fill=colour)
     draw.text((12, 12), text[:120], fill=(255, 255, 255), font=ImageFont.load_default(size=26))

@@ -20,14 +20,13 @@ from tqdm import tqdm
 from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.embedding_store import EmbeddingStore
 from face_match_age.files.output_files import write_atomically
+from face_match_age.inference.records import FACES_CSV_COLUMNS, MATCHES_CSV_COLUMNS, cell, column_field, table_row
 from face_match_age.inference.similarity_search import Matches, reference_matches, threshold_pairs, top_k
 from face_match_age.memory import release_freed_memory
 
 FACES_CSV, MATCHES_CSV = "faces.csv", "matches.csv"
-FACE_COLUMNS = ["file", "box", "age", "uncertainty", "error"]
 ROWS_PER_WRITE = 1 << 18  # matches.csv rows converted and written at a time: ~50 MB of Python objects
 PAIRS_PER_SLICE = 1 << 22  # pairs put in order at a time: 32 MB of indices
-MATCH_COLUMNS = ["file_1", "file_2", "similarity", "threshold_used", "is_match", "age_1", "age_2", "age_gap"]
 
 
 @dataclass
@@ -136,7 +135,7 @@ def write_matches_csv(
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(MATCH_COLUMNS)
+            writer.writerow(MATCHES_CSV_COLUMNS)
             for order in most_similar_first(matches.pairs.similarity):
                 for start in range(0, len(order), ROWS_PER_WRITE):
                     chosen = order[start : start + ROWS_PER_WRITE]
@@ -145,12 +144,12 @@ def write_matches_csv(
                     columns = [
                         names_1[first].tolist(),
                         names_2[second].tolist(),
-                        _rounded(matches.pairs.similarity[chosen], 4),
-                        _rounded(matches.thresholds[chosen], 4),
+                        _rounded(matches.pairs.similarity[chosen], "similarity"),
+                        _rounded(matches.thresholds[chosen], "threshold_used"),
                         matches.is_match[chosen].tolist(),
-                        _rounded(age_1, 2),
-                        _rounded(age_2, 2),
-                        _rounded(np.abs(age_1 - age_2), 2),
+                        _rounded(age_1, "age_1"),
+                        _rounded(age_2, "age_2"),
+                        _rounded(np.abs(age_1 - age_2), "age_gap"),
                     ]
                     writer.writerows(zip(*columns, strict=True))
                 release_freed_memory()  # the slice's rows, millions of Python objects
@@ -183,30 +182,29 @@ def most_similar_first(similarity: np.ndarray, per_slice: int = PAIRS_PER_SLICE)
             highest, taken = value - 1, total
 
 
-def _rounded(values: np.ndarray, digits: int) -> list:
-    """`values` rounded as Python floats (their shortest form: 0.7, not 0.699999988), "" for NaN."""
-    rounded = np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+def _rounded(values: np.ndarray, column: str) -> list:
+    """`values` rounded to the digits of `column` (records.column_field) as Python floats (their shortest form:
+    0.7, not 0.699999988), "" for NaN: records.cell for a whole column at once."""
+    rounded = np.round(np.asarray(values, dtype=np.float64), column_field(column)[1]).tolist()
     return [("" if value != value else value) for value in rounded]  # value != value: NaN
 
 
 def write_faces_csv(path: Path, records: Sequence[dict], extra: dict[str, Sequence] | None = None) -> Path:
-    """faces.csv, one row per photo (file, box, age, uncertainty, error) plus the `extra` columns (one value
-    per record each, such as the cluster or the similarity to the reference)."""
+    """faces.csv, one row per photo (records.FACES_CSV_COLUMNS: file, its face's fields, error) plus the `extra`
+    columns (one value per record each: records.FACES_CSV_EXTRA, the cluster or the similarity to the reference)."""
     extra = extra or {}
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow([*FACE_COLUMNS, *extra])
+            writer.writerow([*FACES_CSV_COLUMNS, *extra])
             for index, record in enumerate(records):
-                box = " ".join(map(str, record["box"])) if record.get("box") else ""
-                values = [record["file"], box, record.get("age"), record.get("uncertainty"), record.get("error")]
-                writer.writerow([*("" if v is None else v for v in values), *(_cell(c[index]) for c in extra.values())])
+                extras = [cell(name, _plain(column[index])) for name, column in extra.items()]
+                writer.writerow([*table_row(FACES_CSV_COLUMNS, record), *extras])
 
     return write_atomically(path, write)
 
 
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return round(float(value), 4) if isinstance(value, (float, np.floating)) else value
+def _plain(value):
+    """A numpy number as Python's, which `cell` rounds."""
+    return float(value) if isinstance(value, np.floating) else value
