@@ -4,7 +4,9 @@ re-exports these names (`from config import Config` keeps working in the scripts
 lists every default with its reason.
 
 `Config` holds every path and setting. Each field is declared with `setting(default, why, group=...)`: the
-reason is the field's one-line comment and also its `--help` text, the group its `--help` heading. Scripts
+reason is the field's one-line comment and also its `--help` text, the group its `--help` heading; a field that
+changes a result says which (`changes=`, keys of RESULT_KINDS), and every store that is resumed or reused
+records the fields `settings_that_change` names for its kinds, and no list of its own. Scripts
 build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
 as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
 `--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
@@ -426,7 +428,8 @@ def settings_that_change(*kinds: str) -> tuple[str, ...]:
 
 
 def settings_table() -> str:
-    """Every setting under its --help heading: `name = default` and its reason (what `python config.py` prints)."""
+    """Every setting under its --help heading: `name = default`, its reason and the results it changes (what
+    `python config.py` prints)."""
     defaults = Config()
     lines = []
     for key, title in OPTION_GROUPS.items():
@@ -436,7 +439,9 @@ def settings_table() -> str:
             for f in fields:
                 value = getattr(defaults, f.name)
                 shown = repr(str(value)) if isinstance(value, Path) else repr(value)
-                lines.append(f"{f.name} = {shown}  # {f.metadata['why']}")
+                changes = f.metadata["changes"]
+                kinds = f" [changes {', '.join(k for k in RESULT_KINDS if k in changes)}]" if changes else ""
+                lines.append(f"{f.name} = {shown}  # {f.metadata['why']}{kinds}")
     return "\n".join(line for line in lines if line is not None)
 
 

@@ -37,7 +37,7 @@ def test_readme_field_tables_are_the_schemas():
     block = text[text.index(BEGIN) : text.index(END)].split("\n", 1)[1].strip()
     assert block == records.markdown_tables(), (
         "README.md's result tables differ from face_match_age/inference/records.py: paste the output of "
-        "`uv run python -m face_match_age.inference.records` between its result-schema markers"
+        "records.markdown_tables() between its result-schema markers"
     )
 
 

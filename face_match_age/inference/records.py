@@ -12,8 +12,8 @@ a number is written for people: the CSV tables, the console and the pictures. JS
 read, carry every number exactly, so evaluate.py verify ranks pairs by their similarity as computed, with no
 second pass over the photos.
 
-README's field tables are `markdown_tables()`; tests/test_records.py fails when the two differ. Print them
-with `uv run python -m face_match_age.inference.records`.
+README's field tables are `markdown_tables()`; tests/test_records.py fails when the two differ. Print them with
+    uv run python -c "from face_match_age.inference.records import markdown_tables; print(markdown_tables())"
 """
 
 from __future__ import annotations
@@ -286,7 +286,3 @@ def markdown_tables() -> str:
         context,
     ]
     return "\n\n".join("\n".join(part) for part in parts)
-
-
-if __name__ == "__main__":
-    print(markdown_tables())
