@@ -30,7 +30,7 @@ EXAMPLES = (
 OPTIONS = (
     "dataset_dir", "train_dir", "val_dir", "train_csv", "val_csv", "pretrained", "batch_size", "max_epochs",
     "learning_rate", "head_learning_rate", "warmup_steps", "lr_schedule", "label_sigma", "freeze_backbone_epochs",
-    "num_workers", "img_size", "limit_train_batches", "limit_val_batches", "seed", "accelerator", "precision",
+    "num_workers", "img_size", "limit_train_batches", "limit_val_batches", "seed", "device", "precision",
     "checkpoint_dir", "log_dir",
 )  # fmt: skip
 

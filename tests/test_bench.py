@@ -24,7 +24,7 @@ def _row(out: str, label: str) -> str:
 
 def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
     code = bench.train.main(
-        ["--batch-size", "4", "--steps", "1", "--img-size", "80", "--accelerator", "cpu", "--num-workers", "0"]
+        ["--batch-size", "4", "--steps", "1", "--img-size", "80", "--device", "cpu", "--num-workers", "0"]
     )
     assert code == 0
     out = capsys.readouterr().out

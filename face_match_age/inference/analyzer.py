@@ -40,7 +40,7 @@ from face_match_age.network.age_network import (
     load_age_model,
 )
 from face_match_age.network.weights import ensure_weights, load_backbone, weights_identity
-from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config
+from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config, precision_value
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
 VERIFY_WEIGHTS_HINT = "or, with infer.py, name a weights file with --verify-weights PATH"
@@ -323,7 +323,7 @@ def _check_options(config, device, precision, age_checkpoint, verify_weights) ->
         raise TypeError(f"config must be a config.Config (or None for the defaults), not {type(config).__name__}")
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda:1', not {type(device).__name__}")
-    if precision is not None and precision not in INFERENCE_PRECISION_CHOICES:
+    if precision is not None and precision_value(precision) not in INFERENCE_PRECISION_CHOICES:
         allowed = ", ".join(INFERENCE_PRECISION_CHOICES)
         raise ValueError(f"precision must be one of {allowed} or None, not {precision!r}")
     for name, value in (("age_checkpoint", age_checkpoint), ("verify_weights", verify_weights)):
