@@ -129,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.INPUT
     import torch
 
-    from face_match_age.device import DeviceUnavailableError
+    from face_match_age.device import DeviceUnavailableError, choose_device
 
     stop = StopSignals()  # SIGTERM, to this process alone or to its whole group, takes Ctrl-C's path
     try:
+        if not args.no_detect:  # a --device this machine lacks is said before any download or cropping
+            choose_device(config.device)
         with stop:
             prepare(args, config)
     except NotEnoughSpace as error:  # a download that would fill the disk
@@ -330,9 +332,8 @@ def crop_all(
             "(photos that failed are tried again when their file has changed)"
         )
     detect = not args.no_detect
-    # --device is checked whenever faces are detected; crop worker processes (--workers 2 or more) detect on the CPU
-    choice = choose_device(config.device) if detect else None
-    device = str(choice.device) if choice is not None and args.workers <= 1 else "cpu"
+    # crop worker processes (--workers 2 or more) detect on the CPU; main() has checked --device
+    device = str(choose_device(config.device).device) if detect and args.workers <= 1 else "cpu"
     done = len(tasks) - len(pending)
     try:
         # closing(): on Ctrl-C the generator ends here, and with it the worker pool, before the message

@@ -287,7 +287,7 @@ def command_line(argv: list[str], parser: ConfigArgumentParser) -> list[str]:
             positionals.append(argument)
         index += 1
     if len(modes) > 1:
-        parser.error("give one of --pairs and --folder (today: the commands pairs CSV OUT_DIR, folder DIR OUT_DIR)")
+        parser.error("give one of --pairs and --folder (or the commands: pairs CSV OUT_DIR, folder DIR OUT_DIR)")
     if modes:
         return [modes[0][0], modes[0][1], *rest]
     if positionals and positionals[0] in COMMANDS:

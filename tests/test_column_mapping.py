@@ -127,4 +127,4 @@ def test_columns_reach_the_readers_from_the_command_line(tmp_path, capsys):
 def test_columns_belong_to_a_csv(capsys):
     with pytest.raises(SystemExit):
         infer.main(["a.jpg", "b.jpg", "out", "--columns", "img1=file_a"])
-    assert "--columns maps the columns of the --pairs CSV" in capsys.readouterr().err
+    assert "--columns (an option of pairs, not of compare)" in capsys.readouterr().err

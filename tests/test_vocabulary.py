@@ -165,3 +165,12 @@ def test_missing_pretrained_weights_exit_with_the_tables_code_in_every_script(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "error: The pretrained 'vggface2' InceptionResnetV1 weights are not on this machine" in err
+
+
+def test_a_config_json_of_an_older_run_loads_in_todays_words(tmp_path):
+    from face_match_age.settings import Config, load_config
+
+    saved = tmp_path / "config.json"
+    saved.write_text('{"accelerator": "cpu", "precision": "bf16-mixed", "inference_precision": "32", "script": "x"}')
+    assert load_config(saved) == Config(device="cpu", precision="bf16", inference_precision="32")
+    assert Config(precision="16-mixed").precision == "16"
