@@ -155,6 +155,11 @@ def build_parser() -> ConfigArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the HTTP service and its page: its own command line (face_match_age/service)
+        from face_match_age.service.command import main as serve
+
+        return serve(argv[1:])
     parser = build_parser()
     args, config = parse_config(parser, argv)
     batch = args.pairs is not None or args.folder is not None
