@@ -9,9 +9,15 @@ request), then sends the same POST /compare requests (two photos each: the astro
 pixels and mirrored, no two alike) twice: from --clients concurrent clients (threads, each with its own
 connection), then from one client, one request after another; and FaceAnalyzer in this process compares the
 same pairs one after another (load_image and analyze_many on each pair, as pair mode does). The three take turns
---repeats times, so that a busy machine slows them alike. Prints requests/s (median turn) and p50/p95 latency
-(every turn) of each, the ratios, and how the service batched the concurrent requests (/health). The clients send
+--repeats times, so that a busy machine slows them alike. Prints requests/s (median turn), p50/p95 latency
+(every turn) and the CPU time per request of the answering process (the service's; this one's for FaceAnalyzer)
+of each, the ratios, and how the service batched the concurrent requests (/health). The clients send
 a bounded number of requests (2 x --requests x --repeats, and two warm-ups), only to 127.0.0.1, and stop.
+
+FaceAnalyzer is built in the main thread and runs in one other thread, as the service's models are: on the
+shared 2-core build machine under a load of 12 to 18, the same pair through a FaceAnalyzer built and run in one
+thread (torch's 2 threads) took 6 to 20 times the CPU time it took when run in a thread other than the one that
+built it, or with 1 torch thread; this benchmark compares the service, not that (REPORT.md).
 
 Where the VGGFace2 weights or an age checkpoint are missing, random ones with the real layout
 (bench.model_files.ensure_models) are used: speed does not depend on weight values.
@@ -52,11 +58,21 @@ def percentile(samples: list[float], share: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-class Run:
-    """Requests/s and latencies (seconds) of one way of answering the same requests."""
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far, from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
 
-    def __init__(self, label: str, wall_s: float, latencies: list[float], requests: int) -> None:
-        self.label, self.wall_s, self.latencies, self.requests = label, wall_s, latencies, requests
+
+class Run:
+    """Requests/s and latencies (seconds) of one way of answering the same requests, and the CPU seconds per
+    request of the process that answered them (the service's, or this one's for FaceAnalyzer)."""
+
+    def __init__(self, label: str, wall_s: float, latencies: list[float], requests: int, cpu_s: float | None) -> None:
+        self.label, self.wall_s, self.latencies, self.requests, self.cpu_s = label, wall_s, latencies, requests, cpu_s
 
     @property
     def rate(self) -> float:
@@ -65,7 +81,8 @@ class Run:
 
     def row(self) -> str:
         p50, p95 = (percentile(self.latencies, q) * 1000 for q in (0.5, 0.95))
-        return f"{self.label:<34}{self.rate:>8.2f}{p50:>10.0f}{p95:>10.0f}"
+        cpu = "-" if self.cpu_s is None else f"{self.cpu_s * 1000:.0f}"
+        return f"{self.label:<34}{self.rate:>8.2f}{p50:>10.0f}{p95:>10.0f}{cpu:>14}"
 
 
 def start_service(checkpoint: Path, device: str, batch_wait_ms: float, log: Path) -> tuple[subprocess.Popen, str]:
@@ -146,14 +163,19 @@ class Clients:
 
 
 class InProcess:
-    """The same pairs through FaceAnalyzer in this process, one after another, as pair mode compares them."""
+    """The same pairs through FaceAnalyzer in this process, one after another, as pair mode compares them; built
+    in the main thread and run in one other thread, as the service's models are (see the module's docstring)."""
 
     def __init__(self, checkpoint: Path, device: str) -> None:
         from face_match_age.inference.analyzer import FaceAnalyzer
 
         self.analyzer = FaceAnalyzer(age_checkpoint=checkpoint, device=device)
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="analyzer")
 
     def compare(self, pair: tuple[bytes, bytes]) -> float:
+        return self.worker.submit(self._compare, pair).result()
+
+    def _compare(self, pair: tuple[bytes, bytes]) -> float:
         from face_match_age.detection.imaging import load_image
         from face_match_age.inference.analyzer import pair_result
 
@@ -168,12 +190,17 @@ class InProcess:
         return time.perf_counter() - started, latencies
 
 
-def measure(clients: Clients, in_process: InProcess, pairs, concurrency: int, repeats: int) -> tuple[list[Run], dict]:
+def measure(
+    clients: Clients, in_process: InProcess, pairs, concurrency: int, repeats: int, service_pid: int
+) -> tuple[list[Run], dict]:
     """The three ways taking turns within each repeat (a busy machine slows them alike): the median wall time
-    of each, and every latency of the repeats. Also how the service batched the concurrent requests."""
+    of each, every latency of the repeats, and the CPU time per request of the answering process over all
+    repeats (what a loaded machine's scheduling does not change). Also how the service batched the concurrent
+    requests."""
     clients.compare(pairs[0]), in_process.compare(pairs[0])  # warm-up: lazy imports, first calls
     walls: dict[str, list[float]] = {"concurrent": [], "sequential": [], "analyzer": []}
     latencies: dict[str, list[float]] = {key: [] for key in walls}
+    cpu: dict[str, float | None] = {key: 0.0 for key in walls}
     batching = {"batches": 0, "requests": 0, "largest": 0}
     for _ in range(repeats):
         before = clients.batching()
@@ -182,7 +209,14 @@ def measure(clients: Clients, in_process: InProcess, pairs, concurrency: int, re
             ("sequential", lambda: clients.sequential(pairs)),
             ("analyzer", lambda: in_process.sequential(pairs)),
         ):
+            pid = os.getpid() if key == "analyzer" else service_pid
+            cpu_before = cpu_seconds(pid)
             wall, times = run()
+            cpu_after = cpu_seconds(pid)
+            if cpu[key] is not None and cpu_before is not None and cpu_after is not None:
+                cpu[key] += (cpu_after - cpu_before) / len(pairs) / repeats
+            else:
+                cpu[key] = None
             walls[key].append(wall)
             latencies[key] += times
             if key == "concurrent":
@@ -195,7 +229,7 @@ def measure(clients: Clients, in_process: InProcess, pairs, concurrency: int, re
         "sequential": "service, 1 client (sequential)",
         "analyzer": "FaceAnalyzer, one process",
     }
-    runs = [Run(labels[key], statistics.median(walls[key]), latencies[key], len(pairs)) for key in walls]
+    runs = [Run(labels[key], statistics.median(walls[key]), latencies[key], len(pairs), cpu[key]) for key in walls]
     return runs, batching
 
 
@@ -226,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         process, base_url = start_service(checkpoint, args.device, args.batch_wait_ms, scratch / "service.log")
         try:
             in_process = InProcess(checkpoint, args.device)
-            runs, batching = measure(Clients(base_url), in_process, pairs, args.clients, args.repeats)
+            runs, batching = measure(Clients(base_url), in_process, pairs, args.clients, args.repeats, process.pid)
         finally:
             stop_service(process)
     concurrent, sequential, alone = runs
@@ -235,12 +269,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} turns (median requests/s; latencies of every turn); "
         f"service batch wait {args.batch_wait_ms:g} ms"
     )
-    print(f"{'way':<34}{'req/s':>8}{'p50 ms':>10}{'p95 ms':>10}")
+    print(f"{'way':<34}{'req/s':>8}{'p50 ms':>10}{'p95 ms':>10}{'CPU ms/req':>14}")
     for run in runs:
         print(run.row())
     print(f"concurrent / sequential requests/s: {concurrent.rate / sequential.rate:.2f}")
     print(f"concurrent / FaceAnalyzer requests/s: {concurrent.rate / alone.rate:.2f}")
     print(f"sequential / FaceAnalyzer requests/s: {sequential.rate / alone.rate:.2f}")
+    if all(run.cpu_s for run in runs):
+        print(
+            f"CPU per request, concurrent / sequential: {concurrent.cpu_s / sequential.cpu_s:.2f}; "
+            f"sequential / FaceAnalyzer: {sequential.cpu_s / alone.cpu_s:.2f}"
+        )
     print(
         f"batches of the concurrent runs: {batching['requests']} requests in {batching['batches']} batches "
         f"({batching['requests'] / max(1, batching['batches']):.1f} per batch; largest {batching['largest']})"

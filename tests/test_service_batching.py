@@ -18,9 +18,11 @@ class RecordingAnalyzer:
         self.calls: list[tuple[list, bool, list]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set when a call starts, before it waits at the gate
         self.fail_next = False
 
     def analyze_many(self, photos, all_faces=False, compute=True, photos_per_chunk=16, names=None, overlap=False):
+        self.entered.set()
         self.gate.wait(10)
         photos, names = list(photos), list(names)
         assert photos_per_chunk >= len(photos)  # one chunk: one detection call, shared forward passes
@@ -39,8 +41,9 @@ def analyzer():
 def _submit_while_blocked(batcher, analyzer, requests):
     """Hold the worker inside a first batch, queue `requests`, then let it go; the futures of the requests."""
     analyzer.gate.clear()
+    analyzer.entered.clear()
     first = batcher.submit([0], ["first"])
-    time.sleep(0.1)  # the worker takes the first request and waits at the gate
+    assert analyzer.entered.wait(10)  # the worker runs the first request's batch, held at the gate
     futures = [batcher.submit(photos, [f"p{p}" for p in photos], all_faces) for photos, all_faces in requests]
     analyzer.gate.set()
     assert first.result(10) == [(0, False)]
@@ -81,15 +84,16 @@ def test_a_batch_holds_at_most_max_photos_and_never_splits_a_request(analyzer):
     batcher.close()
 
 
-def test_a_lone_request_waits_at_most_max_wait(analyzer):
+def test_a_lone_request_waits_at_most_max_wait_and_a_late_one_joins_within_it(analyzer):
     batcher = MicroBatcher(analyzer, max_wait_s=0.05)
     started = time.perf_counter()
     assert batcher.analyze([1], ["one"]) == [(1, False)]
     assert time.perf_counter() - started < 2
-    late = []  # a request arriving within the wait joins the batch
+    batcher.close()
+    batcher = MicroBatcher(analyzer, max_wait_s=5.0, max_photos=2)  # a batch of 2 photos goes at once
     first = batcher.submit([2], ["two"])
-    late.append(batcher.submit([3], ["three"]))
-    assert first.result(10) == [(2, False)] and late[0].result(10) == [(3, False)]
+    late = batcher.submit([3], ["three"])
+    assert first.result(10) == [(2, False)] and late.result(10) == [(3, False)]
     assert analyzer.calls[-1][0] == [2, 3]
     batcher.close()
 

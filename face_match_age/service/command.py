@@ -15,6 +15,7 @@ the networks' batches. Ctrl-C stops it once the requests in progress are answere
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 from pathlib import Path
@@ -186,6 +187,8 @@ def _serve(args, config, listener: socket.socket) -> int:
     )
     app = create_app(analyzer, options)
     host, port = listener.getsockname()[:2]
+    if not ipaddress.ip_address(host).is_loopback:
+        print(f"note: listening on {host}, open to other machines; the service has no authentication", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(
         f"serving on http://{shown}:{port}/ (the page; the API: http://{shown}:{port}/docs); Ctrl-C stops it",

@@ -143,9 +143,8 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
         from face_match_age.inference.analyzer import pair_row
 
         started = time.perf_counter()
-        (photo_1, name_1), (photo_2, name_2) = [
-            await _read_photo(upload, field) for upload, field in _fields(image1, image2)
-        ]
+        photo_1, name_1 = await _read_photo(image1, "image1")
+        photo_2, name_2 = await _read_photo(image2, "image2")
         read = time.perf_counter()
         first, second = await analyzed([photo_1, photo_2], [name_1, name_2], all_faces)
         paths = [Path(name_1), Path(name_2)]
@@ -189,15 +188,11 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
     return app
 
 
-def _fields(*uploads: UploadFile) -> list[tuple[UploadFile, str]]:
-    return [(upload, f"image{number}") for number, upload in enumerate(uploads, 1)]
-
-
 async def _read_photo(upload: UploadFile, field: str) -> tuple[Image.Image, str]:
     """The upload decoded by the project's one image loader (in a worker thread: decoding is CPU work), and its
     label: the last part of the file name the client sent, or the field's name."""
     name = Path(upload.filename or field).name or field
-    data = await upload.read()  # already within the upload limit: the framework stops a larger body as it streams
+    data = await upload.read()  # within the upload limit: UploadLimit stops a larger body as it streams in
     if not data:
         raise HTTPException(400, f"{field} ({name}) is empty: send the photo's bytes")
     try:
