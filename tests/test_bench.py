@@ -195,7 +195,8 @@ def test_service_benchmark_prints_every_way_and_the_ratios(capsys, torch_home_wi
     out = capsys.readouterr().out
     for way in ("service, 2 concurrent clients", "service, 1 client (sequential)", "FaceAnalyzer, one process"):
         figures = _figures(_row(out, way)[len(way) :])
-        assert len(figures) == 3 and all(math.isfinite(f) and f > 0 for f in figures), way
+        assert len(figures) == 4 and all(math.isfinite(f) and f > 0 for f in figures), way  # req/s, p50, p95, CPU
     for ratio in ("concurrent / sequential requests/s:", "concurrent / FaceAnalyzer requests/s:"):
         assert _figures(_row(out, ratio))[0] > 0
+    assert len(_figures(_row(out, "CPU per request, concurrent / sequential:"))) == 2
     assert "batches of the concurrent runs: 2 requests in" in out
