@@ -190,6 +190,9 @@ def _serve(args, config, listener: socket.socket) -> int:
     if not ipaddress.ip_address(host).is_loopback:
         print(f"note: listening on {host}, open to other machines; the service has no authentication", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
+    # Listening before the line below: a client that reads it and connects at once is queued until uvicorn accepts,
+    # not refused (uvicorn starts its accept loop only after importing and starting the app).
+    listener.listen(2048)
     print(
         f"serving on http://{shown}:{port}/ (the page; the API: http://{shown}:{port}/docs); Ctrl-C stops it",
         file=sys.stderr,
