@@ -40,6 +40,7 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
+from face_match_age.match_rule import AGE_GAP_BANDS, MatchRule, age_gap_band
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -203,7 +204,7 @@ def evaluate_verification(
         pairs,
         out_dir,
         recorder,
-        config.verification_threshold,
+        MatchRule(config.verification_threshold),
         config=config,
         device=device,
         record={"script": "evaluate.py verify", "pairs": str(pairs_csv)},
@@ -400,8 +401,8 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
         **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold),
     }
     bands = {}
-    for name, _, _ in array_metrics.AGE_GAP_BANDS:
-        in_band = scored[[array_metrics.age_gap_band(g) == name for g in scored["gap"]]]
+    for name, _, _ in AGE_GAP_BANDS:
+        in_band = scored[[age_gap_band(g) == name for g in scored["gap"]]]
         bands[name] = {"pairs": len(in_band)} | (
             _roc_figures(in_band["score"].to_numpy(float), in_band["label"].to_numpy(bool), threshold)
             if len(in_band)

@@ -55,6 +55,7 @@ from face_match_age.settings import (
 
 if TYPE_CHECKING:
     from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
+    from face_match_age.match_rule import MatchRule
 
 # The exit codes, as face_match_age.exit_codes defines them for every script (names kept for infer.py's users).
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_NO_FACE = ExitCode.OK, ExitCode.USAGE, ExitCode.INPUT, ExitCode.NO_FACE
@@ -401,24 +402,25 @@ def _run_mode(args, config: Config, processes: int, age_model: dict, stop: StopS
 
     from face_match_age.detection.faces import NoFaceError
     from face_match_age.detection.imaging import ImageLoadError
-    from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
     from face_match_age.files.embedding_store import StoreError
     from face_match_age.files.photo_lists import PhotoListError
     from face_match_age.inference.batch import BatchInterrupted, InputError
     from face_match_age.inference.folder_embedding import FolderInterrupted
     from face_match_age.inference.folder_run import FolderInputError
+    from face_match_age.match_rule import CalibrationError, MatchRule
     from face_match_age.network.age_network import CheckpointError
     from face_match_age.network.weights import PretrainedWeightsError
 
     try:
-        threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
+        rule = MatchRule.from_calibration(args.calibration) if args.calibration else None
+        rule = rule or MatchRule(config.verification_threshold)
         if args.command == "folder":
-            return run_folder_command(args, config, threshold, processes, age_model)
+            return run_folder_command(args, config, rule, processes, age_model)
         if args.command == "pairs":
-            return run_batches(args, config, threshold, processes, age_model)
+            return run_batches(args, config, rule, processes, age_model)
         if args.command == "age":
             return run_age(args, config, age_model)
-        return run_pair(args, config, threshold, age_model)
+        return run_pair(args, config, rule, age_model)
     except (ImageLoadError, InputError, CalibrationError, PhotoListError, FolderInputError, StoreError) as error:
         return _fail(error, EXIT_INPUT)
     except NoFaceError as error:
@@ -507,7 +509,7 @@ def model_settings(args, config: Config, age_model: dict) -> dict:
     }
 
 
-def run_folder_command(args, config: Config, threshold, processes: int, age_model: dict) -> int:
+def run_folder_command(args, config: Config, rule: MatchRule, processes: int, age_model: dict) -> int:
     from face_match_age.inference.folder_run import FolderRequest, run_folder
 
     request = FolderRequest(
@@ -528,7 +530,7 @@ def run_folder_command(args, config: Config, threshold, processes: int, age_mode
     outcome = run_folder(
         request,
         analyzer_factory(args, config, age_model),
-        threshold,
+        rule,
         config=config,
         settings=model_settings(args, config, age_model),
         devices=processes,
@@ -542,7 +544,7 @@ def run_folder_command(args, config: Config, threshold, processes: int, age_mode
     return EXIT_PAIRS_FAILED if outcome.failed else EXIT_OK
 
 
-def run_batches(args, config: Config, threshold, processes: int, age_model: dict) -> int:
+def run_batches(args, config: Config, rule: MatchRule, processes: int, age_model: dict) -> int:
     from face_match_age.inference.batch import read_pairs_csv, run_batch
 
     pairs = read_pairs_csv(args.pairs, args.columns)
@@ -557,7 +559,7 @@ def run_batches(args, config: Config, threshold, processes: int, age_model: dict
         pairs,
         Path(args.paths[0]),
         analyzer_factory(args, config, age_model),
-        threshold,
+        rule,
         config=config,
         devices=processes,
         device=config.device,
@@ -569,7 +571,7 @@ def run_batches(args, config: Config, threshold, processes: int, age_model: dict
     return EXIT_PAIRS_FAILED if counts["failed"] else EXIT_OK
 
 
-def run_pair(args, config: Config, threshold, age_model: dict) -> int:
+def run_pair(args, config: Config, rule: MatchRule, age_model: dict) -> int:
     from face_match_age.detection.imaging import load_image
 
     started = time.perf_counter()
@@ -588,7 +590,7 @@ def run_pair(args, config: Config, threshold, age_model: dict) -> int:
         all_faces=args.all_faces,
         timings=timings,
         started=started,
-        threshold=threshold,
+        rule=rule,
         age_model=age_model,
     )
     print(summary_line(result), "->", ", ".join(str(p) for p in written))
@@ -688,18 +690,19 @@ def compare_and_write(
     all_faces: bool = False,
     timings: dict | None = None,
     started: float | None = None,
-    threshold=None,
+    rule: MatchRule | None = None,
     age_model: dict | None = None,
 ) -> tuple[dict, list[Path]]:
     """Analyse two loaded photos with warm models and write the annotated JPG (and the JSON).
-    `threshold`: a number or a calibration rule (default: the config's verification_threshold); `age_model`:
+    `rule`: when the pair matches (default: the config's verification_threshold); `age_model`:
     the results' age_model field (default: whether `analyzer` has one)."""
     from face_match_age.inference.analyzer import pair_row
     from face_match_age.inference.annotate import comparison_image
+    from face_match_age.match_rule import MatchRule
 
     analysis_start = time.perf_counter()
     first, second = analyzer.analyze_many(photos, all_faces=all_faces, names=[str(p) for p in paths])
-    rule = analyzer.config.verification_threshold if threshold is None else threshold
+    rule = MatchRule(analyzer.config.verification_threshold) if rule is None else rule
     if age_model is None:
         loaded = analyzer.age_model is not None
         age_model = {"loaded": loaded, "reason": None if loaded else "the FaceAnalyzer was built with with_age=False"}

@@ -12,6 +12,7 @@ import evaluate
 import infer
 from face_match_age.evaluation import array_metrics
 from face_match_age.exit_codes import ExitCode
+from face_match_age.match_rule import AGE_GAP_BANDS, age_gap_band
 from face_match_age.reports import evaluation_sheets
 from face_match_age.reports.contact_sheet import Tile, contact_sheet
 
@@ -125,7 +126,7 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
 
 def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration):
     result, calibration = run_infer_with_calibration()
-    band = array_metrics.age_gap_band(result["age_gap"])
+    band = age_gap_band(result["age_gap"])
     assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
     assert result["verification"]["threshold_source"]["band"] == band
     assert result["verification"]["is_match"] == (
@@ -146,7 +147,7 @@ def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, ag
         "overall": {"threshold": 0.11},
         "bands": {
             name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-            for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)
+            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
         },
     }
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))

@@ -283,6 +283,7 @@ def test_a_weights_error_in_a_worker_process_reaches_the_parent_as_a_weights_err
     from config import Config
     from face_match_age.inference.analyzer import FaceAnalyzer
     from face_match_age.inference.batch import read_pairs_csv, run_batch
+    from face_match_age.match_rule import MatchRule
     from face_match_age.network.weights import PRETRAINED, PretrainedWeightsError
 
     torch_home = tmp_path / "torch_home"  # the worker processes inherit it from the environment
@@ -294,7 +295,9 @@ def test_a_weights_error_in_a_worker_process_reaches_the_parent_as_a_weights_err
     messages = {}
     for devices in (1, 2):
         with pytest.raises(PretrainedWeightsError) as raised:
-            run_batch(pairs, tmp_path / f"out_{devices}", make_analyzer, 0.7, config=Config(), devices=devices)
+            run_batch(
+                pairs, tmp_path / f"out_{devices}", make_analyzer, MatchRule(0.7), config=Config(), devices=devices
+            )
         messages[devices] = str(raised.value)
     assert messages[2] == messages[1]
 

@@ -30,8 +30,8 @@ from face_match_age.detection.faces import (
 )
 from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to_tensor, load_image
 from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
-from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.inference.prefetch import prefetched
+from face_match_age.match_rule import AGE_GAP_DECIMALS, MatchRule, cosine_similarities, cosine_similarity
 from face_match_age.network.age_network import (
     CheckpointError,
     age_interval,
@@ -179,15 +179,23 @@ class FaceAnalyzer:
         return analysis.face.embedding
 
     def compare(
-        self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None, all_faces: bool = False
+        self,
+        photo_1: ImageInput,
+        photo_2: ImageInput,
+        threshold: float | None = None,
+        all_faces: bool = False,
+        rule: MatchRule | None = None,
     ) -> dict:
         """Ages of both chosen faces and whether they are the same person (see pair_result); with
         all_faces, every face of one photo against every face of the other. `threshold`: a cosine similarity
-        in [-1, 1] (default: the config's verification_threshold)."""
-        if threshold is not None:
-            _check_threshold(threshold)
+        in [-1, 1] (default: the config's verification_threshold); `rule`: a MatchRule instead (such as
+        MatchRule.from_calibration(path), a threshold per predicted age gap)."""
+        if rule is None:
+            rule = MatchRule(self.config.verification_threshold if threshold is None else threshold)
+        elif threshold is not None:
+            raise ValueError("give compare a threshold or a rule, not both")
         first, second = self.analyze_many([photo_1, photo_2], all_faces=all_faces)
-        return pair_result(first, second, self.config.verification_threshold if threshold is None else threshold)
+        return pair_result(first, second, rule)
 
     def analyze(self, photo: ImageInput, all_faces: bool = False, compute: bool = True) -> PhotoAnalysis:
         return next(self.analyze_many([photo], all_faces=all_faces, compute=compute))
@@ -331,15 +339,6 @@ def _check_options(config, device, precision, age_checkpoint, verify_weights) ->
             raise TypeError(f"{name} must be a file path (str or pathlib.Path) or None, not {type(value).__name__}")
 
 
-def _check_threshold(threshold) -> None:
-    if isinstance(threshold, CalibratedThreshold):
-        return
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number (a cosine similarity in [-1, 1]), not {type(threshold).__name__}")
-    if not -1 <= threshold <= 1:
-        raise ValueError(f"threshold must be a cosine similarity in [-1, 1], not {threshold}")
-
-
 def compiled_batch_size(count: int, largest: int) -> int:
     """The batch a compiled network is given for `count` faces: the next power of two, at most `largest`
     (inference_batch_size, which no batch exceeds). A run then compiles for a few shapes (chunks of 16 photos
@@ -356,18 +355,16 @@ def _age_summaries(probabilities: torch.Tensor) -> list[tuple[float, float, list
     return [(round(age, 2), round(std, 2), [round(v, 1) for v in interval]) for age, std, interval in summaries]
 
 
-def cosine_similarity(embedding_1: np.ndarray, embedding_2: np.ndarray) -> float:
-    """Cosine similarity of two embeddings (they are unit length, but TTA averages are renormalised)."""
-    denominator = float(np.linalg.norm(embedding_1) * np.linalg.norm(embedding_2)) or 1.0
-    return float(np.dot(embedding_1, embedding_2)) / denominator
-
-
-def verification_result(similarity: float, threshold: float) -> dict:
-    return {
-        "is_match": bool(similarity > threshold),
+def verification_result(similarity: float, rule: MatchRule, age_gap: float | None) -> dict:
+    """A pair's `verification`: the rule's verdict, the similarity as written, the threshold used and, for a
+    calibrated rule, why that threshold (`threshold_source`)."""
+    threshold, why = rule.threshold_for(age_gap)
+    result = {
+        "is_match": rule.is_match(similarity, age_gap),
         "similarity_score": round(similarity, 4),
         "threshold_used": threshold,
     }
+    return result if why is None else result | {"threshold_source": why}
 
 
 def pair_row(
@@ -375,7 +372,7 @@ def pair_row(
     path_2: Path,
     first: PhotoAnalysis,
     second: PhotoAnalysis,
-    threshold: float | CalibratedThreshold,
+    rule: MatchRule,
     age_model: dict | None = None,
 ) -> dict:
     """A pair's result as infer.py writes it, for one pair (the --json file) and for each row of a batch: the
@@ -384,15 +381,15 @@ def pair_row(
     return {
         "image_1": Path(path_1).name,
         "image_2": Path(path_2).name,
-        **pair_result(first, second, threshold),
+        **pair_result(first, second, rule),
         "age_model": age_model,
     }
 
 
-def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold) -> dict:
+def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, rule: MatchRule) -> dict:
     """The seed's pair JSON body (plus additions) for two analysed photos. A missing face gives a null face,
     null verification and an `error`: a pair is never called a match unless both faces were found.
-    `threshold`: a fixed number, or a calibration whose threshold depends on the predicted age gap (its
+    `rule`: a fixed threshold, or a calibration whose threshold depends on the predicted age gap (its
     choice and the reason for it are reported as `threshold_source`)."""
     result = {
         "face_1": _face_dict(first),
@@ -406,7 +403,8 @@ def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | 
         result["error"] = "; ".join(errors)
         return result
     if len(first.faces) > 1 or len(second.faces) > 1:
-        matrix = [[round(cosine_similarity(a.embedding, b.embedding), 4) for b in second.faces] for a in first.faces]
+        embeddings = [np.stack([face.embedding for face in analysis.faces]) for analysis in (first, second)]
+        matrix = [[round(value, 4) for value in row] for row in cosine_similarities(*embeddings).tolist()]
         i, j = np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces)))
         result |= {
             "faces_1": [f.to_dict() for f in first.faces],
@@ -418,12 +416,8 @@ def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | 
         result["face_1"], result["face_2"] = _face_dict(first), _face_dict(second)
     similarity = cosine_similarity(first.face.embedding, second.face.embedding)
     if first.face.age_prediction is not None and second.face.age_prediction is not None:
-        result["age_gap"] = round(abs(first.face.age_prediction - second.face.age_prediction), 2)
-    if isinstance(threshold, CalibratedThreshold):
-        threshold, why = threshold.choose(result["age_gap"])
-        result["verification"] = verification_result(similarity, threshold) | {"threshold_source": why}
-    else:
-        result["verification"] = verification_result(similarity, threshold)
+        result["age_gap"] = round(abs(first.face.age_prediction - second.face.age_prediction), AGE_GAP_DECIMALS)
+    result["verification"] = verification_result(similarity, rule, result["age_gap"])
     return result
 
 

@@ -155,7 +155,7 @@ def _serve(args, config, listener: socket.socket) -> int:
 
     from face_match_age.cli import age_model_status, analyzer_factory
     from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
-    from face_match_age.evaluation.calibration import CalibratedThreshold, CalibrationError
+    from face_match_age.match_rule import CalibrationError, MatchRule
     from face_match_age.network.age_network import CheckpointError
     from face_match_age.network.weights import PretrainedWeightsError
     from face_match_age.service.endpoints import ServiceOptions, create_app
@@ -167,7 +167,8 @@ def _serve(args, config, listener: socket.socket) -> int:
     except DeviceUnavailableError as error:
         return _fail(error, EXIT_USAGE)
     try:
-        threshold = CalibratedThreshold(args.calibration) if args.calibration else config.verification_threshold
+        rule = MatchRule.from_calibration(args.calibration) if args.calibration else None
+        rule = rule or MatchRule(config.verification_threshold)
     except CalibrationError as error:
         return _fail(error, EXIT_INPUT)
     age_model = age_model_status(args, config)
@@ -179,7 +180,7 @@ def _serve(args, config, listener: socket.socket) -> int:
     except (CheckpointError, PretrainedWeightsError) as error:
         return _fail(error, EXIT_MODEL)
     options = ServiceOptions(
-        threshold=threshold,
+        rule=rule,
         age_model=age_model,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         batch_wait_s=args.batch_wait_ms / 1000,

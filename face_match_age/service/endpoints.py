@@ -43,8 +43,8 @@ from face_match_age.service.upload_limit import UploadLimit
 if TYPE_CHECKING:
     from PIL import Image
 
-    from face_match_age.evaluation.calibration import CalibratedThreshold
     from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
+    from face_match_age.match_rule import MatchRule
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20  # a request body: both photos of /compare together; phone photos are 2-12 MB
 PAGE = "page.html"  # beside this module, in the package (and so in the wheel)
@@ -54,12 +54,12 @@ PAGE = "page.html"  # beside this module, in the package (and so in the wheel)
 class ServiceOptions:
     """How the service answers, beyond the analyzer's own config.
 
-    threshold: a cosine similarity, or a CalibratedThreshold (--calibration); None: the analyzer's config
+    rule: when two faces match (a fixed threshold, or per age gap with --calibration); None: the analyzer's config
     verification_threshold. age_model: the results' age_model field ({"loaded": bool, "reason": str | None});
     None: whether the analyzer has an age model. max_upload_bytes: the largest request body. batch_wait_s and
     max_batch_photos: how long the worker waits for more requests to join a batch, and its most photos."""
 
-    threshold: float | CalibratedThreshold | None = None
+    rule: MatchRule | None = None
     age_model: dict | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     batch_wait_s: float = DEFAULT_MAX_WAIT_S
@@ -77,7 +77,9 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
     from contextlib import asynccontextmanager
 
     options = options or ServiceOptions()
-    rule = analyzer.config.verification_threshold if options.threshold is None else options.threshold
+    from face_match_age.match_rule import MatchRule
+
+    rule = options.rule or MatchRule(analyzer.config.verification_threshold)
     age_model = options.age_model or _age_model_of(analyzer)
     batcher = MicroBatcher(analyzer, options.batch_wait_s, options.max_batch_photos)
     models = _models(analyzer)
@@ -227,10 +229,10 @@ def _age_model_of(analyzer: FaceAnalyzer) -> dict:
     return {"loaded": loaded, "reason": None if loaded else "the service runs without an age model (--no-age)"}
 
 
-def _threshold_description(rule) -> dict:
-    if isinstance(rule, (int, float)):
-        return {"kind": "fixed", "value": rule}
-    return {"kind": "calibrated", "calibration": rule.source}
+def _threshold_description(rule: MatchRule) -> dict:
+    if rule.by_age_gap:
+        return {"kind": "calibrated", "calibration": rule.source}
+    return {"kind": "fixed", "value": rule.threshold}
 
 
 def _version() -> str:
