@@ -24,7 +24,7 @@ from PIL import Image
 from service_app import load_analyzer
 
 import infer
-from face_match_age.evaluation import array_metrics
+from face_match_age.match_rule import AGE_GAP_BANDS
 from face_match_age.service.endpoints import ServiceOptions, create_app, page_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -426,7 +426,7 @@ def test_serve_starts_answers_over_http_with_its_calibration_and_stops_on_ctrl_c
         "overall": {"threshold": 0.11},
         "bands": {
             name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-            for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)
+            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
         },
     }
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
