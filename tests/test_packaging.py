@@ -99,6 +99,7 @@ def test_the_installed_command_answers_help(installed):
     result = _run([command, "--help"], cwd=elsewhere, env=env)
     assert result.stdout.startswith("usage: face-match-age")
     assert "--pairs" in result.stdout and "--folder" in result.stdout and "exit codes:" in result.stdout
+    assert "{compare,age,pairs,folder,serve}" in result.stdout  # the commands infer.py has
     assert list(elsewhere.iterdir()) == []  # --help makes nothing
 
 
