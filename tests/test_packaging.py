@@ -100,6 +100,7 @@ def test_the_installed_command_answers_help(installed):
     result = _run([command, "--help"], cwd=elsewhere, env=env)
     assert result.stdout.startswith("usage: face-match-age")
     assert "--pairs" in result.stdout and "--folder" in result.stdout and "exit codes:" in result.stdout
+    assert "{compare,age,pairs,folder,serve}" in result.stdout  # the commands infer.py has
     served = _run([command, "serve", "--help"], cwd=elsewhere, env=env)
     assert served.stdout.startswith("usage: face-match-age serve") and "--port" in served.stdout
     assert list(elsewhere.iterdir()) == []  # --help makes nothing
