@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
@@ -28,6 +28,7 @@ from face_match_age.evaluation.figures import (
     roc_figure,
     similarity_histogram_figure,
 )
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.column_mapping import LABEL_COLUMNS, PAIR_COLUMNS, add_columns_option
 from face_match_age.files.csv_tables import csv_line, read_table
 from face_match_age.files.output_files import (
@@ -38,6 +39,7 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
+from face_match_age.match_rule import AGE_GAP_BANDS, MatchRule, age_gap_band
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,9 +48,10 @@ if TYPE_CHECKING:
 
 TARGET_FARS = (1e-2, 1e-3)
 FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 LABEL_NAMES = {1: "1 (same person)", 0: "0 (different people)"}
 NETWORK_OPTIONS = (
+    "device",
     "inference_precision",
     "channels_last",
     "compile_networks",
@@ -198,7 +201,7 @@ def evaluate_verification(
         pairs,
         out_dir,
         make_analyzer,
-        config.verification_threshold,
+        MatchRule(config.verification_threshold),
         config=config,
         device=device,
         record={"script": "evaluate.py verify", "pairs": str(pairs_csv)},
@@ -351,8 +354,8 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
         **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold),
     }
     bands = {}
-    for name, _, _ in array_metrics.AGE_GAP_BANDS:
-        in_band = scored[[array_metrics.age_gap_band(g) == name for g in scored["gap"]]]
+    for name, _, _ in AGE_GAP_BANDS:
+        in_band = scored[[age_gap_band(g) == name for g in scored["gap"]]]
         bands[name] = {"pairs": len(in_band)} | (
             _roc_figures(in_band["score"].to_numpy(float), in_band["label"].to_numpy(bool), threshold)
             if len(in_band)
@@ -622,14 +625,19 @@ LEAKAGE_EXAMPLES = (
     "uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv",
 )
 EXIT_CODES = {
-    0: "done",
-    1: "something to fix first (the message says what)",
+    ExitCode.OK: "done",
+    ExitCode.USAGE: "bad command line, or a --device or --precision this machine cannot run",
+    ExitCode.INPUT: "an unusable CSV, folder or photo (the message says what)",
+    ExitCode.OUTPUT: "--out cannot be written (a full disk too), or holds another run's results",
+    ExitCode.MODEL: "the --ckpt model or the verification weights cannot be loaded",
+    ExitCode.OUT_OF_MEMORY: "out of memory on the device (lower --inference-batch-size)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); verify resumes when run again",
 }
 AGE_EXIT_CODES = EXIT_CODES | {EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing half-written is kept"}
 LEAKAGE_EXIT_CODES = {
-    0: "no person is in both sets",
-    1: "people found in both sets, no identities to check, or something to fix first (the message says what)",
+    ExitCode.OK: "no person is in both sets",
+    ExitCode.INPUT: "a labels CSV missing or unreadable, or without identities to check",
+    ExitCode.CHECK_FAILED: "people found in both sets",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -639,7 +647,7 @@ def build_parser() -> ConfigArgumentParser:
         description=__doc__,
         epilog=help_epilog(
             AGE_EXAMPLES + VERIFY_EXAMPLES + RETRIEVE_EXAMPLES + LEAKAGE_EXAMPLES,
-            EXIT_CODES | {1: EXIT_CODES[1] + "; leakage: also people found in both sets, or no identities"},
+            EXIT_CODES | {ExitCode.CHECK_FAILED: LEAKAGE_EXIT_CODES[ExitCode.CHECK_FAILED]},
             notes="Each command's options: evaluate.py age --help (verify, retrieve, leakage alike).",
         ),
     )
@@ -683,8 +691,7 @@ def _add_age_command(commands) -> None:
     )
     add_columns_option(data, LABEL_COLUMNS, "labels CSV", "name=file,age=years")
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
-    age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
-    add_config_arguments(age, ["dataset_dir", "best_checkpoint", "inference_batch_size"])
+    add_config_arguments(age, ["dataset_dir", "best_checkpoint", "device", "inference_batch_size"])
 
 
 def _add_verify_command(commands) -> None:
@@ -707,7 +714,6 @@ def _add_verify_command(commands) -> None:
     verify.group("output").add_argument(
         "--out", type=Path, required=True, help="folder for the results; run again into it to resume"
     )
-    verify.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(verify, ["verification_threshold", *NETWORK_OPTIONS])
 
 
@@ -734,7 +740,6 @@ def _add_retrieve_command(commands) -> None:
         "decades)",
     )
     retrieve.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
-    retrieve.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(retrieve, NETWORK_OPTIONS)
 
 
@@ -743,22 +748,26 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_config(parser, argv)
     if missing := _missing_input(args, config):  # before importing torch: an instant answer
         print_error(missing)
-        return 1
+        return ExitCode.INPUT
     import torch
 
+    from face_match_age.detection.imaging import ImageLoadError
     from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
+    from face_match_age.files.embedding_store import StoreError
     from face_match_age.inference.batch import BatchInterrupted, InputError
     from face_match_age.network.age_network import CheckpointError
     from face_match_age.network.weights import PretrainedWeightsError
     from loader import LabelsError
 
-    if args.command in ("verify", "retrieve"):  # FaceAnalyzer's commands; resolved before any model loads
+    if args.command != "leakage":  # resolved before any model loads
         try:
-            device = resolve_device(args.device)
-            config = config.replace(inference_precision=resolve_inference_precision(config.inference_precision, device))
-        except DeviceUnavailableError as error:  # one line, as `age` says it, not the usage text
+            device = resolve_device(config.device)
+            if args.command != "age":  # FaceAnalyzer's commands; `age` runs the age model at float32
+                precision = resolve_inference_precision(config.inference_precision, device)
+                config = config.replace(inference_precision=precision)
+        except DeviceUnavailableError as error:  # one line, not the usage text
             print_error(error)
-            return 1
+            return ExitCode.USAGE
         except ValueError as error:
             parser.error(str(error))
     try:
@@ -770,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
                 labels,
                 config.best_checkpoint,
                 args.out,
-                args.device,
+                config.device,
                 config.inference_batch_size,
                 args.columns,
                 train_csv=train_csv,
@@ -781,33 +790,29 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 args.ckpt,
                 config,
-                args.device,
+                config.device,
                 args.target_far if args.calibrate else None,
                 args.columns,
             )
         elif args.command == "retrieve":
             summary = evaluate_retrieval(
-                args.csv, args.images, args.out, config, args.device, args.groups, args.columns
+                args.csv, args.images, args.out, config, config.device, args.groups, args.columns
             )
         else:
             summary = leakage(config.train_csv, config.val_csv)
     except OutputError as error:
         print_error(disk_full_message(error.target, "another --out") if is_disk_full(error) else error)
-        return 1
-    except (
-        EvaluationError,
-        CheckpointError,
-        PretrainedWeightsError,
-        InputError,
-        LabelsError,
-        ValueError,
-    ) as error:
+        return ExitCode.OUTPUT
+    except (CheckpointError, PretrainedWeightsError) as error:
         print_error(error)
-        return 1
+        return ExitCode.MODEL
+    except (EvaluationError, InputError, LabelsError, ImageLoadError, StoreError, ValueError) as error:
+        print_error(error)
+        return ExitCode.INPUT
     except torch.OutOfMemoryError as error:  # torch.cuda.OutOfMemoryError too: a subclass
         lower = f"lower --inference-batch-size (now {config.inference_batch_size})"
         print_error(out_of_memory_message(error, "running the networks", lower))
-        return 1
+        return ExitCode.OUT_OF_MEMORY
     except BatchInterrupted as interrupt:
         print(
             f"interrupted: {interrupt.rows} scored pairs kept in {interrupt.results}; run the same command again "
@@ -820,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     # leakage writes no summary.json: its few counts are printed whole
     print(json.dumps(summary, indent=2) if args.command == "leakage" else headline_table(args.command, summary))
-    return 1 if args.command == "leakage" and summary["shared_identities"] else 0
+    return ExitCode.CHECK_FAILED if args.command == "leakage" and summary["shared_identities"] else ExitCode.OK
 
 
 def figure_text(value) -> str:

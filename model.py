@@ -34,6 +34,7 @@ from config import (
 )
 from face_match_age.device import DeviceUnavailableError, choose_device
 from face_match_age.error_messages import print_error
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.checkpoint_files import archive_damage, damaged_message, save_checkpoint_file
 from face_match_age.network.age_network import (
     DAMAGED_ADVICE,
@@ -304,28 +305,33 @@ def save_age_checkpoint(model: AgeEstimationModel, path: Path, img_size: int | N
     return save_checkpoint_file(checkpoint, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ConfigArgumentParser:
     parser = ConfigArgumentParser(
         description="Check this installation: device, precision, pretrained weights, model.",
         epilog=help_epilog(
             [
                 "uv run python model.py                        # what this machine would use; builds the model once",
-                "uv run python model.py --accelerator cpu --pretrained none   # without GPU or weight download",
+                "uv run python model.py --device cpu --pretrained none   # without GPU or weight download",
             ],
             {
-                0: "ready",
-                1: "the pretrained weights are missing and cannot be downloaded (the message says where to put them), "
-                "or the --accelerator asked for is not on this machine",
+                ExitCode.OK: "ready",
+                ExitCode.USAGE: "bad command line, or the --device asked for is not on this machine",
+                ExitCode.MODEL: "the pretrained weights are missing and cannot be downloaded (the message says where "
+                "to put them)",
             },
         ),
     )
-    add_config_arguments(parser, ["pretrained", "accelerator", "precision"])
-    _, config = parse_config(parser, argv)
+    add_config_arguments(parser, ["pretrained", "device", "precision"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, config = parse_config(build_parser(), argv)
     try:
-        choice = choose_device(config.accelerator, config.precision)
+        choice = choose_device(config.device, config.precision)
     except DeviceUnavailableError as error:
         print_error(error)
-        return 1
+        return ExitCode.USAGE
     print(f"Device: {choice.describe()}")
     load_pretrained = config.pretrained != "none"
     if load_pretrained:
@@ -335,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         model = build_age_model(config)
     except PretrainedWeightsError as error:
         print_error(error)
-        return 1
+        return ExitCode.MODEL
     parameters = sum(p.numel() for p in model.parameters())
     print(f"Age model: {parameters / 1e6:.1f}M parameters, {NUM_AGE_BINS} age bins ({MIN_AGE}-{MAX_AGE}); ready.")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -37,8 +37,13 @@ NUM_AGE_BINS = MAX_AGE - MIN_AGE + 1
 
 PRETRAINED_CHOICES = ("vggface2", "casia-webface", "none")
 FACE_SELECTION_CHOICES = ("largest", "probability", "center")
-PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
-INFERENCE_PRECISION_CHOICES = ("auto", "32", "bf16", "16")  # 32: float32; bf16, 16: autocast to bfloat16, float16
+# --precision, one value set in every script: 32 is float32; bf16 and 16 are bfloat16 and float16 (autocast at
+# inference, Lightning's mixed precision in training). Lightning's own spellings are accepted for the same values.
+PRECISION_CHOICES = ("auto", "32", "bf16", "16")
+INFERENCE_PRECISION_CHOICES = PRECISION_CHOICES  # the same set: inference_precision is --precision of infer.py
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # what Lightning's Trainer takes
+PRECISION_ALIASES = {long: short for short, long in LIGHTNING_PRECISION.items()}
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N (one GPU by index) or mps"  # every script's --device
 # The headings of every script's --help, in this order: key -> title. A script shows the ones it uses.
 OPTION_GROUPS = {
     "data": "data",
@@ -104,6 +109,23 @@ DATASET_SOURCES = {
 }
 
 
+def precision_value(text: str) -> str:
+    """--precision's value in the one vocabulary: auto, 32, bf16 or 16; Lightning's 32-true, bf16-mixed and
+    16-mixed are the same values. Anything else is returned as given, for `choices` to refuse."""
+    text = str(text).strip()
+    return PRECISION_ALIASES.get(text, text)
+
+
+def device_value(text: str) -> str:
+    """--device's value, checked without torch: auto, cpu, mps, cuda or cuda:N. Whether this machine has it is
+    face_match_age.device's question, asked once the command line is read."""
+    text = str(text).strip()
+    kind, _, index = text.partition(":")
+    if text in ("auto", "cpu", "mps", "cuda") or (kind == "cuda" and index.isdigit()):
+        return text
+    raise ValueError(f"device must be auto, cpu, cuda, cuda:N (a GPU index) or mps; got {text!r}")
+
+
 def setting(
     default: Any,
     why: str,
@@ -112,16 +134,27 @@ def setting(
     aliases: tuple[str, ...] = (),
     choices: tuple = (),
     changes: tuple[str, ...] = (),
+    parse: typing.Callable[[str], Any] | None = None,
+    hidden_aliases: tuple[str, ...] = (),
 ) -> Any:
     """Declare a config field with its reason (its --help text), its --help heading (a key of OPTION_GROUPS),
     CLI aliases, allowed values and the kinds of result it changes (keys of RESULT_KINDS: the stores that
-    record it, see settings_that_change)."""
+    record it, see settings_that_change). `parse`: what turns the option's text into the value (default: the
+    field's type); `hidden_aliases`: old option names still accepted but not shown in --help."""
     if group not in OPTION_GROUPS:
         raise ValueError(f"unknown option group {group!r}; use one of {', '.join(OPTION_GROUPS)}")
     unknown = [kind for kind in changes if kind not in RESULT_KINDS]
     if unknown:
         raise ValueError(f"unknown result kind {unknown[0]!r}; use one of {', '.join(RESULT_KINDS)}")
-    metadata = {"why": why, "group": group, "aliases": aliases, "choices": choices, "changes": frozenset(changes)}
+    metadata = {
+        "why": why,
+        "group": group,
+        "aliases": aliases,
+        "choices": choices,
+        "changes": frozenset(changes),
+        "parse": parse,
+        "hidden_aliases": hidden_aliases,
+    }
     if callable(default):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -230,10 +263,19 @@ class Config:
         42, "seeds Python, NumPy and torch so runs can be repeated", changes=("crops",), group="training"
     )
     precision: str = setting(
-        "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES, group="hardware"
+        "auto",
+        "number format of training: 32 (float32), bf16 or 16 (mixed precision); auto: bf16 on CUDA GPUs that "
+        "support it, 16 on older ones, 32 elsewhere (Lightning's 32-true, bf16-mixed, 16-mixed are accepted too)",
+        choices=PRECISION_CHOICES,
+        parse=precision_value,
+        group="hardware",
     )
-    accelerator: str = setting(
-        "auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"), group="hardware"
+    device: str = setting(
+        "auto",
+        "where the networks run: " + DEVICE_HELP,
+        parse=device_value,
+        hidden_aliases=("--accelerator",),
+        group="hardware",
     )
     devices: str = setting(
         "auto",
@@ -262,8 +304,9 @@ class Config:
     )
     resume_checkpoint: Path | None = setting(
         None,
-        "checkpoint to resume from: weights, optimizer, epoch and callbacks",
-        aliases=("--ckpt",),
+        "a training checkpoint (last.ckpt) to resume from: weights, optimizer, epoch and callbacks (--ckpt, in "
+        "infer.py and evaluate.py, is the model to use)",
+        aliases=("--resume",),
         group="training",
     )
     checkpoint_dir: Path = setting(
@@ -316,6 +359,7 @@ class Config:
         "number format of the two networks at inference (MTCNN stays float32): auto is bf16 on CUDA GPUs that "
         "support it, 16 on older ones, 32 elsewhere; bf16 on CPU needs native bfloat16 (AVX-512 BF16 or AMX)",
         choices=INFERENCE_PRECISION_CHOICES,
+        parse=precision_value,
         aliases=("--precision",),
         changes=("faces",),
         group="hardware",
@@ -345,6 +389,10 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        # Lightning's spellings of a precision (bf16-mixed) are the same values as ours (bf16): stored as ours,
+        # so that a config.json of an older run, or Config(precision="bf16-mixed"), means the same.
+        for name in ("precision", "inference_precision"):
+            object.__setattr__(self, name, PRECISION_ALIASES.get(getattr(self, name), getattr(self, name)))
         problems = list(_validation_problems(self))
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
@@ -403,10 +451,11 @@ def _validation_problems(config: Config):
         if limit < 0 or (isinstance(limit, float) and limit > 1.0):
             given = getattr(config, name)
             yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {given!r}"
-    try:
-        devices_value(config.devices)
-    except ValueError as error:
-        yield str(error)
+    for check in (lambda: devices_value(config.devices), lambda: device_value(config.device)):
+        try:
+            check()
+        except ValueError as error:
+            yield str(error)
     if config.num_nodes < 1 or config.log_every_n_steps < 1:
         yield "num_nodes and log_every_n_steps must be at least 1"
     if config.freeze_backbone_epochs < -1:
@@ -495,11 +544,40 @@ def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[st
         else:
             kwargs["type"] = kind
             kwargs["metavar"] = name.upper()
+        if meta["parse"] is not None:
+            kwargs["type"] = _argument_type(meta["parse"], name)
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
             kwargs.pop("metavar", None)
         # The short conventional name (--lr, --ckpt) first, so usage lines show it; the field's name also works.
-        parser.group(meta["group"]).add_argument(*meta["aliases"], option_name(name), **kwargs)
+        group = parser.group(meta["group"])
+        group.add_argument(*meta["aliases"], option_name(name), **kwargs)
+        if meta["hidden_aliases"]:  # an older name, still accepted, not listed
+            group.add_argument(*meta["hidden_aliases"], **{**kwargs, "help": argparse.SUPPRESS})
+
+
+def _argument_type(parse: typing.Callable[[str], Any], name: str) -> typing.Callable[[str], Any]:
+    """`parse` as an argparse type: its ValueError's message becomes argparse's one line."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name  # argparse names the type in its messages
+    return convert
+
+
+def add_refused_option(parser: ConfigArgumentParser, option: str, hint: str) -> None:
+    """An option name that this script does not take, but another script does: giving it is a usage error (exit 2)
+    whose one line is `hint`, saying which option means what the user wanted. Not listed in --help."""
+
+    class Refused(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string}: {hint}")
+
+    parser.add_argument(option, action=Refused, nargs="?", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
 
 
 def _optional_inner(kind: Any) -> Any:
@@ -552,7 +630,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     return (base or Config()).replace(**given)
 
 
-DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"  # every script's --device (one device)
+LEGACY_FIELDS = {"accelerator": "device"}  # config.json keys of older runs -> today's field
 CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
 
 
@@ -563,16 +641,24 @@ def default_note(default: Any) -> str:
     return f" (default: {str(default).replace('%', '%%')})"  # argparse %-formats help texts
 
 
-def help_epilog(examples: typing.Iterable[str], exit_codes: dict[int, str], notes: str = "") -> str:
-    """The end of every script's --help: example command lines, `notes`, and what each exit code means
-    (2, argparse's code for a bad command line, is added when not given)."""
-    codes = {2: "bad command line: an unknown option, a bad value or an unusable --config file", **exit_codes}
+def help_epilog(
+    examples: typing.Iterable[str], exit_codes: typing.Mapping[int, str] | typing.Iterable[int], notes: str = ""
+) -> str:
+    """The end of every script's --help: example command lines, `notes`, and the exit codes this script ends
+    with, each with its one meaning in every script (face_match_age.exit_codes, the README's table), then what
+    it means here when `exit_codes` maps it to a detail. 0 and 2 (a bad command line) are always listed."""
+    from face_match_age.exit_codes import ExitCode
+
+    details = dict(exit_codes) if isinstance(exit_codes, typing.Mapping) else dict.fromkeys(exit_codes, "")
+    details = {ExitCode.OK: "", ExitCode.USAGE: "", **details}
     lines = ["examples:", *(f"  {example}" for example in examples)]
     if notes:
         lines += ["", *textwrap.wrap(" ".join(notes.split()), 100)]
     lines += ["", "exit codes:"]
-    for code in sorted(codes):
-        lines += textwrap.wrap(codes[code], 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    for code in sorted(details):
+        member = ExitCode(code)
+        text = details[code] or member.meaning
+        lines += textwrap.wrap(text, 100, initial_indent=f"  {member.value:<5}", subsequent_indent=" " * 7)
     return "\n".join(lines)
 
 
@@ -644,7 +730,14 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         if unknown_options:
             hints = []
             for extra in unknown_options:
-                close = difflib.get_close_matches(extra.split("=")[0], self.all_known_options(), n=1)
+                name = extra.split("=")[0]
+                owners = [command for command, parser in self.subcommands().items() if name in parser.known_options]
+                if owners:  # an option of another subcommand than the one given
+                    hints.append(
+                        f"{extra} (an option of {' and '.join(owners)}, not of {getattr(parsed, 'command', '')})"
+                    )
+                    continue
+                close = difflib.get_close_matches(name, self.all_known_options(), n=1)
                 hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
             self.error(f"unknown option {', '.join(hints)}; run with --help to list the options")
         if extras:
@@ -689,6 +782,7 @@ def load_config(path: Path) -> Config:
         raise ValueError(f"--config {path}: not a JSON file ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(values).__name__}")
+    values = {LEGACY_FIELDS.get(name, name): value for name, value in values.items()}
     unknown = [name for name in values if name not in field_names() and name not in RUN_RECORD_KEYS]
     if unknown:
         raise ValueError(

@@ -11,6 +11,8 @@ from synthetic import make_dataset
 import evaluate
 import infer
 from face_match_age.evaluation import array_metrics
+from face_match_age.exit_codes import ExitCode
+from face_match_age.match_rule import AGE_GAP_BANDS, age_gap_band
 from face_match_age.reports import evaluation_sheets
 from face_match_age.reports.contact_sheet import Tile, contact_sheet
 
@@ -124,7 +126,7 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
 
 def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration):
     result, calibration = run_infer_with_calibration()
-    band = array_metrics.age_gap_band(result["age_gap"])
+    band = age_gap_band(result["age_gap"])
     assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
     assert result["verification"]["threshold_source"]["band"] == band
     assert result["verification"]["is_match"] == (
@@ -145,7 +147,7 @@ def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, ag
         "overall": {"threshold": 0.11},
         "bands": {
             name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-            for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)
+            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
         },
     }
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
@@ -188,7 +190,10 @@ def test_a_broken_calibration_file_is_an_input_error(tmp_path, photo_dir, capsys
 def test_leakage_reports_people_in_both_sets(tmp_path, capsys):
     pd.DataFrame({"name": ["a", "b", "c"], "age": [1, 2, 3], "identity": ["x", "y", "z"]}).to_csv(tmp_path / "t.csv")
     pd.DataFrame({"name": ["d", "e"], "age": [1, 2], "identity": ["y", "w"]}).to_csv(tmp_path / "v.csv")
-    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
+    assert (
+        evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")])
+        == ExitCode.CHECK_FAILED
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["shared_identities"] == 1
     assert report["examples"] == ["y"]
@@ -201,7 +206,10 @@ def test_labels_must_be_zero_or_one(labelled_pairs, tmp_path, capsys):
     table = pd.read_csv(labelled_pairs / "pairs.csv")
     table.loc[2, "label"] = 7
     table.to_csv(labelled_pairs / "pairs.csv", index=False)
-    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "o")])
+        == ExitCode.INPUT
+    )
     assert "line 4: 7" in capsys.readouterr().err
 
 
@@ -219,7 +227,10 @@ def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path,
         labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32), ("face2.jpg", "face3.jpg", label, 20, 50)]
     )
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
+    assert (
+        evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"])
+        == ExitCode.INPUT
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"all 2 pairs are labelled {label}" in err
@@ -241,7 +252,10 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
         ],
     )
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
+    assert (
+        evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"])
+        == ExitCode.INPUT
+    )
     err = capsys.readouterr().err.splitlines()[-1]
     assert "all 2 pairs are labelled 1 (same person) among the pairs where both faces were found" in err
     assert "1 pairs lacked a face" in err
@@ -310,7 +324,10 @@ def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_
 def test_leakage_without_identities_says_it_cannot_check(tmp_path, capsys):
     pd.DataFrame({"name": ["a", "b"], "age": [1, 2], "identity": ["", None]}).to_csv(tmp_path / "t.csv", index=False)
     pd.DataFrame({"name": ["d"], "age": [1]}).to_csv(tmp_path / "v.csv", index=False)
-    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
+    assert (
+        evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")])
+        == ExitCode.INPUT
+    )
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "cannot check for people in both sets" in captured.err
@@ -386,7 +403,7 @@ def test_age_evaluation_reads_the_val_split_of_data_dir(tmp_path, age_checkpoint
 def test_leakage_reads_both_csvs_of_data_dir(tmp_path, capsys):
     pd.DataFrame({"name": ["a"], "age": [1], "identity": ["x"]}).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame({"name": ["b"], "age": [2], "identity": ["x"]}).to_csv(tmp_path / "val.csv", index=False)
-    assert evaluate.main(["leakage", "--data-dir", str(tmp_path)]) == 1
+    assert evaluate.main(["leakage", "--data-dir", str(tmp_path)]) == ExitCode.CHECK_FAILED
     assert json.loads(capsys.readouterr().out)["shared_identities"] == 1
 
 

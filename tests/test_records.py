@@ -17,6 +17,7 @@ from face_match_age.files import embedding_store
 from face_match_age.files.output_files import OutputError, write_json
 from face_match_age.inference import batch, folder_embedding, folder_matches, records
 from face_match_age.inference.records import FaceResult, PairResult, Verification
+from face_match_age.match_rule import MatchRule
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- result-schema: begin", "<!-- result-schema: end -->"
@@ -123,7 +124,7 @@ def test_the_batch_and_folder_tables_are_written_with_the_schemas_columns(tmp_pa
 
 def test_a_batch_written_in_the_older_layout_is_refused_in_one_line(tmp_path):
     (tmp_path / batch.RESULTS_JSONL).write_text('{"pair_index": 0, "img1": "a.jpg"}\n')
-    identity = batch.batch_identity([], Config(), 0.7, False)
+    identity = batch.batch_identity([], Config(), MatchRule(0.7), False)
     old = {key: value for key, value in identity.items() if key != "schema"}  # batch.json before the schema
     write_json(tmp_path / batch.MANIFEST, old)
     with pytest.raises(OutputError) as refused:
@@ -154,7 +155,7 @@ def test_every_store_records_the_settings_its_results_depend_on_and_no_hand_kept
     assert {"img_size", "mtcnn_margin", "inference_precision", "channels_last"} <= set(faces)
     assert verdicts == ("verification_threshold",)
     assert "inference_batch_size" not in faces  # it changes how fast, not what
-    identity = batch.batch_identity([], Config(), 0.7, False)
+    identity = batch.batch_identity([], Config(), MatchRule(0.7), False)
     assert set(faces + verdicts) <= set(identity)
     assert set(faces) <= set(folder_embedding.embedding_settings(Config(), {}))
     assert not set(verdicts) & set(folder_embedding.embedding_settings(Config(), {}))  # the search is redone
@@ -165,11 +166,11 @@ def test_a_setting_declared_to_change_results_reaches_every_store(monkeypatch, t
     leaves them all, and declared to change faces, joins the batch's and the embedding store's records."""
     margin = next(f for f in dataclasses.fields(Config) if f.name == "mtcnn_margin")
     monkeypatch.setattr(margin, "metadata", {**margin.metadata, "changes": frozenset()})
-    assert "mtcnn_margin" not in batch.batch_identity([], Config(), 0.7, False)
+    assert "mtcnn_margin" not in batch.batch_identity([], Config(), MatchRule(0.7), False)
     assert "mtcnn_margin" not in folder_embedding.embedding_settings(Config(), {})
     assert "mtcnn_margin" not in data_prep._fingerprint(_PrepArgs, Config())
     monkeypatch.setattr(margin, "metadata", {**margin.metadata, "changes": frozenset({"faces", "training"})})
-    assert "mtcnn_margin" in batch.batch_identity([], Config(), 0.7, False)
+    assert "mtcnn_margin" in batch.batch_identity([], Config(), MatchRule(0.7), False)
     assert "mtcnn_margin" in folder_embedding.embedding_settings(Config(), {})
     recorded = {"hyper_parameters": {"mtcnn_margin": 20}}
     assert "mtcnn_margin 20 (this command: 14)" in train._settings_problem(recorded, Config(), tmp_path / "x.ckpt")

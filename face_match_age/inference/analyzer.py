@@ -31,9 +31,9 @@ from face_match_age.detection.faces import (
 )
 from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to_tensor, load_image
 from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
-from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.inference.prefetch import prefetched
 from face_match_age.inference.records import FaceResult, PairResult, Verification
+from face_match_age.match_rule import MatchRule, cosine_similarities, cosine_similarity
 from face_match_age.network.age_network import (
     age_interval,
     age_std,
@@ -41,7 +41,7 @@ from face_match_age.network.age_network import (
     load_age_model,
 )
 from face_match_age.network.weights import ensure_weights, load_backbone, weights_identity
-from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config
+from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config, precision_value
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
 VERIFY_WEIGHTS_HINT = "or, with infer.py, name a weights file with --verify-weights PATH"
@@ -182,15 +182,22 @@ class FaceAnalyzer:
         return analysis.face.embedding
 
     def compare(
-        self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None, all_faces: bool = False
+        self,
+        photo_1: ImageInput,
+        photo_2: ImageInput,
+        threshold: float | None = None,
+        all_faces: bool = False,
+        rule: MatchRule | None = None,
     ) -> dict:
         """Ages of both chosen faces and whether they are the same person: records.PairResult's dict (see
         pair_result); with all_faces, every face of one photo against every face of the other. `threshold`: a
-        cosine similarity in [-1, 1] (default: the config's verification_threshold)."""
-        if threshold is not None:
-            _check_threshold(threshold)
+        cosine similarity in [-1, 1] (default: the config's verification_threshold); `rule`: a MatchRule
+        instead (such as MatchRule.from_calibration(path), a threshold per predicted age gap)."""
+        if rule is None:
+            rule = MatchRule(self.config.verification_threshold if threshold is None else threshold)
+        elif threshold is not None:
+            raise ValueError("give compare a threshold or a rule, not both")
         first, second = self.analyze_many([photo_1, photo_2], all_faces=all_faces)
-        rule = self.config.verification_threshold if threshold is None else threshold
         return pair_result(first, second, rule).to_json()
 
     def analyze(self, photo: ImageInput, all_faces: bool = False, compute: bool = True) -> PhotoAnalysis:
@@ -327,21 +334,12 @@ def _check_options(config, device, precision, age_checkpoint, verify_weights) ->
         raise TypeError(f"config must be a config.Config (or None for the defaults), not {type(config).__name__}")
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda:1', not {type(device).__name__}")
-    if precision is not None and precision not in INFERENCE_PRECISION_CHOICES:
+    if precision is not None and precision_value(precision) not in INFERENCE_PRECISION_CHOICES:
         allowed = ", ".join(INFERENCE_PRECISION_CHOICES)
         raise ValueError(f"precision must be one of {allowed} or None, not {precision!r}")
     for name, value in (("age_checkpoint", age_checkpoint), ("verify_weights", verify_weights)):
         if value is not None and not isinstance(value, (str, Path)):
             raise TypeError(f"{name} must be a file path (str or pathlib.Path) or None, not {type(value).__name__}")
-
-
-def _check_threshold(threshold) -> None:
-    if isinstance(threshold, CalibratedThreshold):
-        return
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number (a cosine similarity in [-1, 1]), not {type(threshold).__name__}")
-    if not -1 <= threshold <= 1:
-        raise ValueError(f"threshold must be a cosine similarity in [-1, 1], not {threshold}")
 
 
 def compiled_batch_size(count: int, largest: int) -> int:
@@ -359,23 +357,14 @@ def _age_summaries(probabilities: torch.Tensor) -> list[tuple[float, float, list
     return list(zip(expected_age(logits).tolist(), age_std(logits).tolist(), age_interval(logits).tolist()))
 
 
-def cosine_similarity(embedding_1: np.ndarray, embedding_2: np.ndarray) -> float:
-    """Cosine similarity of two embeddings (they are unit length, but TTA averages are renormalised)."""
-    denominator = float(np.linalg.norm(embedding_1) * np.linalg.norm(embedding_2)) or 1.0
-    return float(np.dot(embedding_1, embedding_2)) / denominator
-
-
 def pair_result(
-    first: PhotoAnalysis,
-    second: PhotoAnalysis,
-    threshold: float | CalibratedThreshold,
-    files: tuple[str, str] | None = None,
+    first: PhotoAnalysis, second: PhotoAnalysis, rule: MatchRule, files: tuple[str, str] | None = None
 ) -> PairResult:
     """Two analysed photos compared (records.PairResult). A missing face gives a null face, null verification
-    and an `error`: a pair is never called a match unless both faces were found. `threshold`: a fixed number,
-    or a calibration whose threshold depends on the predicted age gap (its choice and the reason for it are
-    the verification's `threshold_source`). `files`: the photos as the user named them (default: the
-    analyses' sources)."""
+    and an `error`: a pair is never called a match unless both faces were found. `rule`: a fixed threshold, or
+    a calibration whose threshold depends on the predicted age gap (its choice and the reason for it are the
+    verification's `threshold_source`). `files`: the photos as the user named them (default: the analyses'
+    sources)."""
     file_1, file_2 = files or (first.source, second.source)
     errors = [analysis.error for analysis in (first, second) if analysis.error]
     if errors:
@@ -383,7 +372,8 @@ def pair_result(
         return PairResult(file_1, file_2, *faces, verification=None, age_gap=None, error="; ".join(errors))
     extra = {}
     if len(first.faces) > 1 or len(second.faces) > 1:
-        matrix = [[cosine_similarity(a.embedding, b.embedding) for b in second.faces] for a in first.faces]
+        embeddings = [np.stack([face.embedding for face in analysis.faces]) for analysis in (first, second)]
+        matrix = cosine_similarities(*embeddings).tolist()
         i, j = (int(k) for k in np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces))))
         extra = {
             "faces_1": tuple(face.result(first.faces_found) for face in first.faces),
@@ -396,10 +386,8 @@ def pair_result(
     age_gap = None
     if first.face.age is not None and second.face.age is not None:
         age_gap = abs(first.face.age - second.face.age)
-    source = None
-    if isinstance(threshold, CalibratedThreshold):
-        threshold, source = threshold.choose(age_gap)
-    verification = Verification(bool(similarity > threshold), similarity, threshold, source)
+    threshold, why = rule.threshold_for(age_gap)
+    verification = Verification(rule.is_match(similarity, age_gap), similarity, threshold, why)
     faces = (_chosen_face(first), _chosen_face(second))
     return PairResult(file_1, file_2, *faces, verification=verification, age_gap=age_gap, error=None, **extra)
 

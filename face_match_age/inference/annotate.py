@@ -1,5 +1,6 @@
-"""The annotated comparison picture: both photos side by side, faces boxed and labelled with age and
-uncertainty, under a banner with the verdict, the similarity and the threshold."""
+"""The annotated pictures: for a pair, both photos side by side, faces boxed and labelled with age and
+uncertainty, under a banner with the verdict, the similarity and the threshold; for `age`, one photo with
+every face boxed and labelled "42 ± 5 years"."""
 
 from __future__ import annotations
 
@@ -73,8 +74,33 @@ def _banner(draw: ImageDraw.ImageDraw, width: int, result: dict) -> None:
     draw.text((12, 12), text[:120], fill=(255, 255, 255), font=ImageFont.load_default(size=26))
 
 
-def _label(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str, background) -> None:
-    font = ImageFont.load_default(size=22)
+def _label(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str, background, size: int = 22) -> None:
+    font = ImageFont.load_default(size=size)
     left, top, right, bottom = draw.textbbox(corner, text, font=font)
     draw.rectangle((left - 4, top - 4, right + 4, bottom + 4), fill=background)
     draw.text(corner, text, fill=(255, 255, 255), font=font)
+
+
+AGES_MAX_SIDE = 1600  # a larger photo is shrunk to this for the picture of `age` (the JSON keeps its pixels)
+
+
+def ages_image(photo: Image.Image, result: dict) -> Image.Image:
+    """Draw `result` (the age JSON of one photo: infer.py age) over the photo: every face boxed and labelled
+    "42 ± 5 years"; a photo without a face says so."""
+    scale = min(1.0, AGES_MAX_SIDE / max(photo.size))
+    size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+    picture = photo.convert("RGB").resize(size, Image.BILINEAR) if scale < 1 else photo.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    text_size = max(14, round(max(picture.size) / 40))
+    if not result.get("faces"):
+        _label(draw, (10, 10), "no face found", NO_MATCH_COLOUR, text_size)
+        return picture
+    for face in result["faces"]:
+        box = [round(v * scale) for v in face["box"]]
+        draw.rectangle(box, outline=(255, 210, 0), width=max(2, text_size // 8))
+        if face.get("age") is not None:
+            text = f"{face['age']:.0f} ± {face['age_std']:.0f} years"
+        else:
+            text = "age: no model"
+        _label(draw, (box[0], max(0, box[1] - round(text_size * 1.4))), text, (0, 0, 0), text_size)
+    return picture

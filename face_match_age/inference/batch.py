@@ -30,7 +30,6 @@ import torch
 from tqdm import tqdm
 
 from face_match_age.error_messages import error_line
-from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import (
     OutputError,
     is_disk_full,
@@ -49,6 +48,7 @@ from face_match_age.inference.records import (
     pair_from_json,
     table_row,
 )
+from face_match_age.match_rule import MatchRule
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.processes import helper_context, start_helper_process
@@ -112,7 +112,7 @@ def run_batch(
     pairs: list[PairSpec],
     out_dir: Path,
     make_analyzer: Callable[..., FaceAnalyzer],
-    threshold,
+    rule: MatchRule,
     *,
     config: Config,
     devices: int = 1,
@@ -125,7 +125,7 @@ def run_batch(
     """Compare every pair, streaming rows to out_dir; returns the count of each verdict (match, no match, failed).
 
     make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
-    FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json;
+    FaceAnalyzer); rule: when a pair matches (a fixed or calibrated threshold); record goes into out_dir/config.json;
     settings: what else changes a row (e.g. tta, the weights used), recorded in out_dir/batch.json.
     age_model: what every row says about the age model (the rows' `age_model` field).
     A rerun of the same batch resumes; an out_dir holding another batch's rows raises OutputError; Ctrl-C
@@ -133,7 +133,7 @@ def run_batch(
     lock) raises OutputError."""
     out_dir = prepare_out_dir(out_dir)
     with out_dir_lock(out_dir):  # held until the files are final: two batches would replace each other's rows
-        identity = batch_identity(pairs, config, threshold, all_faces, settings)
+        identity = batch_identity(pairs, config, rule, all_faces, settings)
         _refuse_another_batch(out_dir, identity)
         results = out_dir / RESULTS_JSONL
         try:
@@ -156,7 +156,7 @@ def run_batch(
             whole = _WholeRows(out_dir, rows=len(kept))
             with contextlib.closing(analyses), whole:  # on Ctrl-C too, worker processes are stopped here
                 _write_results(
-                    todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model, whole=whole
+                    todo, analyses, out_dir, rule, already=len(pairs) - len(todo), age_model=age_model, whole=whole
                 )
             # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
             # makes the finished files the same however the batch got there.
@@ -176,18 +176,16 @@ def run_batch(
 
 
 def batch_identity(
-    pairs: list[PairSpec], config: Config, threshold, all_faces: bool, settings: dict | None = None
+    pairs: list[PairSpec], config: Config, rule: MatchRule, all_faces: bool, settings: dict | None = None
 ) -> dict:
     """What makes two runs the same batch, as JSON-ready data: the pairs and every setting that changes a row."""
     listed = [[p.index, str(p.path1), str(p.path2), p.img1, p.img2, p.label] for p in pairs]
     digest = hashlib.sha256(json.dumps(listed, ensure_ascii=False, default=str).encode()).hexdigest()
-    if isinstance(threshold, CalibratedThreshold):
-        threshold = {"calibration": threshold.source, "rule": threshold.calibration}
     identity = {
         "schema": SCHEMA_VERSION,
         "pairs": len(pairs),
         "pairs_sha256": digest,
-        "threshold": threshold,
+        "threshold": rule.describe(),
         "all_faces": all_faces,
         # inference_precision as the script resolved it for the device: auto on a GPU is not auto on a CPU
         **{name: config.to_dict()[name] for name in settings_that_change(*ROW_RESULTS)},
@@ -318,7 +316,7 @@ def _write_results(
     pairs: list[PairSpec],
     analyses: Iterator[PhotoAnalysis],
     out_dir: Path,
-    threshold,
+    rule: MatchRule,
     already: int = 0,
     age_model: dict | None = None,
     whole: _WholeRows | None = None,
@@ -345,7 +343,7 @@ def _write_results(
                 pair = pairs[index]
                 if str(pair.path1) not in done or str(pair.path2) not in done:
                     continue  # the other photo is still on its way; its arrival writes this row
-                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], threshold, age_model)
+                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], rule, age_model)
                 jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
                 writer.writerow(_csv_row(row))
                 jsonl.flush(), table.flush()  # a crash keeps every row written so far
@@ -354,9 +352,9 @@ def _write_results(
                 progress.update()
 
 
-def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold, age_model: dict | None) -> dict:
+def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, rule: MatchRule, age_model: dict | None) -> dict:
     """A line of results.jsonl: the pair's place and label, its records.PairResult, then what the run adds."""
-    result = pair_result(first, second, threshold, files=(pair.img1, pair.img2))
+    result = pair_result(first, second, rule, files=(pair.img1, pair.img2))
     row = dict(zip(RESULTS_JSONL_BEFORE, (pair.index, pair.label))) | result.to_json()
     return row | dict(zip(RESULTS_JSONL_AFTER, (age_model, [first.worker_rank, second.worker_rank])))
 

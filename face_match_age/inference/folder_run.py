@@ -47,6 +47,7 @@ from face_match_age.inference.identity_clusters import (
     cluster_table,
     save_cluster_timelines,
 )
+from face_match_age.match_rule import MatchRule
 from face_match_age.reports.batch_sheet import SHEET_NAME, save_pair_sheet
 from face_match_age.reports.contact_sheet import MAX_TILES
 from face_match_age.settings import Config, save_config
@@ -83,7 +84,7 @@ class FolderOutcome:
 def run_folder(
     request: FolderRequest,
     make_analyzer: Callable[..., FaceAnalyzer],
-    rule,
+    rule: MatchRule,
     *,
     config: Config,
     settings: dict,
@@ -138,7 +139,9 @@ def _outputs(out_dir: Path) -> list[Path]:
     return [out_dir, *(out_dir / name for name in (SHEET_NAME, CLUSTER_FOLDER, STORE_FOLDER))]
 
 
-def _collection_outputs(request: FolderRequest, collection: Collection, rule) -> tuple[JudgedMatches, list[Path]]:
+def _collection_outputs(
+    request: FolderRequest, collection: Collection, rule: MatchRule
+) -> tuple[JudgedMatches, list[Path]]:
     out_dir = request.out_dir
     matches = collection_matches(collection, rule, request.top_k)
     # People are the components of the graph of every match, not of the top-k lists (which miss some).
@@ -175,7 +178,7 @@ def _write_clusters(labels: np.ndarray, collection: Collection, folder: Path, ou
 
 
 def _reference_outputs(
-    request: FolderRequest, collection: Collection, analyzer: FaceAnalyzer, rule
+    request: FolderRequest, collection: Collection, analyzer: FaceAnalyzer, rule: MatchRule
 ) -> tuple[JudgedMatches, list[Path]]:
     reference = analyzer.analyze(request.reference)
     if reference.failure is not None:
