@@ -57,6 +57,18 @@ def _without(record: dict, *keys: str) -> dict:
     return {key: value for key, value in record.items() if key not in keys}
 
 
+def _as_batched(record):
+    """`record` with every float compared to 1e-4 (far below the 2 decimals a table shows an age with): JSON
+    carries numbers exactly as computed, and the age network run on a batch of another size sums in another
+    order, which moves the last bits of a float32 age (measured: up to 1.2e-5 in an age's std, 7.6e-6 in an
+    age gap); every other field, the verdicts and the boxes included, must be equal."""
+    if isinstance(record, dict):
+        return {key: _as_batched(value) for key, value in record.items()}
+    if isinstance(record, list):
+        return [_as_batched(value) for value in record]
+    return pytest.approx(record, rel=1e-5, abs=1e-4) if isinstance(record, float) else record
+
+
 # --- the answers are the command line's and the Python API's ------------------------------------------------------
 
 
@@ -141,7 +153,7 @@ def test_concurrent_requests_share_batches_and_get_the_sequential_answers(client
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert answers == [alone[job] for job in jobs]
+    assert answers == [_as_batched(alone[job]) for job in jobs]
     after = client.get("/health").json()["batching"]
     assert after["requests"] - before["requests"] == len(jobs)
     assert after["batches"] - before["batches"] < len(jobs)  # some requests shared a batch

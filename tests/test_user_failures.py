@@ -367,9 +367,9 @@ def test_train_refuses_to_resume_with_other_settings_naming_both_values(dataset,
     saved_config.write_text("{}")
     assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(resumable)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: cannot resume from {resumable}: it was trained with head_hidden_dim 128 (this command: 256); "
-        f"img_size 160 (this command: 80); resume with the same settings (--config {saved_config}) or train again "
-        "without --resume"
+        f"error: cannot resume from {resumable}: it was trained with img_size 160 (this command: 80); "
+        f"head_hidden_dim 128 (this command: 256); resume with the same settings (--config {saved_config}) or train "
+        "again without --resume"
     ]
 
 
