@@ -27,8 +27,10 @@ from config import (
     help_epilog,
     parse_config,
     save_config,
+    settings_that_change,
 )
 from face_match_age.error_messages import out_of_memory_message, print_error
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.column_mapping import LABEL_COLUMNS, add_columns_option
 from face_match_age.files.downloader import DownloadError, NotEnoughSpace, download
 from face_match_age.files.output_files import OutputError, write_atomically, write_json
@@ -55,12 +57,13 @@ PREP_OPTIONS = (
     "min_image_side",
     "mtcnn_margin",
     "face_selection",
+    "device",
 )
 CSV_COLUMNS = ["name", "age", "identity", "source"]
 
 
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
-EXIT_TERMINATED = 143  # the same for SIGTERM (128 + 15): a scheduler's stop, which takes Ctrl-C's path
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = ExitCode.TERMINATED  # the same for SIGTERM (128 + 15): a scheduler's stop, which takes Ctrl-C's path
 EXAMPLES = (
     "uv run python data_prep.py                                  # IMDB (IMDB-WIKI, filtered) into data/IMDB",
     "uv run python data_prep.py --dataset utkface --archive ~/Downloads/UTKFace.tar.gz",
@@ -68,9 +71,11 @@ EXAMPLES = (
     "uv run python data_prep.py --limit 2000                     # a quick subset",
 )
 EXIT_CODES = {
-    0: "done (or already done with these arguments)",
-    1: "something to fix first (the message says what): a download, checksum, archive, labels or disk problem, "
-    "or the GPU out of memory while detecting faces",
+    ExitCode.OK: "done (or already done with these arguments)",
+    ExitCode.INPUT: "something to fix in the input (the message says what): a download, checksum, archive, labels "
+    "or split problem",
+    ExitCode.OUTPUT: "a crop or table cannot be written (a full disk too); the work so far is kept",
+    ExitCode.OUT_OF_MEMORY: "the GPU ran out of memory while detecting faces",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); what was kept is named, and the same command continues",
     EXIT_TERMINATED: "stopped by SIGTERM (a scheduler's stop); kept and continued as for 130",
 }
@@ -99,7 +104,10 @@ def build_parser() -> ConfigArgumentParser:
         "--no-detect", action="store_true", help="resize the dataset's own crops instead of cropping with MTCNN"
     )
     parser.group("hardware").add_argument(
-        "--workers", type=int, default=Config().num_workers, help="processes cropping faces"
+        "--workers",
+        type=int,
+        default=Config().num_workers,
+        help="processes cropping faces; with 2 or more, faces are detected on the CPU whatever --device says",
     )
     parser.group("output").add_argument(
         "--out", type=Path, help="output folder (default: DATA_ROOT/<dataset's folder>, e.g. data/IMDB)"
@@ -119,25 +127,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--limit must be at least 1")
     if args.csv is not None and not args.csv.is_file():  # before importing torch (MTCNN): an instant answer
         print_error(f"labels file {args.csv} does not exist; check the path")
-        return 1
+        return ExitCode.INPUT
     import torch
+
+    from face_match_age.device import DeviceUnavailableError, choose_device
 
     stop = StopSignals()  # SIGTERM, to this process alone or to its whole group, takes Ctrl-C's path
     try:
+        if not args.no_detect:  # a --device this machine lacks is said before any download or cropping
+            choose_device(config.device)
         with stop:
             prepare(args, config)
+    except NotEnoughSpace as error:  # a download that would fill the disk
+        print_error(error)
+        return ExitCode.OUTPUT
     except (PrepError, DownloadError, ArchiveError, MetadataError) as error:
         print_error(error)
-        return 1
+        return ExitCode.INPUT
+    except DeviceUnavailableError as error:  # a --device this machine lacks: one line
+        print_error(error)
+        return ExitCode.USAGE
     except OutputError as error:  # a crop or table that cannot be written: the work so far is kept
         print_error(f"{error}; fix that and run the same command again: it continues where it stopped")
-        return 1
+        return ExitCode.OUTPUT
     except OSError as error:  # a full disk or a folder without write permission, while cropping or writing
         print_error(
             f"{error.strerror or error} ({error.filename or 'while preparing'}); fix that and run the same "
             "command again: it continues where it stopped"
         )
-        return 1
+        return ExitCode.OUTPUT
     except Interrupted as stopped:
         print(f"{stop.what}: {stopped}", file=sys.stderr)
         return stop.exit_code
@@ -145,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print_error(
             out_of_memory_message(error, "detecting faces", "free the GPU, or detect on the CPU with --workers 2")
         )
-        return 1
-    return 0
+        return ExitCode.OUT_OF_MEMORY
+    return ExitCode.OK
 
 
 def prepare(args, config: Config) -> dict:
@@ -315,7 +333,8 @@ def crop_all(
             "(photos that failed are tried again when their file has changed)"
         )
     detect = not args.no_detect
-    device = choose_device().accelerator if detect and args.workers <= 1 else "cpu"
+    # crop worker processes (--workers 2 or more) detect on the CPU; main() has checked --device
+    device = str(choose_device(config.device).device) if detect and args.workers <= 1 else "cpu"
     done = len(tasks) - len(pending)
     try:
         # closing(): on Ctrl-C the generator ends here, and with it the worker pool, before the message
@@ -381,19 +400,14 @@ def print_summary(summary: dict, out_dir: Path) -> None:
 
 
 def _fingerprint(args, config: Config) -> dict:
-    """What decides the output: a second run with the same fingerprint has nothing to do."""
+    """What decides the output: a second run with the same fingerprint has nothing to do. The settings in it are
+    those the config fields declare to change the crops (settings_that_change("crops"))."""
     archive = args.archive or args.images
     return {
         "dataset": args.dataset,
         "limit": args.limit,
-        "seed": config.seed,
-        "val_ratio": config.val_ratio,
-        "img_size": config.img_size,
+        **{name: config.to_dict()[name] for name in settings_that_change("crops")},
         "detect": not args.no_detect,
-        "min_face_score": config.min_face_score,
-        "min_image_side": config.min_image_side,
-        "mtcnn_margin": config.mtcnn_margin,
-        "face_selection": config.face_selection,
         "source": str(archive or args.url or "default"),
         "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None,
     }

@@ -5,7 +5,6 @@ Every run writes OUT/summary.json beside its plots and tables (leakage prints it
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from config import DEVICE_HELP, Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from config import Config, ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.error_messages import out_of_memory_message, print_error
 from face_match_age.evaluation import array_metrics, retrieval
 from face_match_age.evaluation.age_decades import age_decade, decade_label
@@ -29,6 +28,7 @@ from face_match_age.evaluation.figures import (
     roc_figure,
     similarity_histogram_figure,
 )
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.column_mapping import LABEL_COLUMNS, PAIR_COLUMNS, add_columns_option
 from face_match_age.files.csv_tables import csv_line, read_table
 from face_match_age.files.output_files import (
@@ -39,6 +39,7 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
+from face_match_age.match_rule import AGE_GAP_BANDS, MatchRule, age_gap_band
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,9 +48,10 @@ if TYPE_CHECKING:
 
 TARGET_FARS = (1e-2, 1e-3)
 FIGURE_DPI = 120  # with the figures' fixed inches, a fixed PNG size (e.g. 6.5 x 5.5 in: 780 x 660 pixels)
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 LABEL_NAMES = {1: "1 (same person)", 0: "0 (different people)"}
 NETWORK_OPTIONS = (
+    "device",
     "inference_precision",
     "channels_last",
     "compile_networks",
@@ -186,29 +188,26 @@ def evaluate_verification(
     columns: dict[str, str] | None = None,
 ) -> dict:
     """Score every labelled pair with infer.py's batch path and summarise, overall and by age gap.
-    The figures use unrounded similarities (results.jsonl rounds them to 4 decimals, which makes ties);
-    they are written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
+    The figures use the similarities as results.jsonl holds them, exact (only its tables round them); they are
+    written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
     from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
     from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, read_pairs_csv, run_batch
 
     table = _labelled_pairs(pairs_csv, columns)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
-    recorder = _EmbeddingRecorder(
-        functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
-    )
+    make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, with_age=checkpoint is not None)
     pairs = read_pairs_csv(pairs_csv, columns)
     run_batch(
         pairs,
         out_dir,
-        recorder,
-        config.verification_threshold,
+        make_analyzer,
+        MatchRule(config.verification_threshold),
         config=config,
         device=device,
         record={"script": "evaluate.py verify", "pairs": str(pairs_csv)},
         settings={"verify_weights": verification_weights_identity(None)},  # a resumed run: the same weights
     )
     results = _joined_results(out_dir / "results.jsonl", table)
-    results["score"] = _unrounded_scores(results, pairs, recorder, device)
     write_atomically(
         out_dir / "similarities.csv",
         lambda tmp: (
@@ -308,49 +307,6 @@ def _require_both_classes(labels: pd.Series, where: str, why: str = "") -> None:
         )
 
 
-class _EmbeddingRecorder:
-    """Builds the analyzer for run_batch, and keeps the unrounded embedding of each photo's chosen face
-    (None when it has none) as the photos stream past."""
-
-    def __init__(self, make_analyzer) -> None:
-        self.make_analyzer, self.embeddings = make_analyzer, {}
-
-    def __call__(self, **options):
-        return _RecordingAnalyzer(self.make_analyzer(**options), self.embeddings)
-
-
-class _RecordingAnalyzer:
-    def __init__(self, analyzer, embeddings: dict) -> None:
-        self.analyzer, self.embeddings = analyzer, embeddings
-
-    def analyze_many(self, photos, **options):
-        with contextlib.closing(self.analyzer.analyze_many(photos, **options)) as analyses:
-            for analysis in analyses:
-                self.embeddings[analysis.source] = None if analysis.face is None else analysis.face.embedding
-                yield analysis
-
-
-def _unrounded_scores(results: pd.DataFrame, pairs, recorder: _EmbeddingRecorder, device: str) -> pd.Series:
-    """The similarity of each scored pair from the embeddings; photos of pairs resumed from an earlier run
-    (not analysed this time) are embedded again first."""
-    from face_match_age.inference.analyzer import cosine_similarity
-
-    by_index = {pair.index: pair for pair in pairs}
-    scored = [by_index[i] for i in results.loc[results["score"].notna(), "pair_index"]]
-    missing = list(
-        dict.fromkeys(str(p) for pair in scored for p in (pair.path1, pair.path2) if str(p) not in recorder.embeddings)
-    )
-    if missing:
-        for _ in recorder(device=device).analyze_many([Path(p) for p in missing], names=missing):
-            pass
-    scores = []
-    for index, rounded in zip(results["pair_index"], results["score"]):
-        first, second = (recorder.embeddings.get(str(p)) for p in (by_index[index].path1, by_index[index].path2))
-        usable = pd.notna(rounded) and first is not None and second is not None
-        scores.append(cosine_similarity(first, second) if usable else None if pd.isna(rounded) else rounded)
-    return pd.Series(scores, index=results.index, dtype=float)
-
-
 GAP_FROM_CSV = "age1 and age2 of the pairs CSV"
 GAP_FROM_MODEL = "ages predicted by the age model (--ckpt)"
 NO_GAP = "no ages (the pairs CSV has no age1 and age2 there, and no --ckpt predicts them)"
@@ -374,13 +330,13 @@ def _joined_results(results_path: Path, table: pd.DataFrame) -> pd.DataFrame:
             {
                 "pair_index": row["pair_index"],
                 "label": int(given["label"]),
-                "score": verification["similarity_score"] if verification else None,
+                "score": verification["similarity"] if verification else None,
                 "gap": gap,
                 "gap_from": gap_from,
                 "error": row["error"],
                 # for the sheets of the worst pairs: where each chosen face is, and its predicted age
-                **{f"box{n}": (row.get(f"face_{n}") or {}).get("bbox") for n in (1, 2)},
-                **{f"age{n}": (row.get(f"face_{n}") or {}).get("age_prediction") for n in (1, 2)},
+                **{f"box{n}": (row.get(f"face_{n}") or {}).get("box") for n in (1, 2)},
+                **{f"age{n}": (row.get(f"face_{n}") or {}).get("age") for n in (1, 2)},
             }
         )
     return pd.DataFrame(joined)
@@ -398,8 +354,8 @@ def verification_summary(results: pd.DataFrame, threshold: float) -> dict:
         **_roc_figures(scored["score"].to_numpy(float), scored["label"].to_numpy(bool), threshold),
     }
     bands = {}
-    for name, _, _ in array_metrics.AGE_GAP_BANDS:
-        in_band = scored[[array_metrics.age_gap_band(g) == name for g in scored["gap"]]]
+    for name, _, _ in AGE_GAP_BANDS:
+        in_band = scored[[age_gap_band(g) == name for g in scored["gap"]]]
         bands[name] = {"pairs": len(in_band)} | (
             _roc_figures(in_band["score"].to_numpy(float), in_band["label"].to_numpy(bool), threshold)
             if len(in_band)
@@ -669,14 +625,19 @@ LEAKAGE_EXAMPLES = (
     "uv run python evaluate.py leakage --train-csv data/IMDB/train.csv --val-csv data/IMDB/val.csv",
 )
 EXIT_CODES = {
-    0: "done",
-    1: "something to fix first (the message says what)",
+    ExitCode.OK: "done",
+    ExitCode.USAGE: "bad command line, or a --device or --precision this machine cannot run",
+    ExitCode.INPUT: "an unusable CSV, folder or photo (the message says what)",
+    ExitCode.OUTPUT: "--out cannot be written (a full disk too), or holds another run's results",
+    ExitCode.MODEL: "the --ckpt model or the verification weights cannot be loaded",
+    ExitCode.OUT_OF_MEMORY: "out of memory on the device (lower --inference-batch-size)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); verify resumes when run again",
 }
 AGE_EXIT_CODES = EXIT_CODES | {EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing half-written is kept"}
 LEAKAGE_EXIT_CODES = {
-    0: "no person is in both sets",
-    1: "people found in both sets, no identities to check, or something to fix first (the message says what)",
+    ExitCode.OK: "no person is in both sets",
+    ExitCode.INPUT: "a labels CSV missing or unreadable, or without identities to check",
+    ExitCode.CHECK_FAILED: "people found in both sets",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -686,7 +647,7 @@ def build_parser() -> ConfigArgumentParser:
         description=__doc__,
         epilog=help_epilog(
             AGE_EXAMPLES + VERIFY_EXAMPLES + RETRIEVE_EXAMPLES + LEAKAGE_EXAMPLES,
-            EXIT_CODES | {1: EXIT_CODES[1] + "; leakage: also people found in both sets, or no identities"},
+            EXIT_CODES | {ExitCode.CHECK_FAILED: LEAKAGE_EXIT_CODES[ExitCode.CHECK_FAILED]},
             notes="Each command's options: evaluate.py age --help (verify, retrieve, leakage alike).",
         ),
     )
@@ -730,8 +691,7 @@ def _add_age_command(commands) -> None:
     )
     add_columns_option(data, LABEL_COLUMNS, "labels CSV", "name=file,age=years")
     age.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
-    age.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
-    add_config_arguments(age, ["dataset_dir", "best_checkpoint", "inference_batch_size"])
+    add_config_arguments(age, ["dataset_dir", "best_checkpoint", "device", "inference_batch_size"])
 
 
 def _add_verify_command(commands) -> None:
@@ -754,7 +714,6 @@ def _add_verify_command(commands) -> None:
     verify.group("output").add_argument(
         "--out", type=Path, required=True, help="folder for the results; run again into it to resume"
     )
-    verify.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(verify, ["verification_threshold", *NETWORK_OPTIONS])
 
 
@@ -781,7 +740,6 @@ def _add_retrieve_command(commands) -> None:
         "decades)",
     )
     retrieve.group("output").add_argument("--out", type=Path, required=True, help="folder for the results")
-    retrieve.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     add_config_arguments(retrieve, NETWORK_OPTIONS)
 
 
@@ -790,22 +748,26 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_config(parser, argv)
     if missing := _missing_input(args, config):  # before importing torch: an instant answer
         print_error(missing)
-        return 1
+        return ExitCode.INPUT
     import torch
 
+    from face_match_age.detection.imaging import ImageLoadError
     from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
+    from face_match_age.files.embedding_store import StoreError
     from face_match_age.inference.batch import BatchInterrupted, InputError
     from face_match_age.network.age_network import CheckpointError
     from face_match_age.network.weights import PretrainedWeightsError
     from loader import LabelsError
 
-    if args.command in ("verify", "retrieve"):  # FaceAnalyzer's commands; resolved before any model loads
+    if args.command != "leakage":  # resolved before any model loads
         try:
-            device = resolve_device(args.device)
-            config = config.replace(inference_precision=resolve_inference_precision(config.inference_precision, device))
-        except DeviceUnavailableError as error:  # one line, as `age` says it, not the usage text
+            device = resolve_device(config.device)
+            if args.command != "age":  # FaceAnalyzer's commands; `age` runs the age model at float32
+                precision = resolve_inference_precision(config.inference_precision, device)
+                config = config.replace(inference_precision=precision)
+        except DeviceUnavailableError as error:  # one line, not the usage text
             print_error(error)
-            return 1
+            return ExitCode.USAGE
         except ValueError as error:
             parser.error(str(error))
     try:
@@ -817,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
                 labels,
                 config.best_checkpoint,
                 args.out,
-                args.device,
+                config.device,
                 config.inference_batch_size,
                 args.columns,
                 train_csv=train_csv,
@@ -828,33 +790,29 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 args.ckpt,
                 config,
-                args.device,
+                config.device,
                 args.target_far if args.calibrate else None,
                 args.columns,
             )
         elif args.command == "retrieve":
             summary = evaluate_retrieval(
-                args.csv, args.images, args.out, config, args.device, args.groups, args.columns
+                args.csv, args.images, args.out, config, config.device, args.groups, args.columns
             )
         else:
             summary = leakage(config.train_csv, config.val_csv)
     except OutputError as error:
         print_error(disk_full_message(error.target, "another --out") if is_disk_full(error) else error)
-        return 1
-    except (
-        EvaluationError,
-        CheckpointError,
-        PretrainedWeightsError,
-        InputError,
-        LabelsError,
-        ValueError,
-    ) as error:
+        return ExitCode.OUTPUT
+    except (CheckpointError, PretrainedWeightsError) as error:
         print_error(error)
-        return 1
+        return ExitCode.MODEL
+    except (EvaluationError, InputError, LabelsError, ImageLoadError, StoreError, ValueError) as error:
+        print_error(error)
+        return ExitCode.INPUT
     except torch.OutOfMemoryError as error:  # torch.cuda.OutOfMemoryError too: a subclass
         lower = f"lower --inference-batch-size (now {config.inference_batch_size})"
         print_error(out_of_memory_message(error, "running the networks", lower))
-        return 1
+        return ExitCode.OUT_OF_MEMORY
     except BatchInterrupted as interrupt:
         print(
             f"interrupted: {interrupt.rows} scored pairs kept in {interrupt.results}; run the same command again "
@@ -867,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     # leakage writes no summary.json: its few counts are printed whole
     print(json.dumps(summary, indent=2) if args.command == "leakage" else headline_table(args.command, summary))
-    return 1 if args.command == "leakage" and summary["shared_identities"] else 0
+    return ExitCode.CHECK_FAILED if args.command == "leakage" and summary["shared_identities"] else ExitCode.OK
 
 
 def figure_text(value) -> str:

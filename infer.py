@@ -1,4 +1,6 @@
-"""Compare faces: age of each and whether two photos show the same person (`uv run python infer.py --help`).
+"""Faces in photos: the age of every face and whether two photos show the same person (`uv run python infer.py
+--help`): the commands compare, age, pairs and folder, and the seed's shortest forms IMG1 IMG2 OUT_DIR and
+PHOTO OUT_DIR.
 
 The command line lives in the package, face_match_age/cli.py, so that the installed `face-match-age` command is
 the same program; this script runs it from a checkout of the repository.
@@ -12,6 +14,7 @@ from face_match_age.cli import (
     EXIT_MODEL,
     EXIT_NO_FACE,
     EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
     EXIT_OUTPUT,
     EXIT_PAIRS_FAILED,
     EXIT_TERMINATED,
@@ -26,6 +29,7 @@ __all__ = [
     "EXIT_MODEL",
     "EXIT_NO_FACE",
     "EXIT_OK",
+    "EXIT_OUT_OF_MEMORY",
     "EXIT_OUTPUT",
     "EXIT_PAIRS_FAILED",
     "EXIT_TERMINATED",

@@ -34,9 +34,11 @@ from config import (
 )
 from face_match_age.device import DeviceUnavailableError, choose_device
 from face_match_age.error_messages import print_error
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.checkpoint_files import archive_damage, damaged_message, save_checkpoint_file
 from face_match_age.network.age_network import (
     DAMAGED_ADVICE,
+    USAGE_KEY,
     AgeNetwork,
     CheckpointError,
     age_kl_loss,
@@ -44,6 +46,7 @@ from face_match_age.network.age_network import (
     checkpoint_parameter_name,
     expected_age,
     upgrade_state_dict,
+    usage_record,
 )
 from face_match_age.network.weights import PretrainedWeightsError, weights_path
 
@@ -122,6 +125,13 @@ class AgeEstimationModel(L.LightningModule):
         head_count = len(list(self.network.head.parameters()))
         for state in checkpoint.get("optimizer_states", []):
             split_single_group(state, head_count)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every checkpoint (best.ckpt, which holds the model only, and last.ckpt) says how to use the network:
+        # the face size the data module fed it, its head and its age bins (age_network.usage_record).
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        img_size = datamodule.hparams.get("img_size") if datamodule is not None else None
+        checkpoint[USAGE_KEY] = usage_record(img_size or Config.img_size, self.hparams.head_hidden_dim)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -280,42 +290,48 @@ def build_age_model(config: Config) -> AgeEstimationModel:
     )
 
 
-def save_age_checkpoint(model: AgeEstimationModel, path: Path) -> Path:
-    """Save `model` in Lightning's checkpoint layout without a Trainer (load_age_model reads it)."""
-    return save_checkpoint_file(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
-            "pytorch-lightning_version": L.__version__,
-            "epoch": None,
-            "global_step": 0,
-        },
-        path,
-    )
+def save_age_checkpoint(model: AgeEstimationModel, path: Path, img_size: int | None = None) -> Path:
+    """Save `model` in the layout of train.py's best.ckpt without a Trainer (load_age_model reads it); `img_size`:
+    the face size it takes, recorded in its usage (default: none recorded, as in checkpoints from before)."""
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": L.__version__,
+        "epoch": None,
+        "global_step": 0,
+    }
+    if img_size is not None:
+        checkpoint[USAGE_KEY] = usage_record(img_size, model.hparams.head_hidden_dim)
+    return save_checkpoint_file(checkpoint, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ConfigArgumentParser:
     parser = ConfigArgumentParser(
         description="Check this installation: device, precision, pretrained weights, model.",
         epilog=help_epilog(
             [
                 "uv run python model.py                        # what this machine would use; builds the model once",
-                "uv run python model.py --accelerator cpu --pretrained none   # without GPU or weight download",
+                "uv run python model.py --device cpu --pretrained none   # without GPU or weight download",
             ],
             {
-                0: "ready",
-                1: "the pretrained weights are missing and cannot be downloaded (the message says where to put them), "
-                "or the --accelerator asked for is not on this machine",
+                ExitCode.OK: "ready",
+                ExitCode.USAGE: "bad command line, or the --device asked for is not on this machine",
+                ExitCode.MODEL: "the pretrained weights are missing and cannot be downloaded (the message says where "
+                "to put them)",
             },
         ),
     )
-    add_config_arguments(parser, ["pretrained", "accelerator", "precision"])
-    _, config = parse_config(parser, argv)
+    add_config_arguments(parser, ["pretrained", "device", "precision"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, config = parse_config(build_parser(), argv)
     try:
-        choice = choose_device(config.accelerator, config.precision)
+        choice = choose_device(config.device, config.precision)
     except DeviceUnavailableError as error:
         print_error(error)
-        return 1
+        return ExitCode.USAGE
     print(f"Device: {choice.describe()}")
     load_pretrained = config.pretrained != "none"
     if load_pretrained:
@@ -325,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         model = build_age_model(config)
     except PretrainedWeightsError as error:
         print_error(error)
-        return 1
+        return ExitCode.MODEL
     parameters = sum(p.numel() for p in model.parameters())
     print(f"Age model: {parameters / 1e6:.1f}M parameters, {NUM_AGE_BINS} age bins ({MIN_AGE}-{MAX_AGE}); ready.")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Train the age model (Lightning).
 
-Writes <ckpt-dir>/best.ckpt (lowest validation MAE) and <ckpt-dir>/last.ckpt (the latest point reached: every
-epoch end, every --checkpoint-every-n-steps steps, and on SIGTERM or Ctrl-C), TensorBoard logs under <log-dir>,
-and the resolved config.json beside both. Checkpoints are written atomically: a crash never leaves half a file.
+Writes <ckpt-dir>/best.ckpt (lowest validation MAE: the model to use, its weights, hyper-parameters and what
+using it needs, without optimizer state) and <ckpt-dir>/last.ckpt (everything to resume from the latest point
+reached: every epoch end, every --checkpoint-every-n-steps steps, and on SIGTERM or Ctrl-C), TensorBoard logs
+under <log-dir>, and the resolved config.json beside both. Checkpoints are written atomically: a crash never
+leaves half a file.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from config import (
     Config,
     ConfigArgumentParser,
     add_config_arguments,
+    add_refused_option,
     batch_limit,
     devices_value,
     help_epilog,
     parse_config,
+    settings_that_change,
 )
 from face_match_age.error_messages import out_of_memory_message, print_error
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.output_files import OutputError, disk_full_message, is_disk_full
 
 if TYPE_CHECKING:
@@ -54,7 +59,7 @@ TRAIN_OPTIONS = (
     "pretrained",
     "freeze_backbone_epochs",
     "num_workers",
-    "accelerator",
+    "device",
     "devices",
     "num_nodes",
     "strategy",
@@ -73,11 +78,21 @@ MONITOR = "val/mae"  # what "best" means: lowest mean absolute error in years on
 
 
 class TrainingSetupError(RuntimeError):
-    """Something to fix before training can start (missing data, bad resume path...)."""
+    """Something to fix before training can start (missing data, bad resume path...); `exit_code` says which
+    kind of failure it is (face_match_age.exit_codes)."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class TrainingDataError(RuntimeError):
-    """Training met data it cannot use (an unreadable image); the message says which and how to go on."""
+    """Training met data it cannot use (an unreadable image) or could not write a checkpoint; the message says
+    which and how to go on."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class TrainingStopped(RuntimeError):
@@ -106,12 +121,14 @@ def check_inputs(config: Config) -> None:
     """Fail early, with what to do, when the data is missing or the resume checkpoint missing or damaged."""
     check_data(config)
     if config.checkpoint_every_n_steps < 0:
-        raise TrainingSetupError(f"checkpoint_every_n_steps cannot be negative, got {config.checkpoint_every_n_steps}")
+        raise TrainingSetupError(
+            f"checkpoint_every_n_steps cannot be negative, got {config.checkpoint_every_n_steps}", ExitCode.USAGE
+        )
     if config.resume_checkpoint is not None:
         from face_match_age.files.checkpoint_files import checkpoint_damage, damaged_message, starts_like_zip
 
         if not Path(config.resume_checkpoint).is_file():
-            raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}")
+            raise TrainingSetupError(f"cannot resume: no checkpoint at {config.resume_checkpoint}", ExitCode.MODEL)
         checkpoint = Path(config.resume_checkpoint)
         # Found now rather than by Lightning deep inside fit, after the data and the model are set up.
         damage = checkpoint_damage(checkpoint)
@@ -119,7 +136,7 @@ def check_inputs(config: Config) -> None:
         # check, is named for what it holds when torch loads it (older weight files), else called damaged.
         unusable = resume_problem(checkpoint, config) if damage is None or not starts_like_zip(checkpoint) else None
         if unusable is not None:
-            raise TrainingSetupError(f"cannot resume from {checkpoint}: {unusable}")
+            raise TrainingSetupError(f"cannot resume from {checkpoint}: {unusable}", ExitCode.MODEL)
         if damage is not None:
             raise TrainingSetupError(
                 "cannot resume: "
@@ -127,8 +144,9 @@ def check_inputs(config: Config) -> None:
                     config.resume_checkpoint,
                     damage,
                     "Resume from another checkpoint (best.ckpt or last.ckpt of the "
-                    "same run) or start again without --ckpt",
-                )
+                    "same run) or start again without --resume",
+                ),
+                ExitCode.MODEL,
             )
 
 
@@ -173,32 +191,23 @@ def resume_problem(path: Path, config: Config) -> str | None:
     if "state_dict" in missing and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return (
             "it holds bare network weights (such as the VGGFace2 file), not a training checkpoint; to train "
-            "from pretrained weights start without --ckpt and use --pretrained vggface2 or casia-webface "
+            "from pretrained weights start without --resume and use --pretrained vggface2 or casia-webface "
             "(their files belong in $TORCH_HOME/checkpoints)"
         )
     if missing:
         return (
             f"it holds the age model's weights only (no {', '.join(missing)}), so training cannot continue "
-            "from it; use it with infer.py or evaluate.py --ckpt, or train again without --ckpt"
+            "from it; use it with infer.py or evaluate.py --ckpt, or train again without --resume"
         )
     return _settings_problem(checkpoint, config, path)
 
 
 def _settings_problem(checkpoint: dict, config: Config, path: Path) -> str | None:
-    # The settings a resume cannot change: the network's shape, the loss, the optimizer's restored learning
-    # rate, the freezing schedule and the crop size the weights learned on.
+    # The settings a resume cannot change, as the config fields declare them (changes=("training", ...)): the
+    # network's shape, the loss, the optimizer's restored learning rates, the freezing schedule and the crop size
+    # the weights learned on.
     recorded = {**(checkpoint.get("hyper_parameters") or {}), **(checkpoint.get("datamodule_hyper_parameters") or {})}
-    wanted = {
-        name: getattr(config, name)
-        for name in (
-            "head_hidden_dim",
-            "head_dropout",
-            "label_sigma",
-            "learning_rate",
-            "head_learning_rate",
-            "freeze_backbone_epochs",
-        )
-    } | {"img_size": config.img_size}
+    wanted = {name: getattr(config, name) for name in settings_that_change("training")}
     differ = [
         f"{name} {recorded[name]} (this command: {value})"
         for name, value in wanted.items()
@@ -209,7 +218,8 @@ def _settings_problem(checkpoint: dict, config: Config, path: Path) -> str | Non
     saved_config = path.parent / "config.json"
     same = f"--config {saved_config}" if saved_config.is_file() else "the options of the run that wrote it"
     return (
-        f"it was trained with {'; '.join(differ)}; resume with the same settings ({same}) or train again without --ckpt"
+        f"it was trained with {'; '.join(differ)}; resume with the same settings ({same}) or train again without "
+        "--resume"
     )
 
 
@@ -227,12 +237,15 @@ def build_trainer(
     logger = TensorBoardLogger(
         save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=False
     )  # hp_metric: best val MAE, written by RunRecord once there is one (not Lightning's -1 placeholder)
+    # best.ckpt is the model to use: its weights, hyper-parameters and usage (model.on_save_checkpoint), without
+    # the optimizer's state or the callbacks' (a third of the size); last.ckpt holds everything a resume needs.
     best = ModelCheckpoint(
         dirpath=config.checkpoint_dir,
         filename="best",
         monitor=MONITOR,
         mode="min",
         save_top_k=1,
+        save_weights_only=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )  # a stable name: best.ckpt
@@ -259,8 +272,9 @@ def build_trainer(
     except (MisconfigurationException, ValueError, TypeError) as error:  # e.g. --devices 0,1 on a CPU machine
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
         raise TrainingSetupError(
-            f"cannot set up training on {choice.accelerator}: {reason}; check --accelerator, --devices, "
-            "--num-nodes, --strategy and --precision"
+            f"cannot set up training on {choice.accelerator}: {reason}; check --device, --devices, "
+            "--num-nodes, --strategy and --precision",
+            ExitCode.USAGE,
         ) from None
     if trainer.is_global_zero:
         print(f"Training on {choice.describe()}")
@@ -276,8 +290,8 @@ def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callb
     quiet_lightning()
     return L.Trainer(
         accelerator=choice.accelerator,
-        precision=choice.precision,
-        devices=devices_value(config.devices),
+        precision=choice.lightning_precision,
+        devices=trainer_devices(config, choice),
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         max_epochs=config.max_epochs,
@@ -289,6 +303,19 @@ def _trainer(config: Config, choice: DeviceChoice, logger, callbacks: list[Callb
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress_bar,
     )
+
+
+def trainer_devices(config: Config, choice: DeviceChoice) -> int | list[int] | str:
+    """Lightning's `devices`: --devices as given, or the one GPU that --device cuda:N names."""
+    if choice.index is None:
+        return devices_value(config.devices)
+    if config.devices != "auto":
+        raise TrainingSetupError(
+            f"--device {config.device} names one GPU and --devices {config.devices} others; give one of them "
+            f"(several GPUs: --device cuda --devices 0,1)",
+            ExitCode.USAGE,
+        )
+    return [choice.index]
 
 
 def _limit(text: str) -> int | float | None:
@@ -312,7 +339,7 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
 
     check_inputs(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    choice = choose_device(config.accelerator, config.precision)
+    choice = choose_device(config.device, config.precision)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     datamodule.setup("fit")  # the labels now: the baseline and the head's starting point come from them
     training_ages = datamodule.train_set.labels["age"]
@@ -338,15 +365,15 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
     except UnreadableImageError as error:
         # Met here rather than by opening every image before training: for 500k images that is minutes of disk reads.
         resume_from = _resume_point(last, config)
-        then = f"resume with --ckpt {resume_from}" if resume_from else "run again"
+        then = f"resume with --resume {resume_from}" if resume_from else "run again"
         raise TrainingDataError(
-            f"{raised_message(error)}. Delete the file or remove its row from the CSV, then {then}"
+            f"{raised_message(error)}. Delete the file or remove its row from the CSV, then {then}", ExitCode.INPUT
         ) from None
     except OutputError as error:  # a checkpoint that could not be written: the file it was to replace is whole
         what = disk_full_message(error.target, "another --ckpt-dir") if is_disk_full(error) else str(error)
         resume_from = _resume_point(last, config)
-        then = f"; then resume with --ckpt {resume_from}" if resume_from else "; then run again"
-        raise TrainingDataError(f"{what}{then}") from None
+        then = f"; then resume with --resume {resume_from}" if resume_from else "; then run again"
+        raise TrainingDataError(f"{what}{then}", ExitCode.OUTPUT) from None
     return TrainingResult(
         config.checkpoint_dir / "best.ckpt",
         config.checkpoint_dir / "last.ckpt",
@@ -370,18 +397,26 @@ def _resume_point(last: LastCheckpoint, config: Config) -> Path | None:
 EXAMPLES = (
     "uv run python train.py                                  # data/IMDB from data_prep.py, config defaults",
     "uv run python train.py --data-dir data/MINE             # a set data_prep.py wrote with --out data/MINE",
-    "uv run python train.py --ckpt checkpoints/last.ckpt     # resume where a run stopped",
-    "uv run python train.py --config checkpoints/config.json --ckpt checkpoints/last.ckpt   # same, no retyping",
+    "uv run python train.py --resume checkpoints/last.ckpt   # resume where a run stopped",
+    "uv run python train.py --config checkpoints/config.json --resume checkpoints/last.ckpt   # same, no retyping",
     "uv run python train.py --devices 4 --strategy ddp       # several GPUs (add --num-nodes for machines)",
 )
 EXIT_CODES = {
-    0: "trained (or stopped early by the patience rule)",
-    1: "something to fix first, named in one line (missing pretrained weights: on several lines, with where to "
-    "put them): missing data, bad labels, an unreadable image, a missing, damaged or not resumable --ckpt or one "
-    "trained with other settings, an accelerator this machine lacks, out of memory, a full disk",
-    130: "stopped by Ctrl-C; last.ckpt saved, and the line printed is the command that resumes",
-    143: "stopped by SIGTERM (a scheduler's stop); last.ckpt saved, resume as for 130",
+    ExitCode.OK: "trained (or stopped early by the patience rule)",
+    ExitCode.USAGE: "bad command line, a --device this machine lacks, or options Lightning cannot set up",
+    ExitCode.INPUT: "missing data, bad labels, or an unreadable image met while training",
+    ExitCode.OUTPUT: "a checkpoint, config.json or TensorBoard file cannot be written (a full disk too)",
+    ExitCode.MODEL: "pretrained weights not on this machine (said on several lines, with where to put them), or a "
+    "--resume checkpoint missing, damaged, not resumable or trained with other settings",
+    ExitCode.OUT_OF_MEMORY: "out of memory on the device (lower --batch-size)",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C; last.ckpt saved, and the line printed is the command that resumes",
+    ExitCode.TERMINATED: "stopped by SIGTERM (a scheduler's stop); last.ckpt saved, resume as for 130",
 }
+# --ckpt is the model to use in infer.py and evaluate.py; here it would be ambiguous (resume? start from?).
+CKPT_HINT = (
+    "train.py resumes a run with --resume PATH (its last.ckpt); --ckpt names the model to use in infer.py and "
+    "evaluate.py"
+)
 
 
 def build_parser() -> ConfigArgumentParser:
@@ -390,6 +425,7 @@ def build_parser() -> ConfigArgumentParser:
         epilog=help_epilog(EXAMPLES, EXIT_CODES),
     )
     add_config_arguments(parser, TRAIN_OPTIONS)
+    add_refused_option(parser, "--ckpt", CKPT_HINT)
     return parser
 
 
@@ -400,7 +436,7 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
         check_data(config)  # before importing torch and Lightning: an instant answer
     except TrainingSetupError as error:
         print_error(error)
-        return 1
+        return error.exit_code
     import torch
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -410,29 +446,32 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
 
     try:
         result = train(config, extra_callbacks)
-    except (
-        TrainingSetupError,
-        TrainingDataError,
-        LabelsError,
-        PretrainedWeightsError,
-        DeviceUnavailableError,
-    ) as error:
+    except (TrainingSetupError, TrainingDataError) as error:
         print_error(error)
-        return 1
+        return error.exit_code
+    except LabelsError as error:
+        print_error(error)
+        return ExitCode.INPUT
+    except PretrainedWeightsError as error:
+        print_error(error)
+        return ExitCode.MODEL
+    except DeviceUnavailableError as error:
+        print_error(error)
+        return ExitCode.USAGE
     except torch.OutOfMemoryError as error:  # torch.cuda.OutOfMemoryError too: a subclass
         print_error(out_of_memory_message(error, "training", f"lower --batch-size (now {config.batch_size})"))
-        return 1
+        return ExitCode.OUT_OF_MEMORY
     except OSError as error:  # outside checkpoints: config.json, TensorBoard's event files
         if not isinstance(error, OutputError) and not is_disk_full(error):
             raise
         where = getattr(error, "target", None) or error.filename or config.checkpoint_dir
         print_error(disk_full_message(where, "another --ckpt-dir or --log-dir") if is_disk_full(error) else error)
-        return 1
+        return ExitCode.OUTPUT
     except TrainingStopped as stopped:
         rank_zero_only(_report_stop)(stopped, argv)
         return 128 + signal.Signals[stopped.signal_name].value  # what a shell reports for a signal's death
     rank_zero_only(_report)(result, config)
-    return 0
+    return ExitCode.OK
 
 
 def _report_stop(stopped: TrainingStopped, argv: list[str]) -> None:
@@ -449,16 +488,16 @@ def _report_stop(stopped: TrainingStopped, argv: list[str]) -> None:
 
 
 def resume_command(argv: list[str], checkpoint: Path) -> str:
-    """The train.py command line of `argv` that resumes from `checkpoint` (any --ckpt it had replaced)."""
+    """The train.py command line of `argv` that resumes from `checkpoint` (any --resume it had replaced)."""
     kept, skip_value = [], False
     for argument in argv:
         if skip_value:
             skip_value = False
-        elif argument in ("--ckpt", "--resume-checkpoint"):
+        elif argument in ("--resume", "--resume-checkpoint"):
             skip_value = True
-        elif not argument.startswith(("--ckpt=", "--resume-checkpoint=")):
+        elif not argument.startswith(("--resume=", "--resume-checkpoint=")):
             kept.append(argument)
-    return shlex.join(["uv", "run", "python", "train.py", *kept, "--ckpt", str(checkpoint)])
+    return shlex.join(["uv", "run", "python", "train.py", *kept, "--resume", str(checkpoint)])
 
 
 def _report(result: TrainingResult, config: Config) -> None:

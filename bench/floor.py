@@ -95,9 +95,9 @@ def pair(models, path_1, path_2, out_dir):
     stem = f"{Path(path_1).stem}_vs_{Path(path_2).stem}"
     canvas.save(Path(out_dir) / f"{stem}_result.jpg", quality=92)
     result = {
-        "face_1": {"age_prediction": ages[0], "bbox": boxes[0]},
-        "face_2": {"age_prediction": ages[1], "bbox": boxes[1]},
-        "verification": {"is_match": similarity > 0.7, "similarity_score": similarity},
+        "face_1": {"age": ages[0], "box": boxes[0]},  # the result schema's names (inference/records.py)
+        "face_2": {"age": ages[1], "box": boxes[1]},
+        "verification": {"is_match": similarity > 0.7, "similarity": similarity},
     }
     (Path(out_dir) / f"{stem}_data.json").write_text(json.dumps(result))
     return result

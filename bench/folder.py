@@ -68,11 +68,10 @@ def measure_models(checkpoint: str, device: str) -> None:
     after the imports alone is the baseline of a run that loads no models)."""
     import time
 
-    from config import parse_config
     from face_match_age import cli
 
     imports_mb = peak_mb()
-    args, config = parse_config(cli.build_parser(), folder_argv("photos", "out", checkpoint, device))
+    args, config = cli.parse_command(folder_argv("photos", "out", checkpoint, device))
     start = time.perf_counter()
     analyzer = cli.analyzer_factory(args, config, cli.age_model_status(args, config))(device=device)
     seconds = time.perf_counter() - start

@@ -3,6 +3,8 @@ beside the baseline of guessing the training median age, their ratio, and the tr
 
     uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 32 --pretrained none
     uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --head-lr 1e-4   # the seed's head rate
+    uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 16 --pretrained none \
+        --learning-rate 1e-3 --lr-schedule cosine --warmup-steps 10   # from random weights
 
 It runs train.py's training (train.train) on the prepared folder and CSVs given (data_prep.py's layout),
 with every train.py option that changes what is learned; checkpoints and logs go to a temporary folder
@@ -26,11 +28,13 @@ from config import Config, add_config_arguments, parse_config
 EXAMPLES = (
     "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 32 --pretrained none",
     "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --head-lr 1e-4   # the seed's head rate",
+    "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 16 --pretrained none "
+    "--learning-rate 1e-3 --lr-schedule cosine --warmup-steps 10   # from random weights",
 )
 OPTIONS = (
     "dataset_dir", "train_dir", "val_dir", "train_csv", "val_csv", "pretrained", "batch_size", "max_epochs",
     "learning_rate", "head_learning_rate", "warmup_steps", "lr_schedule", "label_sigma", "freeze_backbone_epochs",
-    "num_workers", "img_size", "limit_train_batches", "limit_val_batches", "seed", "accelerator", "precision",
+    "num_workers", "img_size", "limit_train_batches", "limit_val_batches", "seed", "device", "precision",
     "checkpoint_dir", "log_dir",
 )  # fmt: skip
 

@@ -100,9 +100,11 @@ def run_floor(models, photos, threshold):
 
 def run_analyzer(analyzer, photos, threshold):
     from face_match_age.inference.analyzer import pair_result
+    from face_match_age.match_rule import MatchRule
 
     analyses = list(analyzer.analyze_many(photos))
-    return [pair_result(first, second, threshold) for first, second in zip(analyses[0::2], analyses[1::2])]
+    rule = MatchRule(threshold)
+    return [pair_result(first, second, rule) for first, second in zip(analyses[0::2], analyses[1::2])]
 
 
 def turns(ways: dict, photos, warm_up_photos, repeats: int) -> tuple[dict, dict]:

@@ -94,7 +94,7 @@ def bare_loop(config: Config, choice: DeviceChoice, steps: int) -> tuple[float, 
     model = build_age_model(config).to(choice.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     autocast = _autocast(choice)
-    scaler = torch.amp.GradScaler(enabled=choice.precision == "16-mixed")
+    scaler = torch.amp.GradScaler(enabled=choice.precision == "16")
     batches = iter(module.train_dataloader())
     wait_s, start = 0.0, None
     for step in range(WARMUP_STEPS + steps):
@@ -117,7 +117,7 @@ def bare_loop(config: Config, choice: DeviceChoice, steps: int) -> tuple[float, 
 
 
 def _autocast(choice: DeviceChoice):
-    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+    dtypes = {"bf16": torch.bfloat16, "16": torch.float16}
     if choice.precision not in dtypes:
         return contextlib.nullcontext()
     return torch.autocast(choice.accelerator, dtype=dtypes[choice.precision])
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("python -m bench.train", __doc__, EXAMPLES)
     add_config_arguments(
         parser,
-        ["batch_size", "num_workers", "img_size", "accelerator", "precision", "pretrained", "train_dir", "train_csv"],
+        ["batch_size", "num_workers", "img_size", "device", "precision", "pretrained", "train_dir", "train_csv"],
     )
     parser.group("benchmark").add_argument(
         "--steps", type=int, default=20, help="measured steps per loop, after the warm-up"
@@ -191,7 +191,7 @@ def measure_training(config: Config, steps: int, images: int = 0, given_data: bo
             logged_sample_faces=1,
             figure_sample_size=1,
         )
-        choice = choose_device(config.accelerator, config.precision)
+        choice = choose_device(config.device, config.precision)
         L.seed_everything(config.seed, verbose=False)
         bare_rate, bare_wait = bare_loop(config, choice, steps)
         lightning_rate, lightning_wait = lightning_loop(config, choice, steps)

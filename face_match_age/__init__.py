@@ -11,6 +11,8 @@ evaluation/   metrics on arrays and the per-age-gap verification thresholds
 preparation/  data_prep.py's stages: archives, dataset labels, face crops, splits
 training/     how train.py saves its progress
 files/        files in and out: downloads, CSV tables, atomic outputs, checkpoint files
+service/      `face-match-age serve`: the HTTP service, its micro-batching model worker and its page
+match_rule.py when two faces are one person: the similarity, the threshold (fixed or per age gap), the verdict
 settings.py   the one configuration: every default, the shared command line, config.json
 cli.py        infer.py's command line, installed as the `face-match-age` command
 device.py     the one device and precision chooser

@@ -10,31 +10,37 @@ from pathlib import Path
 
 import torch
 
-from face_match_age.settings import devices_value
+from face_match_age.settings import LIGHTNING_PRECISION, devices_value, precision_value
 
 
 class DeviceUnavailableError(ValueError):
-    """An accelerator or device this machine lacks (`--accelerator cuda` without a GPU): the message is one
-    line saying what to ask for instead. A ValueError, as an unknown device name is."""
+    """A device this machine lacks (`--device cuda` without a GPU): the message is one line saying what to ask
+    for instead. A ValueError, as an unknown device name is."""
 
 
 @dataclass(frozen=True)
 class DeviceChoice:
     accelerator: str  # "cuda" | "mps" | "cpu": what torch.device and Lightning's Trainer both accept
-    precision: str  # Lightning precision string, e.g. "bf16-mixed"
+    precision: str  # in every script's vocabulary (--precision): "32", "bf16" or "16"
     reason: str  # one sentence a user can read to see why
+    index: int | None = None  # the GPU of --device cuda:N; None: not named
 
     @property
     def device(self) -> torch.device:
-        return torch.device(self.accelerator)
+        return torch.device(self.accelerator, self.index) if self.index is not None else torch.device(self.accelerator)
+
+    @property
+    def lightning_precision(self) -> str:
+        """The precision as Lightning's Trainer takes it, e.g. "bf16-mixed"."""
+        return LIGHTNING_PRECISION[self.precision]
 
     def describe(self) -> str:
-        """e.g. "cuda, precision bf16-mixed (CUDA GPU found (H100); the GPU supports bfloat16...)"."""
+        """e.g. "cuda, precision bf16 (CUDA GPU found (H100); the GPU supports bfloat16...)"."""
         return f"{self.accelerator}, precision {self.precision} ({self.reason})"
 
 
 def decide_device(
-    requested_accelerator: str,
+    requested_device: str,
     requested_precision: str,
     *,
     cuda_available: bool,
@@ -42,9 +48,12 @@ def decide_device(
     mps_available: bool,
     gpu_name: str = "",
 ) -> DeviceChoice:
-    """Pick accelerator and precision from what was asked for and what the machine has."""
+    """Pick the device and precision from what was asked for (--device: auto, cpu, cuda, cuda:N or mps;
+    --precision: auto, 32, bf16 or 16, or Lightning's spellings of them) and what the machine has."""
     reasons = []
-    accelerator = requested_accelerator
+    accelerator, _, index = str(requested_device).partition(":")
+    if index and (accelerator != "cuda" or not index.isdigit()):
+        raise ValueError(f"unknown device {requested_device!r}; use auto, cpu, cuda, cuda:N or mps")
     if accelerator == "auto":
         if cuda_available:
             accelerator, why = "cuda", f"CUDA GPU found ({gpu_name or 'unnamed'})"
@@ -56,34 +65,41 @@ def decide_device(
     else:
         available = {"cuda": cuda_available, "mps": mps_available, "cpu": True}
         if accelerator not in available:
-            raise ValueError(f"unknown accelerator {accelerator!r}; use auto, cuda, mps or cpu")
+            raise ValueError(f"unknown device {requested_device!r}; use auto, cpu, cuda, cuda:N or mps")
         if not available[accelerator]:
+            missing = "this machine has no such CUDA GPU" if accelerator == "cuda" else "MPS is not available here"
+            # the words of resolve_device: every script says a missing device the same way
             raise DeviceUnavailableError(
-                f"accelerator {accelerator!r} was requested but this machine has none; use --accelerator auto or cpu"
+                f"device {requested_device!r} was requested but {missing}; use --device auto or cpu"
             )
-        reasons.append(f"{accelerator} requested")
+        reasons.append(f"{requested_device} requested")
 
-    precision = requested_precision
+    precision = precision_value(requested_precision)
     if precision == "auto":
         if accelerator == "cuda" and bf16_supported:
-            precision, why = "bf16-mixed", "the GPU supports bfloat16, which needs no loss scaling"
+            precision, why = "bf16", "the GPU supports bfloat16, which needs no loss scaling"
         elif accelerator == "cuda":
-            precision, why = "16-mixed", "the GPU lacks bfloat16, so float16 with loss scaling"
+            precision, why = "16", "the GPU lacks bfloat16, so float16 with loss scaling"
         else:
             # Mixed precision on CPU is slower than float32, and MPS autocast is not reliable across torch releases.
-            precision, why = "32-true", f"mixed precision brings no gain on {accelerator}"
+            precision, why = "32", f"mixed precision brings no gain on {accelerator}"
         reasons.append(why)
-    else:
+    elif precision in LIGHTNING_PRECISION:
         reasons.append(f"precision {precision} requested")
-    return DeviceChoice(accelerator, precision, "; ".join(reasons))
+    else:
+        raise ValueError(f"unknown precision {requested_precision!r}; use auto, 32, bf16 or 16")
+    return DeviceChoice(accelerator, precision, "; ".join(reasons), int(index) if index else None)
 
 
-def choose_device(requested_accelerator: str = "auto", requested_precision: str = "auto") -> DeviceChoice:
-    """Probe this machine and choose accelerator and precision (see `decide_device`)."""
+def choose_device(requested_device: str = "auto", requested_precision: str = "auto") -> DeviceChoice:
+    """Probe this machine and choose the device and precision (see `decide_device`); a cuda:N this machine
+    lacks is a DeviceUnavailableError."""
     cuda_available = torch.cuda.is_available()
     mps_backend = getattr(torch.backends, "mps", None)
+    if str(requested_device).startswith("cuda:"):
+        resolve_device(requested_device)  # the GPU index exists, or one line says so
     return decide_device(
-        requested_accelerator,
+        requested_device,
         requested_precision,
         cuda_available=cuda_available,
         bf16_supported=cuda_available and torch.cuda.is_bf16_supported(),
@@ -99,7 +115,7 @@ def resolve_device(requested: str) -> torch.device:
         return choose_device().device
     try:
         device = torch.device(requested)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise DeviceUnavailableError(
@@ -180,6 +196,7 @@ def decide_inference_precision(requested: str, device_type: str, *, gpu_bf16: bo
 def resolve_inference_precision(requested: str, device: torch.device) -> str:
     """The inference precision ("32", "bf16" or "16") for `requested` on `device`, probing this machine
     (see decide_inference_precision); a request it cannot honour well is a PrecisionError."""
+    requested = precision_value(requested)  # Lightning's spellings (bf16-mixed) are the same values
     gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     cpu_bf16 = device.type == "cpu" and requested == "bf16" and cpu_has_native_bf16()
     return decide_inference_precision(requested, device.type, gpu_bf16=gpu_bf16, cpu_bf16=cpu_bf16)

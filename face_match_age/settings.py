@@ -4,7 +4,9 @@ re-exports these names (`from config import Config` keeps working in the scripts
 lists every default with its reason.
 
 `Config` holds every path and setting. Each field is declared with `setting(default, why, group=...)`: the
-reason is the field's one-line comment and also its `--help` text, the group its `--help` heading. Scripts
+reason is the field's one-line comment and also its `--help` text, the group its `--help` heading; a field that
+changes a result says which (`changes=`, keys of RESULT_KINDS), and every store that is resumed or reused
+records the fields `settings_that_change` names for its kinds, and no list of its own. Scripts
 build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
 as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
 `--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
@@ -35,8 +37,13 @@ NUM_AGE_BINS = MAX_AGE - MIN_AGE + 1
 
 PRETRAINED_CHOICES = ("vggface2", "casia-webface", "none")
 FACE_SELECTION_CHOICES = ("largest", "probability", "center")
-PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
-INFERENCE_PRECISION_CHOICES = ("auto", "32", "bf16", "16")  # 32: float32; bf16, 16: autocast to bfloat16, float16
+# --precision, one value set in every script: 32 is float32; bf16 and 16 are bfloat16 and float16 (autocast at
+# inference, Lightning's mixed precision in training). Lightning's own spellings are accepted for the same values.
+PRECISION_CHOICES = ("auto", "32", "bf16", "16")
+INFERENCE_PRECISION_CHOICES = PRECISION_CHOICES  # the same set: inference_precision is --precision of infer.py
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # what Lightning's Trainer takes
+PRECISION_ALIASES = {long: short for short, long in LIGHTNING_PRECISION.items()}
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N (one GPU by index) or mps"  # every script's --device
 # The headings of every script's --help, in this order: key -> title. A script shows the ones it uses.
 OPTION_GROUPS = {
     "data": "data",
@@ -51,6 +58,16 @@ OPTION_GROUPS = {
 RUN_RECORD_KEYS = frozenset(
     {"script", "dataset", "limit", "detect", "pairs", "folder", "no_age", "tta", "all_faces", "calibration"}
 )
+# What a setting can change, for the files that are resumed or reused rather than redone: each such store records
+# the settings of the kinds it depends on (settings_that_change) and refuses, or redoes, what was made with others.
+# A Config field declares the kinds it changes with setting(..., changes=...): the one list of them.
+RESULT_KINDS = {
+    "faces": "the faces found in a photo, their crops, embeddings and ages: infer.py's batch rows (batch.json) "
+    "and --folder's embedding store (embeddings/settings.json)",
+    "verdicts": "a pair's verdict: infer.py's batch rows (batch.json); --folder redoes its search at every run",
+    "crops": "the face crops and the split data_prep.py writes (its summary.json fingerprint)",
+    "training": "the run train.py resumes from a checkpoint, which refuses other values",
+}
 
 
 @dataclass(frozen=True)
@@ -92,12 +109,52 @@ DATASET_SOURCES = {
 }
 
 
-def setting(default: Any, why: str, *, group: str, aliases: tuple[str, ...] = (), choices: tuple = ()) -> Any:
+def precision_value(text: str) -> str:
+    """--precision's value in the one vocabulary: auto, 32, bf16 or 16; Lightning's 32-true, bf16-mixed and
+    16-mixed are the same values. Anything else is returned as given, for `choices` to refuse."""
+    text = str(text).strip()
+    return PRECISION_ALIASES.get(text, text)
+
+
+def device_value(text: str) -> str:
+    """--device's value, checked without torch: auto, cpu, mps, cuda or cuda:N. Whether this machine has it is
+    face_match_age.device's question, asked once the command line is read."""
+    text = str(text).strip()
+    kind, _, index = text.partition(":")
+    if text in ("auto", "cpu", "mps", "cuda") or (kind == "cuda" and index.isdigit()):
+        return text
+    raise ValueError(f"device must be auto, cpu, cuda, cuda:N (a GPU index) or mps; got {text!r}")
+
+
+def setting(
+    default: Any,
+    why: str,
+    *,
+    group: str,
+    aliases: tuple[str, ...] = (),
+    choices: tuple = (),
+    changes: tuple[str, ...] = (),
+    parse: typing.Callable[[str], Any] | None = None,
+    hidden_aliases: tuple[str, ...] = (),
+) -> Any:
     """Declare a config field with its reason (its --help text), its --help heading (a key of OPTION_GROUPS),
-    CLI aliases and allowed values."""
+    CLI aliases, allowed values and the kinds of result it changes (keys of RESULT_KINDS: the stores that
+    record it, see settings_that_change). `parse`: what turns the option's text into the value (default: the
+    field's type); `hidden_aliases`: old option names still accepted but not shown in --help."""
     if group not in OPTION_GROUPS:
         raise ValueError(f"unknown option group {group!r}; use one of {', '.join(OPTION_GROUPS)}")
-    metadata = {"why": why, "group": group, "aliases": aliases, "choices": choices}
+    unknown = [kind for kind in changes if kind not in RESULT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown result kind {unknown[0]!r}; use one of {', '.join(RESULT_KINDS)}")
+    metadata = {
+        "why": why,
+        "group": group,
+        "aliases": aliases,
+        "choices": choices,
+        "changes": frozenset(changes),
+        "parse": parse,
+        "hidden_aliases": hidden_aliases,
+    }
     if callable(default):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -123,16 +180,23 @@ class Config:
         Path("data/IMDB/train.csv"), "training labels: columns name, age (identity optional)", group="data"
     )
     val_csv: Path = setting(Path("data/IMDB/val.csv"), "validation labels, same columns as train_csv", group="data")
-    val_ratio: float = setting(0.2, "share of identities held out for validation (80/20 split)", group="data")
+    val_ratio: float = setting(
+        0.2, "share of identities held out for validation (80/20 split)", changes=("crops",), group="data"
+    )
     data_root: Path = setting(
         Path("data"), "where data_prep.py keeps downloads, unpacked archives and prepared sets", group="data"
     )
     min_face_score: float = setting(
-        1.0, "IMDB-WIKI face_score below this is usually not a clean single face", group="data"
+        1.0, "IMDB-WIKI face_score below this is usually not a clean single face", changes=("crops",), group="data"
     )
-    min_image_side: int = setting(48, "smaller source images are placeholders or too blurry to age", group="data")
+    min_image_side: int = setting(
+        48, "smaller source images are placeholders or too blurry to age", changes=("crops",), group="data"
+    )
     img_size: int = setting(
-        160, "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining", group="data"
+        160,
+        "input side of InceptionResnetV1 as trained on VGGFace2; changing it needs retraining",
+        changes=("faces", "crops", "training"),
+        group="data",
     )
 
     # --- model ---
@@ -143,19 +207,23 @@ class Config:
         group="model",
     )
     head_hidden_dim: int = setting(
-        256, "width of the age head between the 512-d embedding and the 101 bins", group="model"
+        256, "width of the age head between the 512-d embedding and the 101 bins", changes=("training",), group="model"
     )
     head_dropout: float = setting(
-        0.2, "dropout before the age head; the backbone already generalises well", group="model"
+        0.2, "dropout before the age head; the backbone already generalises well", changes=("training",), group="model"
     )
     label_sigma: float = setting(
         2.0,
         "std (years) of the Gaussian label distribution: neighbouring ages look alike",
         aliases=("--sigma",),
+        changes=("training",),
         group="model",
     )
     freeze_backbone_epochs: int = setting(
-        0, "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)", group="training"
+        0,
+        "epochs with a frozen backbone before fine-tuning it (-1: never unfreeze)",
+        changes=("training",),
+        group="training",
     )
 
     # --- training ---
@@ -166,13 +234,18 @@ class Config:
         _default_num_workers, "data-loading processes; more than the CPU cores only thrashes", group="hardware"
     )
     learning_rate: float = setting(
-        1e-4, "Adam step size small enough not to wreck the pretrained backbone", aliases=("--lr",), group="training"
+        1e-4,
+        "Adam step size small enough not to wreck the pretrained backbone",
+        aliases=("--lr",),
+        changes=("training",),
+        group="training",
     )
     head_learning_rate: float = setting(
         1e-3,
         "Adam step size of the new age head, which starts from nothing and may move faster than the backbone "
         "(README: Training, measured)",
         aliases=("--head-lr",),
+        changes=("training",),
         group="training",
     )
     warmup_steps: int = setting(
@@ -186,12 +259,23 @@ class Config:
     )
     max_epochs: int = setting(50, "upper bound; early stopping usually ends training sooner", group="training")
     patience: int = setting(6, "epochs without a better validation MAE before early stopping", group="training")
-    seed: int = setting(42, "seeds Python, NumPy and torch so runs can be repeated", group="training")
-    precision: str = setting(
-        "auto", "auto: bf16-mixed or 16-mixed on CUDA, 32-true elsewhere", choices=PRECISION_CHOICES, group="hardware"
+    seed: int = setting(
+        42, "seeds Python, NumPy and torch so runs can be repeated", changes=("crops",), group="training"
     )
-    accelerator: str = setting(
-        "auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu"), group="hardware"
+    precision: str = setting(
+        "auto",
+        "number format of training: 32 (float32), bf16 or 16 (mixed precision); auto: bf16 on CUDA GPUs that "
+        "support it, 16 on older ones, 32 elsewhere (Lightning's 32-true, bf16-mixed, 16-mixed are accepted too)",
+        choices=PRECISION_CHOICES,
+        parse=precision_value,
+        group="hardware",
+    )
+    device: str = setting(
+        "auto",
+        "where the networks run: " + DEVICE_HELP,
+        parse=device_value,
+        hidden_aliases=("--accelerator",),
+        group="hardware",
     )
     devices: str = setting(
         "auto",
@@ -220,8 +304,9 @@ class Config:
     )
     resume_checkpoint: Path | None = setting(
         None,
-        "checkpoint to resume from: weights, optimizer, epoch and callbacks",
-        aliases=("--ckpt",),
+        "a training checkpoint (last.ckpt) to resume from: weights, optimizer, epoch and callbacks (--ckpt, in "
+        "infer.py and evaluate.py, is the model to use)",
+        aliases=("--resume",),
         group="training",
     )
     checkpoint_dir: Path = setting(
@@ -242,17 +327,28 @@ class Config:
         Path("checkpoints/best.ckpt"), "age model that inference loads by default", aliases=("--ckpt",), group="model"
     )
     verification_threshold: float = setting(
-        0.7, "cosine similarity above which two faces count as one person", aliases=("--threshold",), group="model"
+        0.7,
+        "cosine similarity above which two faces count as one person",
+        aliases=("--threshold",),
+        changes=("verdicts",),
+        group="model",
     )
     mtcnn_margin: int = setting(
-        14, "pixels of context kept around the detected box, as facenet-pytorch's finetuning example", group="detection"
+        14,
+        "pixels of context kept around the detected box, as facenet-pytorch's finetuning example",
+        changes=("faces", "crops"),
+        group="detection",
     )
     mtcnn_min_face_size: int = setting(
-        20, "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age", group="detection"
+        20,
+        "smallest face (pixels) MTCNN looks for; smaller ones are too blurry to age",
+        changes=("faces", "crops"),
+        group="detection",
     )
     detection_max_side: int = setting(
         1600,
         "photos larger than this (pixels) are shrunk for detection only; crops come from the original",
+        changes=("faces", "crops"),
         group="detection",
     )
     inference_batch_size: int = setting(
@@ -263,13 +359,16 @@ class Config:
         "number format of the two networks at inference (MTCNN stays float32): auto is bf16 on CUDA GPUs that "
         "support it, 16 on older ones, 32 elsewhere; bf16 on CPU needs native bfloat16 (AVX-512 BF16 or AMX)",
         choices=INFERENCE_PRECISION_CHOICES,
+        parse=precision_value,
         aliases=("--precision",),
+        changes=("faces",),
         group="hardware",
     )
     channels_last: bool = setting(
         True,
         "run both networks in channels-last memory format: faster on this project's CPUs, same decisions "
         "(README: Inference)",
+        changes=("faces",),
         group="hardware",
     )
     compile_networks: bool = setting(
@@ -277,6 +376,7 @@ class Config:
         "torch.compile both networks: the first batch waits for the compiler (a minute or more on CPU), "
         "so it pays only on long batch runs",
         aliases=("--compile",),
+        changes=("faces",),
         group="hardware",
     )
     face_selection: str = setting(
@@ -284,10 +384,15 @@ class Config:
         "which face to use when a photo holds several: the subject is usually the biggest",
         choices=FACE_SELECTION_CHOICES,
         aliases=("--face",),
+        changes=("faces", "crops"),
         group="detection",
     )
 
     def __post_init__(self) -> None:
+        # Lightning's spellings of a precision (bf16-mixed) are the same values as ours (bf16): stored as ours,
+        # so that a config.json of an older run, or Config(precision="bf16-mixed"), means the same.
+        for name in ("precision", "inference_precision"):
+            object.__setattr__(self, name, PRECISION_ALIASES.get(getattr(self, name), getattr(self, name)))
         problems = list(_validation_problems(self))
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
@@ -346,10 +451,11 @@ def _validation_problems(config: Config):
         if limit < 0 or (isinstance(limit, float) and limit > 1.0):
             given = getattr(config, name)
             yield f"{name} must be a share between 0 and 1.0 or a whole number of batches, got {given!r}"
-    try:
-        devices_value(config.devices)
-    except ValueError as error:
-        yield str(error)
+    for check in (lambda: devices_value(config.devices), lambda: device_value(config.device)):
+        try:
+            check()
+        except ValueError as error:
+            yield str(error)
     if config.num_nodes < 1 or config.log_every_n_steps < 1:
         yield "num_nodes and log_every_n_steps must be at least 1"
     if config.freeze_backbone_epochs < -1:
@@ -360,8 +466,19 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config))
 
 
+def settings_that_change(*kinds: str) -> tuple[str, ...]:
+    """The Config fields that change a result of any of `kinds` (keys of RESULT_KINDS), in declaration order:
+    what a store of such results records, and refuses (or redoes) when a run asks for other values. The one
+    place this is decided is each field's `changes=` declaration."""
+    unknown = [kind for kind in kinds if kind not in RESULT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown result kind {unknown[0]!r}; use one of {', '.join(RESULT_KINDS)}")
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["changes"] & set(kinds))
+
+
 def settings_table() -> str:
-    """Every setting under its --help heading: `name = default` and its reason (what `python config.py` prints)."""
+    """Every setting under its --help heading: `name = default`, its reason and the results it changes (what
+    `python config.py` prints)."""
     defaults = Config()
     lines = []
     for key, title in OPTION_GROUPS.items():
@@ -371,7 +488,9 @@ def settings_table() -> str:
             for f in fields:
                 value = getattr(defaults, f.name)
                 shown = repr(str(value)) if isinstance(value, Path) else repr(value)
-                lines.append(f"{f.name} = {shown}  # {f.metadata['why']}")
+                changes = f.metadata["changes"]
+                kinds = f" [changes {', '.join(k for k in RESULT_KINDS if k in changes)}]" if changes else ""
+                lines.append(f"{f.name} = {shown}  # {f.metadata['why']}{kinds}")
     return "\n".join(line for line in lines if line is not None)
 
 
@@ -425,11 +544,40 @@ def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[st
         else:
             kwargs["type"] = kind
             kwargs["metavar"] = name.upper()
+        if meta["parse"] is not None:
+            kwargs["type"] = _argument_type(meta["parse"], name)
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
             kwargs.pop("metavar", None)
         # The short conventional name (--lr, --ckpt) first, so usage lines show it; the field's name also works.
-        parser.group(meta["group"]).add_argument(*meta["aliases"], option_name(name), **kwargs)
+        group = parser.group(meta["group"])
+        group.add_argument(*meta["aliases"], option_name(name), **kwargs)
+        if meta["hidden_aliases"]:  # an older name, still accepted, not listed
+            group.add_argument(*meta["hidden_aliases"], **{**kwargs, "help": argparse.SUPPRESS})
+
+
+def _argument_type(parse: typing.Callable[[str], Any], name: str) -> typing.Callable[[str], Any]:
+    """`parse` as an argparse type: its ValueError's message becomes argparse's one line."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name  # argparse names the type in its messages
+    return convert
+
+
+def add_refused_option(parser: ConfigArgumentParser, option: str, hint: str) -> None:
+    """An option name that this script does not take, but another script does: giving it is a usage error (exit 2)
+    whose one line is `hint`, saying which option means what the user wanted. Not listed in --help."""
+
+    class Refused(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string}: {hint}")
+
+    parser.add_argument(option, action=Refused, nargs="?", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
 
 
 def _optional_inner(kind: Any) -> Any:
@@ -482,7 +630,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     return (base or Config()).replace(**given)
 
 
-DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"  # every script's --device (one device)
+LEGACY_FIELDS = {"accelerator": "device"}  # config.json keys of older runs -> today's field
 CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
 
 
@@ -493,16 +641,24 @@ def default_note(default: Any) -> str:
     return f" (default: {str(default).replace('%', '%%')})"  # argparse %-formats help texts
 
 
-def help_epilog(examples: typing.Iterable[str], exit_codes: dict[int, str], notes: str = "") -> str:
-    """The end of every script's --help: example command lines, `notes`, and what each exit code means
-    (2, argparse's code for a bad command line, is added when not given)."""
-    codes = {2: "bad command line: an unknown option, a bad value or an unusable --config file", **exit_codes}
+def help_epilog(
+    examples: typing.Iterable[str], exit_codes: typing.Mapping[int, str] | typing.Iterable[int], notes: str = ""
+) -> str:
+    """The end of every script's --help: example command lines, `notes`, and the exit codes this script ends
+    with, each with its one meaning in every script (face_match_age.exit_codes, the README's table), then what
+    it means here when `exit_codes` maps it to a detail. 0 and 2 (a bad command line) are always listed."""
+    from face_match_age.exit_codes import ExitCode
+
+    details = dict(exit_codes) if isinstance(exit_codes, typing.Mapping) else dict.fromkeys(exit_codes, "")
+    details = {ExitCode.OK: "", ExitCode.USAGE: "", **details}
     lines = ["examples:", *(f"  {example}" for example in examples)]
     if notes:
         lines += ["", *textwrap.wrap(" ".join(notes.split()), 100)]
     lines += ["", "exit codes:"]
-    for code in sorted(codes):
-        lines += textwrap.wrap(codes[code], 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    for code in sorted(details):
+        member = ExitCode(code)
+        text = details[code] or member.meaning
+        lines += textwrap.wrap(text, 100, initial_indent=f"  {member.value:<5}", subsequent_indent=" " * 7)
     return "\n".join(lines)
 
 
@@ -574,7 +730,14 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         if unknown_options:
             hints = []
             for extra in unknown_options:
-                close = difflib.get_close_matches(extra.split("=")[0], self.all_known_options(), n=1)
+                name = extra.split("=")[0]
+                owners = [command for command, parser in self.subcommands().items() if name in parser.known_options]
+                if owners:  # an option of another subcommand than the one given
+                    hints.append(
+                        f"{extra} (an option of {' and '.join(owners)}, not of {getattr(parsed, 'command', '')})"
+                    )
+                    continue
+                close = difflib.get_close_matches(name, self.all_known_options(), n=1)
                 hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
             self.error(f"unknown option {', '.join(hints)}; run with --help to list the options")
         if extras:
@@ -619,6 +782,7 @@ def load_config(path: Path) -> Config:
         raise ValueError(f"--config {path}: not a JSON file ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(values).__name__}")
+    values = {LEGACY_FIELDS.get(name, name): value for name, value in values.items()}
     unknown = [name for name in values if name not in field_names() and name not in RUN_RECORD_KEYS]
     if unknown:
         raise ValueError(

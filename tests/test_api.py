@@ -17,15 +17,15 @@ def test_face_analyzer_returns_plain_data(torch_home_with_vggface2, age_checkpoi
     assert len(faces) == 1
     assert faces[0]["detection_probability"] > 0.9
     ages = analyzer.predict_age(photo_dir / "astronaut.jpg")
-    assert ages[0]["bbox"] == faces[0]["bbox"]
-    assert 0 <= ages[0]["age_prediction"] <= 100
+    assert ages[0]["box"] == faces[0]["box"]
+    assert 0 <= ages[0]["age"] <= 100
     embedding = analyzer.embed(astronaut)
     assert embedding.shape == (512,)
     assert np.isclose(np.linalg.norm(embedding), 1.0, atol=1e-4)
     result = analyzer.compare(photo_dir / "astronaut.jpg", astronaut, threshold=0.5)
     json.dumps(result)  # plain data all the way down
     assert result["verification"]["threshold_used"] == 0.5
-    assert result["verification"]["similarity_score"] == pytest.approx(1.0, abs=0.01)  # the same photo, once as JPEG
+    assert result["verification"]["similarity"] == pytest.approx(1.0, abs=0.01)  # the same photo, once as JPEG
 
 
 def test_no_face_is_an_exception_in_the_api(torch_home_with_vggface2, coffee):
@@ -50,9 +50,9 @@ def test_tta_averages_a_face_with_its_mirror(torch_home_with_vggface2, age_check
     with torch.inference_mode():
         model = analyzers[0].age_model
         probabilities = (model(face).softmax(1) + model(face.flip(-1)).softmax(1)) / 2
-    assert plain.age_prediction == pytest.approx(expected_age(model(face)).item(), abs=0.01)
-    assert averaged.age_prediction == pytest.approx(expected_age(probabilities.log()).item(), abs=0.01)
-    assert abs(averaged.age_prediction - plain.age_prediction) > 0.05
+    assert plain.age == pytest.approx(expected_age(model(face)).item(), abs=0.01)
+    assert averaged.age == pytest.approx(expected_age(probabilities.log()).item(), abs=0.01)
+    assert abs(averaged.age - plain.age) > 0.05
     assert np.isclose(np.linalg.norm(averaged.embedding), 1.0, atol=1e-4)
 
 

@@ -48,8 +48,8 @@ def _size_of(tiles: int):
 
 
 def _row(index, similarity=None, is_match=False, ages=(30.0, 40.0)):
-    verification = None if similarity is None else {"is_match": is_match, "similarity_score": similarity}
-    faces = [{"age_prediction": age, "bbox": [0, 0, 10, 10]} for age in ages]
+    verification = None if similarity is None else {"is_match": is_match, "similarity": similarity}
+    faces = [{"age": age, "box": [0, 0, 10, 10]} for age in ages]
     return {"pair_index": index, "verification": verification, "face_1": faces[0], "face_2": faces[1]}
 
 
@@ -141,7 +141,7 @@ def test_past_the_limit_each_verdict_keeps_a_share_of_the_sheet():
 
 
 def test_a_caption_names_the_photos_and_says_the_verdict_and_ages():
-    row = _row(0, 0.81234, is_match=True) | {"image_1": "a.jpg", "image_2": "b.jpg", "label": 1}
+    row = _row(0, 0.81234, is_match=True) | {"file_1": "imgs/a.jpg", "file_2": "b.jpg", "label": 1}
     row["verification"]["threshold_used"] = 0.7
     assert batch_sheet.pair_caption(row, ()) == [
         "a.jpg | b.jpg",
@@ -152,7 +152,7 @@ def test_a_caption_names_the_photos_and_says_the_verdict_and_ages():
 
 def test_a_caption_without_ages_or_verification_says_why_with_file_names(tmp_path):
     missing = tmp_path / "missing.jpg"
-    row = _row(0, ages=(None, None)) | {"image_1": "a.jpg", "image_2": "missing.jpg", "label": None}
+    row = _row(0, ages=(None, None)) | {"file_1": "a.jpg", "file_2": "missing.jpg", "label": None}
     row["error"] = f"cannot read image {missing}: no such file"
     caption = batch_sheet.pair_caption(row, (tmp_path / "a.jpg", missing))
     assert caption[1] == "failed: cannot read image missing.jpg: no such file"

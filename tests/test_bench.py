@@ -26,7 +26,7 @@ def _row(out: str, label: str) -> str:
 
 def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
     code = bench.train.main(
-        ["--batch-size", "4", "--steps", "1", "--img-size", "80", "--accelerator", "cpu", "--num-workers", "0"]
+        ["--batch-size", "4", "--steps", "1", "--img-size", "80", "--device", "cpu", "--num-workers", "0"]
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -185,3 +185,18 @@ def test_gpu_script_shrunk_writes_the_header_and_every_sections_table(
     assert len(tables["Training (bench.train)"]) == 2 + 2 * 2  # header, rule, 2 precisions x 2 loops
     assert len(tables["Inference (bench.options)"]) == 2 + 1 + options_run  # header, rule, the floor, options
     assert len(tables["MTCNN (bench.detection)"]) == 2 + 2 * 3  # header, rule, 2 collections x 3 ways
+
+
+def test_service_benchmark_prints_every_way_and_the_ratios(capsys, torch_home_with_vggface2, age_checkpoint):
+    import bench.service
+
+    argv = ["--requests", "2", "--clients", "2", "--repeats", "1", "--ckpt", str(age_checkpoint)]
+    assert bench.service.main(argv) == 0
+    out = capsys.readouterr().out
+    for way in ("service, 2 concurrent clients", "service, 1 client (sequential)", "FaceAnalyzer, one process"):
+        figures = _figures(_row(out, way)[len(way) :])
+        assert len(figures) == 4 and all(math.isfinite(f) and f > 0 for f in figures), way  # req/s, p50, p95, CPU
+    for ratio in ("concurrent / sequential requests/s:", "concurrent / FaceAnalyzer requests/s:"):
+        assert _figures(_row(out, ratio))[0] > 0
+    assert len(_figures(_row(out, "CPU per request, concurrent / sequential:"))) == 2
+    assert "batches of the concurrent runs: 2 requests in" in out

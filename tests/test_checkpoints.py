@@ -19,6 +19,7 @@ import infer
 import train
 from config import Config
 from face_match_age.device import choose_device
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.checkpoint_files import checkpoint_damage
 from face_match_age.files.output_files import OutputError
 from face_match_age.training.checkpointing import AtomicCheckpointIO
@@ -94,16 +95,16 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_print_how_to_resume(tmp_path, 
     stop_lines = [line for line in err.splitlines() if line.startswith("stopped by")]
     assert stop_lines == [
         f"stopped by {signum.name} in epoch 0 at step 2; saved {last}; resume with: "
-        f"uv run python train.py {shlex.join(args)} --ckpt {last}"
+        f"uv run python train.py {shlex.join(args)} --resume {last}"
     ], err[-3000:]
     assert _checkpoint_position(last) == (0, 2)  # the batch running when the signal came was finished first
 
 
 def test_resume_command_replaces_the_old_checkpoint_option():
     command = train.resume_command(
-        ["--ckpt", "old.ckpt", "--train-dir", "my faces", "--resume-checkpoint=x"], Path("c/last.ckpt")
+        ["--resume", "old.ckpt", "--train-dir", "my faces", "--resume-checkpoint=x"], Path("c/last.ckpt")
     )
-    assert command == "uv run python train.py --train-dir 'my faces' --ckpt c/last.ckpt"
+    assert command == "uv run python train.py --train-dir 'my faces' --resume c/last.ckpt"
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("killed mid-save")])
@@ -124,7 +125,7 @@ def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_whole(tmp_path,
 
 
 def test_training_writes_checkpoints_through_the_atomic_writer(tmp_path):
-    config = Config(accelerator="cpu", pretrained="none", checkpoint_dir=tmp_path / "c", log_dir=tmp_path / "l" / "r")
+    config = Config(device="cpu", pretrained="none", checkpoint_dir=tmp_path / "c", log_dir=tmp_path / "l" / "r")
     trainer = train.build_trainer(config, choose_device("cpu", "auto"))[0]
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
@@ -152,7 +153,7 @@ def _assert_one_damaged_line(err: str, path: Path) -> None:
 
 def test_train_reports_a_truncated_checkpoint_before_fitting(tmp_path, truncated_checkpoint, capsys):
     config = make_dataset(tmp_path / "data", train=4, val=2, size=80)
-    assert train.main(train_args(config) + ["--ckpt", str(truncated_checkpoint)]) == 1
+    assert train.main(train_args(config) + ["--resume", str(truncated_checkpoint)]) == ExitCode.MODEL
     _assert_one_damaged_line(capsys.readouterr().err, truncated_checkpoint)
     assert not config.checkpoint_dir.exists()  # stopped before Lightning set anything up
 
@@ -165,7 +166,7 @@ def test_train_reports_a_corrupt_byte_that_torch_load_would_accept(tmp_path, age
     corrupt.write_bytes(bytes(data))
     torch.load(corrupt, weights_only=True)
     assert checkpoint_damage(age_checkpoint) is None
-    assert train.main(train_args(config) + ["--ckpt", str(corrupt)]) == 1
+    assert train.main(train_args(config) + ["--resume", str(corrupt)]) == ExitCode.MODEL
     _assert_one_damaged_line(capsys.readouterr().err, corrupt)
 
 
@@ -186,14 +187,14 @@ def test_infer_reports_a_truncated_checkpoint_as_damaged(
 
 
 def test_evaluate_reports_a_truncated_checkpoint_as_damaged(tmp_path, truncated_checkpoint, capsys):
-    assert _evaluate_age(tmp_path, truncated_checkpoint) == 1
+    assert _evaluate_age(tmp_path, truncated_checkpoint) == ExitCode.MODEL
     _assert_one_damaged_line(capsys.readouterr().err, truncated_checkpoint)
 
 
 def test_empty_checkpoint_file_is_reported_as_damaged(tmp_path, capsys):
     empty = tmp_path / "best.ckpt"
     empty.write_bytes(b"")
-    assert _evaluate_age(tmp_path, empty) == 1
+    assert _evaluate_age(tmp_path, empty) == ExitCode.MODEL
     _assert_one_damaged_line(capsys.readouterr().err, empty)
 
 
@@ -210,7 +211,7 @@ def test_unreadable_training_image_stops_training_with_one_line(tmp_path, capsys
     config = make_dataset(tmp_path / "data", train=4, val=2, size=80).replace(num_workers=workers)
     broken = config.train_dir / "train_0002.jpg"
     broken.write_bytes(broken.read_bytes()[:300])  # a JPEG cut short, as an interrupted copy leaves it
-    assert train.main(train_args(config)) == 1
+    assert train.main(train_args(config)) == ExitCode.INPUT
     err = capsys.readouterr().err
     assert "Traceback" not in err
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]

@@ -6,6 +6,7 @@ import pytest
 import data_prep
 import evaluate
 import infer
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.column_mapping import LABEL_COLUMNS, PAIR_COLUMNS, parse_column_mapping
 from face_match_age.inference.batch import InputError, read_pairs_csv
 from face_match_age.preparation.dataset_labels import MetadataError, read_user_csv
@@ -111,14 +112,14 @@ def test_columns_reach_the_readers_from_the_command_line(tmp_path, capsys):
     code = evaluate.main(
         ["verify", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "e"), "--columns", "img1=x"]
     )
-    assert code == 1
+    assert code == ExitCode.INPUT
     assert "no column x (--columns img1=x); its columns are file_a, file_b, same" in capsys.readouterr().err
     images = tmp_path / "photos"
     images.mkdir()
     (tmp_path / "labels.csv").write_text("file,years\na.jpg,3\n")
     argv = ["--dataset", "csv", "--images", str(images), "--csv", str(tmp_path / "labels.csv")]
     argv += ["--out", str(tmp_path / "prep"), "--data-root", str(tmp_path / "data"), "--columns", "name=file"]
-    assert data_prep.main(argv) == 1
+    assert data_prep.main(argv) == ExitCode.INPUT
     assert "lacks the column(s) age" in capsys.readouterr().err
     assert LABEL_COLUMNS[:2] == ("name", "age")
 
@@ -126,4 +127,4 @@ def test_columns_reach_the_readers_from_the_command_line(tmp_path, capsys):
 def test_columns_belong_to_a_csv(capsys):
     with pytest.raises(SystemExit):
         infer.main(["a.jpg", "b.jpg", "out", "--columns", "img1=file_a"])
-    assert "--columns maps the columns of the --pairs CSV" in capsys.readouterr().err
+    assert "--columns (an option of pairs, not of compare)" in capsys.readouterr().err

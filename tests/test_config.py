@@ -133,14 +133,14 @@ def test_stray_positional_arguments_are_named(capsys):
 def test_an_optional_path_field_is_an_option_that_takes_a_path():
     parser = ConfigArgumentParser()
     add_config_arguments(parser, ["resume_checkpoint"])
-    _, config = parse_config(parser, ["--ckpt", "runs/last.ckpt"])
+    _, config = parse_config(parser, ["--resume", "runs/last.ckpt"])
     assert config.resume_checkpoint == Path("runs/last.ckpt")
 
 
 @pytest.mark.parametrize(
     ("script", "argv"),
     [
-        ("infer", []),
+        ("infer", ["compare", "a.jpg", "b.jpg", "out"]),
         ("evaluate", ["verify", "--pairs", "pairs.csv", "--out", "out"]),
         ("evaluate", ["retrieve", "--csv", "labels.csv", "--images", "photos", "--out", "out"]),
     ],
@@ -163,7 +163,10 @@ def test_inference_options_default_to_auto_channels_last_and_no_compilation():
 
 SCRIPT_HELP_HEADINGS = {
     "train": ("data:", "model:", "training:", "hardware:", "output:"),
-    "infer": ("data:", "model:", "face detection:", "hardware:", "output:"),
+    "infer compare": ("data:", "model:", "face detection:", "hardware:", "output:"),
+    "infer age": ("data:", "model:", "face detection:", "hardware:"),
+    "infer pairs": ("data:", "model:", "face detection:", "hardware:"),
+    "infer folder": ("data:", "model:", "face detection:", "hardware:", "output:"),
     "data_prep": ("data:", "face detection:", "hardware:", "output:"),
     "model": ("model:", "hardware:"),
     "bench.infer": ("data:", "model:", "hardware:", "benchmark:"),
@@ -189,7 +192,8 @@ def _help_of(module_name: str, argv: list[str], capsys) -> str:
 
 @pytest.mark.parametrize("script", sorted(SCRIPT_HELP_HEADINGS))
 def test_every_script_help_has_headings_examples_and_exit_codes(script, capsys):
-    text = _help_of(script, [], capsys)
+    module, *command = script.split()
+    text = _help_of(module, command, capsys)
     for heading in SCRIPT_HELP_HEADINGS[script]:
         assert f"\n{heading}\n" in text, heading
     assert "\nexamples:\n  uv run python " in text
@@ -214,9 +218,9 @@ def test_evaluate_help_lists_every_command_with_examples(capsys):
 
 
 def test_help_shows_the_default_of_config_and_hand_added_options(capsys):
-    text = " ".join(_help_of("infer", [], capsys).split())  # argparse wraps lines where the terminal ends
+    text = " ".join(_help_of("infer", ["compare"], capsys).split())  # argparse wraps lines where the terminal ends
     assert "cosine similarity above which two faces count as one person (default: 0.7)" in text
-    assert f"{config.DEVICE_HELP} (default: auto)" in text
+    assert f"where the networks run: {config.DEVICE_HELP} (default: auto)" in text
 
 
 def _script_parsers():
@@ -226,8 +230,9 @@ def _script_parsers():
     import train
 
     parsers = {"train": train.build_parser(), "infer": infer.build_parser(), "data_prep": data_prep.build_parser()}
-    commands = evaluate.build_parser().subcommands()
-    return parsers | {f"evaluate {name}": parser for name, parser in commands.items()}
+    commands = {f"evaluate {name}": parser for name, parser in evaluate.build_parser().subcommands().items()}
+    commands |= {f"infer {name}": parser for name, parser in infer.build_parser().subcommands().items()}
+    return parsers | commands
 
 
 def test_every_option_of_every_script_is_described():
@@ -248,7 +253,8 @@ def test_help_epilog_lists_examples_then_every_exit_code_in_order():
         "",
         "exit codes:",
         "  0    done",
-        "  2    bad command line: an unknown option, a bad value or an unusable --config file",
+        "  2    bad command line: an unknown option, a bad value, options that do not go together, an",
+        "       unusable --config file, or a --device or --precision this machine cannot run",
         "  130  interrupted",
     ]
 

@@ -14,6 +14,7 @@ from PIL import Image
 import config
 import data_prep
 import loader
+from face_match_age.exit_codes import ExitCode
 from face_match_age.preparation import crops
 
 
@@ -124,7 +125,7 @@ def test_checksum_mismatch_stops_and_keeps_the_archive(tmp_path, imdb_tar, monke
     served, _ = imdb_tar
     _use_md5(monkeypatch, "imdb", "0" * 32)
     with serve_directory(served) as (base_url, _):
-        assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == 1
+        assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == ExitCode.INPUT
     err = capsys.readouterr().err
     assert "does not have the expected MD5" in err
     assert "--skip-checksum" in err
@@ -141,7 +142,7 @@ def test_checksum_mismatch_stops_and_keeps_the_archive(tmp_path, imdb_tar, monke
 def test_unsafe_tar_members_are_refused(tmp_path, member, capsys):
     archive = tmp_path / "imdb_crop.tar"
     unsafe_tar(archive, member)
-    assert _prep(tmp_path, "--archive", archive, "--skip-checksum") == 1
+    assert _prep(tmp_path, "--archive", archive, "--skip-checksum") == ExitCode.INPUT
     err = capsys.readouterr().err
     assert "refused to unpack" in err
     assert member.lstrip("/") in err
@@ -155,7 +156,7 @@ def test_tar_links_leaving_the_folder_are_refused(tmp_path, capsys):
         link = tarfile.TarInfo("imdb_crop/imdb.mat")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
-    assert _prep(tmp_path, "--archive", archive, "--skip-checksum") == 1
+    assert _prep(tmp_path, "--archive", archive, "--skip-checksum") == ExitCode.INPUT
     assert "imdb_crop/imdb.mat" in capsys.readouterr().err
 
 
@@ -163,7 +164,7 @@ def test_tar_links_leaving_the_folder_are_refused(tmp_path, capsys):
 def test_unsafe_zip_members_are_refused(tmp_path, member, capsys):
     archive = tmp_path / "FGNET.zip"
     unsafe_zip(archive, member)
-    assert _prep(tmp_path, "--dataset", "fgnet", "--archive", archive) == 1
+    assert _prep(tmp_path, "--dataset", "fgnet", "--archive", archive) == ExitCode.INPUT
     assert f"member {member!r} is unsafe" in capsys.readouterr().err
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path / "data" / "escape.txt").exists()
@@ -219,7 +220,7 @@ def test_own_photos_with_a_csv_are_cropped_split_and_labelled(tmp_path):
 
 
 def test_datasets_without_a_direct_link_ask_for_the_archive(tmp_path, capsys):
-    assert _prep(tmp_path, "--dataset", "cacd") == 1
+    assert _prep(tmp_path, "--dataset", "cacd") == ExitCode.INPUT
     err = capsys.readouterr().err
     assert "CACD2000.tar.gz" in err
     assert "--archive" in err
@@ -241,13 +242,13 @@ def test_a_full_disk_stops_the_download_before_it_starts(tmp_path, imdb_tar, mon
     served, _ = imdb_tar
     monkeypatch.setattr(downloader.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
     with serve_directory(served) as (base_url, log):
-        assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == 1
+        assert _prep(tmp_path, "--url", base_url + "imdb_crop.tar") == ExitCode.OUTPUT
     assert "GB free but the download needs" in capsys.readouterr().err
     assert len(log) == 1  # not retried: waiting does not free disk space
 
 
 def test_an_unreachable_mirror_says_what_to_do(tmp_path, capsys):
-    assert _prep(tmp_path, "--url", "http://127.0.0.1:9/imdb_crop.tar") == 1
+    assert _prep(tmp_path, "--url", "http://127.0.0.1:9/imdb_crop.tar") == ExitCode.INPUT
     err = capsys.readouterr().err
     assert "could not download http://127.0.0.1:9/imdb_crop.tar" in err
     assert "--archive PATH" in err
@@ -297,7 +298,7 @@ def test_csv_names_sharing_a_crop_file_are_refused_naming_the_rows(tmp_path, cap
         {"name": "fine.jpg", "age": 40},
     ]
     folder = _own_photos(tmp_path, rows)
-    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    assert _prep_csv(tmp_path, folder, "--no-detect") == ExitCode.INPUT
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "one crop cannot carry two labels" in err
@@ -323,7 +324,7 @@ def test_blank_absolute_and_parent_names_are_one_error_before_cropping(tmp_path,
         {"name": "sub/../../outside.jpg", "age": 34},
     ]
     folder = _own_photos(tmp_path, rows)
-    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    assert _prep_csv(tmp_path, folder, "--no-detect") == ExitCode.INPUT
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "Traceback" not in err
@@ -495,7 +496,7 @@ def test_a_full_disk_while_cropping_is_one_line_and_the_rerun_continues(tmp_path
         write_atomically(dest, write)
 
     monkeypatch.setattr(crops, "_save_atomically", disk_full)
-    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    assert _prep_csv(tmp_path, folder, "--no-detect") == ExitCode.OUTPUT
     err = capsys.readouterr().err
     messages = [line for line in re.split(r"[\r\n]", err) if line.strip() and "|" not in line]  # not the bar
     assert messages[-1].startswith("error: cannot write "), err

@@ -3,9 +3,9 @@ import pytest
 from face_match_age.device import DeviceUnavailableError, choose_device, decide_device
 
 
-def _decide(accelerator="auto", precision="auto", **machine):
+def _decide(device="auto", precision="auto", **machine):
     facts = {"cuda_available": False, "bf16_supported": False, "mps_available": False, **machine}
-    return decide_device(accelerator, precision, **facts)
+    return decide_device(device, precision, **facts)
 
 
 def test_prefers_cuda_then_mps_then_cpu():
@@ -15,16 +15,34 @@ def test_prefers_cuda_then_mps_then_cpu():
 
 
 def test_precision_follows_the_hardware():
-    assert _decide(cuda_available=True, bf16_supported=True).precision == "bf16-mixed"
-    assert _decide(cuda_available=True, bf16_supported=False).precision == "16-mixed"
-    assert _decide().precision == "32-true"
-    assert _decide(mps_available=True).precision == "32-true"
+    # in every script's vocabulary (--precision), and Lightning's for its Trainer
+    choices = [
+        _decide(cuda_available=True, bf16_supported=True),
+        _decide(cuda_available=True, bf16_supported=False),
+        _decide(),
+        _decide(mps_available=True),
+    ]
+    assert [choice.precision for choice in choices] == ["bf16", "16", "32", "32"]
+    assert [choice.lightning_precision for choice in choices] == ["bf16-mixed", "16-mixed", "32-true", "32-true"]
 
 
 def test_explicit_requests_win_and_are_explained():
-    choice = _decide("cpu", "64-true", cuda_available=True)
-    assert (choice.accelerator, choice.precision) == ("cpu", "64-true")
+    choice = _decide("cpu", "bf16", cuda_available=True)
+    assert (choice.accelerator, choice.precision, choice.lightning_precision) == ("cpu", "bf16", "bf16-mixed")
     assert "cpu requested" in choice.reason
+    assert "precision bf16 requested" in choice.reason
+
+
+def test_lightnings_precision_names_are_the_same_values():
+    for lightning, ours in (("32-true", "32"), ("bf16-mixed", "bf16"), ("16-mixed", "16")):
+        assert _decide("cpu", lightning).precision == ours
+    with pytest.raises(ValueError, match="unknown precision '64-true'"):
+        _decide("cpu", "64-true")
+
+
+def test_a_gpu_by_index_is_that_gpu():
+    choice = _decide("cuda:1", cuda_available=True)
+    assert (choice.accelerator, choice.index, str(choice.device)) == ("cuda", 1, "cuda:1")
 
 
 def test_reason_names_the_cause():
@@ -34,7 +52,7 @@ def test_reason_names_the_cause():
 
 
 def test_requesting_a_missing_gpu_fails_clearly():
-    with pytest.raises(DeviceUnavailableError, match="'cuda' was requested but this machine has none"):
+    with pytest.raises(DeviceUnavailableError, match="'cuda' was requested but this machine has no such CUDA GPU"):
         _decide("cuda")
 
 

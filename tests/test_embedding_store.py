@@ -15,7 +15,7 @@ def _photos(names: list[str], seed: int = 0) -> tuple[list[dict], list[np.ndarra
             records.append({"file": name, "error": "no face found"})
             embeddings.append(None)
         else:
-            records.append({"file": name, "box": [1, 2, 30, 40], "age": 31.5, "uncertainty": 2.0})
+            records.append({"file": name, "box": [1, 2, 30, 40], "age": 31.5, "age_std": 2.0})
             embeddings.append(rng.standard_normal(512).astype(np.float32))
     return records, embeddings
 
@@ -34,17 +34,8 @@ def test_two_chunks_load_as_one_array_in_order(tmp_path):
 def test_a_photo_without_a_face_keeps_its_error_and_no_row(tmp_path):
     store = EmbeddingStore(tmp_path / "store")
     store.append(*_photos(["blank.jpg"]))
-    assert store.table() == [
-        {
-            "row": None,
-            "file": "blank.jpg",
-            "box": None,
-            "age": None,
-            "uncertainty": None,
-            "error": "no face found",
-            "stamp": None,
-        }
-    ]
+    face = dict.fromkeys(("box", "detection_probability", "faces_found", "age", "age_std", "age_interval"))
+    assert store.table() == [{"row": None, "file": "blank.jpg", **face, "error": "no face found", "stamp": None}]
     assert store.embeddings().shape == (0, 512)
 
 

@@ -1,6 +1,7 @@
 """One way to tell a user what failed: one `error: ...` line on stderr, unless the error is laid out on lines."""
 
 from face_match_age.error_messages import MultiLineError, error_line, error_summary, print_error
+from face_match_age.exit_codes import ExitCode
 
 
 def test_a_message_over_several_lines_becomes_one_line():
@@ -36,7 +37,7 @@ def test_missing_weights_in_model_check_print_file_folder_url_cause_and_advice_o
     import model
     from face_match_age.network.weights import PRETRAINED
 
-    assert model.main(["--pretrained", "vggface2"]) == 1
+    assert model.main(["--pretrained", "vggface2"]) == ExitCode.MODEL
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if not line.startswith("download of")]
     assert lines[0] == (

@@ -11,6 +11,8 @@ from synthetic import make_dataset
 import evaluate
 import infer
 from face_match_age.evaluation import array_metrics
+from face_match_age.exit_codes import ExitCode
+from face_match_age.match_rule import AGE_GAP_BANDS, age_gap_band
 from face_match_age.reports import evaluation_sheets
 from face_match_age.reports.contact_sheet import Tile, contact_sheet
 
@@ -109,7 +111,7 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     scored = [r for r in results if r["verification"]]
     labels = [int(pd.read_csv(labelled_pairs / "pairs.csv").at[r["pair_index"], "label"]) for r in scored]
-    scores = [r["verification"]["similarity_score"] for r in scored]
+    scores = [r["verification"]["similarity"] for r in scored]
     assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(scores, labels))
     assert summary["eer"] == pytest.approx(array_metrics.equal_error_rate(scores, labels))
     assert set(summary["age_gap_from"]) == {evaluate.GAP_FROM_CSV}
@@ -124,11 +126,11 @@ def test_verification_evaluation_and_calibration(labelled_pairs, tmp_path, torch
 
 def test_infer_uses_the_band_of_the_predicted_age_gap(run_infer_with_calibration):
     result, calibration = run_infer_with_calibration()
-    band = array_metrics.age_gap_band(result["age_gap"])
+    band = age_gap_band(result["age_gap"])
     assert result["verification"]["threshold_used"] == calibration["bands"][band]["threshold"]
     assert result["verification"]["threshold_source"]["band"] == band
     assert result["verification"]["is_match"] == (
-        result["verification"]["similarity_score"] > calibration["bands"][band]["threshold"]
+        result["verification"]["similarity"] > calibration["bands"][band]["threshold"]
     )
 
 
@@ -145,7 +147,7 @@ def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, ag
         "overall": {"threshold": 0.11},
         "bands": {
             name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-            for i, (name, _, _) in enumerate(array_metrics.AGE_GAP_BANDS)
+            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
         },
     }
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
@@ -188,7 +190,10 @@ def test_a_broken_calibration_file_is_an_input_error(tmp_path, photo_dir, capsys
 def test_leakage_reports_people_in_both_sets(tmp_path, capsys):
     pd.DataFrame({"name": ["a", "b", "c"], "age": [1, 2, 3], "identity": ["x", "y", "z"]}).to_csv(tmp_path / "t.csv")
     pd.DataFrame({"name": ["d", "e"], "age": [1, 2], "identity": ["y", "w"]}).to_csv(tmp_path / "v.csv")
-    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
+    assert (
+        evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")])
+        == ExitCode.CHECK_FAILED
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["shared_identities"] == 1
     assert report["examples"] == ["y"]
@@ -201,7 +206,10 @@ def test_labels_must_be_zero_or_one(labelled_pairs, tmp_path, capsys):
     table = pd.read_csv(labelled_pairs / "pairs.csv")
     table.loc[2, "label"] = 7
     table.to_csv(labelled_pairs / "pairs.csv", index=False)
-    assert evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        evaluate.main(["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(tmp_path / "o")])
+        == ExitCode.INPUT
+    )
     assert "line 4: 7" in capsys.readouterr().err
 
 
@@ -219,7 +227,10 @@ def test_pairs_of_one_class_are_refused_before_scoring(labelled_pairs, tmp_path,
         labelled_pairs, [("face0.jpg", "face1.jpg", label, 30, 32), ("face2.jpg", "face3.jpg", label, 20, 50)]
     )
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
+    assert (
+        evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"])
+        == ExitCode.INPUT
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"all 2 pairs are labelled {label}" in err
@@ -241,7 +252,10 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
         ],
     )
     out = tmp_path / "verify"
-    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"]) == 1
+    assert (
+        evaluate.main(["verify", "--pairs", str(pairs), "--out", str(out), "--calibrate", "--device", "cpu"])
+        == ExitCode.INPUT
+    )
     err = capsys.readouterr().err.splitlines()[-1]
     assert "all 2 pairs are labelled 1 (same person) among the pairs where both faces were found" in err
     assert "1 pairs lacked a face" in err
@@ -251,7 +265,9 @@ def test_pairs_whose_faces_leave_one_class_are_refused_and_name_the_photos(
     assert not (out / "summary.json").exists()
 
 
-def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch):
+def test_figures_use_the_exact_similarities_results_jsonl_holds(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, monkeypatch
+):
     from face_match_age.inference import analyzer
 
     real = analyzer.cosine_similarity
@@ -263,10 +279,14 @@ def test_figures_use_unrounded_similarities(labelled_pairs, tmp_path, torch_home
         == 0
     )
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["verification"]["similarity_score"] for r in results if r["verification"]} == {0.5}
+    exact = {r["pair_index"]: r["verification"]["similarity"] for r in results if r["verification"]}
+    assert len(set(exact.values())) == 6  # JSON keeps every digit; only the tables round
+    table = pd.read_csv(out / "results.csv").dropna(subset=["similarity"])
+    assert set(table["similarity"]) == {0.5}  # 4 decimals, for people
     similarities = pd.read_csv(out / "similarities.csv").dropna(subset=["similarity"])
     assert len(similarities) == 6
     assert similarities["similarity"].nunique() == 6
+    assert dict(zip(similarities["pair_index"], similarities["similarity"])) == pytest.approx(exact, abs=1e-9)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["roc_auc"] == pytest.approx(array_metrics.roc_auc(similarities["similarity"], similarities["label"]))
     assert summary["eer"] == pytest.approx(
@@ -304,7 +324,10 @@ def test_tiny_photos_in_pairs_are_counted_as_without_a_face(labelled_pairs, tmp_
 def test_leakage_without_identities_says_it_cannot_check(tmp_path, capsys):
     pd.DataFrame({"name": ["a", "b"], "age": [1, 2], "identity": ["", None]}).to_csv(tmp_path / "t.csv", index=False)
     pd.DataFrame({"name": ["d"], "age": [1]}).to_csv(tmp_path / "v.csv", index=False)
-    assert evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")]) == 1
+    assert (
+        evaluate.main(["leakage", "--train-csv", str(tmp_path / "t.csv"), "--val-csv", str(tmp_path / "v.csv")])
+        == ExitCode.INPUT
+    )
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "cannot check for people in both sets" in captured.err
@@ -352,17 +375,21 @@ def test_ctrl_c_while_scoring_ends_with_one_line(
     )
 
 
-def test_a_rerun_into_the_same_folder_resumes_with_the_same_unrounded_figures(
-    labelled_pairs, tmp_path, torch_home_with_vggface2, capsys
+def test_a_rerun_into_the_same_folder_resumes_with_the_same_figures_and_no_photo_read(
+    labelled_pairs, tmp_path, torch_home_with_vggface2, capsys, monkeypatch
 ):
     out = tmp_path / "verify"
     command = ["verify", "--pairs", str(labelled_pairs / "pairs.csv"), "--out", str(out), "--device", "cpu"]
     assert evaluate.main(command) == 0
     first = pd.read_csv(out / "similarities.csv")
-    assert evaluate.main(command) == 0  # every pair is already in results.jsonl: only the embeddings are redone
+    from face_match_age.inference import analyzer
+
+    read = []
+    monkeypatch.setattr(analyzer, "load_image", lambda photo: read.append(photo))
+    assert evaluate.main(command) == 0  # every pair is already in results.jsonl, with its exact similarity
     assert "resuming: 7 of 7 pairs" in capsys.readouterr().out
-    # Not bit for bit: the photos are embedded in batches of another size, which may change the last float bits.
-    pd.testing.assert_frame_equal(pd.read_csv(out / "similarities.csv"), first, check_exact=False, atol=1e-6)
+    assert read == []  # no second pass over the photos for unrounded similarities
+    pd.testing.assert_frame_equal(pd.read_csv(out / "similarities.csv"), first, check_exact=True)
 
 
 def test_age_evaluation_reads_the_val_split_of_data_dir(tmp_path, age_checkpoint):
@@ -376,7 +403,7 @@ def test_age_evaluation_reads_the_val_split_of_data_dir(tmp_path, age_checkpoint
 def test_leakage_reads_both_csvs_of_data_dir(tmp_path, capsys):
     pd.DataFrame({"name": ["a"], "age": [1], "identity": ["x"]}).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame({"name": ["b"], "age": [2], "identity": ["x"]}).to_csv(tmp_path / "val.csv", index=False)
-    assert evaluate.main(["leakage", "--data-dir", str(tmp_path)]) == 1
+    assert evaluate.main(["leakage", "--data-dir", str(tmp_path)]) == ExitCode.CHECK_FAILED
     assert json.loads(capsys.readouterr().out)["shared_identities"] == 1
 
 

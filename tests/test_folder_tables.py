@@ -9,6 +9,7 @@ import pytest
 from face_match_age.inference import folder_matches, folder_run
 from face_match_age.inference.folder_matches import JudgedMatches, most_similar_first, write_matches_csv
 from face_match_age.inference.folder_run import _most_similar
+from face_match_age.inference.records import MATCHES_CSV_COLUMNS
 from face_match_age.inference.similarity_search import Matches, threshold_pairs
 
 FILES = [f"photo_{index}.jpg" for index in range(6)]
@@ -31,7 +32,7 @@ def _rows(path) -> list[list[str]]:
 
 def test_matches_csv_is_most_similar_first_with_ties_by_photo(tmp_path):
     rows = _rows(write_matches_csv(tmp_path / "matches.csv", _judged(), FILES, FILES, AGES, AGES))
-    assert rows[0] == folder_matches.MATCH_COLUMNS
+    assert rows[0] == list(MATCHES_CSV_COLUMNS)
     assert [(row[0], row[1]) for row in rows[1:]] == [
         ("photo_1.jpg", "photo_4.jpg"),
         ("photo_0.jpg", "photo_5.jpg"),

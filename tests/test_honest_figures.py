@@ -11,6 +11,7 @@ from test_data_prep import _own_photos, _prep_csv
 
 import evaluate
 from face_match_age.evaluation import array_metrics, calibration
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.csv_tables import read_table
 
 # --- retrieval: nothing to rank is undefined, not 1.0 ----------------------------------------------------
@@ -50,7 +51,7 @@ def _one_error_line(capsys) -> str:
 
 def test_retrieval_of_one_person_is_refused_not_a_perfect_map(tmp_path, fake_embeddings, capsys):
     code, out = _retrieve(tmp_path, [("a_1.jpg", "a", 2005), ("a_2.jpg", "a", 2011), ("a_3.jpg", "a", 2012)])
-    assert code == 1
+    assert code == ExitCode.INPUT
     error = _one_error_line(capsys)
     assert "labels.csv" in error and "one person (a)" in error and "at least two identities" in error
     assert not (out / "summary.json").exists()
@@ -59,7 +60,7 @@ def test_retrieval_of_one_person_is_refused_not_a_perfect_map(tmp_path, fake_emb
 def test_retrieval_whose_galleries_hold_nobody_else_is_refused(tmp_path, fake_embeddings, capsys):
     # a is in both groups, b only among the queries: a's gallery holds a alone, b's person is absent
     code, _ = _retrieve(tmp_path, [("a_1.jpg", "a", 2005), ("a_2.jpg", "a", 2011), ("b_1.jpg", "b", 2011)])
-    assert code == 1
+    assert code == ExitCode.INPUT
     assert "MAP and rank-k are undefined" in _one_error_line(capsys)
 
 
@@ -95,7 +96,7 @@ def _joined_summary(tmp_path, header, rows, age_gaps):
     pairs.write_text(header + "\n" + "".join(f"{','.join(map(str, row))}\n" for row in rows))
     results = tmp_path / "results.jsonl"
     lines = [
-        {"pair_index": i, "verification": {"similarity_score": 0.9 if row[2] else 0.1}, "age_gap": gap, "error": None}
+        {"pair_index": i, "verification": {"similarity": 0.9 if row[2] else 0.1}, "age_gap": gap, "error": None}
         for i, (row, gap) in enumerate(zip(rows, age_gaps))
     ]
     results.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -168,7 +169,7 @@ def test_an_overall_threshold_from_enough_pairs_is_measured():
 
 def test_a_retrieve_csv_with_a_word_for_a_year_names_file_column_and_line(tmp_path, capsys):
     code, _ = _retrieve(tmp_path, [("a_1.jpg", "a", 2005), ("b_1.jpg", "b", "abc")])
-    assert code == 1
+    assert code == ExitCode.INPUT
     error = _one_error_line(capsys)
     assert str(tmp_path / "labels.csv") in error
     assert "column year" in error and "line 3: 'abc'" in error and "write a number there" in error
@@ -177,7 +178,7 @@ def test_a_retrieve_csv_with_a_word_for_a_year_names_file_column_and_line(tmp_pa
 def test_verify_ages_that_are_not_numbers_name_the_line_before_any_scoring(tmp_path, capsys):
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("img1,img2,label,age1,age2\na.jpg,b.jpg,1,30,32\na.jpg,c.jpg,0,thirty,40\n")
-    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(tmp_path / "out")]) == 1
+    assert evaluate.main(["verify", "--pairs", str(pairs), "--out", str(tmp_path / "out")]) == ExitCode.INPUT
     error = _one_error_line(capsys)
     assert "column age1" in error and "line 3: 'thirty'" in error
 
@@ -209,7 +210,7 @@ def test_a_row_longer_than_the_header_is_refused_not_shifted(tmp_path):
 
 def test_one_person_is_not_split_into_an_empty_val(tmp_path, capsys):
     folder = _own_photos(tmp_path, [{"name": f"p{i}.jpg", "age": 30 + i, "identity": "star"} for i in range(4)])
-    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    assert _prep_csv(tmp_path, folder, "--no-detect") == ExitCode.INPUT
     error = _one_error_line(capsys)
     assert "labels.csv" in error and "one person (star)" in error and "at least two people" in error
     assert not (tmp_path / "prepared" / "val.csv").exists()
@@ -217,7 +218,7 @@ def test_one_person_is_not_split_into_an_empty_val(tmp_path, capsys):
 
 def test_one_photo_without_identities_is_not_split(tmp_path, capsys):
     folder = _own_photos(tmp_path, [{"name": "p0.jpg", "age": 30}])
-    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    assert _prep_csv(tmp_path, folder, "--no-detect") == ExitCode.INPUT
     assert "only 1 usable photo" in _one_error_line(capsys)
 
 
@@ -228,7 +229,7 @@ def test_a_val_split_emptied_by_cropping_is_refused(tmp_path, capsys):
     for name in pd.read_csv(tmp_path / "first" / "val.csv")["name"]:
         (folder / name).write_bytes(b"damaged since")
     capsys.readouterr()
-    assert _prep_csv(tmp_path, folder, "--no-detect") == 1
+    assert _prep_csv(tmp_path, folder, "--no-detect") == ExitCode.INPUT
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "none of the 2 val photos kept a face (dropped in both splits: unreadable image: 2)" in error
     assert not (tmp_path / "prepared" / "val.csv").exists()

@@ -107,7 +107,7 @@ def test_a_match_naming_a_row_beyond_count_is_refused():
 def _records(ages: list[float | None], names: list[str] | None = None) -> list[dict]:
     names = names or [f"photo_{row:03d}.jpg" for row in range(len(ages))]
     return [
-        {"row": row, "file": name, "box": [4, 4, 60, 60], "age": age, "uncertainty": None, "error": None}
+        {"row": row, "file": name, "box": [4, 4, 60, 60], "age": age, "age_std": None, "error": None}
         for row, (age, name) in enumerate(zip(ages, names, strict=True))
     ]
 

@@ -74,6 +74,23 @@ def test_unreadable_files_raise_one_clear_error(tmp_path, rgb_photo, content):
         load_image(path)
 
 
+def test_what_is_wrong_with_unreadable_bytes_is_told_by_the_error_type(rgb_photo):
+    """The service answers each with its own HTTP status: no image format 415, too many pixels 413, damaged 400."""
+    from face_match_age.detection.imaging import ImageTooLargeError, NotAnImageError
+
+    buffer = io.BytesIO()
+    rgb_photo.save(buffer, format="JPEG")
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")
+    with pytest.raises(NotAnImageError, match=r"cannot read image notes.txt \(upload\): .*no image format"):
+        load_image(b"plain text", name="notes.txt (upload)")
+    with pytest.raises(ImageTooLargeError, match="exceeds limit"):
+        load_image(bomb.getvalue())
+    with pytest.raises(ImageLoadError, match="image bytes") as damaged:
+        load_image(buffer.getvalue()[:300])
+    assert type(damaged.value) is ImageLoadError
+
+
 def test_missing_file_and_folder_are_named(tmp_path):
     with pytest.raises(ImageLoadError, match="no such file"):
         load_image(tmp_path / "absent.jpg")

@@ -50,27 +50,27 @@ def test_pair_writes_annotated_image_and_seed_json(run, photo_dir, tmp_path):
         assert picture.format == "JPEG"
         assert picture.width > picture.height
     result = json.loads(json_path.read_text())
-    assert result["image_1"] == "astronaut.jpg"
-    assert result["image_2"] == "astronaut_edit.jpg"
+    assert result["file_1"] == str(photo_dir / "astronaut.jpg")  # as given
+    assert result["file_2"] == str(photo_dir / "astronaut_edit.jpg")
     sizes = {
         "face_1": Image.open(photo_dir / "astronaut.jpg").size,
         "face_2": Image.open(photo_dir / "astronaut_edit.jpg").size,
     }
     for key, (width, height) in sizes.items():
         face = result[key]
-        assert isinstance(face["age_prediction"], float)
-        assert 0 <= face["age_prediction"] <= 100
-        x1, y1, x2, y2 = face["bbox"]
-        assert all(isinstance(v, int) for v in face["bbox"])
+        assert isinstance(face["age"], float)
+        assert 0 <= face["age"] <= 100
+        x1, y1, x2, y2 = face["box"]
+        assert all(isinstance(v, int) for v in face["box"])
         assert 0 <= x1 < x2 <= width
         assert 0 <= y1 < y2 <= height
         assert face["age_std"] >= 0
-        assert face["age_interval"][0] <= face["age_prediction"] <= face["age_interval"][1]
+        assert face["age_interval"][0] <= face["age"] <= face["age_interval"][1]
     verification = result["verification"]
     assert isinstance(verification["is_match"], bool)
-    assert -1 <= verification["similarity_score"] <= 1
+    assert -1 <= verification["similarity"] <= 1
     assert verification["threshold_used"] == 0.7
-    assert verification["is_match"] == (verification["similarity_score"] > 0.7)
+    assert verification["is_match"] == (verification["similarity"] > 0.7)
     assert result["error"] is None
     assert result["models"]["verification_weights"] == "vggface2"
 
@@ -81,14 +81,14 @@ def test_exif_rotated_photo_gives_the_upright_box(torch_home_with_vggface2, age_
     astronaut.transpose(Image.ROTATE_90).save(tmp_path / "turned.jpg", exif=exif, quality=95)
     astronaut.save(tmp_path / "upright.jpg", quality=95)
     analyzer = FaceAnalyzer(age_checkpoint=age_checkpoint)
-    upright, turned = (analyzer.detect(tmp_path / name)[0]["bbox"] for name in ("upright.jpg", "turned.jpg"))
+    upright, turned = (analyzer.detect(tmp_path / name)[0]["box"] for name in ("upright.jpg", "turned.jpg"))
     assert np.abs(np.subtract(upright, turned)).max() <= 3
 
 
 def test_large_photos_are_detected_small_and_boxed_in_original_pixels(torch_home_with_vggface2, astronaut):
     big = astronaut.resize((2048, 2048))
-    full = FaceAnalyzer(Config(detection_max_side=4096), with_age=False).detect(big)[0]["bbox"]
-    shrunk = FaceAnalyzer(Config(detection_max_side=512), with_age=False).detect(big)[0]["bbox"]
+    full = FaceAnalyzer(Config(detection_max_side=4096), with_age=False).detect(big)[0]["box"]
+    shrunk = FaceAnalyzer(Config(detection_max_side=512), with_age=False).detect(big)[0]["box"]
     assert np.abs(np.subtract(full, shrunk)).max() <= 0.03 * 2048
     assert shrunk[2] > 512  # in the 2048-pixel photo's coordinates, not the shrunk copy's
 
@@ -101,7 +101,7 @@ def test_face_missing_writes_json_with_nulls_and_never_matches(run, photo_dir, t
     assert result["face_2"] is None
     assert result["verification"] is None
     assert "coffee.jpg" in result["error"]
-    assert result["face_1"]["bbox"]
+    assert result["face_1"]["box"]
     assert (tmp_path / "astronaut_vs_coffee_result.jpg").is_file()
 
 
@@ -165,9 +165,9 @@ def test_missing_age_checkpoint_exits_6_and_no_age_needs_none(run, photo_dir, tm
     )
     assert code == 0
     result = json.loads((tmp_path / "astronaut_vs_astronaut_edit_data.json").read_text())
-    assert result["face_1"]["age_prediction"] is None
+    assert result["face_1"]["age"] is None
     assert result["age_gap"] is None
-    assert result["verification"]["similarity_score"] is not None
+    assert result["verification"]["similarity"] is not None
 
 
 def _run_without_ckpt(photo_dir, out, *options, capsys) -> tuple[int, str]:
@@ -182,9 +182,9 @@ def test_without_the_default_checkpoint_verification_runs_and_ages_are_null(
     code, _ = _run_without_ckpt(photo_dir, tmp_path / "out", "--json", capsys=capsys)
     assert code == infer.EXIT_OK
     result = json.loads((tmp_path / "out" / "astronaut_vs_astronaut_edit_data.json").read_text())
-    assert result["face_1"]["age_prediction"] is None
+    assert result["face_1"]["age"] is None
     assert result["age_gap"] is None
-    assert result["verification"]["similarity_score"] is not None
+    assert result["verification"]["similarity"] is not None
 
 
 def test_without_the_default_checkpoint_the_json_says_why(
@@ -289,7 +289,7 @@ def test_face_rules_and_all_faces_on_a_photo_of_two(run, photo_dir, tmp_path):
         assert code == 0
         face = json.loads((tmp_path / rule / "two_people_vs_astronaut_data.json").read_text())["face_1"]
         assert face["faces_found"] == 2
-        chosen[rule] = face["bbox"]
+        chosen[rule] = face["box"]
     assert chosen["largest"][0] < 450  # big face on the left, small one right of centre
     assert chosen["center"][0] > 450
 
@@ -301,8 +301,8 @@ def test_face_rules_and_all_faces_on_a_photo_of_two(run, photo_dir, tmp_path):
     matrix = np.array(result["similarity_matrix"])
     assert matrix.shape == (2, 2)
     best = result["best_pair"]
-    assert best["similarity_score"] == pytest.approx(matrix.max())
-    assert result["verification"]["similarity_score"] == pytest.approx(matrix[best["face_1"], best["face_2"]])
+    assert best["similarity"] == pytest.approx(matrix.max())
+    assert result["verification"]["similarity"] == pytest.approx(matrix[best["face_1"], best["face_2"]])
 
 
 def test_same_stems_from_other_folders_do_not_overwrite(run, photo_dir, tmp_path):
@@ -316,8 +316,8 @@ def test_same_stems_from_other_folders_do_not_overwrite(run, photo_dir, tmp_path
     assert "another pair's result" in err
     first = json.loads((out / "me_vs_astronaut_data.json").read_text())
     second = json.loads((out / "me_vs_astronaut_2_data.json").read_text())
-    assert "first" in first["path_1"]
-    assert "second" in second["path_1"]
+    assert "first" in first["file_1"]
+    assert "second" in second["file_1"]
     assert run(tmp_path / "first" / "me.jpg", photo_dir / "astronaut.jpg", out, "--json")[0] == 0
     assert sorted(p.name for p in out.glob("*_result.jpg")) == [
         "me_vs_astronaut_2_result.jpg",
@@ -334,7 +334,7 @@ def test_paths_with_spaces_and_non_ascii_letters_name_the_outputs(run, photo_dir
     )
     assert code == 0
     result = json.loads((tmp_path / "sortie é" / "année 1999_vs_astronaut_edit_data.json").read_text(encoding="utf-8"))
-    assert result["image_1"] == "année 1999.jpg"
+    assert result["file_1"] == str(folder / "année 1999.jpg")
     assert result["models"]["tta"] is True
 
 
@@ -348,7 +348,7 @@ def test_photo_too_small_for_a_face_is_no_face_not_a_crash(run, photo_dir, astro
     result = json.loads((tmp_path / "out" / f"astronaut_vs_{tiny.stem}_data.json").read_text())
     assert result["face_2"] is None
     assert result["verification"] is None
-    assert result["face_1"]["bbox"]
+    assert result["face_1"]["box"]
     with Image.open(tmp_path / "out" / f"astronaut_vs_{tiny.stem}_result.jpg") as picture:
         assert picture.width <= 2 * annotate.MAX_PANEL_WIDTH + annotate.GAP  # a banner stays a storable JPEG
 
@@ -383,7 +383,7 @@ def test_ctrl_c_in_pair_mode_ends_with_one_line_and_exit_130(run, photo_dir, tmp
 
 
 def test_a_face_without_an_age_model_is_labelled_so_in_the_picture(astronaut):
-    face = {"bbox": [150, 60, 330, 300], "age_prediction": None, "age_std": None}
+    face = {"box": [150, 60, 330, 300], "age": None, "age_std": None}
     result = {"face_1": face, "face_2": face, "verification": None}
     unlabelled = annotate.comparison_image(astronaut, astronaut, result)
     labelled = annotate.comparison_image(astronaut, astronaut, {**result, "age_model": {"loaded": False}})

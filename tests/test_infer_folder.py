@@ -63,9 +63,9 @@ def _all_pair_similarities(folder: Path, tmp_path: Path, checkpoint) -> dict[fro
     _run("--pairs", pairs_csv, tmp_path / "pairs_out", checkpoint=checkpoint)
     similarities = {}
     for row in _table(tmp_path / "pairs_out" / "results.csv"):
-        if row["similarity_score"]:
-            pair = frozenset(Path(row[key]).relative_to(folder).as_posix() for key in ("img1", "img2"))
-            similarities[pair] = float(row["similarity_score"])
+        if row["similarity"]:
+            pair = frozenset(Path(row[key]).relative_to(folder).as_posix() for key in ("file_1", "file_2"))
+            similarities[pair] = float(row["similarity"])
     return similarities
 
 
@@ -104,7 +104,7 @@ def test_faces_csv_has_one_row_per_photo_with_its_box_age_and_error(
     face = rows["face0.jpg"]
     assert len(face["box"].split()) == 4
     assert 0 <= float(face["age"]) <= 100
-    assert float(face["uncertainty"]) > 0
+    assert float(face["age_std"]) > 0
     assert face["error"] == ""
     assert "9 photos (1 without a face or unreadable)" in capsys.readouterr().out
 
@@ -324,7 +324,7 @@ def test_bad_folders_each_give_one_clear_line(photo_dir, tmp_path, torch_home_wi
     ("options", "message"),
     [
         (["--top-k", "0"], "--top-k must be at least 1"),
-        (["--all-faces"], "--all-faces works in pair mode and with --pairs"),
+        (["--all-faces"], "--all-faces (an option of compare and pairs, not of folder)"),
         (["--embed-only", "--top-k", "3"], "--embed-only stops before matching"),
     ],
 )
@@ -338,7 +338,7 @@ def test_folder_options_that_cannot_work_are_usage_errors(tmp_path, options, mes
 def test_folder_options_need_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         infer.main(["--pairs", str(tmp_path / "p.csv"), str(tmp_path / "out"), "--top-k", "3"])
-    assert "--top-k needs --folder" in capsys.readouterr().err
+    assert "--top-k (an option of folder, not of pairs)" in capsys.readouterr().err
 
 
 def test_clusters_are_the_groups_connected_by_matches_with_a_timeline_each(shared):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from face_match_age.evaluation import array_metrics
-from face_match_age.evaluation.calibration import calibrate, threshold_for
+from face_match_age.evaluation.calibration import calibrate
+from face_match_age.match_rule import MatchRule, age_gap_band
 
 
 def test_mae_and_cs5_by_hand():
@@ -60,7 +61,7 @@ def test_best_threshold_maximises_accuracy():
 
 
 def test_age_gap_bands():
-    assert [array_metrics.age_gap_band(g) for g in (0, 4.9, 5, 12, 20, 45)] == [
+    assert [age_gap_band(g) for g in (0, 4.9, 5, 12, 20, 45)] == [
         "0-5",
         "0-5",
         "5-10",
@@ -68,7 +69,7 @@ def test_age_gap_bands():
         "20+",
         "20+",
     ]
-    assert array_metrics.age_gap_band(math.nan) is None
+    assert age_gap_band(math.nan) is None
 
 
 def test_calibration_meets_its_target_overall_and_per_band():
@@ -92,10 +93,11 @@ def test_calibration_meets_its_target_overall_and_per_band():
     assert record["bands"]["20+"]["threshold"] < record["bands"]["0-5"]["threshold"]
     assert record["bands"]["5-10"]["fallback"]
     assert record["bands"]["5-10"]["threshold"] == record["overall"]["threshold"]
-    threshold, why = threshold_for(record, 31.0, "cal.json")
+    rule = MatchRule(record["overall"]["threshold"], record, "cal.json")
+    threshold, why = rule.threshold_for(31.0)
     assert threshold == record["bands"]["20+"]["threshold"]
     assert why["band"] == "20+"
-    threshold, why = threshold_for(record, None, "cal.json")
+    threshold, why = rule.threshold_for(None)
     assert threshold == record["overall"]["threshold"]
     assert "overall" in why["reason"]
 

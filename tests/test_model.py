@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import model as model_module
 from config import Config
+from face_match_age.exit_codes import ExitCode
 from face_match_age.network.age_network import (
     CheckpointError,
     age_interval,
@@ -218,13 +219,13 @@ def test_no_freezing_callback_for_zero_epochs():
 def test_model_check_command_reports_device_and_weights(capsys, torch_home_with_vggface2):
     assert model_module.main([]) == 0
     out = capsys.readouterr().out
-    assert "Device: cpu, precision 32-true (" in out
+    assert "Device: cpu, precision 32 (" in out
     assert "weights: found" in out
     assert "ready" in out
 
 
 def test_model_check_command_explains_missing_weights(capsys, empty_torch_home):
-    assert model_module.main(["--pretrained", "vggface2"]) == 1
+    assert model_module.main(["--pretrained", "vggface2"]) == ExitCode.MODEL
     captured = capsys.readouterr()
     assert "weights: missing" in captured.out
     assert "could not be downloaded" in captured.err

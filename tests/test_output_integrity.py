@@ -14,6 +14,7 @@ from synthetic import make_dataset
 
 import evaluate
 import infer
+from face_match_age.exit_codes import ExitCode
 from face_match_age.files.output_files import OutputError, out_dir_lock
 from face_match_age.inference import analyzer
 from face_match_age.network.weights import save_random_weights
@@ -174,7 +175,7 @@ def test_a_flipped_byte_in_a_model_file_is_refused_in_one_line_by_infer_and_eval
 
     data = make_dataset(tmp_path / "data", train=1, val=2, size=80)
     age = ["age", "--images", str(data.val_dir), "--csv", str(data.val_csv), "--out", str(tmp_path / "eval")]
-    assert evaluate.main([*age, "--ckpt", str(checkpoint)]) == 1
+    assert evaluate.main([*age, "--ckpt", str(checkpoint)]) == ExitCode.MODEL
     assert f"checkpoint {checkpoint} is damaged: it is corrupt" in _one_error_line(capsys)
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))

@@ -42,7 +42,7 @@ def _as_data(analysis) -> dict:
         "chosen": analysis.chosen,
         "faces_found": analysis.faces_found,
         "failure": None if analysis.failure is None else (type(analysis.failure), str(analysis.failure)),
-        "faces": [face.to_dict() for face in analysis.faces],
+        "faces": [face.result(analysis.faces_found).to_json() for face in analysis.faces],
         "embeddings": [face.embedding.tobytes() for face in analysis.faces],
     }
 

@@ -66,6 +66,7 @@ def test_the_wheel_holds_the_package_alone(built):
     names = zipfile.ZipFile(built["wheel"]).namelist()
     assert "face_match_age/__init__.py" in names
     assert "face_match_age/cli.py" in names and "face_match_age/settings.py" in names
+    assert "face_match_age/service/page.html" in names  # the service's page travels with the package
     assert [name for name in names if not name.startswith(("face_match_age/", "face_match_age-"))] == []
     assert not [name for name in names if "__pycache__" in name]
 
@@ -102,6 +103,9 @@ def test_the_installed_command_answers_help(installed):
     result = _run([command, "--help"], cwd=elsewhere, env=env)
     assert result.stdout.startswith("usage: face-match-age")
     assert "--pairs" in result.stdout and "--folder" in result.stdout and "exit codes:" in result.stdout
+    assert "{compare,age,pairs,folder,serve}" in result.stdout  # the commands infer.py has
+    served = _run([command, "serve", "--help"], cwd=elsewhere, env=env)
+    assert served.stdout.startswith("usage: face-match-age serve") and "--port" in served.stdout
     assert list(elsewhere.iterdir()) == []  # --help makes nothing
 
 

@@ -1,4 +1,4 @@
-"""A pair's result from two analysed photos: thresholds told apart by type, failures kept as exceptions."""
+"""A pair's result from two analysed photos: a fixed or calibrated match rule, failures kept as exceptions."""
 
 import json
 
@@ -8,9 +8,8 @@ import pytest
 from config import Config
 from face_match_age.detection.faces import DetectedFaces, NoFaceError, require_faces
 from face_match_age.detection.imaging import ImageLoadError
-from face_match_age.evaluation.array_metrics import AGE_GAP_BANDS
-from face_match_age.evaluation.calibration import CalibratedThreshold
-from face_match_age.inference.analyzer import FaceAnalyzer, FaceRecord, PhotoAnalysis, pair_result, pair_row
+from face_match_age.inference.analyzer import FaceAnalyzer, FaceRecord, PhotoAnalysis, pair_result
+from face_match_age.match_rule import AGE_GAP_BANDS, MatchRule
 
 
 def _analysed(source: str, age: float, embedding) -> PhotoAnalysis:
@@ -30,28 +29,36 @@ def calibration_file(tmp_path):
 
 
 def test_a_fixed_threshold_is_used_as_given_without_a_source():
-    result = pair_result(_analysed("a", 30, [1, 0]), _analysed("b", 31, [1, 0]), 0.7)
-    assert result["verification"] == {"is_match": True, "similarity_score": 1.0, "threshold_used": 0.7}
+    result = pair_result(_analysed("a", 30, [1, 0]), _analysed("b", 31, [1, 0]), MatchRule(0.7)).to_json()
+    assert result["verification"] == {
+        "is_match": True,
+        "similarity": 1.0,
+        "threshold_used": 0.7,
+        "threshold_source": None,
+    }
 
 
 def test_a_calibration_chooses_the_threshold_of_the_age_gap_band(calibration_file):
-    result = pair_result(_analysed("a", 30, [1, 0]), _analysed("b", 42, [0, 1]), CalibratedThreshold(calibration_file))
+    result = pair_result(
+        _analysed("a", 30, [1, 0]), _analysed("b", 42, [0, 1]), MatchRule.from_calibration(calibration_file)
+    ).to_json()
     assert result["verification"]["threshold_used"] == pytest.approx(0.4)  # gap 12: the "10-20" band
     assert result["verification"]["threshold_source"]["band"] == "10-20"
     assert result["verification"]["is_match"] is False
 
 
-def test_a_pair_row_starts_with_the_photos_file_names():
-    row = pair_row("x/a.jpg", "y/b.jpg", _analysed("a", 30, [1, 0]), _analysed("b", 31, [1, 0]), 0.7)
-    assert list(row)[:4] == ["image_1", "image_2", "face_1", "face_2"]
-    assert (row["image_1"], row["image_2"]) == ("a.jpg", "b.jpg")
+def test_a_pair_record_starts_with_the_photos_as_given():
+    files = ("x/a.jpg", "y/b.jpg")
+    row = pair_result(_analysed("a", 30, [1, 0]), _analysed("b", 31, [1, 0]), MatchRule(0.7), files=files).to_json()
+    assert list(row)[:4] == ["file_1", "file_2", "face_1", "face_2"]
+    assert (row["file_1"], row["file_2"]) == files
 
 
 def test_a_failed_photo_gives_its_message_and_no_verdict():
     failed = PhotoAnalysis("b.jpg", failure=NoFaceError("no face found in b.jpg"))
-    result = pair_result(_analysed("a", 30, [1, 0]), failed, 0.7)
-    assert result["verification"] is None
-    assert result["error"] == "no face found in b.jpg"
+    result = pair_result(_analysed("a", 30, [1, 0]), failed, MatchRule(0.7))
+    assert result.verification is None
+    assert result.error == "no face found in b.jpg"
 
 
 def test_no_faces_raise_no_face_error_saying_when_the_photo_is_too_small():

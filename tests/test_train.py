@@ -22,6 +22,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
 from config import Config
+from face_match_age.exit_codes import ExitCode
 from face_match_age.network.age_network import load_age_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ def test_hparams_tab_takes_hp_metric_as_the_run_metric(short_fit):
 
 def test_missing_data_points_to_data_prep(tmp_path, capsys):
     code = train.main(["--train-dir", str(tmp_path / "nope"), "--ckpt-dir", str(tmp_path / "c")])
-    assert code == 1
+    assert code == ExitCode.INPUT
     err = capsys.readouterr().err
     assert "data_prep.py" in err
     assert str(tmp_path / "nope") in err
@@ -166,7 +167,7 @@ def test_missing_data_points_to_data_prep(tmp_path, capsys):
 def test_bad_labels_stop_before_training(tmp_path, capsys):
     config = make_dataset(tmp_path / "data", train=4, val=2)
     config.val_csv.write_text("name,age\nval_0000.jpg,130\n")
-    assert train.main(train_args(config)) == 1
+    assert train.main(train_args(config)) == ExitCode.INPUT
     assert "ages that are not whole numbers in 0..100 (line 2: 130)" in capsys.readouterr().err
 
 

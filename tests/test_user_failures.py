@@ -27,6 +27,7 @@ import loader
 import model
 import train
 from config import Config
+from face_match_age.exit_codes import ExitCode
 from face_match_age.inference import batch
 from face_match_age.inference.analyzer import FaceAnalyzer
 from face_match_age.network.weights import weights_path
@@ -58,16 +59,27 @@ def _no_gpu(monkeypatch) -> None:
 # --- a device this machine lacks -------------------------------------------------------------------
 
 
-NO_CUDA_ACCELERATOR = "error: accelerator 'cuda' was requested but this machine has none; use --accelerator auto or cpu"
 NO_CUDA_DEVICE = "error: device 'cuda' was requested but this machine has no such CUDA GPU; use --device auto or cpu"
 
 
 @pytest.mark.parametrize(
     "script",
-    ["train", "infer", "infer --pairs", "evaluate age", "evaluate verify", "evaluate retrieve", "model.py's check"],
+    [
+        "train",
+        "infer",
+        "infer --pairs",
+        "infer age",
+        "evaluate age",
+        "evaluate verify",
+        "evaluate retrieve",
+        "model.py's check",
+        "data_prep",
+    ],
 )
-def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path, monkeypatch, capsys):
-    # data_prep.py has no device option: it detects on what choose_device finds.
+def test_a_device_this_machine_lacks_is_one_line_and_exit_2_in_every_script(
+    script, dataset, tmp_path, monkeypatch, capsys
+):
+    # One option (--device), one message, one exit code (ExitCode.USAGE) in every script.
     _no_gpu(monkeypatch)
     out = str(tmp_path / "out")
     # the inputs named exist: a missing one is answered first, before torch is imported (test_startup.py)
@@ -75,31 +87,34 @@ def test_an_accelerator_this_machine_lacks_is_one_line(script, dataset, tmp_path
     for name in ("a.jpg", "b.jpg", "p.csv", "c.csv", "data/IMDB/val.csv"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
+    (tmp_path / "l.csv").write_text("name,age\na.jpg,30\n")
     runs = {
-        "train": lambda: (train.main(train_args(_own_folders(dataset, tmp_path), accelerator="cuda")), 1),
-        "infer": lambda: (infer.main(["a.jpg", "b.jpg", out, "--device", "cuda"]), infer.EXIT_USAGE),
-        "infer --pairs": lambda: (infer.main(["--pairs", "p.csv", out, "--device", "cuda"]), infer.EXIT_USAGE),
-        "evaluate age": lambda: (evaluate.main(["age", "--ckpt", "best.ckpt", "--out", out, "--device", "cuda"]), 1),
-        "evaluate verify": lambda: (evaluate.main(["verify", "--pairs", "p.csv", "--out", out, "--device", "cuda"]), 1),
-        "model.py's check": lambda: (model.main(["--accelerator", "cuda", "--pretrained", "none"]), 1),
-        "evaluate retrieve": lambda: (
-            evaluate.main(["retrieve", "--csv", "c.csv", "--images", ".", "--out", out, "--device", "cuda"]),
-            1,
+        "train": lambda: train.main(train_args(_own_folders(dataset, tmp_path), device="cuda")),
+        "infer": lambda: infer.main(["a.jpg", "b.jpg", out, "--device", "cuda"]),
+        "infer --pairs": lambda: infer.main(["--pairs", "p.csv", out, "--device", "cuda"]),
+        "infer age": lambda: infer.main(["age", "a.jpg", out, "--device", "cuda", "--ckpt", "best.ckpt"]),
+        "evaluate age": lambda: evaluate.main(["age", "--ckpt", "best.ckpt", "--out", out, "--device", "cuda"]),
+        "evaluate verify": lambda: evaluate.main(["verify", "--pairs", "p.csv", "--out", out, "--device", "cuda"]),
+        "model.py's check": lambda: model.main(["--device", "cuda", "--pretrained", "none"]),
+        "evaluate retrieve": lambda: evaluate.main(
+            ["retrieve", "--csv", "c.csv", "--images", ".", "--out", out, "--device", "cuda"]
+        ),
+        "data_prep": lambda: data_prep.main(
+            ["--dataset", "csv", "--images", ".", "--csv", "l.csv", "--out", out, "--workers", "1", "--device", "cuda"]
         ),
     }
-    code, expected_code = runs[script]()
-    assert code == expected_code
+    assert runs[script]() == ExitCode.USAGE
     err = capsys.readouterr().err
-    assert _error_lines(err) == [NO_CUDA_ACCELERATOR if script in ("train", "model.py's check") else NO_CUDA_DEVICE]
+    assert _error_lines(err) == [NO_CUDA_DEVICE]
     assert "usage:" not in err
 
 
 def test_gpu_indices_on_a_machine_without_gpus_are_one_line(dataset, tmp_path, monkeypatch, capsys):
     _no_gpu(monkeypatch)
-    assert train.main(train_args(_own_folders(dataset, tmp_path), accelerator="auto", devices="0,1")) == 1
+    assert train.main(train_args(_own_folders(dataset, tmp_path), device="auto", devices="0,1")) == ExitCode.USAGE
     assert _error_lines(capsys.readouterr().err) == [
         "error: cannot set up training on cpu: `devices` selected with `CPUAccelerator` should be an int > 0; "
-        "check --accelerator, --devices, --num-nodes, --strategy and --precision"
+        "check --device, --devices, --num-nodes, --strategy and --precision"
     ]
 
 
@@ -118,7 +133,7 @@ def _forward_out_of_memory(monkeypatch) -> None:
 
 def test_out_of_memory_while_training_names_the_batch_size(dataset, tmp_path, monkeypatch, capsys):
     _forward_out_of_memory(monkeypatch)
-    assert train.main(train_args(_own_folders(dataset, tmp_path))) == 1
+    assert train.main(train_args(_own_folders(dataset, tmp_path))) == ExitCode.OUT_OF_MEMORY
     assert _error_lines(capsys.readouterr().err) == [
         "error: out of memory on the device while training (OutOfMemoryError: CUDA out of memory. Tried to "
         "allocate 20.00 GiB); lower --batch-size (now 4)"
@@ -131,7 +146,7 @@ def test_out_of_memory_while_inferring_names_the_inference_batch_size(
     _forward_out_of_memory(monkeypatch)
     photos = [str(photo_dir / "astronaut.jpg"), str(photo_dir / "astronaut_edit.jpg")]
     argv = [*photos, str(tmp_path / "out"), "--no-age", "--inference-batch-size", "8"]
-    assert infer.main(argv) == infer.EXIT_MODEL
+    assert infer.main(argv) == ExitCode.OUT_OF_MEMORY
     assert _error_lines(capsys.readouterr().err) == [
         "error: out of memory on the device while running the networks (OutOfMemoryError: CUDA out of memory. "
         "Tried to allocate 20.00 GiB); lower --inference-batch-size (now 8)"
@@ -143,7 +158,9 @@ def test_out_of_memory_while_evaluating_ages_names_the_inference_batch_size(
 ):
     _forward_out_of_memory(monkeypatch)
     argv = ["age", "--images", str(dataset.val_dir), "--csv", str(dataset.val_csv), "--ckpt", str(age_checkpoint)]
-    assert evaluate.main([*argv, "--out", str(tmp_path / "eval"), "--inference-batch-size", "2"]) == 1
+    assert (
+        evaluate.main([*argv, "--out", str(tmp_path / "eval"), "--inference-batch-size", "2"]) == ExitCode.OUT_OF_MEMORY
+    )
     assert _error_lines(capsys.readouterr().err) == [
         "error: out of memory on the device while running the networks (OutOfMemoryError: CUDA out of memory. "
         "Tried to allocate 20.00 GiB); lower --inference-batch-size (now 2)"
@@ -162,7 +179,7 @@ def test_out_of_memory_while_preparing_a_dataset_is_one_line(tmp_path, monkeypat
 
     monkeypatch.setattr(crops, "detect_faces_batch", detect_out_of_memory)
     argv = ["--dataset", "csv", "--images", str(folder), "--csv", str(tmp_path / "l.csv"), "--workers", "1"]
-    assert data_prep.main([*argv, "--out", str(tmp_path / "prepared")]) == 1
+    assert data_prep.main([*argv, "--out", str(tmp_path / "prepared")]) == ExitCode.OUT_OF_MEMORY
     assert _error_lines(capsys.readouterr().err) == [
         "error: out of memory on the device while detecting faces (OutOfMemoryError: CUDA out of memory. Tried to "
         "allocate 20.00 GiB); free the GPU, or detect on the CPU with --workers 2"
@@ -252,7 +269,7 @@ def test_a_full_disk_during_a_batch_keeps_whole_rows_and_exits_5(
     rows, table = _rows(out)  # the second row, cut in results.csv mid-line, is gone from both files
     assert len(rows) == len(table) == 1
     assert (out / "results.csv").read_text().endswith("\n")
-    assert [(r["img1"], r["img2"]) for r in table] == [(r["image_1"], r["image_2"]) for r in rows]
+    assert [(r["file_1"], r["file_2"]) for r in table] == [(r["file_1"], r["file_2"]) for r in rows]
 
     assert infer.main(command) == infer.EXIT_OK  # space freed: the same command resumes and finishes
     rows, table = _rows(out)
@@ -275,9 +292,9 @@ def test_a_full_disk_while_train_saves_keeps_the_previous_last_ckpt(dataset, tmp
     # last.ckpt is saved after step 1, then at the epoch's end (step 2): the disk is full by then.
     argv = train_args(config, max_epochs=1, limit_train_batches=2, limit_val_batches=1, checkpoint_every_n_steps=1)
     argv += ["--freeze-backbone-epochs", "-1"]  # no optimizer state for the backbone: smaller, quicker saves
-    assert train.main(argv) == 1
+    assert train.main(argv) == ExitCode.OUTPUT
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: disk full writing {last}; free space or choose another --ckpt-dir; then resume with --ckpt {last}"
+        f"error: disk full writing {last}; free space or choose another --ckpt-dir; then resume with --resume {last}"
     ]
     assert torch.load(last, weights_only=True)["global_step"] == 1  # the save before, whole
     assert sorted(p.name for p in config.checkpoint_dir.iterdir() if p.name.startswith(".")) == []
@@ -293,14 +310,14 @@ def test_a_full_disk_while_evaluate_writes_names_the_file_and_keeps_nothing_half
     monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv_on_a_full_disk)  # predictions.csv's writer
     out = tmp_path / "eval"
     argv = ["age", "--images", str(dataset.val_dir), "--csv", str(dataset.val_csv), "--ckpt", str(age_checkpoint)]
-    assert evaluate.main([*argv, "--out", str(out)]) == 1
+    assert evaluate.main([*argv, "--out", str(out)]) == ExitCode.OUTPUT
     assert _error_lines(capsys.readouterr().err) == [
         f"error: disk full writing {out / 'predictions.csv'}; free space or choose another --out"
     ]
     assert list(out.iterdir()) == []
 
 
-# --- a --ckpt that train.py cannot resume ------------------------------------------------------------
+# --- a --resume that train.py cannot resume ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("zipped", [True, False], ids=["zip format", "torch's older format"])
@@ -309,21 +326,21 @@ def test_train_refuses_the_vggface2_weights_as_a_ckpt(dataset, torch_home_with_v
     if not zipped:  # as torch before 1.6 saved files: checkpoint_damage cannot read it, torch.load can
         vggface2 = tmp_path / vggface2.name
         torch.save(torch_home_with_vggface2, vggface2, _use_new_zipfile_serialization=False)
-    assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--ckpt", str(vggface2)]) == 1
+    assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(vggface2)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
         f"error: cannot resume from {vggface2}: it holds bare network weights (such as the VGGFace2 file), not a "
-        "training checkpoint; to train from pretrained weights start without --ckpt and use --pretrained vggface2 "
+        "training checkpoint; to train from pretrained weights start without --resume and use --pretrained vggface2 "
         "or casia-webface (their files belong in $TORCH_HOME/checkpoints)"
     ]
     assert not (tmp_path / "checkpoints").exists()  # refused before Lightning set anything up
 
 
 def test_train_refuses_a_weights_only_age_checkpoint_as_a_ckpt(dataset, age_checkpoint, tmp_path, capsys):
-    assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--ckpt", str(age_checkpoint)]) == 1
+    assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(age_checkpoint)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
         f"error: cannot resume from {age_checkpoint}: it holds the age model's weights only (no "
         "optimizer_states, loops), so training cannot continue from it; use it with infer.py or evaluate.py "
-        "--ckpt, or train again without --ckpt"
+        "--ckpt, or train again without --resume"
     ]
 
 
@@ -348,24 +365,21 @@ def test_train_refuses_to_resume_with_other_settings_naming_both_values(dataset,
     )
     saved_config = tmp_path / "old_run" / "config.json"  # what train.py writes beside its checkpoints
     saved_config.write_text("{}")
-    assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--ckpt", str(resumable)]) == 1
+    assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(resumable)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: cannot resume from {resumable}: it was trained with head_hidden_dim 128 (this command: 256); "
-        f"img_size 160 (this command: 80); resume with the same settings (--config {saved_config}) or train again "
-        "without --ckpt"
+        f"error: cannot resume from {resumable}: it was trained with img_size 160 (this command: 80); "
+        f"head_hidden_dim 128 (this command: 256); resume with the same settings (--config {saved_config}) or train "
+        "again without --resume"
     ]
 
 
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
-        (
-            {"datamodule_hyper_parameters": {"img_size": 96}},
-            "was trained with img_size 96, but this run crops faces at img_size 160",
-        ),
         ({"hyper_parameters": {"head_hidden_dim": 128}}, "records head_hidden_dim 128 but its weights have 256"),
+        ({"usage": {"min_age": 0, "max_age": 90}}, "predicts ages 0..90, but this version's age bins are 0..100"),
     ],
-    ids=["img_size", "head_hidden_dim"],
+    ids=["head_hidden_dim", "age_range"],
 )
 def test_infer_refuses_an_age_checkpoint_trained_with_other_settings(
     changes, needle, photo_dir, torch_home_with_vggface2, age_checkpoint, tmp_path, capsys

@@ -11,9 +11,9 @@ exactly as `detect_face` builds it, and only its levels are letterboxed (top-lef
 coordinates) for the first network, whose cells outside a photo's own level are ignored; the second and third
 networks look at 24- and 48-pixel crops, which every photo's candidates share in one batch whatever its size.
 
-This reuses `detect_face`'s helpers (facenet_pytorch.models.utils.detect_face, not a public API);
-tests/test_detection_buckets.py compares every result with `MTCNN.detect` on each photo alone, so a release
-that changes the algorithm fails it loudly, and pyproject.toml bounds the version.
+This reuses `detect_face`'s helpers (facenet_pytorch.models.utils.detect_face, not a public API, wrapped in
+detection/facenet_internals.py); tests/test_detection_buckets.py compares every result with `MTCNN.detect` on
+each photo alone, so a release that changes the algorithm fails it loudly, and pyproject.toml pins the version.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ import math
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import (
+from PIL import Image
+from torchvision.ops import batched_nms
+
+from face_match_age.detection.facenet_internals import (
     batched_nms_numpy,
     bbreg,
     fixed_batch_process,
@@ -31,8 +34,6 @@ from facenet_pytorch.models.utils.detect_face import (
     imresample,
     rerec,
 )
-from PIL import Image
-from torchvision.ops import batched_nms
 
 # The bucketing rule: at each pyramid level, the photos' levels whose sides round up to the same multiple of
 # BUCKET_SIDE level pixels share one PNet call, letterboxed into the largest of them. A fixed side in level pixels

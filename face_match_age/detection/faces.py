@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
 from face_match_age.detection.batched_mtcnn import detect_boxes
+from face_match_age.detection.facenet_internals import extract_face
 from face_match_age.detection.mtcnn_pooling import use_channels_last_pooling
 from face_match_age.settings import Config
 

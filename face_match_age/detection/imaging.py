@@ -26,7 +26,16 @@ _ALPHA_BACKGROUND = (255, 255, 255)
 
 
 class ImageLoadError(ValueError):
-    """A file or object that cannot be read as an image."""
+    """A file or object that cannot be read as an image (damaged, truncated, empty...)."""
+
+
+class NotAnImageError(ImageLoadError):
+    """Bytes that no image format PIL knows starts with: a text file, a PDF, a video."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), refused before
+    its pixels are decoded: a few kilobytes of PNG can unpack into gigabytes."""
 
 
 ACCEPTED_PHOTOS = "a file path (str or pathlib.Path), image bytes, a PIL image, or an HxWx3 uint8 numpy array"
@@ -45,16 +54,18 @@ def _require_photo_type(source: object) -> None:
     raise TypeError(f"a photo must be {ACCEPTED_PHOTOS}, not {type(source).__name__}{hint}")
 
 
-def load_image(source: ImageInput) -> Image.Image:
+def load_image(source: ImageInput, name: str | None = None) -> Image.Image:
     """Read `source` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an upright 8-bit RGB image; another
-    type is a TypeError, an empty image an ImageLoadError."""
+    type is a TypeError, an empty image an ImageLoadError (NotAnImageError for bytes of no image format,
+    ImageTooLargeError past PIL's pixel limit). `name` labels the photo in error messages (default: the path,
+    or what the object is), as the service names an upload by its file name."""
     _require_photo_type(source)
     if isinstance(source, Image.Image):
-        image, name = source, "PIL image"
+        image, name = source, name or "PIL image"
     elif isinstance(source, np.ndarray):
         return _array_to_rgb(source)
     else:
-        image, name = _open(source)
+        image, name = _open(source, name)
     if 0 in image.size:  # MTCNN would divide by zero on it
         raise ImageLoadError(f"cannot read image {name}: it is empty ({image.size[0]}x{image.size[1]} pixels)")
     try:
@@ -64,8 +75,8 @@ def load_image(source: ImageInput) -> Image.Image:
     return _to_rgb(image, name)
 
 
-def _open(source: str | Path | bytes) -> tuple[Image.Image, str]:
-    name = "image bytes" if isinstance(source, bytes) else str(source)
+def _open(source: str | Path | bytes, name: str | None = None) -> tuple[Image.Image, str]:
+    name = name or ("image bytes" if isinstance(source, bytes) else str(source))
     data = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with warnings.catch_warnings():
@@ -77,14 +88,13 @@ def _open(source: str | Path | bytes) -> tuple[Image.Image, str]:
         raise ImageLoadError(f"cannot read image {name}: no such file") from None
     except IsADirectoryError:
         raise ImageLoadError(f"cannot read image {name}: it is a folder, not a file") from None
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as error:
+    except UnidentifiedImageError:  # PIL's own text names a BytesIO object for bytes: say what it means instead
+        raise NotAnImageError(
+            f"cannot read image {name}: not a readable image (in no image format PIL reads)"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(f"cannot read image {name}: not a readable image ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"cannot read image {name}: not a readable image ({error})") from None
     return image, name
 

@@ -1,8 +1,9 @@
 """Evaluation metrics on plain arrays: age error and verification ROC figures.
 
 Verification convention (the same as infer.py): a pair is accepted as a match when its similarity is
-strictly greater than the threshold. FAR is the share of different-person pairs accepted, TAR the
-share of same-person pairs accepted.
+strictly greater than the threshold, compared as face_match_age.match_rule compares them (in float32).
+FAR is the share of different-person pairs accepted, TAR the share of same-person pairs accepted.
+The age-gap bands are the match rule's (match_rule.AGE_GAP_BANDS).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from face_match_age.match_rule import above
+
 if TYPE_CHECKING:
     import torch
-
-AGE_GAP_BANDS = (("0-5", 0, 5), ("5-10", 5, 10), ("10-20", 10, 20), ("20+", 20, math.inf))
 
 
 def mae(predicted, true) -> float:
@@ -40,13 +41,6 @@ def median_age_guess(reference_ages, evaluated_ages) -> dict:
     }
 
 
-def age_gap_band(gap: float) -> str | None:
-    """The band ("0-5", "5-10", "10-20", "20+") holding an age gap; lower bounds included."""
-    if gap is None or not math.isfinite(gap):
-        return None
-    return next(name for name, low, high in AGE_GAP_BANDS if low <= abs(gap) < high)
-
-
 def roc_auc(scores, labels) -> float:
     """Probability that a random same-person pair scores above a random different-person pair (ties 1/2)."""
     labels = np.asarray(labels, bool)
@@ -62,7 +56,7 @@ def roc_auc(scores, labels) -> float:
 def rates_at(threshold: float, scores, labels) -> tuple[float, float]:
     """(FAR, TAR) when pairs scoring above `threshold` are accepted."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    accepted = scores > threshold
+    accepted = above(scores, threshold)
     far = float(accepted[~labels].mean()) if (~labels).any() else float("nan")
     tar = float(accepted[labels].mean()) if labels.any() else float("nan")
     return far, tar
@@ -118,10 +112,11 @@ def _scores_in_unit_range(scores) -> torch.Tensor:
 
 
 def threshold_at_far(scores, labels, target_far: float) -> float:
-    """The lowest threshold whose FAR does not exceed `target_far` (accepting `> threshold`)."""
+    """The lowest threshold whose FAR does not exceed `target_far` (accepting `> threshold`): one of the scores,
+    as the match rule compares them (float32)."""
     # A sort counted in whole pairs, not the ROC: torchmetrics' rates are float32, where 1,000 accepted out of
     # 1,000,000 reads as more than 1e-3, and calibration needs this exact threshold.
-    negatives = np.sort(np.asarray(scores, float)[~np.asarray(labels, bool)])[::-1]
+    negatives = np.sort(np.asarray(scores, np.float32)[~np.asarray(labels, bool)])[::-1]
     if len(negatives) == 0:
         return float("nan")
     allowed = int(math.floor(target_far * len(negatives) + 1e-9))  # negatives that may score above it
@@ -134,7 +129,7 @@ def tar_at_far(scores, labels, target_far: float) -> float:
 
 def accuracy_at(threshold: float, scores, labels) -> float:
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    return float(np.mean((scores > threshold) == labels))
+    return float(np.mean(above(scores, threshold) == labels))
 
 
 def best_accuracy_threshold(scores, labels) -> tuple[float, float]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from face_match_age.evaluation import array_metrics
 from face_match_age.evaluation.age_decades import age_decade, decade_label
+from face_match_age.match_rule import AGE_GAP_BANDS, age_gap_band
 from face_match_age.settings import MAX_AGE, MIN_AGE
 
 # The left edge of the ROC's logarithmic false-accept axis. A FAR of 0 (accepting no different-person
@@ -91,11 +92,11 @@ def roc_figure(scores, labels, gaps, threshold: float):
     from matplotlib.lines import Line2D
 
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
-    bands = np.array([array_metrics.age_gap_band(_gap_or_nan(gap)) for gap in gaps], dtype=object)
+    bands = np.array([age_gap_band(_gap_or_nan(gap)) for gap in gaps], dtype=object)
     figure = Figure(figsize=(6.5, 5.5))
     axis = figure.subplots()
     groups = [("all pairs", np.ones(len(scores), dtype=bool))]
-    groups += [(ROC_BAND_PREFIX + name, bands == name) for name, _, _ in array_metrics.AGE_GAP_BANDS]
+    groups += [(ROC_BAND_PREFIX + name, bands == name) for name, _, _ in AGE_GAP_BANDS]
     notes = []
     for colour, (name, members) in enumerate(groups):
         if not _has_both_classes(labels[members]):

@@ -1,7 +1,7 @@
 """Face embeddings kept on disk, one chunk at a time, so a killed run resumes where it stopped.
 
 A store is a folder: each chunk is a part file of embeddings (part_NNNNN.npy) and a part table
-(part_NNNNN.jsonl, one line per photo: row, file, box, age, uncertainty, error, stamp), and manifest.json lists
+(part_NNNNN.jsonl, one line per photo: row, file, its face's fields, error, stamp), and manifest.json lists
 the chunks that are complete. A chunk counts only once the manifest names it, and the manifest is replaced
 atomically after both part files are whole: a run killed mid-chunk leaves part files no manifest names,
 which are ignored and written again. Photos without a face have a table line (row null, the error) and
@@ -23,8 +23,12 @@ import numpy as np
 from face_match_age.files.output_files import write_atomically, write_json
 
 MANIFEST = "manifest.json"
+# A photo's face: the fields of the result schema's face record (inference/records.py FaceResult). Kept here, not
+# imported: this module stores what it is given and knows nothing of inference; tests/test_records.py checks that
+# the two agree.
+FACE_FIELDS = ("box", "detection_probability", "faces_found", "age", "age_std", "age_interval")
 # stamp: what the photo's file was when it was read (photo_lists.photo_stamp), to notice it replaced since
-TABLE_FIELDS = ("row", "file", "box", "age", "uncertainty", "error", "stamp")
+TABLE_FIELDS = ("row", "file", *FACE_FIELDS, "error", "stamp")
 
 
 class StoreError(ValueError):
@@ -53,7 +57,7 @@ class EmbeddingStore:
         return sum(part["embeddings"] for part in self.parts)
 
     def append(self, records: Sequence[dict], embeddings: Sequence[np.ndarray | None]) -> None:
-        """Add one chunk: a table record per photo (file, and any of box, age, uncertainty, error, stamp) and its
+        """Add one chunk: a table record per photo (file, and any of the face's fields, error, stamp) and its
         embedding, or None where it has none. A record of a photo the store holds supersedes the older one."""
         if len(records) != len(embeddings):
             raise StoreError(f"{len(records)} records but {len(embeddings)} embeddings")

@@ -2,11 +2,12 @@
 
     from face_match_age.inference.analyzer import FaceAnalyzer
     analyzer = FaceAnalyzer()                          # loads MTCNN, the age model and VGGFace2 once
-    result = analyzer.compare("a.jpg", "b.jpg")        # plain data: faces, ages, similarity, match
+    result = analyzer.compare("a.jpg", "b.jpg")        # a pair record: faces, ages, verification
     analyzer.detect(photo), analyzer.predict_age(photo), analyzer.embed(photo)
 
 Photos may be paths, bytes, PIL images or uint8 numpy arrays. Every result is plain Python data
-(lists, floats, dicts) that serialises to JSON as is.
+(lists, floats, dicts) that serialises to JSON as is: the records of the one result schema
+(inference/records.py: FaceResult, PairResult), as every mode of infer.py writes them.
 """
 
 from __future__ import annotations
@@ -30,17 +31,17 @@ from face_match_age.detection.faces import (
 )
 from face_match_age.detection.imaging import ImageInput, ImageLoadError, face_to_tensor, load_image
 from face_match_age.device import autocast_dtype, resolve_device, resolve_inference_precision
-from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.inference.prefetch import prefetched
+from face_match_age.inference.records import FaceResult, PairResult, Verification
+from face_match_age.match_rule import MatchRule, cosine_similarities, cosine_similarity
 from face_match_age.network.age_network import (
-    CheckpointError,
     age_interval,
     age_std,
     expected_age,
     load_age_model,
 )
 from face_match_age.network.weights import ensure_weights, load_backbone, weights_identity
-from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config
+from face_match_age.settings import INFERENCE_PRECISION_CHOICES, Config, precision_value
 
 VERIFICATION_WEIGHTS = "vggface2"  # the frozen identity model; age training never changes it
 VERIFY_WEIGHTS_HINT = "or, with infer.py, name a weights file with --verify-weights PATH"
@@ -55,23 +56,20 @@ def verification_weights_identity(verify_weights: Path | None) -> dict:
 
 @dataclass
 class FaceRecord:
-    """One detected face: where it is and, when computed, its age and identity embedding."""
+    """One detected face as the analysis holds it: where it is, its age and identity embedding when computed.
+    What results report of it is its `result` (records.FaceResult), in the names every mode writes."""
 
-    bbox: list[int]  # x1, y1, x2, y2 in the original photo's pixels
+    box: list[int]  # x1, y1, x2, y2 in the original photo's pixels
     detection_probability: float
-    age_prediction: float | None = None
+    age: float | None = None
     age_std: float | None = None
     age_interval: list[float] | None = None  # central 90% of the predicted age distribution
     embedding: np.ndarray | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict:
-        return {
-            "age_prediction": self.age_prediction,
-            "bbox": self.bbox,
-            "detection_probability": self.detection_probability,
-            "age_std": self.age_std,
-            "age_interval": self.age_interval,
-        }
+    def result(self, faces_found: int) -> FaceResult:
+        """The face as results report it; `faces_found`: how many faces its photo held."""
+        interval = None if self.age_interval is None else tuple(self.age_interval)
+        return FaceResult(tuple(self.box), self.detection_probability, faces_found, self.age, self.age_std, interval)
 
 
 @dataclass
@@ -132,7 +130,10 @@ class FaceAnalyzer:
         self.detector = build_face_detector(self.config, self.device)
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
         self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
-        _require_trained_img_size(self.age_model, self.age_checkpoint, self.config.img_size)
+        # Faces reach each network at its own size: the age model's as its checkpoint records it (a model trained
+        # with --img-size 128 sees 128x128 faces, as in training), the verification model's at img_size.
+        trained = getattr(self.age_model, "trained_img_size", None)
+        self.age_input_size = (trained or self.config.img_size) if self.age_model is not None else None
         self.verify_weights = str(verify_weights) if verify_weights else VERIFICATION_WEIGHTS
         self.verifier = load_backbone(
             VERIFICATION_WEIGHTS,
@@ -158,19 +159,21 @@ class FaceAnalyzer:
 
     # --- single photos -------------------------------------------------------------------------
     def detect(self, photo: ImageInput) -> list[dict]:
-        """Every face MTCNN found: bbox (original pixels) and detection probability."""
+        """Every face MTCNN found, as records.FaceResult's dicts: box (original pixels), detection_probability,
+        faces_found; the age fields null."""
         analysis = self.analyze(photo, all_faces=True, compute=False)
         _raise_for(analysis)
-        return [face.to_dict() | {"age_prediction": None} for face in analysis.faces]
+        return [face.result(analysis.faces_found).to_json() for face in analysis.faces]
 
     def predict_age(self, photo: ImageInput, all_faces: bool = False) -> list[dict]:
-        """Age of the chosen face (or of every face): age_prediction, age_std, age_interval, bbox."""
+        """Age of the chosen face (or of every face), as records.FaceResult's dicts: age, age_std, age_interval,
+        box, detection_probability, faces_found."""
         if self.age_model is None:
             raise RuntimeError("this FaceAnalyzer was built with with_age=False")
         analysis = self.analyze(photo, all_faces=all_faces)
         _raise_for(analysis)
         faces = analysis.faces if all_faces else [analysis.face]
-        return [face.to_dict() for face in faces]
+        return [face.result(analysis.faces_found).to_json() for face in faces]
 
     def embed(self, photo: ImageInput) -> np.ndarray:
         """The unit-length 512-d VGGFace2 embedding of the chosen face."""
@@ -179,15 +182,23 @@ class FaceAnalyzer:
         return analysis.face.embedding
 
     def compare(
-        self, photo_1: ImageInput, photo_2: ImageInput, threshold: float | None = None, all_faces: bool = False
+        self,
+        photo_1: ImageInput,
+        photo_2: ImageInput,
+        threshold: float | None = None,
+        all_faces: bool = False,
+        rule: MatchRule | None = None,
     ) -> dict:
-        """Ages of both chosen faces and whether they are the same person (see pair_result); with
-        all_faces, every face of one photo against every face of the other. `threshold`: a cosine similarity
-        in [-1, 1] (default: the config's verification_threshold)."""
-        if threshold is not None:
-            _check_threshold(threshold)
+        """Ages of both chosen faces and whether they are the same person: records.PairResult's dict (see
+        pair_result); with all_faces, every face of one photo against every face of the other. `threshold`: a
+        cosine similarity in [-1, 1] (default: the config's verification_threshold); `rule`: a MatchRule
+        instead (such as MatchRule.from_calibration(path), a threshold per predicted age gap)."""
+        if rule is None:
+            rule = MatchRule(self.config.verification_threshold if threshold is None else threshold)
+        elif threshold is not None:
+            raise ValueError("give compare a threshold or a rule, not both")
         first, second = self.analyze_many([photo_1, photo_2], all_faces=all_faces)
-        return pair_result(first, second, self.config.verification_threshold if threshold is None else threshold)
+        return pair_result(first, second, rule).to_json()
 
     def analyze(self, photo: ImageInput, all_faces: bool = False, compute: bool = True) -> PhotoAnalysis:
         return next(self.analyze_many([photo], all_faces=all_faces, compute=compute))
@@ -251,8 +262,7 @@ class FaceAnalyzer:
             return None
         analysis.faces_found = len(found)
         analysis.faces = [
-            FaceRecord([int(round(v)) for v in box], round(float(p), 4))
-            for box, p in zip(found.boxes, found.probabilities)
+            FaceRecord([int(round(v)) for v in box], float(p)) for box, p in zip(found.boxes, found.probabilities)
         ]
         analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, analysis.size)
         if all_faces:
@@ -269,52 +279,53 @@ class FaceAnalyzer:
         for index, face in enumerate(faces):
             face.embedding = embeddings[index]
             if ages is not None:
-                face.age_prediction, face.age_std, face.age_interval = ages[index]
+                face.age, face.age_std, face.age_interval = ages[index]
 
     @torch.inference_mode()
     def network_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
         """For face crops as detection cuts them: (age probabilities, N x 101 float32 on the CPU, or None
         without an age model; unit embeddings, N x 512 numpy), in batches of config.inference_batch_size."""
         probabilities, embeddings = [], []
-        size = self.config.inference_batch_size
+        size, own_size = self.config.inference_batch_size, self.age_input_size not in (None, self.config.img_size)
         for start in range(0, len(crops), size):
-            faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in crops[start : start + size]])
-            batch_probabilities, batch_embeddings = self._forward(faces)
+            batch = crops[start : start + size]
+            faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in batch])
+            # From the crops, as training resized them, not from the verification model's tensors.
+            age_faces = torch.stack([face_to_tensor(crop, self.age_input_size) for crop in batch]) if own_size else None
+            batch_probabilities, batch_embeddings = self._forward(faces, age_faces)
             probabilities.append(batch_probabilities)
             embeddings.append(batch_embeddings)
         probabilities = torch.cat(probabilities) if self.age_model is not None else None
         return probabilities, np.concatenate(embeddings)
 
-    def _forward(self, faces: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
-        """One batch through both networks under the analyzer's precision; float32 outputs."""
+    def _forward(
+        self, faces: torch.Tensor, age_faces: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, np.ndarray]:
+        """One batch through both networks under the analyzer's precision; float32 outputs. `age_faces`: the
+        same faces at the age model's own size, when it differs from the verification model's."""
         count = len(faces)
-        if self.compiled:  # few input shapes, so that each batch size does not wait for its own compilation
-            padding = compiled_batch_size(count, self.config.inference_batch_size) - count
-            faces = torch.cat([faces, faces.new_zeros(padding, *faces.shape[1:])])
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        faces = faces.to(self.device, memory_format=memory_format)
+        faces = self._on_device(faces, count)
         views = [faces, faces.flip(-1)] if self.tta else [faces]
+        age_views = views
+        if age_faces is not None:
+            age_faces = self._on_device(age_faces, count)
+            age_views = [age_faces, age_faces.flip(-1)] if self.tta else [age_faces]
         dtype = autocast_dtype(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             embeddings = [self._verify(view) for view in views]
-            logits = [self._age(view) for view in views] if self._age is not None else []
+            logits = [self._age(view) for view in age_views] if self._age is not None else []
         embedding = torch.nn.functional.normalize(torch.stack(embeddings)[:, :count].float().mean(0), dim=1)
         # Averaging probabilities (not ages) keeps the uncertainty meaningful under TTA.
         probabilities = torch.stack(logits)[:, :count].float().softmax(2).mean(0).cpu() if logits else None
         return probabilities, embedding.cpu().numpy()
 
-
-def _require_trained_img_size(age_model, checkpoint: Path | None, img_size: int) -> None:
-    """Refuse an age model trained on faces of another size than this run crops: its ages would be off."""
-    trained = getattr(age_model, "trained_img_size", None)
-    if trained is None or trained == img_size:
-        return
-    saved = Path(checkpoint).parent / "config.json"
-    same = f"--config {saved}" if saved.is_file() else "--config with the training run's config.json"
-    raise CheckpointError(
-        f"age checkpoint {checkpoint} was trained with img_size {trained}, but this run crops faces at img_size "
-        f"{img_size}; run with the training settings ({same}) or use a checkpoint trained at {img_size}"
-    )
+    def _on_device(self, faces: torch.Tensor, count: int) -> torch.Tensor:
+        """A batch of `count` faces on the device in the memory format asked; padded for a compiled network."""
+        if self.compiled:  # few input shapes, so that each batch size does not wait for its own compilation
+            padding = compiled_batch_size(count, self.config.inference_batch_size) - count
+            faces = torch.cat([faces, faces.new_zeros(padding, *faces.shape[1:])])
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return faces.to(self.device, memory_format=memory_format)
 
 
 def _check_options(config, device, precision, age_checkpoint, verify_weights) -> None:
@@ -323,21 +334,12 @@ def _check_options(config, device, precision, age_checkpoint, verify_weights) ->
         raise TypeError(f"config must be a config.Config (or None for the defaults), not {type(config).__name__}")
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda:1', not {type(device).__name__}")
-    if precision is not None and precision not in INFERENCE_PRECISION_CHOICES:
+    if precision is not None and precision_value(precision) not in INFERENCE_PRECISION_CHOICES:
         allowed = ", ".join(INFERENCE_PRECISION_CHOICES)
         raise ValueError(f"precision must be one of {allowed} or None, not {precision!r}")
     for name, value in (("age_checkpoint", age_checkpoint), ("verify_weights", verify_weights)):
         if value is not None and not isinstance(value, (str, Path)):
             raise TypeError(f"{name} must be a file path (str or pathlib.Path) or None, not {type(value).__name__}")
-
-
-def _check_threshold(threshold) -> None:
-    if isinstance(threshold, CalibratedThreshold):
-        return
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number (a cosine similarity in [-1, 1]), not {type(threshold).__name__}")
-    if not -1 <= threshold <= 1:
-        raise ValueError(f"threshold must be a cosine similarity in [-1, 1], not {threshold}")
 
 
 def compiled_batch_size(count: int, largest: int) -> int:
@@ -350,89 +352,52 @@ def compiled_batch_size(count: int, largest: int) -> int:
 
 
 def _age_summaries(probabilities: torch.Tensor) -> list[tuple[float, float, list[float]]]:
-    """(age, std, central 90% interval) of each face, rounded as results report them."""
+    """(age, std, central 90% interval) of each face, as computed: only what writes them for people rounds."""
     logits = probabilities.clamp_min(1e-12).log()
-    summaries = zip(expected_age(logits).tolist(), age_std(logits).tolist(), age_interval(logits).tolist())
-    return [(round(age, 2), round(std, 2), [round(v, 1) for v in interval]) for age, std, interval in summaries]
+    return list(zip(expected_age(logits).tolist(), age_std(logits).tolist(), age_interval(logits).tolist()))
 
 
-def cosine_similarity(embedding_1: np.ndarray, embedding_2: np.ndarray) -> float:
-    """Cosine similarity of two embeddings (they are unit length, but TTA averages are renormalised)."""
-    denominator = float(np.linalg.norm(embedding_1) * np.linalg.norm(embedding_2)) or 1.0
-    return float(np.dot(embedding_1, embedding_2)) / denominator
-
-
-def verification_result(similarity: float, threshold: float) -> dict:
-    return {
-        "is_match": bool(similarity > threshold),
-        "similarity_score": round(similarity, 4),
-        "threshold_used": threshold,
-    }
-
-
-def pair_row(
-    path_1: Path,
-    path_2: Path,
-    first: PhotoAnalysis,
-    second: PhotoAnalysis,
-    threshold: float | CalibratedThreshold,
-    age_model: dict | None = None,
-) -> dict:
-    """A pair's result as infer.py writes it, for one pair (the --json file) and for each row of a batch: the
-    photos' file names, pair_result, then `age_model`: {"loaded": bool, "reason": why not, or None}, so a row
-    with null ages says why. Each mode adds its own fields around these."""
-    return {
-        "image_1": Path(path_1).name,
-        "image_2": Path(path_2).name,
-        **pair_result(first, second, threshold),
-        "age_model": age_model,
-    }
-
-
-def pair_result(first: PhotoAnalysis, second: PhotoAnalysis, threshold: float | CalibratedThreshold) -> dict:
-    """The seed's pair JSON body (plus additions) for two analysed photos. A missing face gives a null face,
-    null verification and an `error`: a pair is never called a match unless both faces were found.
-    `threshold`: a fixed number, or a calibration whose threshold depends on the predicted age gap (its
-    choice and the reason for it are reported as `threshold_source`)."""
-    result = {
-        "face_1": _face_dict(first),
-        "face_2": _face_dict(second),
-        "verification": None,
-        "age_gap": None,
-        "error": None,
-    }
+def pair_result(
+    first: PhotoAnalysis, second: PhotoAnalysis, rule: MatchRule, files: tuple[str, str] | None = None
+) -> PairResult:
+    """Two analysed photos compared (records.PairResult). A missing face gives a null face, null verification
+    and an `error`: a pair is never called a match unless both faces were found. `rule`: a fixed threshold, or
+    a calibration whose threshold depends on the predicted age gap (its choice and the reason for it are the
+    verification's `threshold_source`). `files`: the photos as the user named them (default: the analyses'
+    sources)."""
+    file_1, file_2 = files or (first.source, second.source)
     errors = [analysis.error for analysis in (first, second) if analysis.error]
     if errors:
-        result["error"] = "; ".join(errors)
-        return result
+        faces = (_chosen_face(first), _chosen_face(second))
+        return PairResult(file_1, file_2, *faces, verification=None, age_gap=None, error="; ".join(errors))
+    extra = {}
     if len(first.faces) > 1 or len(second.faces) > 1:
-        matrix = [[round(cosine_similarity(a.embedding, b.embedding), 4) for b in second.faces] for a in first.faces]
-        i, j = np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces)))
-        result |= {
-            "faces_1": [f.to_dict() for f in first.faces],
-            "faces_2": [f.to_dict() for f in second.faces],
-            "similarity_matrix": matrix,
-            "best_pair": {"face_1": int(i), "face_2": int(j), "similarity_score": matrix[i][j]},
+        embeddings = [np.stack([face.embedding for face in analysis.faces]) for analysis in (first, second)]
+        matrix = cosine_similarities(*embeddings).tolist()
+        i, j = (int(k) for k in np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces))))
+        extra = {
+            "faces_1": tuple(face.result(first.faces_found) for face in first.faces),
+            "faces_2": tuple(face.result(second.faces_found) for face in second.faces),
+            "similarity_matrix": tuple(tuple(row) for row in matrix),
+            "best_pair": {"face_1": i, "face_2": j, "similarity": matrix[i][j]},
         }
-        first, second = _with_chosen(first, int(i)), _with_chosen(second, int(j))
-        result["face_1"], result["face_2"] = _face_dict(first), _face_dict(second)
+        first, second = _with_chosen(first, i), _with_chosen(second, j)
     similarity = cosine_similarity(first.face.embedding, second.face.embedding)
-    if first.face.age_prediction is not None and second.face.age_prediction is not None:
-        result["age_gap"] = round(abs(first.face.age_prediction - second.face.age_prediction), 2)
-    if isinstance(threshold, CalibratedThreshold):
-        threshold, why = threshold.choose(result["age_gap"])
-        result["verification"] = verification_result(similarity, threshold) | {"threshold_source": why}
-    else:
-        result["verification"] = verification_result(similarity, threshold)
-    return result
+    age_gap = None
+    if first.face.age is not None and second.face.age is not None:
+        age_gap = abs(first.face.age - second.face.age)
+    threshold, why = rule.threshold_for(age_gap)
+    verification = Verification(rule.is_match(similarity, age_gap), similarity, threshold, why)
+    faces = (_chosen_face(first), _chosen_face(second))
+    return PairResult(file_1, file_2, *faces, verification=verification, age_gap=age_gap, error=None, **extra)
 
 
 def _with_chosen(analysis: PhotoAnalysis, index: int) -> PhotoAnalysis:
     return dataclasses.replace(analysis, chosen=index)
 
 
-def _face_dict(analysis: PhotoAnalysis) -> dict | None:
-    return None if analysis.face is None else analysis.face.to_dict() | {"faces_found": analysis.faces_found}
+def _chosen_face(analysis: PhotoAnalysis) -> FaceResult | None:
+    return None if analysis.face is None else analysis.face.result(analysis.faces_found)
 
 
 def _raise_for(analysis: PhotoAnalysis) -> None:

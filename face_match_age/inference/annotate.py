@@ -1,5 +1,6 @@
-"""The annotated comparison picture: both photos side by side, faces boxed and labelled with age and
-uncertainty, under a banner with the verdict, the similarity and the threshold."""
+"""The annotated pictures: for a pair, both photos side by side, faces boxed and labelled with age and
+uncertainty, under a banner with the verdict, the similarity and the threshold; for `age`, one photo with
+every face boxed and labelled "42 ± 5 years"."""
 
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ def _panel(
         _label(draw, (10, 10), "no face found", NO_MATCH_COLOUR)
         return panel
     for other in all_faces or []:  # with --all-faces the other faces get a thin grey box
-        draw.rectangle([round(v * scale) for v in other["bbox"]], outline=NEUTRAL_COLOUR, width=1)
-    box = [round(v * scale) for v in face["bbox"]]
+        draw.rectangle([round(v * scale) for v in other["box"]], outline=NEUTRAL_COLOUR, width=1)
+    box = [round(v * scale) for v in face["box"]]
     draw.rectangle(box, outline=(255, 210, 0), width=3)
-    if face.get("age_prediction") is not None:
-        text = f"{face['age_prediction']:.0f} ± {face['age_std']:.0f}"
+    if face.get("age") is not None:
+        text = f"{face['age']:.0f} ± {face['age_std']:.0f}"
         _label(draw, (box[0], max(0, box[1] - 30)), text, (0, 0, 0))
     elif no_age_model:  # say why the box has no age, rather than leave a reader guessing
         _label(draw, (box[0], max(0, box[1] - 30)), "age: no model", NEUTRAL_COLOUR)
@@ -67,15 +68,39 @@ def _banner(draw: ImageDraw.ImageDraw, width: int, result: dict) -> None:
         colour = MATCH_COLOUR if verification["is_match"] else NO_MATCH_COLOUR
         verdict = "MATCH" if verification["is_match"] else "NO MATCH"
         text = (
-            f"{verdict}   similarity {verification['similarity_score']:.3f}"
-            f"   threshold {verification['threshold_used']:.3f}"
+            f"{verdict}   similarity {verification['similarity']:.3f}   threshold {verification['threshold_used']:.3f}"
         )
     draw.rectangle((0, 0, width, BANNER_HEIGHT), fill=colour)
     draw.text((12, 12), text[:120], fill=(255, 255, 255), font=ImageFont.load_default(size=26))
 
 
-def _label(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str, background) -> None:
-    font = ImageFont.load_default(size=22)
+def _label(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str, background, size: int = 22) -> None:
+    font = ImageFont.load_default(size=size)
     left, top, right, bottom = draw.textbbox(corner, text, font=font)
     draw.rectangle((left - 4, top - 4, right + 4, bottom + 4), fill=background)
     draw.text(corner, text, fill=(255, 255, 255), font=font)
+
+
+AGES_MAX_SIDE = 1600  # a larger photo is shrunk to this for the picture of `age` (the JSON keeps its pixels)
+
+
+def ages_image(photo: Image.Image, result: dict) -> Image.Image:
+    """Draw `result` (the age JSON of one photo: infer.py age) over the photo: every face boxed and labelled
+    "42 ± 5 years"; a photo without a face says so."""
+    scale = min(1.0, AGES_MAX_SIDE / max(photo.size))
+    size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+    picture = photo.convert("RGB").resize(size, Image.BILINEAR) if scale < 1 else photo.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    text_size = max(14, round(max(picture.size) / 40))
+    if not result.get("faces"):
+        _label(draw, (10, 10), "no face found", NO_MATCH_COLOUR, text_size)
+        return picture
+    for face in result["faces"]:
+        box = [round(v * scale) for v in face["box"]]
+        draw.rectangle(box, outline=(255, 210, 0), width=max(2, text_size // 8))
+        if face.get("age") is not None:
+            text = f"{face['age']:.0f} ± {face['age_std']:.0f} years"
+        else:
+            text = "age: no model"
+        _label(draw, (box[0], max(0, box[1] - round(text_size * 1.4))), text, (0, 0, 0), text_size)
+    return picture

@@ -30,7 +30,6 @@ import torch
 from tqdm import tqdm
 
 from face_match_age.error_messages import error_line
-from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.output_files import (
     OutputError,
     is_disk_full,
@@ -40,43 +39,27 @@ from face_match_age.files.output_files import (
     write_atomically,
     write_json,
 )
-from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_row
+from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
+from face_match_age.inference.records import (
+    RESULTS_CSV_COLUMNS,
+    RESULTS_JSONL_AFTER,
+    RESULTS_JSONL_BEFORE,
+    SCHEMA_VERSION,
+    pair_from_json,
+    table_row,
+)
+from face_match_age.match_rule import MatchRule
 from face_match_age.network.age_network import CheckpointError
 from face_match_age.network.weights import PretrainedWeightsError
 from face_match_age.processes import helper_context, start_helper_process
 from face_match_age.reports.batch_sheet import FAILED, MATCH, NO_MATCH, save_batch_sheet, verdict
-from face_match_age.settings import Config, save_config
+from face_match_age.settings import Config, save_config, settings_that_change
 
-CSV_COLUMNS = [
-    "img1",
-    "img2",
-    "label",
-    "is_match",
-    "similarity_score",
-    "threshold_used",
-    "age_1",
-    "age_2",
-    "age_std_1",
-    "age_std_2",
-    "age_gap",
-    "bbox_1",
-    "bbox_2",
-    "error",
-]
 WORKER_POLL_S = 5.0  # how often the main process checks that no worker died silently
 RESULTS_JSONL, RESULTS_CSV, MANIFEST = "results.jsonl", "results.csv", "batch.json"
-# Config fields that change a row; the others (batch sizes, workers...) change only how fast rows come.
-RESULT_FIELDS = (
-    "img_size",
-    "verification_threshold",
-    "face_selection",
-    "mtcnn_margin",
-    "mtcnn_min_face_size",
-    "detection_max_side",
-    "inference_precision",  # as the script resolved it for the device: auto on a GPU is not auto on a CPU
-    "channels_last",
-    "compile_networks",
-)
+# The Config fields that change a row are those declared to change faces or verdicts (settings.py: changes=);
+# the others (batch sizes, workers...) change only how fast rows come.
+ROW_RESULTS = ("faces", "verdicts")
 
 
 class InputError(ValueError):
@@ -129,7 +112,7 @@ def run_batch(
     pairs: list[PairSpec],
     out_dir: Path,
     make_analyzer: Callable[..., FaceAnalyzer],
-    threshold,
+    rule: MatchRule,
     *,
     config: Config,
     devices: int = 1,
@@ -142,15 +125,15 @@ def run_batch(
     """Compare every pair, streaming rows to out_dir; returns the count of each verdict (match, no match, failed).
 
     make_analyzer(device=...) builds the models (picklable when devices > 1, e.g. a functools.partial of
-    FaceAnalyzer); threshold is a number or a calibration rule; record goes into out_dir/config.json;
+    FaceAnalyzer); rule: when a pair matches (a fixed or calibrated threshold); record goes into out_dir/config.json;
     settings: what else changes a row (e.g. tta, the weights used), recorded in out_dir/batch.json.
-    age_model: what every row says about the age model (pair_row's `age_model` field).
+    age_model: what every row says about the age model (the rows' `age_model` field).
     A rerun of the same batch resumes; an out_dir holding another batch's rows raises OutputError; Ctrl-C
     raises BatchInterrupted with every row written so far kept; another run writing into out_dir (holding its
     lock) raises OutputError."""
     out_dir = prepare_out_dir(out_dir)
     with out_dir_lock(out_dir):  # held until the files are final: two batches would replace each other's rows
-        identity = batch_identity(pairs, config, threshold, all_faces, settings)
+        identity = batch_identity(pairs, config, rule, all_faces, settings)
         _refuse_another_batch(out_dir, identity)
         results = out_dir / RESULTS_JSONL
         try:
@@ -173,7 +156,7 @@ def run_batch(
             whole = _WholeRows(out_dir, rows=len(kept))
             with contextlib.closing(analyses), whole:  # on Ctrl-C too, worker processes are stopped here
                 _write_results(
-                    todo, analyses, out_dir, threshold, already=len(pairs) - len(todo), age_model=age_model, whole=whole
+                    todo, analyses, out_dir, rule, already=len(pairs) - len(todo), age_model=age_model, whole=whole
                 )
             # Rows arrive in the order photos finish, which a resumed or sharded run changes: the pairs' order
             # makes the finished files the same however the batch got there.
@@ -193,19 +176,19 @@ def run_batch(
 
 
 def batch_identity(
-    pairs: list[PairSpec], config: Config, threshold, all_faces: bool, settings: dict | None = None
+    pairs: list[PairSpec], config: Config, rule: MatchRule, all_faces: bool, settings: dict | None = None
 ) -> dict:
     """What makes two runs the same batch, as JSON-ready data: the pairs and every setting that changes a row."""
     listed = [[p.index, str(p.path1), str(p.path2), p.img1, p.img2, p.label] for p in pairs]
     digest = hashlib.sha256(json.dumps(listed, ensure_ascii=False, default=str).encode()).hexdigest()
-    if isinstance(threshold, CalibratedThreshold):
-        threshold = {"calibration": threshold.source, "rule": threshold.calibration}
     identity = {
+        "schema": SCHEMA_VERSION,
         "pairs": len(pairs),
         "pairs_sha256": digest,
-        "threshold": threshold,
+        "threshold": rule.describe(),
         "all_faces": all_faces,
-        **{name: config.to_dict()[name] for name in RESULT_FIELDS},
+        # inference_precision as the script resolved it for the device: auto on a GPU is not auto on a CPU
+        **{name: config.to_dict()[name] for name in settings_that_change(*ROW_RESULTS)},
         "age_checkpoint": file_stamp(config.best_checkpoint),
         **(settings or {}),
     }
@@ -247,6 +230,12 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
     differ = recorded_differences(out_dir / MANIFEST, identity)
     if differ == []:
         return
+    if differ is not None and "schema" in differ:
+        raise OutputError(
+            f"{out_dir} holds results written by an older version, whose fields have other names (results "
+            f"schema {_recorded_schema(out_dir / MANIFEST)}, this version writes {SCHEMA_VERSION}); choose a new "
+            f"OUT_DIR, or delete {jsonl} and {table} to start again"
+        )
     if differ is None:
         why = f"no readable {MANIFEST} says which"
     else:
@@ -256,6 +245,14 @@ def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
         f"{out_dir} holds the results of another batch ({why}); choose another OUT_DIR, "
         f"or delete {jsonl} and {table} to start again"
     )
+
+
+def _recorded_schema(manifest: Path) -> int:
+    """The results schema a batch.json records (1: written before it recorded one)."""
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("schema", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def _read_rows(jsonl: Path) -> dict[int, str]:
@@ -279,8 +276,8 @@ def _read_rows(jsonl: Path) -> dict[int, str]:
 def _write_rows(out_dir: Path, lines: list[str]) -> None:
     """Replace results.jsonl with `lines` and results.csv with the same rows, each file atomically."""
     table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
+    writer = csv.writer(table)
+    writer.writerow(RESULTS_CSV_COLUMNS)
     writer.writerows(_csv_row(json.loads(line)) for line in lines)
     write_atomically(
         out_dir / RESULTS_JSONL, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -319,7 +316,7 @@ def _write_results(
     pairs: list[PairSpec],
     analyses: Iterator[PhotoAnalysis],
     out_dir: Path,
-    threshold,
+    rule: MatchRule,
     already: int = 0,
     age_model: dict | None = None,
     whole: _WholeRows | None = None,
@@ -337,7 +334,7 @@ def _write_results(
         open(out_dir / RESULTS_CSV, "a", newline="", encoding="utf-8") as table,
         tqdm(total=already + len(pairs), initial=already, unit="pair", desc="pairs", disable=None) as progress,
     ):
-        writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
+        writer = csv.writer(table)
         for analysis in analyses:
             done[analysis.source] = analysis
             if analysis.error:  # one line per failed photo, above the progress bar; its rows say it too
@@ -346,7 +343,7 @@ def _write_results(
                 pair = pairs[index]
                 if str(pair.path1) not in done or str(pair.path2) not in done:
                     continue  # the other photo is still on its way; its arrival writes this row
-                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], threshold, age_model)
+                row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], rule, age_model)
                 jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
                 writer.writerow(_csv_row(row))
                 jsonl.flush(), table.flush()  # a crash keeps every row written so far
@@ -355,36 +352,17 @@ def _write_results(
                 progress.update()
 
 
-def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, threshold, age_model: dict | None) -> dict:
-    return {
-        "pair_index": pair.index,
-        "img1": pair.img1,
-        "img2": pair.img2,
-        "label": pair.label,
-        **pair_row(pair.path1, pair.path2, first, second, threshold, age_model),
-        "worker_ranks": [first.worker_rank, second.worker_rank],
-    }
+def _row(pair: PairSpec, first: PhotoAnalysis, second: PhotoAnalysis, rule: MatchRule, age_model: dict | None) -> dict:
+    """A line of results.jsonl: the pair's place and label, its records.PairResult, then what the run adds."""
+    result = pair_result(first, second, rule, files=(pair.img1, pair.img2))
+    row = dict(zip(RESULTS_JSONL_BEFORE, (pair.index, pair.label))) | result.to_json()
+    return row | dict(zip(RESULTS_JSONL_AFTER, (age_model, [first.worker_rank, second.worker_rank])))
 
 
-def _csv_row(row: dict) -> dict:
-    faces = [row.get("face_1") or {}, row.get("face_2") or {}]
-    verification = row.get("verification") or {}
-    return {
-        "img1": row["img1"],
-        "img2": row["img2"],
-        "label": row["label"],
-        "is_match": verification.get("is_match"),
-        "similarity_score": verification.get("similarity_score"),
-        "threshold_used": verification.get("threshold_used"),
-        "age_1": faces[0].get("age_prediction"),
-        "age_2": faces[1].get("age_prediction"),
-        "age_std_1": faces[0].get("age_std"),
-        "age_std_2": faces[1].get("age_std"),
-        "age_gap": row["age_gap"],
-        "bbox_1": " ".join(map(str, faces[0].get("bbox", []))),
-        "bbox_2": " ".join(map(str, faces[1].get("bbox", []))),
-        "error": row["error"],
-    }
+def _csv_row(row: dict) -> list:
+    """A line of results.jsonl as a row of results.csv: its pair record flattened (records.PairResult.to_row)."""
+    context = {"pair_index": row["pair_index"], "label": row["label"]}
+    return table_row(RESULTS_CSV_COLUMNS, context | pair_from_json(row).to_row())
 
 
 def _resolve(base: Path, text: str) -> Path:

@@ -24,8 +24,9 @@ from face_match_age.files.output_files import OutputError, recorded_differences,
 from face_match_age.files.photo_lists import photo_stamp
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
 from face_match_age.inference.batch import analyses_sharded, model_files
+from face_match_age.inference.records import SCHEMA_VERSION
 from face_match_age.memory import release_freed_memory
-from face_match_age.settings import Config
+from face_match_age.settings import Config, settings_that_change
 
 STORE_FOLDER = "embeddings"
 SETTINGS_FILE = "settings.json"
@@ -33,15 +34,10 @@ SETTINGS_FILE = "settings.json"
 # part files for a 100,000-photo collection (400).
 PHOTOS_PER_CHUNK = 256
 PHOTOS_PER_BATCH = 16  # photos read and detected together (analyze_many's chunk): what Ctrl-C can cost
-# Config fields an embedding depends on (the face crop); the threshold only changes the search, rerun each time.
-EMBEDDING_FIELDS = (
-    "img_size",
-    "face_selection",
-    "mtcnn_margin",
-    "mtcnn_min_face_size",
-    "detection_max_side",
-    "inference_precision",  # resolved by infer.py for the device: bf16 embeddings differ from fp32 ones by ~1e-3
-)
+# The Config fields an embedding and its face depend on are those declared to change faces (settings.py:
+# changes=); the threshold only changes the search, redone each time. inference_precision is resolved by
+# infer.py for the device: bf16 embeddings differ from fp32 ones by ~1e-3.
+STORE_RESULTS = ("faces",)
 
 
 class FolderInterrupted(KeyboardInterrupt):
@@ -55,7 +51,11 @@ class FolderInterrupted(KeyboardInterrupt):
 def embedding_settings(config: Config, settings: dict) -> dict:
     """What the store's embeddings and ages depend on, as JSON-ready data: the face-crop fields of `config` and
     `settings` (the models' files, TTA...)."""
-    values = {name: getattr(config, name) for name in EMBEDDING_FIELDS} | settings
+    values = (
+        {"schema": SCHEMA_VERSION}
+        | {name: getattr(config, name) for name in settings_that_change(*STORE_RESULTS)}
+        | settings
+    )
     return json.loads(json.dumps(values, default=str))  # as settings.json will read back
 
 
@@ -63,13 +63,21 @@ def open_store(out_dir: Path, settings: dict, merge_from: Sequence[Path] = ()) -
     """OUT_DIR's store, made from the shards `merge_from` when given (OUT_DIR must not hold one yet). Refuses
     a store or shard embedded with other settings, naming the settings that differ."""
     folder = out_dir / STORE_FOLDER
-    _check_settings(folder, settings, f"{out_dir} holds embeddings made", f"another OUT_DIR, or delete {folder}")
+    _check_settings(
+        folder,
+        settings,
+        f"{out_dir} holds embeddings made",
+        f"another OUT_DIR, or delete {folder}",
+        f"choose a new OUT_DIR, or delete {folder} to embed again",
+    )
     if merge_from:
         if (folder / STORE_MANIFEST).is_file():
             raise OutputError(f"{out_dir} already holds embeddings; merge the shards into a new OUT_DIR")
         shards = [_shard_store(path) for path in merge_from]
         for shard in shards:
-            _check_settings(shard, settings, f"shard {shard} was embedded", "or embed the shard again")
+            _check_settings(
+                shard, settings, f"shard {shard} was embedded", "or embed the shard again", "embed the shard again"
+            )
         merge_stores(shards, folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SETTINGS_FILE, settings)
@@ -147,22 +155,35 @@ def _record(analysis: PhotoAnalysis, name: str, stamp: list | None) -> tuple[dic
     if face is None:
         error = analysis.error.replace(analysis.source, name) if analysis.error else "no face"
         return {"file": name, "error": error, "stamp": stamp}, None
-    record = {"file": name, "box": face.bbox, "age": face.age_prediction, "uncertainty": face.age_std}
+    record = {"file": name, **face.result(analysis.faces_found).to_json()}  # records.FaceResult's fields
     return record | {"stamp": stamp}, face.embedding
 
 
-def _check_settings(store: Path, settings: dict, what: str, remedy: str) -> None:
+def _check_settings(store: Path, settings: dict, what: str, remedy: str, older_remedy: str) -> None:
     if not (store / STORE_MANIFEST).is_file():
         return
     differ = recorded_differences(store / SETTINGS_FILE, settings)
     if differ == []:
         return
+    if differ is not None and "schema" in differ:
+        raise OutputError(
+            f"{what} by an older version, whose records have other field names (results schema "
+            f"{_recorded_schema(store / SETTINGS_FILE)}, this version writes {SCHEMA_VERSION}); {older_remedy}"
+        )
     if differ is None:
         why = f"with unknown settings (no readable {store / SETTINGS_FILE})"
     else:
         changed = "".join(f"; {name} is not the file they were made with" for name in model_files(differ, settings))
         why = f"with other settings ({', '.join(differ)}{changed})"
     raise OutputError(f"{what} {why}; use the same options, {remedy}")
+
+
+def _recorded_schema(settings_file: Path) -> int:
+    """The results schema a store's settings.json records (1: written before it recorded one)."""
+    try:
+        return json.loads(settings_file.read_text(encoding="utf-8")).get("schema", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def _shard_store(path: Path) -> Path:

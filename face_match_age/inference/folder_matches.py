@@ -2,8 +2,8 @@
 (inference/similarity_search.py), never by listing all pairs, and the tables that report them.
 
 Memory is the embeddings (photos x 512 float32: 20 MB for 10,000 photos) plus one similarity tile and the
-matches kept. A match is a similarity strictly above the threshold, as in pair mode; with a calibration the
-threshold depends on each pair's predicted age gap, so the search keeps every pair above the calibration's
+matches kept. Each pair is judged by the match rule of pair mode (match_rule.MatchRule); with a calibration
+the threshold depends on each pair's predicted age gap, so the search keeps every pair above the rule's
 lowest threshold and each pair is then judged by its own.
 """
 
@@ -17,17 +17,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from face_match_age.evaluation.calibration import CalibratedThreshold
 from face_match_age.files.embedding_store import EmbeddingStore
 from face_match_age.files.output_files import write_atomically
-from face_match_age.inference.similarity_search import Matches, reference_matches, threshold_pairs, top_k
+from face_match_age.inference.records import FACES_CSV_COLUMNS, MATCHES_CSV_COLUMNS, cell, column_field, table_row
+from face_match_age.inference.similarity_search import (
+    Matches,
+    reference_matches,
+    reference_similarities,
+    threshold_pairs,
+    top_k,
+)
+from face_match_age.match_rule import MatchRule
 from face_match_age.memory import release_freed_memory
 
 FACES_CSV, MATCHES_CSV = "faces.csv", "matches.csv"
-FACE_COLUMNS = ["file", "box", "age", "uncertainty", "error"]
 ROWS_PER_WRITE = 1 << 18  # matches.csv rows converted and written at a time: ~50 MB of Python objects
 PAIRS_PER_SLICE = 1 << 22  # pairs put in order at a time: 32 MB of indices
-MATCH_COLUMNS = ["file_1", "file_2", "similarity", "threshold_used", "is_match", "age_1", "age_2", "age_gap"]
 
 
 @dataclass
@@ -70,27 +75,14 @@ def load_collection(store: EmbeddingStore, names: Sequence[str]) -> Collection:
     return Collection(records, rows, store.rows([row["row"] for row in rows]))
 
 
-def threshold_of(rule: float | CalibratedThreshold, age_gap: float | None) -> float:
-    """The threshold a pair with this predicted age gap is judged by (a calibration's band, or the one number)."""
-    return rule.choose(age_gap)[0] if isinstance(rule, CalibratedThreshold) else float(rule)
-
-
-def lowest_threshold(rule: float | CalibratedThreshold) -> float:
-    """The lowest threshold any pair can be judged by: what the search must keep."""
-    if not isinstance(rule, CalibratedThreshold):
-        return float(rule)
-    bands = [band["threshold"] for band in rule.calibration["bands"].values() if band.get("threshold") is not None]
-    return min([rule.calibration["overall"]["threshold"], *bands])
-
-
-def collection_matches(collection: Collection, rule, k: int | None = None) -> JudgedMatches:
+def collection_matches(collection: Collection, rule: MatchRule, k: int | None = None) -> JudgedMatches:
     """Every pair above its threshold (each pair once, first < second), or with `k` each photo's k most similar
     photos, matches or not (a pair can then appear from both sides)."""
     ages, embeddings = collection.ages(), collection.embeddings
     # disable=None: no progress bar when stderr is not a terminal (a log file)
     with tqdm(total=len(embeddings), unit="photo", desc="searching", disable=None) as bar:
         if k is None:
-            pairs = threshold_pairs(embeddings, lowest_threshold(rule), progress=bar.update)
+            pairs = threshold_pairs(embeddings, rule.lowest, progress=bar.update)
             release_freed_memory()  # the tiles' parts: as large as the matches kept, in blocks glibc keeps
             found = judge(pairs, ages, ages, rule)
             # With one threshold every pair found is a match: no copy of what may be millions of them.
@@ -99,29 +91,26 @@ def collection_matches(collection: Collection, rule, k: int | None = None) -> Ju
 
 
 def reference_search(
-    collection: Collection, reference: np.ndarray, reference_age: float | None, rule, k: int | None = None
+    collection: Collection, reference: np.ndarray, reference_age: float | None, rule: MatchRule, k: int | None = None
 ) -> tuple[np.ndarray, JudgedMatches]:
     """(the similarity of every embedded photo to the reference, the pairs reported: those above their
     threshold, or the k most similar). In the pairs `first` is 0 (the reference), `second` a photo's row."""
-    similarities = collection.embeddings @ reference.astype(np.float32)
-    lowest = None if k else lowest_threshold(rule)
+    similarities = reference_similarities(reference, collection.embeddings)
+    lowest = None if k else rule.lowest
     found = reference_matches(reference[None, :], collection.embeddings, threshold=lowest, k=k)
     reference_ages = np.array([np.nan if reference_age is None else reference_age])
     judged = judge(found, reference_ages, collection.ages(), rule)
     return similarities, judged if k else judged.only(judged.is_match)
 
 
-def judge(pairs: Matches, ages_1: np.ndarray, ages_2: np.ndarray, rule) -> JudgedMatches:
-    """Each pair's threshold (from the predicted age gap when `rule` is a calibration) and its verdict;
-    `ages_1` and `ages_2` are indexed by the pairs' `first` and `second` rows (NaN: no age)."""
-    if isinstance(rule, CalibratedThreshold):
-        gaps = np.abs(ages_1[pairs.first] - ages_2[pairs.second])
-        thresholds = np.array([threshold_of(rule, None if np.isnan(g) else float(g)) for g in gaps])
-        thresholds = thresholds.astype(np.float32)
-    else:  # one number for every pair: a read-only view that takes no memory, however many pairs there are
-        thresholds = np.broadcast_to(np.float32(rule), pairs.similarity.shape)
-    # float32, as the similarities are: the comparison the search made, and 4 bytes a pair at most.
-    return JudgedMatches(pairs, thresholds, pairs.similarity > thresholds)
+def judge(pairs: Matches, ages_1: np.ndarray, ages_2: np.ndarray, rule: MatchRule) -> JudgedMatches:
+    """Each pair's verdict and the threshold it was judged by (from its predicted age gap when the rule is
+    calibrated); `ages_1` and `ages_2` are indexed by the pairs' `first` and `second` rows (NaN: no age)."""
+    gaps = ages_1[pairs.first] - ages_2[pairs.second] if rule.by_age_gap else None  # 8 bytes a pair: only if used
+    is_match, thresholds = rule.judge(pairs.similarity, gaps)
+    # A fixed threshold is one number for every pair: a read-only view that takes no memory, however many pairs
+    # there are; per pair, float32 (4 bytes a pair).
+    return JudgedMatches(pairs, np.broadcast_to(np.float32(thresholds), pairs.similarity.shape), is_match)
 
 
 def write_matches_csv(
@@ -136,7 +125,7 @@ def write_matches_csv(
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(MATCH_COLUMNS)
+            writer.writerow(MATCHES_CSV_COLUMNS)
             for order in most_similar_first(matches.pairs.similarity):
                 for start in range(0, len(order), ROWS_PER_WRITE):
                     chosen = order[start : start + ROWS_PER_WRITE]
@@ -145,12 +134,12 @@ def write_matches_csv(
                     columns = [
                         names_1[first].tolist(),
                         names_2[second].tolist(),
-                        _rounded(matches.pairs.similarity[chosen], 4),
-                        _rounded(matches.thresholds[chosen], 4),
+                        _rounded(matches.pairs.similarity[chosen], "similarity"),
+                        _rounded(matches.thresholds[chosen], "threshold_used"),
                         matches.is_match[chosen].tolist(),
-                        _rounded(age_1, 2),
-                        _rounded(age_2, 2),
-                        _rounded(np.abs(age_1 - age_2), 2),
+                        _rounded(age_1, "age_1"),
+                        _rounded(age_2, "age_2"),
+                        _rounded(np.abs(age_1 - age_2), "age_gap"),
                     ]
                     writer.writerows(zip(*columns, strict=True))
                 release_freed_memory()  # the slice's rows, millions of Python objects
@@ -183,30 +172,29 @@ def most_similar_first(similarity: np.ndarray, per_slice: int = PAIRS_PER_SLICE)
             highest, taken = value - 1, total
 
 
-def _rounded(values: np.ndarray, digits: int) -> list:
-    """`values` rounded as Python floats (their shortest form: 0.7, not 0.699999988), "" for NaN."""
-    rounded = np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+def _rounded(values: np.ndarray, column: str) -> list:
+    """`values` rounded to the digits of `column` (records.column_field) as Python floats (their shortest form:
+    0.7, not 0.699999988), "" for NaN: records.cell for a whole column at once."""
+    rounded = np.round(np.asarray(values, dtype=np.float64), column_field(column)[1]).tolist()
     return [("" if value != value else value) for value in rounded]  # value != value: NaN
 
 
 def write_faces_csv(path: Path, records: Sequence[dict], extra: dict[str, Sequence] | None = None) -> Path:
-    """faces.csv, one row per photo (file, box, age, uncertainty, error) plus the `extra` columns (one value
-    per record each, such as the cluster or the similarity to the reference)."""
+    """faces.csv, one row per photo (records.FACES_CSV_COLUMNS: file, its face's fields, error) plus the `extra`
+    columns (one value per record each: records.FACES_CSV_EXTRA, the cluster or the similarity to the reference)."""
     extra = extra or {}
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow([*FACE_COLUMNS, *extra])
+            writer.writerow([*FACES_CSV_COLUMNS, *extra])
             for index, record in enumerate(records):
-                box = " ".join(map(str, record["box"])) if record.get("box") else ""
-                values = [record["file"], box, record.get("age"), record.get("uncertainty"), record.get("error")]
-                writer.writerow([*("" if v is None else v for v in values), *(_cell(c[index]) for c in extra.values())])
+                extras = [cell(name, _plain(column[index])) for name, column in extra.items()]
+                writer.writerow([*table_row(FACES_CSV_COLUMNS, record), *extras])
 
     return write_atomically(path, write)
 
 
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return round(float(value), 4) if isinstance(value, (float, np.floating)) else value
+def _plain(value):
+    """A numpy number as Python's, which `cell` rounds."""
+    return float(value) if isinstance(value, np.floating) else value

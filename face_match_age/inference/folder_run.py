@@ -6,8 +6,8 @@ over processes with --devices and over machines with --files and --merge-from); 
 among the stored embeddings block by block (folder_matches.py) and the people are grouped (identity
 clusters). OUT_DIR receives:
 
-    faces.csv      one row per photo: file, box, age, uncertainty, error, and its cluster (or, with
-                   --reference, its similarity to the reference)
+    faces.csv      one row per photo: file, its face's fields (records.FACES_CSV_COLUMNS), error, and its
+                   cluster (or, with --reference, its similarity to the reference)
     matches.csv    the pairs above the threshold, most similar first (or, with --top-k K, each photo's K
                    most similar photos, with their verdicts); never all pairs
     clusters.csv   one row per person found: size and predicted age range, and clusters/*.jpg, each
@@ -47,6 +47,7 @@ from face_match_age.inference.identity_clusters import (
     cluster_table,
     save_cluster_timelines,
 )
+from face_match_age.match_rule import MatchRule
 from face_match_age.reports.batch_sheet import SHEET_NAME, save_pair_sheet
 from face_match_age.reports.contact_sheet import MAX_TILES
 from face_match_age.settings import Config, save_config
@@ -83,7 +84,7 @@ class FolderOutcome:
 def run_folder(
     request: FolderRequest,
     make_analyzer: Callable[..., FaceAnalyzer],
-    rule,
+    rule: MatchRule,
     *,
     config: Config,
     settings: dict,
@@ -138,7 +139,9 @@ def _outputs(out_dir: Path) -> list[Path]:
     return [out_dir, *(out_dir / name for name in (SHEET_NAME, CLUSTER_FOLDER, STORE_FOLDER))]
 
 
-def _collection_outputs(request: FolderRequest, collection: Collection, rule) -> tuple[JudgedMatches, list[Path]]:
+def _collection_outputs(
+    request: FolderRequest, collection: Collection, rule: MatchRule
+) -> tuple[JudgedMatches, list[Path]]:
     out_dir = request.out_dir
     matches = collection_matches(collection, rule, request.top_k)
     # People are the components of the graph of every match, not of the top-k lists (which miss some).
@@ -175,20 +178,20 @@ def _write_clusters(labels: np.ndarray, collection: Collection, folder: Path, ou
 
 
 def _reference_outputs(
-    request: FolderRequest, collection: Collection, analyzer: FaceAnalyzer, rule
+    request: FolderRequest, collection: Collection, analyzer: FaceAnalyzer, rule: MatchRule
 ) -> tuple[JudgedMatches, list[Path]]:
     reference = analyzer.analyze(request.reference)
     if reference.failure is not None:
         raise reference.failure
     face = reference.face
-    similarities, matches = reference_search(collection, face.embedding, face.age_prediction, rule, request.top_k)
+    similarities, matches = reference_search(collection, face.embedding, face.age, rule, request.top_k)
     by_file = dict(zip((row["file"] for row in collection.rows), similarities.tolist()))
     column = {"similarity_to_reference": [by_file.get(record["file"]) for record in collection.records]}
     out_dir, name = request.out_dir, str(request.reference)
-    reference_age = np.array([np.nan if face.age_prediction is None else face.age_prediction])
+    reference_age = np.array([np.nan if face.age is None else face.age])
     files = [row["file"] for row in collection.rows]
     photos = [_sheet_face(request.folder, row) for row in collection.rows]
-    reference_face = {"file": name, "path": request.reference, "box": face.bbox, "age": face.age_prediction}
+    reference_face = {"file": name, "path": request.reference, "box": face.box, "age": face.age}
     written = [
         write_faces_csv(out_dir / FACES_CSV, collection.records, column),
         write_matches_csv(out_dir / MATCHES_CSV, matches, [name], files, reference_age, collection.ages()),
@@ -240,13 +243,13 @@ def _sheet_row(pair_index: int, first: dict, second: dict, matches: JudgedMatche
     """One pair in the layout of infer.py's batch rows, which the pair sheet draws."""
     return {
         "pair_index": pair_index,
-        "image_1": first["file"],
-        "image_2": second["file"],
-        "face_1": {"bbox": first["box"], "age_prediction": first["age"]},
-        "face_2": {"bbox": second["box"], "age_prediction": second["age"]},
+        "file_1": first["file"],
+        "file_2": second["file"],
+        "face_1": {"box": first["box"], "age": first["age"]},
+        "face_2": {"box": second["box"], "age": second["age"]},
         "verification": {
             "is_match": bool(matches.is_match[index]),
-            "similarity_score": float(matches.pairs.similarity[index]),
+            "similarity": float(matches.pairs.similarity[index]),
             "threshold_used": float(matches.thresholds[index]),
         },
         "label": None,

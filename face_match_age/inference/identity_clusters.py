@@ -144,7 +144,7 @@ def _timeline_title(label: int, ages: list[float | None], shown: int) -> str:
 
 
 def _caption(member: dict) -> list[str]:
-    age, uncertainty = member["age"], member["uncertainty"]
+    age, uncertainty = member["age"], member["age_std"]
     if age is None:
         age_text = "age: no model"
     else:

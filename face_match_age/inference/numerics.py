@@ -21,6 +21,7 @@ import torch
 from face_match_age.detection.faces import detect_faces_batch
 from face_match_age.detection.imaging import ImageInput, load_image
 from face_match_age.inference.analyzer import FaceAnalyzer
+from face_match_age.match_rule import MatchRule, cosine_similarities
 from face_match_age.network.age_network import expected_age
 
 # How FaceAnalyzer runs its networks when no option is applied: the baseline every option is compared with.
@@ -69,8 +70,9 @@ def compare_outputs(reference: tuple, candidate: tuple, threshold: float) -> Num
     reference_probabilities, reference_embeddings = reference
     candidate_probabilities, candidate_embeddings = candidate
     upper = np.triu_indices(len(reference_embeddings), k=1)  # every pair once, no face with itself
-    reference_similarity = (reference_embeddings @ reference_embeddings.T)[upper]
-    candidate_similarity = (candidate_embeddings @ candidate_embeddings.T)[upper]
+    reference_similarity = cosine_similarities(reference_embeddings, reference_embeddings)[upper]
+    candidate_similarity = cosine_similarities(candidate_embeddings, candidate_embeddings)[upper]
+    rule = MatchRule(threshold)
     age = None
     if reference_probabilities is not None:
         ages = [expected_age(p.clamp_min(1e-12).log()) for p in (reference_probabilities, candidate_probabilities)]
@@ -79,9 +81,9 @@ def compare_outputs(reference: tuple, candidate: tuple, threshold: float) -> Num
         faces=len(reference_embeddings),
         similarity=float(np.abs(reference_similarity - candidate_similarity).max(initial=0.0)),
         age=age,
-        verdict_flipped=bool(((reference_similarity > threshold) != (candidate_similarity > threshold)).any()),
+        verdict_flipped=bool((rule.is_match(reference_similarity) != rule.is_match(candidate_similarity)).any()),
         pairs=len(reference_similarity),
-        matches=int((reference_similarity > threshold).sum()),
+        matches=int(rule.is_match(reference_similarity).sum()),
     )
 
 

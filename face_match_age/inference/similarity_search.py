@@ -2,10 +2,13 @@
 
 Similarities are computed one block x block tile at a time (torch matmul), and only what a caller keeps
 (pairs above a threshold, or each row's k best) leaves the tile: memory is the embeddings themselves plus
-one tile, so 100,000 photos need ~200 MB for their embeddings and 16 MB for a 2048 x 2048 tile. The matches
+one tile, so 100,000 photos need ~200 MB for their embeddings and ~70 MB for a 2048 x 2048 tile (its sums in
+float64, its similarities in float32). The matches
 kept cost 12 bytes each (two int32 rows and a float32 similarity): a folder where every pair matches, the
 worst case, holds 50 million of them at 10,000 photos, 600 MB.
-A match is a similarity strictly above the threshold, as in analyzer.verification_result.
+Similarities and comparisons are the match rule's (match_rule.cosine_similarities, in two steps, and
+match_rule.above): a tile's similarity of two photos is the one pair mode computes for them, to the last bit
+of its float32.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-# 2048 x 2048 float32 = 16 MB per tile: large enough for an efficient matmul, small next to the embeddings.
+from face_match_age.match_rule import above, unit_rows, unit_similarities
+
+# 2048 x 2048: 32 MB of float64 sums and 16 MB of float32 similarities per tile, large enough for an efficient
+# matmul, small next to the embeddings.
 DEFAULT_BLOCK = 2048
 Progress = Callable[[int], None]  # progress(rows): called as each block of rows is done
 
@@ -44,7 +50,7 @@ def threshold_pairs(
         left = _tile(embeddings, rows)
         in_rows = []
         for columns in _spans(len(embeddings), block, start=rows.start):
-            similarity = left @ _tile(embeddings, columns).T
+            similarity = unit_similarities(left, _tile(embeddings, columns))
             if columns.start == rows.start:  # the diagonal tile: keep only j > i
                 similarity = similarity.masked_fill(~_strictly_upper(similarity.shape), -torch.inf)
             in_rows.append(_above(similarity, threshold, rows.start, columns.start))
@@ -86,8 +92,17 @@ def reference_matches(
     for rows in _spans(len(queries), block):
         left = _tile(queries, rows)
         for columns in _spans(len(embeddings), block):
-            found.append(_above(left @ _tile(embeddings, columns).T, threshold, rows.start, columns.start))
+            similarity = unit_similarities(left, _tile(embeddings, columns))
+            found.append(_above(similarity, threshold, rows.start, columns.start))
     return _sorted(found)
+
+
+def reference_similarities(query: np.ndarray, embeddings: np.ndarray, block: int = DEFAULT_BLOCK) -> np.ndarray:
+    """The similarity of one `query` embedding (D) to every row of `embeddings`, float32, a block at a time."""
+    _check(embeddings, block)
+    row = unit_rows(np.asarray(query, dtype=np.float32)[None, :])
+    parts = [unit_similarities(row, _tile(embeddings, span))[0].numpy() for span in _spans(len(embeddings), block)]
+    return np.concatenate([np.zeros(0, dtype=np.float32), *parts])
 
 
 def _best(
@@ -110,7 +125,7 @@ def _best(
         kept_scores = torch.full((len(left), 0), -torch.inf)
         kept_columns = torch.zeros((len(left), 0), dtype=torch.long)
         for columns in _spans(len(embeddings), block):
-            similarity = left @ _tile(embeddings, columns).T
+            similarity = unit_similarities(left, _tile(embeddings, columns))
             if exclude_self:
                 similarity = _without_self(similarity, rows.start, columns.start)
             scores = torch.cat([kept_scores, similarity], dim=1)
@@ -125,7 +140,7 @@ def _best(
 
 def _kept(scores: torch.Tensor, columns: torch.Tensor, row_start: int, threshold: float | None) -> Matches:
     # -inf marks a row's own score (or no score at all): never a neighbour.
-    keep = scores > (-torch.inf if threshold is None else threshold)
+    keep = scores > -torch.inf if threshold is None else above(scores, threshold)
     rows = torch.arange(row_start, row_start + len(scores)).unsqueeze(1).expand_as(scores)
     return _matches(rows[keep].numpy(), columns[keep].numpy(), scores[keep].numpy())
 
@@ -143,8 +158,8 @@ def _spans(count: int, block: int, start: int = 0) -> Iterator[range]:
 
 
 def _tile(embeddings: np.ndarray, span: range) -> torch.Tensor:
-    # A copy: a memory-mapped .npy is read-only, and torch wants float32 it may own.
-    return torch.from_numpy(np.array(embeddings[span.start : span.stop], dtype=np.float32))
+    """The rows of `span` as the match rule's float64 unit vectors (a copy: a memory-mapped .npy is read-only)."""
+    return unit_rows(embeddings[span.start : span.stop])
 
 
 def _strictly_upper(shape: torch.Size) -> torch.Tensor:
@@ -161,7 +176,7 @@ def _above(similarity: torch.Tensor, threshold: float, row_start: int, column_st
     # numpy, not torch.nonzero: its results on CPU are views of a buffer sized for the whole tile, which
     # every tile's kept matches would hold on to (measured: 1.8 GB more at 30,000 rows, 9 GB at 100,000).
     tile = similarity.numpy()
-    rows, columns = np.nonzero(tile > threshold)
+    rows, columns = np.nonzero(above(tile, threshold))
     return _matches(rows + row_start, columns + column_start, tile[rows, columns])
 
 

@@ -143,6 +143,29 @@ class AgeNetwork(nn.Module):
         return {"age": expected_age(logits), "age_std": age_std(logits), "age_interval": age_interval(logits)}
 
 
+# What a checkpoint says about using its network (its "usage" entry, written by train.py): everything infer.py,
+# evaluate.py and a user's own code need besides the weights. Plain data, so it loads with weights_only=True.
+USAGE_KEY = "usage"
+STANDARDIZATION = "(pixels - 127.5) / 128"  # imaging.face_to_tensor: facenet-pytorch's fixed_image_standardization
+
+
+def usage_record(input_size: int, head_hidden_dim: int) -> dict:
+    """A checkpoint's `usage`: the face it takes (size, colours, scaling), the head's shape and the ages its bins
+    stand for, and the function that loads it."""
+    return {
+        "input": f"RGB face crops as MTCNN cuts them (infer.py's detection), resized to {input_size}x{input_size}",
+        "input_size": input_size,
+        "standardization": STANDARDIZATION,
+        "backbone": "InceptionResnetV1 (facenet-pytorch), 512-d embedding",
+        "head_hidden_dim": head_hidden_dim,
+        "age_bins": NUM_AGE_BINS,
+        "min_age": MIN_AGE,
+        "max_age": MAX_AGE,
+        "output": "logits over the age bins; the age is the mean of their softmax, age_std its standard deviation",
+        "load_with": "face_match_age.network.age_network.load_age_model(path)",
+    }
+
+
 # The AgeNetwork arguments a checkpoint's hyper_parameters set; one it lacks (an older checkpoint) keeps
 # AgeNetwork's default, which is the config's.
 _NETWORK_HPARAMS = ("head_hidden_dim", "head_dropout")
@@ -220,9 +243,18 @@ def _network_from(checkpoint, path: Path) -> AgeNetwork:
             f"{path} records head_hidden_dim {settings['head_hidden_dim']} but its weights have {hidden}: it was "
             "edited or written by other code; use best.ckpt or last.ckpt as train.py wrote them"
         )
+    usage = checkpoint.get(USAGE_KEY) or {}
+    bins = (usage.get("min_age", MIN_AGE), usage.get("max_age", MAX_AGE))
+    if bins != (MIN_AGE, MAX_AGE):
+        raise CheckpointError(
+            f"{path} predicts ages {bins[0]}..{bins[1]}, but this version's age bins are {MIN_AGE}..{MAX_AGE}; "
+            "use a checkpoint trained by this version"
+        )
     network = AgeNetwork(**settings, hparams=hparams)
-    # The crop size training saw (Lightning saves the data module's settings): inference should crop alike.
-    network.trained_img_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("img_size")
+    # The face size training saw: its usage record, or (checkpoints written before it) the data module's settings,
+    # which Lightning saves. Inference and evaluation feed the network faces of this size.
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    network.trained_img_size = usage.get("input_size", data.get("img_size"))
     try:
         network.load_state_dict(weights, assign=True)  # the tensors read become the weights: no copy
     except RuntimeError as error:

@@ -36,7 +36,7 @@ def save_batch_sheet(results: Path, pairs: Sequence[PairSpec]) -> Path:
 
 
 def save_pair_sheet(rows: Sequence[dict], paths: dict, path: Path, title: str) -> Path:
-    """The sheet of pair rows (infer.py's row layout: pair_index, image_1/2, face_1/2, verification, error)
+    """The sheet of pair rows (infer.py's row layout: pair_index, file_1/2, face_1/2, verification, error)
     chosen by sheet_rows; `paths` maps each pair_index to its two photos' paths."""
     shown = sheet_rows(rows, MAX_TILES)
     faces = _face_thumbnails(shown, paths)
@@ -65,7 +65,8 @@ def sheet_rows(rows: Sequence[dict], limit: int) -> list[dict]:
     for row in rows:
         groups[verdict(row)].append(row)
     for outcome in (MATCH, NO_MATCH):
-        groups[outcome].sort(key=lambda row: (-row["verification"]["similarity_score"], row["pair_index"]))
+        # By the similarity as written (4 decimals): float noise (another batch of faces) must not reorder the sheet.
+        groups[outcome].sort(key=lambda row: (-round(row["verification"]["similarity"], 4), row["pair_index"]))
     groups[FAILED].sort(key=lambda row: row["pair_index"])
     quotas = dict.fromkeys(groups, 0)
     while sum(quotas.values()) < limit and any(quotas[g] < len(groups[g]) for g in groups):
@@ -82,7 +83,7 @@ def _face_thumbnails(rows: Sequence[dict], paths: dict) -> dict[int, list[Image.
     for row in rows:
         for slot, path in enumerate(paths.get(row["pair_index"], (None, None))):
             face = row.get(f"face_{slot + 1}") or {}
-            wanted.setdefault(path, []).append((row["pair_index"], slot, face.get("bbox")))
+            wanted.setdefault(path, []).append((row["pair_index"], slot, face.get("box")))
     thumbnails = {row["pair_index"]: [None, None] for row in rows}
     for path, uses in wanted.items():
         photo = _open(path)
@@ -101,7 +102,7 @@ def _open(path: Path | None) -> Image.Image | None:
 
 
 def pair_caption(row: dict, paths: Sequence[Path]) -> list[str]:
-    names = f"{row['image_1']} | {row['image_2']}"
+    names = f"{Path(row['file_1']).name} | {Path(row['file_2']).name}"
     verification = row.get("verification")
     if verification is None:
         error = row.get("error") or "no verification"
@@ -110,10 +111,10 @@ def pair_caption(row: dict, paths: Sequence[Path]) -> list[str]:
         outcome = f"failed: {error}"
     else:
         outcome = (
-            f"{verdict(row)}: similarity {verification['similarity_score']:.3f} "
+            f"{verdict(row)}: similarity {verification['similarity']:.3f} "
             f"(threshold {verification['threshold_used']:.2f})"
         )
-    ages = [(row.get(f"face_{slot}") or {}).get("age_prediction") for slot in (1, 2)]
+    ages = [(row.get(f"face_{slot}") or {}).get("age") for slot in (1, 2)]
     age_line = "ages " + " / ".join("-" if age is None else f"{age:.0f}" for age in ages)
     if row.get("label") is not None:
         age_line += f"   label {row['label']}"

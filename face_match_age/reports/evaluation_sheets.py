@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from face_match_age.detection.imaging import ImageLoadError, load_image
+from face_match_age.match_rule import MatchRule
 from face_match_age.reports.contact_sheet import Tile, save_contact_sheet, thumbnail
 
 WORST_CASES = 24  # tiles per sheet: enough to see a pattern, few enough to look at each one
@@ -50,7 +51,7 @@ def save_worst_pair_sheets(pairs: pd.DataFrame, threshold: float, out_dir: Path)
     path1, path2 (photos), box1, box2 (the chosen faces, x1 y1 x2 y2, or None), age1, age2 (predicted,
     or None), score (NaN when a face was missing) and label (1 same person, 0 different)."""
     scores, labels = pairs["score"].to_numpy(dtype=np.float64), pairs["label"].to_numpy(dtype=bool)
-    accepted = scores > threshold
+    accepted = MatchRule(threshold).is_match(scores)
     sheets = {
         "worst_false_accepts": (
             worst_false_accepts(scores, labels, WORST_CASES),
@@ -72,7 +73,7 @@ def save_worst_pair_sheets(pairs: pd.DataFrame, threshold: float, out_dir: Path)
 
 
 def _pair_tile(pair: pd.Series, threshold: float, mistake: str) -> Tile:
-    wrong = (pair["score"] > threshold) != bool(pair["label"])
+    wrong = MatchRule(threshold).is_match(pair["score"]) != bool(pair["label"])
     ages = [pair["age1"], pair["age2"]]
     if all(age is None or pd.isna(age) for age in ages):
         ages_line = "ages not predicted (no --ckpt)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 # Lightning's rank_zero_info lines that say nothing about this run: tips for its cloud products, and which
-# accelerators exist (train.py's "Training on cpu, precision 32-true (...)" says what is used and why).
+# accelerators exist (train.py's "Training on cpu, precision 32 (...)" says what is used and why).
 DROPPED_PREFIXES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
 LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
