@@ -213,6 +213,7 @@ def test_pairs_and_folder_subcommands_write_what_the_old_flags_wrote(run, photo_
     assert (tmp_path / "collection" / "faces.csv").is_file()
 
 
+@pytest.mark.slow  # the installed command in a process of its own
 def test_the_installed_command_runs_age(torch_home_with_vggface2, age_checkpoint, photo_dir, tmp_path):
     command = Path(sys.executable).with_name("face-match-age")
     if not command.exists():

@@ -85,6 +85,7 @@ def test_each_photo_is_analysed_once(pairs_dir, tmp_path, torch_home_with_vggfac
     assert len(seen) == len(set(seen)) == 5  # 5 distinct paths (one missing) in 4 pairs
 
 
+@pytest.mark.slow  # two worker processes
 def test_two_processes_share_the_photos(pairs_dir, tmp_path, torch_home_with_vggface2, age_checkpoint):
     code = _run(
         "--pairs",

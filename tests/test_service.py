@@ -393,6 +393,7 @@ def test_the_fields_the_page_sends_are_accepted(client, photo_dir):
 # --- the command --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a Python process of its own
 def test_serve_help_is_instant_and_imports_no_framework():
     probe = (
         "import sys; from face_match_age import cli\n"
@@ -428,6 +429,7 @@ def test_serve_refuses_a_broken_calibration_file(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+@pytest.mark.slow  # the service in a process of its own
 def test_serve_starts_answers_over_http_with_its_calibration_and_stops_on_ctrl_c(
     tmp_path, photo_dir, torch_home_with_vggface2, age_checkpoint
 ):

@@ -23,7 +23,7 @@ class RecordingAnalyzer:
 
     def analyze_many(self, photos, all_faces=False, compute=True, photos_per_chunk=16, names=None, overlap=False):
         self.entered.set()
-        self.gate.wait(10)
+        self.gate.wait(120)
         photos, names = list(photos), list(names)
         assert photos_per_chunk >= len(photos)  # one chunk: one detection call, shared forward passes
         self.calls.append((photos, all_faces, names))
@@ -43,7 +43,7 @@ def _submit_while_blocked(batcher, analyzer, requests):
     analyzer.gate.clear()
     analyzer.entered.clear()
     first = batcher.submit([0], ["first"])
-    assert analyzer.entered.wait(10)  # the worker runs the first request's batch, held at the gate
+    assert analyzer.entered.wait(120)  # the worker runs the first request's batch, held at the gate
     futures = [batcher.submit(photos, [f"p{p}" for p in photos], all_faces) for photos, all_faces in requests]
     analyzer.gate.set()
     assert first.result(10) == [(0, False)]

@@ -22,6 +22,7 @@ except ImportError:  # a dev dependency; an install without the dev group lacks 
     playwright = None
 
 pytestmark = [
+    pytest.mark.slow,  # the service in a thread and Chromium in a process
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium)"),
     pytest.mark.skipif(playwright is None, reason="playwright is not installed (uv sync installs the dev group)"),
 ]
