@@ -1,4 +1,4 @@
-"""Small archives in the real formats of the public datasets (see shared/datasets.md), built from
+"""Small archives in the real formats of the public datasets (docs/data.md describes them), built from
 scikit-image's photos: faces (the astronaut, mirrored and scaled) and non-faces (coffee), plus a
 corrupt file, so that every filter and every crop outcome happens."""
 

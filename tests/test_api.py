@@ -57,7 +57,8 @@ def test_tta_averages_a_face_with_its_mirror(torch_home_with_vggface2, age_check
 
 
 def test_the_seed_api_snippet_still_works(torch_home_with_vggface2, age_checkpoint, photo_dir):
-    # As README.seed.md shows it, with the checkpoint path and photos of this test.
+    # The seed's snippet (MTCNN, InceptionResnetV1, load_from_checkpoint; docs/python-api.md), with the
+    # checkpoint path and photos of this test.
     from facenet_pytorch import MTCNN, InceptionResnetV1
     from PIL import Image
 

@@ -1,5 +1,5 @@
 """facenet-pytorch 2.6.0 pins torch<2.3, numpy<2 and Pillow<10.3; the package depends on 2.5.3, the same
-networks without those pins (README: Installing the package). These tests prove its MTCNN and InceptionResnetV1
+networks without those pins (docs/install.md: Installing the package). These tests prove its MTCNN and InceptionResnetV1
 work on the versions uv.lock installs."""
 
 import numpy as np

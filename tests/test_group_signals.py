@@ -1,6 +1,6 @@
 """Stops that reach every process of a job: Slurm's scancel, a pre-emption, systemctl stop and
 `kill -TERM -- -PGID` signal the main process and its helpers (DataLoader workers, --devices processes, the
-crop pool) at once. Each script must end as the README promises for a signal to its main process alone; and a
+crop pool) at once. Each script must end as docs/ promise for a signal to its main process alone; and a
 main process killed outright must not leave its helpers running."""
 
 import contextlib

@@ -1,5 +1,5 @@
-"""Inference options (bf16, channels-last, torch.compile) keep float32's decisions within the README's
-bounds, and a precision the device cannot run well is refused before any model loads."""
+"""Inference options (bf16, channels-last, torch.compile) keep float32's decisions within the bounds
+of docs/inference.md, and a precision the device cannot run well is refused before any model loads."""
 
 import functools
 import json
@@ -24,7 +24,7 @@ TEST_PHOTOS = ("astronaut.jpg", "astronaut_edit.jpg", "two_people.jpg")  # 4 fac
 # The test faces' float32 similarities lie between 0.983 and 0.996 (random weights find them all alike): a
 # threshold among them gives both verdicts, so a flip could show.
 THRESHOLD = 0.99
-BF16_SIMILARITY_BOUND, BF16_AGE_BOUND = 0.01, 0.5  # the issue's bounds, stated in the README
+BF16_SIMILARITY_BOUND, BF16_AGE_BOUND = 0.01, 0.5  # the bounds stated in docs/inference.md
 EXACT_SIMILARITY_BOUND, EXACT_AGE_BOUND = 1e-4, 0.01  # a memory format or compiler reorders sums, nothing more
 # Compiling InceptionResnetV1 takes over a minute on a 2-core CPU, so that test runs only when asked for.
 RUN_COMPILE_TEST = os.environ.get("FACE_MATCH_AGE_TEST_COMPILE") == "1"

@@ -142,14 +142,11 @@ def test_nothing_in_the_package_is_run():
 
 
 def test_every_benchmark_the_documents_name_exists():
-    named = set()
-    for document in ("README.md", "REPORT.md"):
-        named |= set(re.findall(r"python -m bench\.([a-z_]+)\b", (ROOT / document).read_text()))
+    documents = "".join(path.read_text() for path in [ROOT / "README.md", ROOT / "REPORT.md", *ROOT.glob("docs/*.md")])
+    named = set(re.findall(r"python -m bench\.([a-z_]+)\b", documents))
     assert {"infer", "prep", "train"} <= named
     assert sorted(name for name in named if not (BENCH / f"{name}.py").is_file()) == []
-    assert not re.search(
-        r"python \S*bench_\w+\.py", (ROOT / "README.md").read_text() + (ROOT / "REPORT.md").read_text()
-    )
+    assert not re.search(r"python \S*bench_\w+\.py", documents)
 
 
 @pytest.mark.slow  # a fresh interpreter

@@ -111,7 +111,7 @@ def test_the_installed_command_answers_help(installed):
 
 def test_the_wheel_asks_for_a_facenet_pytorch_without_caps_on_current_libraries(built):
     """facenet-pytorch 2.6.0 caps torch<2.3, torchvision<0.18, numpy<2 and Pillow<10.3, so `pip install` of a
-    wheel that needs it resolves a 2023 torch or fails; 2.5.3 is the same code without the caps (README)."""
+    wheel that needs it resolves a 2023 torch or fails; 2.5.3 is the same code without the caps (docs/install.md)."""
     with zipfile.ZipFile(built["wheel"]) as wheel:
         metadata = next(wheel.read(name).decode() for name in wheel.namelist() if name.endswith("/METADATA"))
     wanted = [Requirement(line.split(":", 1)[1]) for line in metadata.splitlines() if line.startswith("Requires-Dist:")]

@@ -1,7 +1,7 @@
 """The one result schema (face_match_age/inference/records.py): every table's columns are its fields, numbers are
-rounded only where a table writes them, README's field tables are the schema's, stores written in an older
-layout are refused in one line, and the settings that change a result are declared once, on the config fields,
-and read by every store that is resumed or reused."""
+rounded only where a table writes them, the field tables of docs/inference.md are the schema's, stores written in
+an older layout are refused in one line, and the settings that change a result are declared once, on the config
+fields, and read by every store that is resumed or reused."""
 
 import csv
 import dataclasses
@@ -32,12 +32,12 @@ def _pair(similarity=0.123456789, age_1=30.123456, age_2=41.987654) -> PairResul
     )
 
 
-def test_readme_field_tables_are_the_schemas():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_documented_field_tables_are_the_schemas():
+    text = (ROOT / "docs" / "inference.md").read_text(encoding="utf-8")
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     block = text[text.index(BEGIN) : text.index(END)].split("\n", 1)[1].strip()
     assert block == records.markdown_tables(), (
-        "README.md's result tables differ from face_match_age/inference/records.py: paste the output of "
+        "docs/inference.md's result tables differ from face_match_age/inference/records.py: paste the output of "
         "records.markdown_tables() between its result-schema markers"
     )
 
