@@ -8,9 +8,15 @@ reason is the field's one-line comment and also its `--help` text, the group its
 changes a result says which (`changes=`, keys of RESULT_KINDS), and every store that is resumed or reused
 records the fields `settings_that_change` names for its kinds, and no list of its own. Scripts
 build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
-as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
-`--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
-resolved config with `parse_config`, and store it beside what they produce with `save_config`.
+as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE`, JSON or
+YAML, and `--print_config`, and lets `--data-dir` fill the four data paths), end their help with `help_epilog`
+(examples, exit codes), build the resolved config with `parse_config`, and store it beside what they produce with
+`save_config`.
+
+Why argparse and not jsonargparse (LightningCLI's engine), measured with jsonargparse 4.53: its --config refuses
+a run's config.json (every field plus keys such as "script": "Option 'script' is not accepted"), lets a --config
+given after an option override it, names no close option for a typo, and has no add_subparsers or
+parse_known_args, which infer.py's and evaluate.py's subcommands and the seed's shortest forms are built on.
 
 Importing this module has no side effects: no folders are made, no devices probed, nothing printed.
 """
