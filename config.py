@@ -7,7 +7,7 @@ package and its `face-match-age` command carry them too; edit them there. This f
     uv run python config.py           # every setting, its default and why, under its --help heading
 
 Any one run changes a setting without editing anything: a command-line option (`--batch-size 128`) or
-`--config FILE`, a config.json that a run saved.
+`--config FILE`, a config.json that a run saved or a YAML file (`--print_config` prints one).
 """
 
 from face_match_age.settings import (
@@ -25,8 +25,10 @@ from face_match_age.settings import (
     PRECISION_ALIASES,
     PRECISION_CHOICES,
     PRETRAINED_CHOICES,
+    PRINT_CONFIG_DEST,
     RESULT_KINDS,
     RUN_RECORD_KEYS,
+    YAML_SUFFIXES,
     ArchiveSource,
     Config,
     ConfigArgumentParser,
@@ -34,6 +36,7 @@ from face_match_age.settings import (
     add_refused_option,
     batch_limit,
     config_from_args,
+    config_yaml,
     dataset_paths,
     default_note,
     device_value,
@@ -65,8 +68,10 @@ __all__ = [
     "PRECISION_ALIASES",
     "PRECISION_CHOICES",
     "PRETRAINED_CHOICES",
+    "PRINT_CONFIG_DEST",
     "RESULT_KINDS",
     "RUN_RECORD_KEYS",
+    "YAML_SUFFIXES",
     "ArchiveSource",
     "Config",
     "ConfigArgumentParser",
@@ -74,6 +79,7 @@ __all__ = [
     "add_refused_option",
     "batch_limit",
     "config_from_args",
+    "config_yaml",
     "dataset_paths",
     "default_note",
     "device_value",

@@ -57,6 +57,8 @@ TRAIN_OPTIONS = (
     "patience",
     "label_sigma",
     "pretrained",
+    "head_hidden_dim",
+    "head_dropout",
     "freeze_backbone_epochs",
     "num_workers",
     "device",
@@ -71,6 +73,8 @@ TRAIN_OPTIONS = (
     "limit_val_batches",
     "seed",
     "log_every_n_steps",
+    "logged_sample_faces",
+    "figure_sample_size",
     "img_size",
     "checkpoint_every_n_steps",
 )

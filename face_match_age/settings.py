@@ -8,9 +8,15 @@ reason is the field's one-line comment and also its `--help` text, the group its
 changes a result says which (`changes=`, keys of RESULT_KINDS), and every store that is resumed or reused
 records the fields `settings_that_change` names for its kinds, and no list of its own. Scripts
 build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
-as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE` and lets
-`--data-dir` fill the four data paths), end their help with `help_epilog` (examples, exit codes), build the
-resolved config with `parse_config`, and store it beside what they produce with `save_config`.
+as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE`, JSON or
+YAML, and `--print_config`, and lets `--data-dir` fill the four data paths), end their help with `help_epilog`
+(examples, exit codes), build the resolved config with `parse_config`, and store it beside what they produce with
+`save_config`.
+
+Why argparse and not jsonargparse (LightningCLI's engine), measured with jsonargparse 4.53: its --config refuses
+a run's config.json (every field plus keys such as "script": "Option 'script' is not accepted"), lets a --config
+given after an option override it, names no close option for a typo, and has no add_subparsers or
+parse_known_args, which infer.py's and evaluate.py's subcommands and the seed's shortest forms are built on.
 
 Importing this module has no side effects: no folders are made, no devices probed, nothing printed.
 """
@@ -524,8 +530,18 @@ def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[st
             dest=CONFIG_FILE_DEST,
             type=Path,
             metavar="FILE",
-            help="a config.json saved beside a run (checkpoint or log folder, data_prep.py's or infer.py's OUT): "
-            "its values replace the defaults, and options given on this command line replace its values",
+            help="a config.json saved beside a run (checkpoint or log folder, data_prep.py's or infer.py's OUT), or "
+            "a YAML file of config fields (.yaml, .yml; what --print_config prints): its values replace the defaults, "
+            "and options given on this command line replace its values",
+        )
+        parser.add_argument(
+            "--print_config",
+            "--print-config",
+            dest=PRINT_CONFIG_DEST,
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print the resolved config (defaults, then --config FILE, then this command line's options) as "
+            "YAML, which --config reads back, and exit without running",
         )
     hints = typing.get_type_hints(Config)
     fields = {f.name: f for f in dataclasses.fields(Config)}
@@ -632,6 +648,8 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
 
 LEGACY_FIELDS = {"accelerator": "device"}  # config.json keys of older runs -> today's field
 CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
+PRINT_CONFIG_DEST = "print_config"  # where --print_config lands; not a Config field
+YAML_SUFFIXES = (".yaml", ".yml")  # --config files read as YAML; any other is read as JSON (a run's config.json)
 
 
 def default_note(default: Any) -> str:
@@ -756,9 +774,21 @@ def parse_config(
         config_file = getattr(args, CONFIG_FILE_DEST, None)
         if config_file is not None:
             base = load_config(config_file)
-        return args, config_from_args(args, base)
+        config = config_from_args(args, base)
     except ValueError as error:
         parser.error(str(error))
+    if getattr(args, PRINT_CONFIG_DEST, False):
+        print(config_yaml(config), end="")
+        parser.exit(0)
+    return args, config
+
+
+def config_yaml(config: Config) -> str:
+    """`config` as YAML, every field in declaration order (paths as strings): what --print_config prints and
+    --config reads back."""
+    import yaml  # here, not at the top: --help and a bad option are answered without it
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -771,17 +801,20 @@ def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = 
 
 
 def load_config(path: Path) -> Config:
-    """The Config of a config.json written by save_config (the keys of RUN_RECORD_KEYS are skipped; fields
-    it lacks keep their defaults). A file that cannot be read, is not a JSON object, holds another key or
-    an invalid value raises a ValueError whose one line names the file and the problem."""
+    """The Config of a config.json written by save_config, or of a YAML file of config fields (YAML_SUFFIXES;
+    what --print_config prints). The keys of RUN_RECORD_KEYS are skipped; fields it lacks keep their defaults.
+    A file that cannot be read, is not a mapping, holds another key or an invalid value raises a ValueError
+    whose one line names the file and the problem."""
+    path = Path(path)
+    kind = "YAML" if path.suffix.lower() in YAML_SUFFIXES else "JSON"
     try:
-        values = json.loads(Path(path).read_text())
+        values = _read_yaml(path) if kind == "YAML" else json.loads(path.read_text())
     except OSError as error:
         raise ValueError(f"--config {path}: cannot read it ({error.strerror or error})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"--config {path}: not a JSON file ({error})") from None
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError and YAMLError (see _read_yaml)
+        raise ValueError(f"--config {path}: not a {kind} file ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of config fields, got {type(values).__name__}")
+        raise ValueError(f"--config {path}: expected a {kind} mapping of config fields, got {type(values).__name__}")
     values = {LEGACY_FIELDS.get(name, name): value for name, value in values.items()}
     unknown = [name for name in values if name not in field_names() and name not in RUN_RECORD_KEYS]
     if unknown:
@@ -789,13 +822,30 @@ def load_config(path: Path) -> Config:
             f"--config {path}: unknown key {_with_suggestions(unknown)}: neither a config field nor a key that "
             "scripts save beside them; correct or remove it"
         )
-    hints = typing.get_type_hints(Config)
-    known = {
-        name: Path(value) if _optional_inner(hints[name]) is Path and value is not None else value
-        for name, value in values.items()
-        if name in field_names()
-    }
     try:
-        return Config(**known)
+        return Config(**{name: _file_value(name, value) for name, value in values.items() if name in field_names()})
     except (TypeError, ValueError) as error:
         raise ValueError(f"--config {path}: {error}") from None
+
+
+def _file_value(name: str, value: Any) -> Any:
+    """A --config file's value as the field's type: a path from its text, and a number written as text (YAML
+    reads 1e-4 as text) read as the command line reads it."""
+    kind = _optional_inner(typing.get_type_hints(Config)[name])
+    if value is None or not isinstance(value, str) or kind not in (Path, int, float):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document of `path`; a YAML syntax error is raised as a ValueError, as json's are."""
+    import yaml  # here, not at the top: --help and a bad option are answered without it
+
+    text = path.read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error)) from None

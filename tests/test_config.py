@@ -235,6 +235,27 @@ def _script_parsers():
     return parsers | commands
 
 
+def _option_fields(parser) -> set[str]:
+    return {action.dest for action in parser.options} & set(config.field_names())
+
+
+def test_every_config_field_is_an_option_of_a_script():
+    import model
+    from face_match_age.service import command
+
+    parsers = [*_script_parsers().values(), model.build_parser(), command.build_parser()]
+    reachable = set().union(*(_option_fields(parser) for parser in parsers))
+    assert sorted(set(config.field_names()) - reachable) == []
+
+
+def test_train_takes_every_setting_of_the_network_it_trains_and_of_its_logs():
+    import train
+
+    wanted = {"head_hidden_dim", "head_dropout", "logged_sample_faces", "figure_sample_size"}
+    wanted |= set(config.settings_that_change("training"))
+    assert wanted - _option_fields(train.build_parser()) == set()
+
+
 def test_every_option_of_every_script_is_described():
     undescribed = [
         f"{script} {action.option_strings or action.metavar}"
@@ -367,6 +388,39 @@ def test_an_invalid_value_in_a_config_file_is_a_usage_error(tmp_path, capsys):
     saved.write_text(json.dumps(values))
     line = _usage_error(_parser("batch_size"), ["--config", str(saved)], capsys)
     assert "val_ratio must lie strictly between 0 and 1" in line
+
+
+def test_a_yaml_config_file_is_read_like_a_json_one(tmp_path):
+    import train
+
+    path = tmp_path / "run.yaml"
+    path.write_text("batch_size: 12\nhead_dropout: 0.4\nlearning_rate: 1e-4\ntrain_dir: a/train\nscript: train.py\n")
+    _, c = parse_config(train.build_parser(), ["--config", str(path), "--head-hidden-dim", "128"])
+    assert (c.batch_size, c.head_dropout, c.learning_rate, c.train_dir) == (12, 0.4, 1e-4, Path("a/train"))
+    assert c.head_hidden_dim == 128
+
+
+def test_a_config_file_that_is_not_yaml_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "run.yml").write_text("batch_size: [\n")
+    line = _usage_error(_parser("batch_size"), ["--config", str(tmp_path / "run.yml")], capsys)
+    assert f"--config {tmp_path / 'run.yml'}: not a YAML file" in line
+
+
+def test_print_config_prints_the_resolved_config_that_config_reads_back(tmp_path, capsys):
+    import train
+
+    saved = _saved_run(tmp_path, batch_size=12, learning_rate=0.5)
+    argv = ["--config", str(saved), "--head-dropout", "0.3", "--data-dir", "data/MINE", "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(train.build_parser(), argv)
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "head_dropout: 0.3\n" in printed
+    (tmp_path / "printed.yaml").write_text(printed)
+    _, again = parse_config(train.build_parser(), ["--config", str(tmp_path / "printed.yaml")])
+    _, direct = parse_config(train.build_parser(), argv[:-1])
+    assert again == direct
+    assert (again.batch_size, again.learning_rate, again.train_csv) == (12, 0.5, Path("data/MINE/train.csv"))
 
 
 def test_every_key_a_script_saves_beside_the_fields_is_accepted(tmp_path):
