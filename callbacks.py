@@ -189,7 +189,7 @@ class RandomStateCheckpoint(L.Callback):
 
     Only exact for epoch-end checkpoints and for augmentations drawn in the main process (num_workers 0):
     worker processes keep generators of their own. After an in-epoch checkpoint (checkpointing.LastCheckpoint)
-    the resumed epoch starts a fresh pass over the data, as README's Training section describes; the restored
+    the resumed epoch starts a fresh pass over the data, as docs/training.md describes; the restored
     generators then draw that pass's order."""
 
     def __init__(self) -> None:

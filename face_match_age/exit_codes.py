@@ -1,6 +1,6 @@
 """The exit codes of every script and of the `face-match-age` command, defined once: the same failure ends
 with the same code whatever the script (infer.py, train.py, evaluate.py, data_prep.py, model.py). The
-README's exit-code table is this enum, row for row (tests/test_vocabulary.py compares them).
+docs/exit-codes.md's table is this enum, row for row (tests/test_vocabulary.py compares them).
 
 Imports nothing heavy: every script's --help lists these codes before torch is imported.
 """
@@ -11,7 +11,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """A script's exit status; `meaning` is its row in the README's table and in every --help."""
+    """A script's exit status; `meaning` is its row in docs/exit-codes.md's table and in every --help."""
 
     OK = 0
     UNEXPECTED = 1  # Python's own code for an uncaught exception: no script returns it
@@ -54,7 +54,7 @@ MEANINGS = {
 
 
 def exit_code_table() -> str:
-    """The README's table of exit codes, one row per ExitCode."""
+    """docs/exit-codes.md's table of exit codes, one row per ExitCode."""
     rows = ["| code | name | meaning |", "| --- | --- | --- |"]
     rows += [f"| {code.value} | `{code.name}` | {code.meaning} |" for code in ExitCode]
     return "\n".join(rows)

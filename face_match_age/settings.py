@@ -249,7 +249,7 @@ class Config:
     head_learning_rate: float = setting(
         1e-3,
         "Adam step size of the new age head, which starts from nothing and may move faster than the backbone "
-        "(README: Training, measured)",
+        "(docs/training.md, measured)",
         aliases=("--head-lr",),
         changes=("training",),
         group="training",
@@ -373,7 +373,7 @@ class Config:
     channels_last: bool = setting(
         True,
         "run both networks in channels-last memory format: faster on this project's CPUs, same decisions "
-        "(README: Inference)",
+        "(docs/inference.md)",
         changes=("faces",),
         group="hardware",
     )
@@ -663,8 +663,8 @@ def help_epilog(
     examples: typing.Iterable[str], exit_codes: typing.Mapping[int, str] | typing.Iterable[int], notes: str = ""
 ) -> str:
     """The end of every script's --help: example command lines, `notes`, and the exit codes this script ends
-    with, each with its one meaning in every script (face_match_age.exit_codes, the README's table), then what
-    it means here when `exit_codes` maps it to a detail. 0 and 2 (a bad command line) are always listed."""
+    with, each with its one meaning in every script (face_match_age.exit_codes, docs/exit-codes.md), then what it
+    means here when `exit_codes` maps it to a detail. 0 and 2 (a bad command line) are always listed."""
     from face_match_age.exit_codes import ExitCode
 
     details = dict(exit_codes) if isinstance(exit_codes, typing.Mapping) else dict.fromkeys(exit_codes, "")

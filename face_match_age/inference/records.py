@@ -12,7 +12,8 @@ a number is written for people: the CSV tables, the console and the pictures. JS
 read, carry every number exactly, so evaluate.py verify ranks pairs by their similarity as computed, with no
 second pass over the photos.
 
-README's field tables are `markdown_tables()`; tests/test_records.py fails when the two differ. Print them with
+The field tables of docs/inference.md are `markdown_tables()`; tests/test_records.py fails when the two differ.
+Print them with
     uv run python -c "from face_match_age.inference.records import markdown_tables; print(markdown_tables())"
 """
 
@@ -30,7 +31,7 @@ SCHEMA_VERSION = 2
 
 
 def described(meaning: str, digits: int | None = None, *, default: Any = dataclasses.MISSING) -> Any:
-    """A record field with its meaning (README's table) and the decimals it is written with in tables."""
+    """A record field with its meaning (docs/inference.md's table) and the decimals it is written with in tables."""
     metadata = {"meaning": meaning, "digits": digits}
     return field(metadata=metadata) if default is dataclasses.MISSING else field(default=default, metadata=metadata)
 
@@ -243,7 +244,7 @@ def table_row(columns: Sequence[str], values: dict) -> list:
     return [cell(column, values.get(column)) for column in columns]
 
 
-# --- README's tables -------------------------------------------------------------------------------------
+# --- docs/inference.md's tables -------------------------------------------------------------------------------------
 
 
 def _record_table(record: type, title: str) -> list[str]:
@@ -261,7 +262,7 @@ def _columns_line(name: str, columns: Iterable[str], note: str = "") -> str:
 
 
 def markdown_tables() -> str:
-    """README's tables of the result schema: the fields of each record, and the columns of each table."""
+    """docs/inference.md's tables of the result schema: the fields of each record, and the columns of each table."""
     context = [
         "| other field or column | meaning |",
         "| --- | --- |",
