@@ -16,6 +16,8 @@ count the training steps with their data loading, not the validation.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -102,10 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         }  # a benchmark leaves nothing behind unless told where
         config = config.replace(**outputs)
         print(HEADER, flush=True)
-        train.train(config, (clock,), progress_bar=False)
+        try:
+            train.train(config, (clock,), progress_bar=False)
+        except train.TrainingStopped as stop:  # a scheduler's SIGTERM or Ctrl-C: the epochs done still count
+            print(f"{stop}; the figures of the epochs it finished:", file=sys.stderr)
+            code = 128 + signal.Signals[stop.signal_name]
+        else:
+            code = 0
     print(f"\n{HEADER}\n" + "\n".join(_row(figures) for figures in clock.epochs))
     write_figures(args.json, Figures(clock.epochs))
-    return 0
+    return code
 
 
 @dataclasses.dataclass(frozen=True)

@@ -200,3 +200,30 @@ def test_service_benchmark_prints_every_way_and_the_ratios(capsys, torch_home_wi
         assert _figures(_row(out, ratio))[0] > 0
     assert len(_figures(_row(out, "CPU per request, concurrent / sequential:"))) == 2
     assert "batches of the concurrent runs: 2 requests in" in out
+
+
+def test_learning_benchmark_stopped_by_a_scheduler_prints_the_epochs_it_finished(tmp_path, monkeypatch, capsys):
+    import json
+
+    from synthetic import make_dataset
+
+    import bench.learning
+    import train
+
+    make_dataset(tmp_path / "data", train=8, val=4, size=80)
+    real_train = train.train
+
+    def stopped_after_one_epoch(config, callbacks, **options):
+        real_train(config.replace(max_epochs=1), callbacks, **options)
+        raise train.TrainingStopped("SIGTERM", None, False, 1, 2)  # as train.train raises it on a scheduler's stop
+
+    monkeypatch.setattr(train, "train", stopped_after_one_epoch)
+    figures_file = tmp_path / "figures.json"
+    options = ["--pretrained", "none", "--img-size", "80", "--batch-size", "4", "--num-workers", "0", "--device", "cpu"]
+    code = bench.learning.main(["--data-dir", str(tmp_path / "data"), *options, "--json", str(figures_file)])
+    assert code == 143  # what a shell reports for SIGTERM
+    out, err = capsys.readouterr()
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    (epoch,) = json.loads(figures_file.read_text())["epochs"]
+    assert epoch["ratio"] == pytest.approx(epoch["val_mae"] / epoch["baseline_mae"])
+    assert out.splitlines()[-1].split()[0] == str(epoch["epoch"])  # the table repeated with the finished epoch
