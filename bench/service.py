@@ -178,10 +178,11 @@ class InProcess:
     def _compare(self, pair: tuple[bytes, bytes]) -> float:
         from face_match_age.detection.imaging import load_image
         from face_match_age.inference.analyzer import pair_result
+        from face_match_age.match_rule import MatchRule
 
         started = time.perf_counter()
         first, second = self.analyzer.analyze_many([load_image(pair[0]), load_image(pair[1])])
-        pair_result(first, second, self.analyzer.config.verification_threshold)
+        pair_result(first, second, MatchRule(self.analyzer.config.verification_threshold))
         return time.perf_counter() - started
 
     def sequential(self, pairs: list[tuple[bytes, bytes]]) -> tuple[float, list[float]]:
