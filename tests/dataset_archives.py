@@ -1,6 +1,6 @@
-"""Small archives in the real formats of the public datasets (see shared/datasets.md), built from
-scikit-image's photos: faces (the astronaut, mirrored and scaled) and non-faces (coffee), plus a
-corrupt file, so that every filter and every crop outcome happens."""
+"""Small archives in the real formats of the public datasets (face_match_age/preparation/dataset_labels.py
+says each format), built from scikit-image's photos: faces (the astronaut, mirrored and scaled) and non-faces
+(coffee), plus a corrupt file, so that every filter and every crop outcome happens."""
 
 from __future__ import annotations
 

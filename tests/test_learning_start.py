@@ -18,12 +18,12 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 
 import evaluate
 import train
+from callbacks import FreezeBackbone
 from config import Config
 from face_match_age.evaluation.array_metrics import median_age_guess
 from face_match_age.network.age_network import age_prior_logits, expected_age
 from model import (
     AgeEstimationModel,
-    FreezeBackbone,
     learning_rate_factor,
     save_age_checkpoint,
     split_single_group,
