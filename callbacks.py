@@ -1,4 +1,5 @@
-"""Training callbacks: TensorBoard pictures of validation predictions, and resumable randomness.
+"""Every Lightning callback of train.py, in one place: TensorBoard pictures of validation predictions,
+resumable randomness, when checkpoints are saved, how a signal stops training, and backbone freezing.
 
 `ValidationPredictionImages` draws, after each validation epoch, a grid of a fixed handful of
 validation faces labelled with true age, predicted age and uncertainty, and a predicted-versus-true
@@ -17,18 +18,34 @@ the hyper-parameters itself, so `hp_metric` never holds Lightning's -1 placehold
 
 `RandomStateCheckpoint` stores the random number generators in checkpoints so that a resumed run
 draws the same augmentations, shuffles and dropout masks as an uninterrupted one.
+
+`LastCheckpoint` writes <ckpt-dir>/last.ckpt at every epoch end (after its validation, improved or not),
+every `every_n_steps` optimizer steps within an epoch, and when SIGTERM or SIGINT stops the run.
+Lightning's `ModelCheckpoint(save_last=True)` cannot do this: since Lightning 2.6 it writes last.ckpt only
+together with a top-k checkpoint, so with save_top_k=1 an epoch that does not improve leaves last.ckpt behind.
+
+`StopOnSignal` turns the first Ctrl-C into what Lightning does on SIGTERM: finish the current batch, then stop
+with a `SIGTERMException`, which `LastCheckpoint` answers with a checkpoint. A second Ctrl-C stops at once.
+
+`FreezeBackbone` keeps the pretrained backbone frozen for the first `freeze_backbone_epochs` epochs.
 """
 
 from __future__ import annotations
 
 import random
+import signal
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BaseFinetuning, Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import ImageDraw, ImageFont
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
@@ -37,7 +54,12 @@ from torchvision.utils import make_grid
 from config import Config, save_config
 from face_match_age.detection.imaging import tensor_to_image
 from face_match_age.evaluation.figures import predicted_vs_true_figure
+from face_match_age.network.age_network import checkpoint_parameter_name
 
+if TYPE_CHECKING:
+    from model import AgeEstimationModel
+
+LAST_NAME = "last.ckpt"
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU
 # Tags as model.py logs them; train/loss is also logged per step, and only its epoch mean compares with val/loss.
@@ -188,7 +210,7 @@ class RandomStateCheckpoint(L.Callback):
     later point before that iterator, which the uninterrupted run makes at the epoch start.
 
     Only exact for epoch-end checkpoints and for augmentations drawn in the main process (num_workers 0):
-    worker processes keep generators of their own. After an in-epoch checkpoint (checkpointing.LastCheckpoint)
+    worker processes keep generators of their own. After an in-epoch checkpoint (LastCheckpoint)
     the resumed epoch starts a fresh pass over the data, as docs/training.md describes; the restored
     generators then draw that pass's order."""
 
@@ -230,3 +252,121 @@ class RandomStateCheckpoint(L.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps `dirpath`/last.ckpt at the latest point training reached (see the module docstring).
+
+    A Checkpoint subclass, so Lightning runs it after the other callbacks: the best-checkpoint and early-stopping
+    states it saves are those of the validation that just ended."""
+
+    def __init__(self, dirpath: Path, every_n_steps: int = 0) -> None:
+        super().__init__()
+        self.path = Path(dirpath) / LAST_NAME
+        self.every_n_steps = every_n_steps
+        self.saved_on_stop = False  # whether last.ckpt holds the step at which SIGTERM or SIGINT stopped training
+        self.saved_step: int | None = None  # global step of this run's latest save; None: nothing saved yet
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        # Not after an epoch's last batch: its validation has not run yet, and the epoch-end save follows.
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not last_batch:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epoch's end: after its validation and, since Lightning calls checkpoint callbacks last, after early
+        # stopping has judged it (saving at validation end would make a resumed run judge it again, without metrics).
+        self._save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning raises SIGTERMException only between batches, where the state is whole; other exceptions can
+        # strike mid-step, so nothing is saved for them and last.ckpt stays at the last consistent point. Nor is
+        # anything saved in the middle of validation: a resumed run would judge the epoch on part of the set.
+        if isinstance(exception, SIGTERMException) and not trainer.validating:
+            self._save(trainer)
+            self.saved_on_stop = self.saved_step == trainer.global_step  # now, or by a save at this very step
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if (
+            trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.global_step == 0
+            or self.saved_step == trainer.global_step
+        ):
+            return
+        # weights_only=False: a resumable checkpoint (optimizer, loops, callbacks), said outright so Lightning
+        # does not log that it chose it (this is about what is saved, not how it is loaded).
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step = trainer.global_step
+
+
+class StopOnSignal(L.Callback):
+    """Once training runs, SIGTERM and the first SIGINT (Ctrl-C) stop it at the end of the current batch, through
+    Lightning's SIGTERM handling; `signal_name` says which arrived first. A second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal_name: str | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed here, after Lightning registered its SIGTERM handler at fit start, so that ours can call it.
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python only delivers signals to the main thread
+        lightning_sigterm = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum, frame) -> None:
+            # Once per process: with DDP, a stop sent to the whole job reaches each rank twice (from the sender,
+            # and from rank 0, which passes it on), and Lightning's handler runs a collective broadcast at each
+            # call, which the other ranks would not match.
+            if self.signal_name is not None:
+                return
+            self.signal_name = signal.Signals(signum).name
+            if callable(lightning_sigterm):
+                lightning_sigterm(signal.SIGTERM, frame)
+
+        def on_sigint(signum, frame) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts at once
+            on_sigterm(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGINT, on_sigint)
+        # No restoring needed: when fit ends, however it ends, Lightning puts back the handlers it found at its start.
+
+
+class FreezeBackbone(BaseFinetuning):
+    """Keeps the backbone frozen (weights and BatchNorm statistics) for the first `epochs` epochs,
+    or for the whole run when `epochs` is -1, so the new head learns before it can disturb the backbone."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def freeze_before_training(self, pl_module: AgeEstimationModel) -> None:
+        # BatchNorm too: its statistics are part of the pretrained features.
+        self.freeze(pl_module.network.backbone, train_bn=False)
+
+    def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
+        if current_epoch == self.epochs:
+            # At the backbone's own rate: without `lr`, Lightning would take the first group's, the head's.
+            self.unfreeze_and_add_param_group(
+                pl_module.network.backbone, optimizer, lr=pl_module.hparams.learning_rate, initial_denom_lr=1.0
+            )
+            optimizer.param_groups[-1]["name"] = "backbone"
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # The saved optimizer groups list parameters by name; checkpoints from before AgeNetwork use old names.
+        metadata = state_dict.get("internal_optimizer_metadata", {})
+        renamed = {
+            index: [
+                {**group, "params": [checkpoint_parameter_name(name) for name in group["params"]]} for group in groups
+            ]
+            for index, groups in metadata.items()
+        }
+        super().load_state_dict({**state_dict, "internal_optimizer_metadata": renamed})
+
+
+def backbone_freezing(epochs: int) -> FreezeBackbone | None:
+    """The callback for `freeze_backbone_epochs` (0: train everything from the start)."""
+    return None if epochs == 0 else FreezeBackbone(epochs)

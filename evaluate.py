@@ -191,7 +191,8 @@ def evaluate_verification(
     The figures use the similarities as results.jsonl holds them, exact (only its tables round them); they are
     written to OUT/similarities.csv. Pairs of one class only raise EvaluationError."""
     from face_match_age.inference.analyzer import FaceAnalyzer, verification_weights_identity
-    from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, read_pairs_csv, run_batch
+    from face_match_age.inference.batch import MANIFEST, RESULTS_CSV, RESULTS_JSONL, run_batch
+    from face_match_age.inference.pair_specs import read_pairs_csv
 
     table = _labelled_pairs(pairs_csv, columns)
     config = config.replace(best_checkpoint=checkpoint) if checkpoint else config
@@ -754,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     from face_match_age.detection.imaging import ImageLoadError
     from face_match_age.device import DeviceUnavailableError, resolve_device, resolve_inference_precision
     from face_match_age.files.embedding_store import StoreError
-    from face_match_age.inference.batch import BatchInterrupted, InputError
+    from face_match_age.inference.batch import BatchInterrupted
+    from face_match_age.inference.pair_specs import InputError
     from face_match_age.network.age_network import CheckpointError
     from face_match_age.network.weights import PretrainedWeightsError
     from loader import LabelsError

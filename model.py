@@ -3,7 +3,8 @@
 The network itself, InceptionResnetV1 (VGGFace2) plus a 101-bin age head, is AgeNetwork in
 face_match_age/network/age_network.py, with its maths; inference loads it there without Lightning.
 AgeEstimationModel keeps one AgeNetwork as `.network` and adds what only training needs: the KL
-divergence loss against Gaussian label distributions, metrics, the optimizer and backbone freezing.
+divergence loss against Gaussian label distributions, metrics and the optimizer (backbone freezing,
+like every training callback, is in callbacks.py).
 
 Run `python model.py` to check an installation: it reports the device and precision this machine
 would use, where the pretrained weights are expected, and builds the model once.
@@ -19,7 +20,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import torchmetrics
-from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
 from config import (
@@ -43,7 +43,6 @@ from face_match_age.network.age_network import (
     CheckpointError,
     age_kl_loss,
     age_prior_logits,
-    checkpoint_parameter_name,
     expected_age,
     upgrade_state_dict,
     usage_record,
@@ -236,43 +235,6 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: float, sched
         return 1.0
     progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class FreezeBackbone(BaseFinetuning):
-    """Keeps the backbone frozen (weights and BatchNorm statistics) for the first `epochs` epochs,
-    or for the whole run when `epochs` is -1, so the new head learns before it can disturb the backbone."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.epochs = epochs
-
-    def freeze_before_training(self, pl_module: AgeEstimationModel) -> None:
-        # BatchNorm too: its statistics are part of the pretrained features.
-        self.freeze(pl_module.network.backbone, train_bn=False)
-
-    def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
-        if current_epoch == self.epochs:
-            # At the backbone's own rate: without `lr`, Lightning would take the first group's, the head's.
-            self.unfreeze_and_add_param_group(
-                pl_module.network.backbone, optimizer, lr=pl_module.hparams.learning_rate, initial_denom_lr=1.0
-            )
-            optimizer.param_groups[-1]["name"] = "backbone"
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        # The saved optimizer groups list parameters by name; checkpoints from before AgeNetwork use old names.
-        metadata = state_dict.get("internal_optimizer_metadata", {})
-        renamed = {
-            index: [
-                {**group, "params": [checkpoint_parameter_name(name) for name in group["params"]]} for group in groups
-            ]
-            for index, groups in metadata.items()
-        }
-        super().load_state_dict({**state_dict, "internal_optimizer_metadata": renamed})
-
-
-def backbone_freezing(epochs: int) -> FreezeBackbone | None:
-    """The callback for `freeze_backbone_epochs` (0: train everything from the start)."""
-    return None if epochs == 0 else FreezeBackbone(epochs)
 
 
 def build_age_model(config: Config) -> AgeEstimationModel:

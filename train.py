@@ -37,10 +37,9 @@ if TYPE_CHECKING:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
-    from callbacks import RunRecord
+    from callbacks import LastCheckpoint, RunRecord, StopOnSignal
     from face_match_age.device import DeviceChoice
     from face_match_age.training.baselines import GuessingBaseline
-    from face_match_age.training.checkpointing import LastCheckpoint, StopOnSignal
 
 TRAIN_OPTIONS = (
     "dataset_dir",
@@ -234,9 +233,15 @@ def build_trainer(
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-    from callbacks import RandomStateCheckpoint, RunRecord, ScalarLayout, ValidationPredictionImages
-    from face_match_age.training.checkpointing import LastCheckpoint, StopOnSignal
-    from model import backbone_freezing
+    from callbacks import (
+        LastCheckpoint,
+        RandomStateCheckpoint,
+        RunRecord,
+        ScalarLayout,
+        StopOnSignal,
+        ValidationPredictionImages,
+        backbone_freezing,
+    )
 
     logger = TensorBoardLogger(
         save_dir=str(config.log_dir.parent), name=config.log_dir.name, default_hp_metric=False

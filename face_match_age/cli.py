@@ -404,9 +404,10 @@ def _run_mode(args, config: Config, processes: int, age_model: dict, stop: StopS
     from face_match_age.detection.imaging import ImageLoadError
     from face_match_age.files.embedding_store import StoreError
     from face_match_age.files.photo_lists import PhotoListError
-    from face_match_age.inference.batch import BatchInterrupted, InputError
+    from face_match_age.inference.batch import BatchInterrupted
     from face_match_age.inference.folder_embedding import FolderInterrupted
     from face_match_age.inference.folder_run import FolderInputError
+    from face_match_age.inference.pair_specs import InputError
     from face_match_age.match_rule import CalibrationError, MatchRule
     from face_match_age.network.age_network import CheckpointError
     from face_match_age.network.weights import PretrainedWeightsError
@@ -499,8 +500,8 @@ def analyzer_factory(args, config: Config, age_model: dict) -> functools.partial
 def model_settings(args, config: Config, age_model: dict) -> dict:
     """What changes a row beyond the config: a rerun that differs in one of these is another batch (or, for
     --folder, another embedding store)."""
+    from face_match_age.files.model_stamps import file_stamp
     from face_match_age.inference.analyzer import verification_weights_identity
-    from face_match_age.inference.batch import file_stamp
 
     return {
         "tta": args.tta,
@@ -545,7 +546,8 @@ def run_folder_command(args, config: Config, rule: MatchRule, processes: int, ag
 
 
 def run_batches(args, config: Config, rule: MatchRule, processes: int, age_model: dict) -> int:
-    from face_match_age.inference.batch import read_pairs_csv, run_batch
+    from face_match_age.inference.batch import run_batch
+    from face_match_age.inference.pair_specs import read_pairs_csv
 
     pairs = read_pairs_csv(args.pairs, args.columns)
     record = {

@@ -65,7 +65,7 @@ class HelperProcess(SpawnProcess):
 
 class HelperContext(SpawnContext):
     """The spawn context (CUDA and MTCNN state do not survive a fork) with HelperProcess for its processes, so
-    that a Pool's terminate() and multiprocessing's clean-up at exit still end the helpers."""
+    that terminate() (sharding.py's stop) and multiprocessing's clean-up at exit still end the helpers."""
 
     Process = HelperProcess
 

@@ -8,7 +8,7 @@ import evaluate
 import infer
 from face_match_age.exit_codes import ExitCode
 from face_match_age.files.column_mapping import LABEL_COLUMNS, PAIR_COLUMNS, parse_column_mapping
-from face_match_age.inference.batch import InputError, read_pairs_csv
+from face_match_age.inference.pair_specs import InputError, read_pairs_csv
 from face_match_age.preparation.dataset_labels import MetadataError, read_user_csv
 from loader import LabelsError, read_labels
 

@@ -287,7 +287,8 @@ def test_a_weights_error_in_a_worker_process_reaches_the_parent_as_a_weights_err
 
     from config import Config
     from face_match_age.inference.analyzer import FaceAnalyzer
-    from face_match_age.inference.batch import read_pairs_csv, run_batch
+    from face_match_age.inference.batch import run_batch
+    from face_match_age.inference.pair_specs import read_pairs_csv
     from face_match_age.match_rule import MatchRule
     from face_match_age.network.weights import PRETRAINED, PretrainedWeightsError
 

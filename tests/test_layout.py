@@ -188,3 +188,95 @@ def test_tests_share_helpers_through_helper_modules_not_conftest():
     imports_conftest = re.compile(r"^\s*(from conftest import|import conftest)", re.MULTILINE)
     importers = [path.name for path in (ROOT / "tests").glob("*.py") if imports_conftest.search(path.read_text())]
     assert importers == []
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _imported_modules(node: ast.AST, modules: set[str]) -> list[str]:
+    """The package modules an import statement loads: `from a.b import c` loads a.b.c when c is a module."""
+    if isinstance(node, ast.Import):
+        loaded = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        named = [f"{node.module}.{alias.name}" for alias in node.names]
+        loaded = [name if name in modules else node.module for name in named]
+    else:
+        return []
+    return [name for name in loaded if name in modules]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports anywhere in its text (at the top, in functions, for type checking)."""
+    files = {_module_name(path): path for path in _ours(PACKAGE)}
+    graph = {}
+    for module, path in files.items():
+        nodes = ast.walk(ast.parse(path.read_text()))
+        graph[module] = {target for node in nodes for target in _imported_modules(node, set(files))} - {module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle for each back edge a depth-first walk meets, as the modules along it (first one repeated)."""
+    cycles, state, path = [], {}, []
+
+    def walk(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target) :] + [target])
+            elif target not in state:
+                walk(target)
+        state[module] = "done"
+        path.pop()
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module)
+    return cycles
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_no_two_modules_of_the_package_import_each_other_even_through_others():
+    graph = _import_graph()
+    assert "face_match_age.inference.pair_specs" in graph["face_match_age.reports.batch_sheet"]  # edges are found
+    assert [" -> ".join(cycle) for cycle in _cycles(graph)] == []
+
+
+def test_the_cycle_finder_names_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_folder_mode_imports_nothing_of_pairs_mode():
+    # infer.py --folder shares the sharding, the model stamps and the contact sheet with --pairs, not batch.py.
+    graph = _import_graph()
+    for start in ("face_match_age.inference.folder_run", "face_match_age.inference.folder_embedding"):
+        reached = _reachable(graph, start)
+        assert "face_match_age.sharding" in reached
+        assert "face_match_age.inference.batch" not in reached, start
+
+
+def test_every_lightning_callback_is_defined_in_callbacks_py():
+    # Lightning's callback classes that ours extend; a class deriving from one is a callback train.py passes in.
+    lightning_callbacks = {"Callback", "Checkpoint", "ModelCheckpoint", "BaseFinetuning", "EarlyStopping"}
+    defined = {}
+    for path in [*ROOT.glob("*.py"), *_ours(PACKAGE)]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            bases = [
+                base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                for base in getattr(node, "bases", [])
+            ]
+            if isinstance(node, ast.ClassDef) and lightning_callbacks & set(bases):
+                defined[node.name] = path.relative_to(ROOT).as_posix()
+    assert {"LastCheckpoint", "StopOnSignal", "FreezeBackbone", "RunRecord"} <= set(defined)  # the search sees them
+    assert {name: where for name, where in defined.items() if where != "callbacks.py"} == {}

@@ -18,12 +18,12 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 
 import evaluate
 import train
+from callbacks import FreezeBackbone
 from config import Config
 from face_match_age.evaluation.array_metrics import median_age_guess
 from face_match_age.network.age_network import age_prior_logits, expected_age
 from model import (
     AgeEstimationModel,
-    FreezeBackbone,
     learning_rate_factor,
     save_age_checkpoint,
     split_single_group,
@@ -120,7 +120,7 @@ def test_a_fresh_run_starts_at_the_prior_and_a_resumed_run_keeps_its_trained_hea
     torch.save(_with_one_optimizer_group(torch.load(last, weights_only=True)), old_layout)
     resumed = HeadAtStart()
     with contextlib.redirect_stdout(io.StringIO()):
-        args = train_args(config, max_epochs=2, ckpt=old_layout)
+        args = train_args(config, max_epochs=2, resume=old_layout)
         assert train.main(args, extra_callbacks=(resumed,)) == 0
     assert torch.equal(resumed.bias, trained)
 

@@ -8,6 +8,7 @@ from fake_networks import calibrate_batchnorm, random_faces
 from torch.utils.data import DataLoader, TensorDataset
 
 import model as model_module
+from callbacks import FreezeBackbone, backbone_freezing
 from config import Config
 from face_match_age.exit_codes import ExitCode
 from face_match_age.network.age_network import (
@@ -23,8 +24,6 @@ from face_match_age.network.age_network import (
 from model import (
     AgeEstimationModel,
     CumulativeScore,
-    FreezeBackbone,
-    backbone_freezing,
     build_age_model,
     save_age_checkpoint,
 )

@@ -27,8 +27,9 @@ import loader
 import model
 import train
 from config import Config
+from face_match_age import sharding
 from face_match_age.exit_codes import ExitCode
-from face_match_age.inference import batch
+from face_match_age.inference import batch, sharded_analysis
 from face_match_age.inference.analyzer import FaceAnalyzer
 from face_match_age.network.weights import weights_path
 from face_match_age.preparation import crops
@@ -194,12 +195,17 @@ def test_out_of_memory_in_a_batch_worker_reaches_the_parent_as_itself(monkeypatc
             yield
 
     # A helper's start (ignore stop signals, die with the parent) is for the worker process, not this one.
-    monkeypatch.setattr(batch, "start_helper_process", lambda: None)
+    monkeypatch.setattr(sharding, "start_helper_process", lambda: None)
     monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    # What analyses_sharded gives each of its worker processes, called here with the worker's own arguments.
+    captured = {}
+    monkeypatch.setattr(sharded_analysis, "sharded", lambda *args: captured.setdefault("args", args))
+    sharded_analysis.analyses_sharded(1, "cpu", False, lambda device: OutOfMemoryAnalyzer(), [Path("a.jpg")])
+    world, work, photos, passed_on, _ = captured["args"]
     sent = queue.Queue()
-    batch._shard_worker(0, 1, "cpu", False, lambda device: OutOfMemoryAnalyzer(), [Path("a.jpg")], sent)
+    sharding._worker(0, world, work, photos, passed_on, sent)
     kind, error = sent.get_nowait()
-    assert kind == "model" and isinstance(error, torch.OutOfMemoryError)  # analyses_sharded raises it in the parent
+    assert kind == "error" and isinstance(error, torch.OutOfMemoryError)  # sharded() raises it in the parent
     assert sent.empty()
 
 

@@ -19,17 +19,15 @@ import hashlib
 import io
 import json
 import os
-import queue
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from face_match_age.error_messages import error_line
+from face_match_age.files.model_stamps import file_stamp, model_files
 from face_match_age.files.output_files import (
     OutputError,
     is_disk_full,
@@ -40,6 +38,7 @@ from face_match_age.files.output_files import (
     write_json,
 )
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis, pair_result
+from face_match_age.inference.pair_specs import FAILED, MATCH, NO_MATCH, PairSpec, verdict
 from face_match_age.inference.records import (
     RESULTS_CSV_COLUMNS,
     RESULTS_JSONL_AFTER,
@@ -48,22 +47,15 @@ from face_match_age.inference.records import (
     pair_from_json,
     table_row,
 )
+from face_match_age.inference.sharded_analysis import analyses_sharded
 from face_match_age.match_rule import MatchRule
-from face_match_age.network.age_network import CheckpointError
-from face_match_age.network.weights import PretrainedWeightsError
-from face_match_age.processes import helper_context, start_helper_process
-from face_match_age.reports.batch_sheet import FAILED, MATCH, NO_MATCH, save_batch_sheet, verdict
+from face_match_age.reports.batch_sheet import save_batch_sheet
 from face_match_age.settings import Config, save_config, settings_that_change
 
-WORKER_POLL_S = 5.0  # how often the main process checks that no worker died silently
 RESULTS_JSONL, RESULTS_CSV, MANIFEST = "results.jsonl", "results.csv", "batch.json"
 # The Config fields that change a row are those declared to change faces or verdicts (settings.py: changes=);
 # the others (batch sizes, workers...) change only how fast rows come.
 ROW_RESULTS = ("faces", "verdicts")
-
-
-class InputError(ValueError):
-    """A pairs CSV that cannot be used."""
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -73,39 +65,6 @@ class BatchInterrupted(KeyboardInterrupt):
     def __init__(self, results: Path, rows: int) -> None:
         super().__init__(f"{rows} rows kept in {results}")
         self.results, self.rows = results, rows
-
-
-@dataclass(frozen=True)
-class PairSpec:
-    img1: str  # as written by the user (for the results)
-    img2: str
-    path1: Path  # resolved, for reading and de-duplication
-    path2: Path
-    label: object = None
-    index: int = 0  # row of the pairs CSV, so results can be joined back
-
-
-def read_pairs_csv(csv_path: Path, columns: dict[str, str] | None = None) -> list[PairSpec]:
-    """Pairs from a CSV with columns img1, img2 (and optionally label), or the file's own names for them
-    that `columns` maps (read_table); relative paths are taken from the CSV's own folder."""
-    # here, not at the top: pair mode should not pay pandas' import time
-    from face_match_age.files.csv_tables import read_table
-
-    table = read_table(
-        csv_path,
-        ("img1", "img2"),
-        InputError,
-        "pairs file",
-        columns=columns,
-        dtype={"img1": str, "img2": str},
-        keep_default_na=False,
-    )
-    base = csv_path.resolve().parent
-    labels = table["label"].tolist() if "label" in table.columns else [None] * len(table)
-    return [
-        PairSpec(a, b, _resolve(base, a), _resolve(base, b), _plain(label), index)
-        for index, (a, b, label) in enumerate(zip(table["img1"], table["img2"], labels))
-    ]
 
 
 def run_batch(
@@ -193,31 +152,6 @@ def batch_identity(
         **(settings or {}),
     }
     return json.loads(json.dumps(identity, default=str))  # as batch.json will read back
-
-
-def file_stamp(path: Path | None) -> list | None:
-    """[path, size, modification time] of a model file: retraining into the same path is another batch."""
-    if path is None:
-        return None
-    try:
-        status = Path(path).stat()
-    except OSError:
-        return [str(path), None, None]
-    return [str(path), status.st_size, status.st_mtime_ns]
-
-
-def model_files(keys: list[str], settings: dict) -> list[str]:
-    """The files named by the settings `keys` whose value identifies a model file (file_stamp's [path, size,
-    time], weights_identity's {"file": name, "sha256": ...}): a refusal names them, since a file replaced
-    under the same name and options is what a user cannot see."""
-    names = []
-    for key in keys:
-        value = settings.get(key)
-        if isinstance(value, dict) and "file" in value:
-            names.append(value["file"])
-        elif isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
-            names.append(value[0])
-    return names
 
 
 def _refuse_another_batch(out_dir: Path, identity: dict) -> None:
@@ -363,91 +297,3 @@ def _csv_row(row: dict) -> list:
     """A line of results.jsonl as a row of results.csv: its pair record flattened (records.PairResult.to_row)."""
     context = {"pair_index": row["pair_index"], "label": row["label"]}
     return table_row(RESULTS_CSV_COLUMNS, context | pair_from_json(row).to_row())
-
-
-def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
-    return (path if path.is_absolute() else base / path).resolve()
-
-
-def _plain(label):
-    """CSV labels as JSON-friendly values: 1 and 0 as ints, empty as None."""
-    if label is None or label == "":
-        return None
-    try:
-        return int(label)
-    except (TypeError, ValueError):
-        return label
-
-
-# --- sharding over processes -----------------------------------------------------------------------
-
-
-def analyses_sharded(
-    world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path]
-) -> Iterator[PhotoAnalysis]:
-    """The analyses of `photos` from `world` processes (one per GPU, or CPU processes), each holding its own
-    models and every world-th photo; they arrive in the order they finish. Closing the iterator stops them."""
-    context = helper_context()  # spawned (CUDA cannot be forked); stopping them is this process's job
-    results = context.Queue(maxsize=256)
-    workers = [
-        context.Process(
-            target=_shard_worker, daemon=True, args=(rank, world, device, all_faces, make_analyzer, photos, results)
-        )
-        for rank in range(world)
-    ]
-    for worker in workers:
-        worker.start()
-    finished = 0
-    try:
-        while finished < len(workers):
-            try:
-                kind, payload = results.get(timeout=WORKER_POLL_S)
-            except queue.Empty:
-                _check_alive(workers)
-                continue
-            if kind == "photo":
-                yield payload
-            elif kind == "done":
-                finished += 1
-            else:  # "model": the worker's own exception, so it ends the run as it would with --devices 1
-                raise payload
-    finally:
-        for worker in workers:  # terminate() is a SIGKILL: the workers ignore SIGTERM (processes.HelperProcess)
-            worker.join(timeout=1) if finished == len(workers) else worker.terminate()
-
-
-def _check_alive(workers) -> None:
-    dead = [w for w in workers if w.exitcode not in (None, 0)]
-    if dead:
-        raise RuntimeError(
-            f"a batch worker process died (exit code {dead[0].exitcode}); rerun with --devices 1 to see its error"
-        )
-
-
-def _shard_worker(
-    rank: int, world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path], results
-) -> None:
-    start_helper_process()  # Ctrl-C and SIGTERM are the main process's to handle: it keeps the rows, then stops us
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    try:
-        analyzer = make_analyzer(device=_device_for(rank, world, device))
-    except (CheckpointError, PretrainedWeightsError) as error:
-        # Sent whole: it pickles (one message argument), so the parent raises the same type with the same text.
-        results.put(("model", error))
-        return
-    mine = photos[rank::world]
-    try:
-        for analysis in analyzer.analyze_many(mine, all_faces=all_faces, names=[str(p) for p in mine]):
-            analysis.worker_rank = rank
-            results.put(("photo", analysis))
-    except torch.OutOfMemoryError as error:  # the parent says it in one line, as with --devices 1
-        results.put(("model", error))
-        return
-    results.put(("done", rank))
-
-
-def _device_for(rank: int, world: int, requested: str) -> str:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.device_count() >= world):
-        return f"cuda:{rank}"
-    return requested

@@ -20,11 +20,12 @@ from tqdm import tqdm
 from face_match_age.error_messages import error_line
 from face_match_age.files.embedding_store import MANIFEST as STORE_MANIFEST
 from face_match_age.files.embedding_store import EmbeddingStore, merge_stores
+from face_match_age.files.model_stamps import model_files
 from face_match_age.files.output_files import OutputError, recorded_differences, write_json
 from face_match_age.files.photo_lists import photo_stamp
 from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
-from face_match_age.inference.batch import analyses_sharded, model_files
 from face_match_age.inference.records import SCHEMA_VERSION
+from face_match_age.inference.sharded_analysis import analyses_sharded
 from face_match_age.memory import release_freed_memory
 from face_match_age.settings import Config, settings_that_change
 

@@ -9,6 +9,7 @@ atomically, so an interrupted run leaves only whole files, and a rerun skips the
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -21,8 +22,8 @@ from PIL import Image, ImageOps
 from face_match_age.detection.faces import build_face_detector, detect_faces_batch, select_face
 from face_match_age.detection.imaging import ImageLoadError, load_image
 from face_match_age.files.output_files import remove_temporary_files, write_atomically
-from face_match_age.processes import helper_context, start_helper_process
 from face_match_age.settings import Config
+from face_match_age.sharding import sharded
 
 KEPT = "kept"
 JPEG_QUALITY = 95  # training crops: keep detail, the files are small anyway
@@ -79,31 +80,29 @@ def run_crops(
         for chunk in chunks:
             yield from crop_chunk(chunk, config, detector)
         return
-    context = helper_context()  # spawned: torch and MTCNN state do not survive a fork
+    shared = sharded(
+        workers,
+        functools.partial(_crop_share, config, detect),
+        chunks,
+        (Exception,),  # a worker's error ends the run as it would in one process
+        "a crop worker process died (exit code {exit_code}); rerun with --workers 1 to see its error",
+    )
     try:
-        with context.Pool(workers, initializer=_init_worker, initargs=(config, detect)) as pool:
-            for outcomes in pool.imap_unordered(_crop_in_worker, chunks):
+        with contextlib.closing(shared):  # the workers are stopped before the clean-up below
+            for outcomes in shared:
                 yield from outcomes
-    except BaseException:  # Ctrl-C, SIGTERM or an error: the pool was killed, perhaps while a worker wrote a crop
+    except BaseException:  # Ctrl-C, SIGTERM or an error: the workers were killed, perhaps while one wrote a crop
         for folder in {Path(task.dest).parent for task in tasks}:
             remove_temporary_files(folder)
         raise
 
 
-_worker_state: dict = {}
-
-
-def _init_worker(config: Config, detect: bool) -> None:
-    # Ctrl-C and a scheduler's SIGTERM reach every process of the job; the parent alone handles them (it keeps
-    # the crops, then ends the pool), so the workers do not each print a traceback.
-    start_helper_process()
-    torch.set_num_threads(1)  # the pool is the parallelism; threads per worker would only fight
-    _worker_state["config"] = config
-    _worker_state["detector"] = build_face_detector(config, "cpu") if detect else None
-
-
-def _crop_in_worker(chunk: list[CropTask]) -> list[tuple[CropTask, str]]:
-    return crop_chunk(chunk, _worker_state["config"], _worker_state["detector"])
+def _crop_share(config: Config, detect: bool, rank: int, world: int, chunks: list[list[CropTask]]):
+    """One crop worker's part of run_crops: the outcomes of its chunks, one list per chunk."""
+    torch.set_num_threads(1)  # the workers are the parallelism; threads per worker would only fight
+    detector = build_face_detector(config, "cpu") if detect else None
+    for chunk in chunks:
+        yield crop_chunk(chunk, config, detector)
 
 
 class CropLog:

@@ -2,7 +2,14 @@
 
 Each reader takes the folder an archive unpacked into and returns `Labels`: one row per usable photo
 (`source`: path relative to that folder, `age`, `identity` or None) and the count of dropped records
-by reason. Formats are those described in shared/datasets.md.
+by reason. The formats, as each dataset publishes them:
+
+- IMDB-WIKI (imdb_crop, wiki_crop): a MATLAB `<kind>.mat` beside folders 00..99, one record per photo with
+  full_path, dob (a MATLAB serial date), photo_taken (a year), face_score and second_face_score, and, for imdb,
+  celeb_id (read_imdb_wiki);
+- CACD2000: `<age>_<name>_<number>.jpg` (CACD_NAME); UTKFace: `<age>_<gender>_<race>_<date>.jpg.chip.jpg`
+  (UTKFACE_NAME, no identity); FG-NET: `<person>A<age>[letter].jpg` (FGNET_NAME);
+- a user's own folder of photos and a CSV of name, age and optionally identity (read_user_csv).
 """
 
 from __future__ import annotations

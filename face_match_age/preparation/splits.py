@@ -1,11 +1,11 @@
 """Train/validation splits that do not leak people, balanced across age bands.
 
-When identities are known, whole people go to one side: the same face in train and val makes
-validation flattering (see shared/datasets.md). A row without an identity counts as a person of its
-own. People are first picked band by band (age_decades: the decade of their median age) towards each band's share,
-so val covers children and old people as train does; then single people are moved in or out, over
-all bands, while that brings the val share of images closer to the ratio. Without identities the split
-is random, stratified by age band, and meets the ratio to within one image.
+When identities are known, whole people go to one side: the same face in train and val makes validation
+flattering (IMDB-WIKI, CACD and FG-NET hold many photos of each person). A row without an identity counts as a
+person of its own. People are first picked band by band (age_decades: the decade of their median age) towards
+each band's share, so val covers children and old people as train does; then single people are moved in or
+out, over all bands, while that brings the val share of images closer to the ratio. Without identities the
+split is random, stratified by age band, and meets the ratio to within one image.
 
 The val share of images is then within SPLIT_TOLERANCE of the ratio (or one image, on tiny sets);
 when whole people cannot be split that finely (few people, or one holding most photos),

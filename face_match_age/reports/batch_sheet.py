@@ -10,18 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from face_match_age.detection.imaging import ImageLoadError, load_image
+from face_match_age.inference.pair_specs import FAILED, MATCH, NO_MATCH, PairSpec, verdict
 from face_match_age.reports.contact_sheet import MAX_TILES, Tile, save_contact_sheet, thumbnail
 
-if TYPE_CHECKING:
-    from face_match_age.inference.batch import PairSpec
-
 SHEET_NAME = "contact_sheet.jpg"
-MATCH, NO_MATCH, FAILED = "match", "no match", "failed"
 FRAMES = {MATCH: (46, 160, 67), NO_MATCH: (214, 39, 40), FAILED: (150, 150, 150)}
 
 
@@ -47,13 +43,6 @@ def save_pair_sheet(rows: Sequence[dict], paths: dict, path: Path, title: str) -
     if len(shown) < len(rows):
         title += f" ({len(shown)} shown)"
     return save_contact_sheet(tiles, path, title, max_tiles=MAX_TILES)
-
-
-def verdict(row: dict) -> str:
-    """match, no match or failed (no verification: a photo or a face was missing), as batch.py counts rows."""
-    if row.get("verification") is None:
-        return FAILED
-    return MATCH if row["verification"]["is_match"] else NO_MATCH
 
 
 def sheet_rows(rows: Sequence[dict], limit: int) -> list[dict]:
