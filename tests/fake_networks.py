@@ -20,7 +20,7 @@ def write_facenet_weights(path: Path, num_classes: int, seed: int = 0) -> dict[s
     return torch.load(path, weights_only=True)
 
 
-def random_faces(count: int, seed: int = 0) -> torch.Tensor:
-    """Standardised face-shaped tensors (count x 3 x 160 x 160) with a fixed seed."""
+def random_faces(count: int, seed: int = 0, size: int = 160) -> torch.Tensor:
+    """Standardised face-shaped tensors (count x 3 x size x size) with a fixed seed."""
     generator = torch.Generator().manual_seed(seed)
-    return (torch.rand(count, 3, 160, 160, generator=generator) * 255 - 127.5) / 128
+    return (torch.rand(count, 3, size, size, generator=generator) * 255 - 127.5) / 128

@@ -7,6 +7,7 @@ from PIL import Image
 
 import evaluate
 from face_match_age.evaluation import retrieval
+from face_match_age.exit_codes import ExitCode
 
 # A query at angle 0 and one at angle ~53 degrees, against four unit vectors in the plane
 GALLERY = np.array([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6], [0.6, 0.8]])
@@ -144,7 +145,7 @@ def test_retrieve_draws_a_fixed_size_plot(labelled_photos, tmp_path, torch_home_
 def test_retrieve_without_an_identity_column_fails_with_one_line(tmp_path, capsys):
     labels = tmp_path / "labels.csv"
     labels.write_text("name,year\nface0.jpg,2005\n")
-    assert _retrieve(labels, tmp_path, tmp_path / "out") == 1
+    assert _retrieve(labels, tmp_path, tmp_path / "out") == ExitCode.INPUT
     error = capsys.readouterr().err
     assert "identity" in error
     assert len(error.strip().splitlines()) == 1
@@ -153,7 +154,7 @@ def test_retrieve_without_an_identity_column_fails_with_one_line(tmp_path, capsy
 def test_retrieve_with_no_face_in_any_photo_fails_with_one_line(photo_dir, tmp_path, torch_home_with_vggface2, capsys):
     labels = tmp_path / "labels.csv"
     labels.write_text("name,identity,year\ncoffee.jpg,a,2005\ncoffee.jpg,b,2010\n")  # two people: one is refused
-    assert _retrieve(labels, photo_dir, tmp_path / "out") == 1
+    assert _retrieve(labels, photo_dir, tmp_path / "out") == ExitCode.INPUT
     error = capsys.readouterr().err
     # the progress bar of the photos comes first; then the error, one line
     assert error.splitlines()[-1].startswith("error: no face found in any of the 1 photos")
