@@ -346,6 +346,7 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
     choice = choose_device(config.device, config.precision)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     datamodule.setup("fit")  # the labels now: the baseline and the head's starting point come from them
+    assert datamodule.train_set is not None and datamodule.val_set is not None  # setup("fit") read both
     training_ages = datamodule.train_set.labels["age"]
     baseline = guessing_baseline(training_ages, datamodule.val_set.labels["age"], config.label_sigma)
     lines = GuessingBaselineLines(baseline.scalars())
@@ -383,9 +384,16 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
         config.checkpoint_dir / "last.ckpt",
         record.best_epoch,
         record.best,
-        Path(trainer.logger.log_dir),
+        Path(_log_dir(trainer)),
         baseline,
     )
+
+
+def _log_dir(trainer: L.Trainer) -> str:
+    """The TensorBoard run folder of build_trainer's logger."""
+    log_dir = trainer.logger.log_dir if trainer.logger is not None else None
+    assert log_dir is not None  # build_trainer gives every Trainer a TensorBoardLogger, which has one
+    return log_dir
 
 
 def _announce(baseline: GuessingBaseline) -> None:

@@ -83,7 +83,7 @@ def retrieval_summary(scores: QueryScores, ranks: tuple[int, ...] = RANKS) -> di
     map and rank_k of the scored queries, each rank_k beside chance_rank_k, a random ranking's. Without a
     scored query the figures are None and `undefined` says why."""
     scored = scores.scored
-    summary = {
+    summary: dict[str, float | str | None] = {
         "queries": int(scored.sum()),
         "skipped_queries": int((~scored).sum()),
         "skipped_person_not_in_gallery": int((scores.correct == 0).sum()),

@@ -175,7 +175,10 @@ def most_similar_first(similarity: np.ndarray, per_slice: int = PAIRS_PER_SLICE)
 def _rounded(values: np.ndarray, column: str) -> list:
     """`values` rounded to the digits of `column` (records.column_field) as Python floats (their shortest form:
     0.7, not 0.699999988), "" for NaN: records.cell for a whole column at once."""
-    rounded = np.round(np.asarray(values, dtype=np.float64), column_field(column)[1]).tolist()
+    digits = column_field(column)[1]
+    if digits is None:  # a caller's mistake: only columns with digits are rounded
+        raise ValueError(f"{column} is not a rounded column")
+    rounded = np.round(np.asarray(values, dtype=np.float64), digits).tolist()
     return [("" if value != value else value) for value in rounded]  # value != value: NaN
 
 

@@ -106,7 +106,7 @@ class PairResult:
 
     def to_row(self) -> dict:
         """The record flattened for a table (see the module), numbers exact: format them with `cell`."""
-        row = {"file_1": self.file_1, "file_2": self.file_2}
+        row: dict[str, Any] = {"file_1": self.file_1, "file_2": self.file_2}
         for slot, face in (("1", self.face_1), ("2", self.face_2)):
             row |= {f"{name}_{slot}": None if face is None else getattr(face, name) for name in FACE_FIELDS}
         verification = self.verification
@@ -134,7 +134,7 @@ def face_from_json(data: dict | None) -> FaceResult | None:
     """A FaceResult from its to_json() (as results.jsonl or an embedding store holds it)."""
     if data is None:
         return None
-    values = {name: data.get(name) for name in FACE_FIELDS}
+    values: dict[str, Any] = {name: data.get(name) for name in FACE_FIELDS}
     values["box"] = tuple(values["box"])
     if values["age_interval"] is not None:
         values["age_interval"] = tuple(values["age_interval"])
@@ -144,9 +144,11 @@ def face_from_json(data: dict | None) -> FaceResult | None:
 def pair_from_json(data: dict) -> PairResult:
     """A PairResult from its to_json() (a line of results.jsonl: the fields around it are left out)."""
     verification = data.get("verification")
-    values = {name: data.get(name) for name in ("file_1", "file_2", "age_gap", "error", "best_pair")}
-    faces = {name: face_from_json(data.get(name)) for name in ("face_1", "face_2")}
-    many = {name: tuple(map(face_from_json, data[name])) for name in ("faces_1", "faces_2") if data.get(name)}
+    values: dict[str, Any] = {name: data.get(name) for name in ("file_1", "file_2", "age_gap", "error", "best_pair")}
+    faces: dict[str, Any] = {name: face_from_json(data.get(name)) for name in ("face_1", "face_2")}
+    many: dict[str, Any] = {
+        name: tuple(map(face_from_json, data[name])) for name in ("faces_1", "faces_2") if data.get(name)
+    }
     matrix = data.get("similarity_matrix")
     return PairResult(
         **values,

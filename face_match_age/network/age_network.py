@@ -133,6 +133,7 @@ class AgeNetwork(nn.Module):
         distribution. Zero weights, not random ones: those tilt each face's logits by ~0.6 at random, hiding
         the prior; their gradient is not zero, so they grow from the first step."""
         last = self.head[-1]
+        assert isinstance(last, nn.Linear)  # build_age_head ends with the bins' layer; says so to the type checker
         last.bias.copy_(prior_logits.to(last.bias))
         last.weight.zero_()
 

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import pandas as pd
 
@@ -161,6 +162,7 @@ def read_user_csv(images: Path, csv_path: Path | None, columns: dict[str, str] |
         )
     labels = Labels(has_identity="identity" in table.columns)
     crop_of: dict[str, list[tuple[int, str]]] = {}
+    row: Any  # pandas-stubs types a row's fields as any scalar; name and identity were read as str (dtype above)
     for line, row in zip(lines, table.itertuples(index=False)):
         age = pd.to_numeric(row.age, errors="coerce")
         if pd.isna(age) or age % 1:
