@@ -409,7 +409,9 @@ def _fingerprint(args, config: Config) -> dict:
         **{name: config.to_dict()[name] for name in settings_that_change("crops")},
         "detect": not args.no_detect,
         "source": str(archive or args.url or "default"),
-        "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None,
+        "csv": hashlib.md5(args.csv.read_bytes(), usedforsecurity=False).hexdigest()
+        if args.csv and args.csv.is_file()
+        else None,
     }
 
 

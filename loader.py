@@ -181,7 +181,7 @@ class FaceAgeDataModule(L.LightningDataModule):
         # the same rank and the same switch (seed_everything(workers=True) sets PL_SEED_WORKERS), so that
         # augmentation stays reproducible.
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        seeded = bool(int(os.environ.get("PL_SEED_WORKERS", 0)))
+        seeded = bool(int(os.environ.get("PL_SEED_WORKERS", "0")))
         return functools.partial(start_loader_worker, rank=rank, seeded=seeded)
 
     def _single_sample_last_batch(self) -> bool:

@@ -187,7 +187,7 @@ def resume_problem(path: Path, config: Config) -> str | None:
 
     try:  # mmap: no copy of the weights in memory; it reads only torch's zip format
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=starts_like_zip(path))
-    except Exception:  # truncated, corrupt, not torch's: checkpoint_damage says which
+    except Exception:  # noqa: BLE001  truncated, corrupt, not torch's: checkpoint_damage says which
         return None
     if not isinstance(checkpoint, dict):
         return "it is not a training checkpoint; resume from last.ckpt or best.ckpt of a train.py run"

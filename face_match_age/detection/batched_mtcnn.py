@@ -154,9 +154,9 @@ def _scored(network, pixels: list[torch.Tensor], boxes: torch.Tensor, owners: to
     owners and that network's box regressions: detect_face's stage, each crop clamped to its own photo."""
     crops = []
     corners = boxes.trunc().int().cpu().numpy()
-    for (x1, y1, x2, y2), owner in zip(corners[:, :4], owners.tolist()):
+    for (left, top, right, bottom), owner in zip(corners[:, :4], owners.tolist()):
         height, width = pixels[owner].shape[2:]
-        x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, width), min(y2, height)
+        x1, y1, x2, y2 = max(left, 1), max(top, 1), min(right, width), min(bottom, height)
         if y2 > y1 - 1 and x2 > x1 - 1:  # detect_face skips empty crops the same way
             crops.append(imresample(pixels[owner][:, :, y1 - 1 : y2, x1 - 1 : x2], (side, side)))
     outputs = fixed_batch_process((torch.cat(crops) - 127.5) * 0.0078125, network)

@@ -166,13 +166,18 @@ CONTEXT_FIELDS = {
     "pair_index": ("the pair's row in the pairs CSV, from 0", None),
     "label": ("the pairs CSV's label (1 same person, 0 not), when it has one", None),
     "age_model": (
-        "`loaded` (`true` or `false`) and `reason`: why no age model was used (`--no-age`, or no checkpoint at the "
-        "default `checkpoints/best.ckpt` and no `--ckpt`), else `null`; the ages are `null` when `loaded` is `false`",
+        (
+            "`loaded` (`true` or `false`) and `reason`: why no age model was used (`--no-age`, or no checkpoint at the "
+            "default `checkpoints/best.ckpt` and no `--ckpt`), else `null`; the ages are `null` when `loaded` is "
+            "`false`"
+        ),
         None,
     ),
     "models": (
-        "the age checkpoint, verification weights, device and options (`precision` as resolved, `channels_last`, "
-        "`compile`)",
+        (
+            "the age checkpoint, verification weights, device and options (`precision` as resolved, `channels_last`, "
+            "`compile`)"
+        ),
         None,
     ),
     "timings_ms": ("time spent reading the photos, loading the models and analysing, milliseconds", None),

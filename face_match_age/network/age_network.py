@@ -219,7 +219,7 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
         checkpoint = load_checked(path, map_location)
     except DamagedCheckpointError as damage:
         raise CheckpointError(damaged_message(path, str(damage), DAMAGED_ADVICE)) from None
-    except Exception as error:  # torch raises many types for foreign files
+    except Exception as error:  # noqa: BLE001  torch raises many types for foreign files
         if isinstance(error, pickle.UnpicklingError):
             raise CheckpointError(
                 f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "

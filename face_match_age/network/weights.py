@@ -156,7 +156,7 @@ def _read_state_dict(path: Path, remedy: str) -> dict[str, torch.Tensor]:
         state_dict = load_checked(path)
     except DamagedCheckpointError as damage:
         raise PretrainedWeightsError(damaged_message(path, str(damage), remedy, kind="weights file")) from None
-    except Exception as error:  # torch raises several types for foreign files
+    except Exception as error:  # noqa: BLE001  torch raises several types for foreign files
         raise PretrainedWeightsError(
             f"{path} is not a readable weights file ({error_summary(error)}). {remedy}"
         ) from None

@@ -85,7 +85,7 @@ def read_imdb_wiki(root: Path, kind: str, min_face_score: float) -> Labels:
     mat_path = root / f"{kind}.mat"
     try:
         record = scipy.io.loadmat(mat_path)[kind][0, 0]
-    except Exception as error:  # scipy raises its own MatReadError besides OS and format errors
+    except Exception as error:  # noqa: BLE001  scipy raises its own MatReadError besides OS and format errors
         raise MetadataError(
             f"cannot read {mat_path} as IMDB-WIKI metadata ({type(error).__name__}: {error}); is the archive complete?"
         ) from None
