@@ -218,7 +218,7 @@ class FaceAnalyzer:
         photos_per_chunk: int = 16,
         names: Iterable[str] | None = None,
         overlap: bool = False,
-    ) -> Iterator[PhotoAnalysis]:
+    ) -> Generator[PhotoAnalysis, None, None]:
         """Analyse photos in input order, each once; a chunk of photos shares MTCNN calls and forward
         passes. A photo that fails yields an analysis with `error` set instead of stopping the others.
         `names` label the photos in results and errors (default: the path, or the object's type).
