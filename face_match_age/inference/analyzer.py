@@ -96,6 +96,13 @@ class PhotoAnalysis:
     def face(self) -> FaceRecord | None:
         return None if self.chosen is None else self.faces[self.chosen]
 
+    def found_face(self) -> FaceRecord:
+        """The chosen face; the failure (ImageLoadError, NoFaceError) raised when there is none."""
+        if self.failure is not None:
+            raise self.failure
+        assert self.face is not None  # FaceAnalyzer._keep_faces chooses a face wherever it sets no failure
+        return self.face
+
     @property
     def error(self) -> str | None:
         """The failure's message, as results report it."""
@@ -170,7 +177,7 @@ class FaceAnalyzer:
         """Every face MTCNN found, as records.FaceResult's dicts: box (original pixels), detection_probability,
         faces_found; the age fields null."""
         analysis = self.analyze(photo, all_faces=True, compute=False)
-        _raise_for(analysis)
+        analysis.found_face()
         return [face.result(analysis.faces_found).to_json() for face in analysis.faces]
 
     def predict_age(self, photo: ImageInput, all_faces: bool = False) -> list[dict]:
@@ -179,13 +186,13 @@ class FaceAnalyzer:
         if self.age_model is None:
             raise RuntimeError("this FaceAnalyzer was built with with_age=False")
         analysis = self.analyze(photo, all_faces=all_faces)
-        face = _raise_for(analysis)
+        face = analysis.found_face()
         faces = analysis.faces if all_faces else [face]
         return [face.result(analysis.faces_found).to_json() for face in faces]
 
     def embed(self, photo: ImageInput) -> np.ndarray:
         """The unit-length 512-d VGGFace2 embedding of the chosen face."""
-        return _raise_for(self.analyze(photo)).computed_embedding()
+        return self.analyze(photo).found_face().computed_embedding()
 
     def compare(
         self,
@@ -396,7 +403,7 @@ def pair_result(
             "best_pair": {"face_1": i, "face_2": j, "similarity": matrix[i][j]},
         }
         first, second = _with_chosen(first, i), _with_chosen(second, j)
-    face_1, face_2 = _raise_for(first), _raise_for(second)  # neither failed: both have a chosen face
+    face_1, face_2 = first.found_face(), second.found_face()  # neither failed: both have a chosen face
     similarity = cosine_similarity(face_1.computed_embedding(), face_2.computed_embedding())
     age_gap = None
     if face_1.age is not None and face_2.age is not None:
@@ -413,14 +420,6 @@ def _with_chosen(analysis: PhotoAnalysis, index: int) -> PhotoAnalysis:
 
 def _chosen_face(analysis: PhotoAnalysis) -> FaceResult | None:
     return None if analysis.face is None else analysis.face.result(analysis.faces_found)
-
-
-def _raise_for(analysis: PhotoAnalysis) -> FaceRecord:
-    """The chosen face of `analysis`; its failure raised when it has none."""
-    if analysis.failure is not None:
-        raise analysis.failure
-    assert analysis.face is not None  # _keep_faces chooses a face wherever it sets no failure
-    return analysis.face
 
 
 def _chunks(

@@ -10,7 +10,7 @@ lowest threshold and each pair is then judged by its own.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +182,7 @@ def _rounded(values: np.ndarray, column: str) -> list:
     return [("" if value != value else value) for value in rounded]  # value != value: NaN
 
 
-def write_faces_csv(path: Path, records: Sequence[dict], extra: dict[str, Sequence] | None = None) -> Path:
+def write_faces_csv(path: Path, records: Sequence[dict], extra: Mapping[str, Sequence] | None = None) -> Path:
     """faces.csv, one row per photo (records.FACES_CSV_COLUMNS: file, its face's fields, error) plus the `extra`
     columns (one value per record each: records.FACES_CSV_EXTRA, the cluster or the similarity to the reference)."""
     extra = extra or {}
