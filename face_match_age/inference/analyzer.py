@@ -177,7 +177,7 @@ class FaceAnalyzer:
         """Every face MTCNN found, as records.FaceResult's dicts: box (original pixels), detection_probability,
         faces_found; the age fields null."""
         analysis = self.analyze(photo, all_faces=True, compute=False)
-        analysis.found_face()
+        analysis.found_face()  # raises the photo's failure, if any
         return [face.result(analysis.faces_found).to_json() for face in analysis.faces]
 
     def predict_age(self, photo: ImageInput, all_faces: bool = False) -> list[dict]:
