@@ -35,8 +35,8 @@ from __future__ import annotations
 import random
 import signal
 import threading
+from argparse import Namespace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -56,9 +56,6 @@ from face_match_age.detection.imaging import tensor_to_image
 from face_match_age.evaluation.figures import predicted_vs_true_figure
 from face_match_age.network.age_network import checkpoint_parameter_name
 
-if TYPE_CHECKING:
-    from model import AgeEstimationModel
-
 LAST_NAME = "last.ckpt"
 SAMPLE_SEED = 1234  # which validation faces are shown must not change between epochs or runs
 INFERENCE_BATCH = 64  # faces per forward pass while drawing; small enough for any GPU
@@ -77,8 +74,9 @@ class ScalarLayout(L.Callback):
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Each fit (a resume too) writes into a new TensorBoard version folder, which needs its own layout.
-        if trainer.logger is not None and hasattr(trainer.logger.experiment, "add_custom_scalars"):
-            trainer.logger.experiment.add_custom_scalars(SCALAR_LAYOUT)
+        experiment = getattr(trainer.logger, "experiment", None)  # Lightning's Logger class does not declare it
+        if experiment is not None and hasattr(experiment, "add_custom_scalars"):
+            experiment.add_custom_scalars(SCALAR_LAYOUT)
 
 
 class GuessingBaselineLines(L.Callback):
@@ -104,16 +102,20 @@ class ValidationPredictionImages(L.Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.logger is None or not hasattr(trainer.logger.experiment, "add_image"):
+        if trainer.sanity_checking:
             return
-        dataset = trainer.datamodule.val_set if trainer.datamodule is not None else None
+        writer = getattr(trainer.logger, "experiment", None)  # Lightning's Logger class does not declare it
+        if writer is None or not hasattr(writer, "add_image"):
+            return
+        datamodule = getattr(trainer, "datamodule", None)  # set by fit(); the Trainer class does not declare it
+        dataset = datamodule.val_set if datamodule is not None else None
         if dataset is None or len(dataset) == 0:
             return
         indices = _fixed_sample(len(dataset), max(self.grid_faces, self.figure_faces))
         faces, true_ages, predicted, spread = _predict(pl_module, dataset, indices)
         shown = slice(0, self.grid_faces)
         grid = _annotated_grid(faces[shown], true_ages[shown], predicted[shown], spread[shown])
-        writer, step = trainer.logger.experiment, trainer.global_step
+        step = trainer.global_step
         writer.add_image("val/predictions", grid, step)
         writer.add_figure("val/predicted_vs_true", predicted_vs_true_figure(true_ages, predicted), step)
 
@@ -164,7 +166,8 @@ class RunRecord(L.Callback):
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Written at fit start, not before: ModelCheckpoint warns about a non-empty folder otherwise.
-        folders = [self.config.checkpoint_dir] + ([Path(trainer.logger.log_dir)] if trainer.logger else [])
+        log_dir = trainer.logger.log_dir if trainer.logger else None
+        folders = [self.config.checkpoint_dir] + ([Path(log_dir)] if log_dir else [])
         for folder in folders:
             save_config(self.config, folder, extra={"script": self.script})
 
@@ -192,13 +195,13 @@ class RunRecord(L.Callback):
         self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
 
 
-def _write_hparams(writer: SummaryWriter, params: dict, metric_names: tuple[str, ...]) -> None:
+def _write_hparams(writer: SummaryWriter, params: dict | Namespace, metric_names: tuple[str, ...]) -> None:
     # TensorBoard's HParams tab takes int, float, str and bool; anything else (None, a path) is shown as text.
-    shown = {
-        name: value if isinstance(value, int | float | str | bool) else str(value) for name, value in params.items()
-    }
+    items = vars(params).items() if isinstance(params, Namespace) else params.items()  # Lightning's type allows both
+    shown = {name: value if isinstance(value, int | float | str | bool) else str(value) for name, value in items}
     # The metrics' values are not part of these summaries: the tab reads them from the scalars of those names.
     experiment, session_start, session_end = hparams(shown, dict.fromkeys(metric_names))
+    assert writer.file_writer is not None  # None only once the writer is closed, after training
     for summary in (experiment, session_start, session_end):
         writer.file_writer.add_summary(summary)
 
@@ -220,7 +223,9 @@ class RandomStateCheckpoint(L.Callback):
 
     def state_dict(self) -> dict:
         version, mt_state, gauss = random.getstate()
-        kind, keys, position, has_gauss, cached = np.random.get_state()
+        # numpy's stubs type get_state() as legacy=False's dict; the default, legacy=True, returns this tuple
+        numpy_state: tuple[str, np.ndarray, int, int, float] = np.random.get_state()  # type: ignore[assignment]
+        kind, keys, position, has_gauss, cached = numpy_state
         state = {
             "python": (version, list(mt_state), gauss),
             # Tensors and plain numbers only, so checkpoints still load with weights_only=True.
@@ -343,15 +348,18 @@ class FreezeBackbone(BaseFinetuning):
         super().__init__()
         self.epochs = epochs
 
-    def freeze_before_training(self, pl_module: AgeEstimationModel) -> None:
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         # BatchNorm too: its statistics are part of the pretrained features.
-        self.freeze(pl_module.network.backbone, train_bn=False)
+        self.freeze(pl_module.get_submodule("network.backbone"), train_bn=False)
 
-    def finetune_function(self, pl_module: AgeEstimationModel, current_epoch: int, optimizer) -> None:
+    def finetune_function(self, pl_module: L.LightningModule, current_epoch: int, optimizer) -> None:
         if current_epoch == self.epochs:
             # At the backbone's own rate: without `lr`, Lightning would take the first group's, the head's.
             self.unfreeze_and_add_param_group(
-                pl_module.network.backbone, optimizer, lr=pl_module.hparams.learning_rate, initial_denom_lr=1.0
+                pl_module.get_submodule("network.backbone"),
+                optimizer,
+                lr=pl_module.hparams["learning_rate"],
+                initial_denom_lr=1.0,
             )
             optimizer.param_groups[-1]["name"] = "backbone"
 

@@ -320,7 +320,7 @@ def crop_all(
     from face_match_age.device import choose_device
     from face_match_age.preparation.crops import KEPT, CropLog, CropTask, run_crops
 
-    tasks = {}  # task -> the dataset's own name of its photo
+    tasks: dict[CropTask, str] = {}  # task -> the dataset's own name of its photo
     for split, rows in (("train", train), ("val", val)):
         folder = out_dir / f"{split}_images"
         folder.mkdir(parents=True, exist_ok=True)
@@ -352,9 +352,9 @@ def crop_all(
             f"{done} of {len(tasks)} photos are done and kept in {out_dir} (logged in {log.path}); "
             "run the same command again to continue from there"
         ) from None
-    outcomes = {source: log.outcome(task) for task, source in tasks.items()}
-    kept = {source for source, outcome in outcomes.items() if outcome == KEPT}
-    return kept, Counter(outcome for outcome in outcomes.values() if outcome != KEPT)
+    outcome_of = {source: log.outcome(task) for task, source in tasks.items()}
+    kept = {source for source, outcome in outcome_of.items() if outcome == KEPT}
+    return kept, Counter(outcome for outcome in outcome_of.values() if outcome != KEPT)
 
 
 def _write_split_csvs(out_dir: Path, train: pd.DataFrame, val: pd.DataFrame, kept: set[str]) -> None:
@@ -409,7 +409,9 @@ def _fingerprint(args, config: Config) -> dict:
         **{name: config.to_dict()[name] for name in settings_that_change("crops")},
         "detect": not args.no_detect,
         "source": str(archive or args.url or "default"),
-        "csv": hashlib.md5(args.csv.read_bytes()).hexdigest() if args.csv and args.csv.is_file() else None,
+        "csv": hashlib.md5(args.csv.read_bytes(), usedforsecurity=False).hexdigest()
+        if args.csv and args.csv.is_file()
+        else None,
     }
 
 

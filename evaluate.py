@@ -9,7 +9,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # No torch, Lightning or facenet-pytorch here: --help and a bad option are answered before those are imported
 # (seconds on a cold start); the functions that need them import them.
@@ -148,6 +148,7 @@ def age_summary(predictions: pd.DataFrame, reference_ages=None, reference: str =
     error = predictions["predicted"] - predictions["age"]
     inside = (predictions["interval_low"] <= predictions["age"]) & (predictions["age"] <= predictions["interval_high"])
     decades = {}
+    decade: Any  # an int: pandas-stubs types the keys of a grouping by an array as tuples
     for decade, group in predictions.groupby(age_decade(predictions["age"])):
         group_error = group["predicted"] - group["age"]
         decades[decade_label(decade)] = {
@@ -289,7 +290,7 @@ def _labelled_pairs(pairs_csv: Path, columns: dict[str, str] | None = None) -> p
     )
     bad = table.index[~table["label"].isin([0, 1])]
     if len(bad):
-        lines = ", ".join(f"line {csv_line(i)}: {table.at[i, 'label']}" for i in bad[:5])
+        lines = ", ".join(f"line {csv_line(i)}: {table.at[i, 'label']!s}" for i in bad[:5])
         raise EvaluationError(f"{pairs_csv}: labels must be 1 (same person) or 0 (different); {lines}")
     _require_both_classes(table["label"], f"in {pairs_csv}")
     return table
@@ -298,7 +299,7 @@ def _labelled_pairs(pairs_csv: Path, columns: dict[str, str] | None = None) -> p
 def _require_both_classes(labels: pd.Series, where: str, why: str = "") -> None:
     """ROC AUC, EER, TAR at a FAR and a calibrated threshold all compare same-person with different-person
     pairs: with one kind only there is nothing to measure, and a calibration would hold no threshold."""
-    present = sorted(set(int(label) for label in labels))
+    present = sorted({int(label) for label in labels})
     if len(present) < 2:
         only = f"all {len(labels)} pairs are labelled {LABEL_NAMES[present[0]]}" if present else "no pair is left"
         missing = " and ".join(LABEL_NAMES[label] for label in (1, 0) if label not in present)
@@ -378,7 +379,7 @@ def _roc_figures(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
     best_threshold, best_accuracy = (
         array_metrics.best_accuracy_threshold(scores, labels) if len(scores) else (None, None)
     )
-    figures = {
+    figures: dict[str, float | str | None] = {
         "roc_auc": array_metrics.roc_auc(scores, labels) if both else None,
         "eer": array_metrics.equal_error_rate(scores, labels) if both else None,
         "threshold": threshold,
@@ -564,7 +565,8 @@ def _embed_photos(images: Path, photos: list[str], config: Config, device: str) 
 
 def _retrieval_pairs(table: pd.DataFrame, embeddings: np.ndarray, groups: list) -> tuple[list[dict], list[dict]]:
     """One summary per (later query group, earlier gallery group), and the queries of equal gaps pooled."""
-    pairs, scores_by_gap = [], {}
+    pairs: list[dict] = []
+    scores_by_gap: dict[float, list] = {}
     for query_group in range(len(groups)):
         for gallery_group in range(query_group):
             queries, gallery = (table[table["group"] == g] for g in (query_group, gallery_group))
@@ -612,14 +614,18 @@ def _write_summary(out_dir: Path, summary: dict, files: dict[str, Path]) -> None
 
 AGE_EXAMPLES = (
     "uv run python evaluate.py age --data-dir data/IMDB --out eval/age    # data_prep.py's val split",
-    "uv run python evaluate.py age --images data/IMDB/val_images --csv data/IMDB/val.csv --ckpt checkpoints/best.ckpt "
-    "--out eval/age",
+    (
+        "uv run python evaluate.py age --images data/IMDB/val_images --csv data/IMDB/val.csv --ckpt checkpoints/best.ckpt "
+        "--out eval/age"
+    ),
 )
 VERIFY_EXAMPLES = ("uv run python evaluate.py verify --pairs pairs.csv --out eval/verify [--ckpt PATH] [--calibrate]",)
 RETRIEVE_EXAMPLES = (
     "uv run python evaluate.py retrieve --csv data/CACD/val.csv --images data/CACD/val_images --out eval/retrieve  # by age",
-    "uv run python evaluate.py retrieve --csv cacd_years.csv --images CACD2000 --out eval/retrieve "
-    "--groups 2004-2006,2007-2009,2010-2012,2013",
+    (
+        "uv run python evaluate.py retrieve --csv cacd_years.csv --images CACD2000 --out eval/retrieve "
+        "--groups 2004-2006,2007-2009,2010-2012,2013"
+    ),
 )
 LEAKAGE_EXAMPLES = (
     "uv run python evaluate.py leakage --data-dir data/IMDB                # its train.csv against its val.csv",
@@ -871,8 +877,10 @@ def headline_table(command: str, summary: dict) -> str:
         lines += ["per decade:", *_table(decades, ["decade", "faces", "MAE", "bias"])]
     elif command == "verify":
         lines = [
-            f"{summary['pairs']} pairs, {summary['scored_pairs']} scored ({summary['pairs_without_a_face']} "
-            "without a face)"
+            (
+                f"{summary['pairs']} pairs, {summary['scored_pairs']} scored ({summary['pairs_without_a_face']} "
+                "without a face)"
+            )
         ]
         columns = {"all": summary} | {
             band: figures for band, figures in (summary.get("by_age_gap") or {}).items() if figures.get("pairs")
@@ -906,12 +914,13 @@ def headline_table(command: str, summary: dict) -> str:
 
 def _missing_input(args, config: Config) -> str | None:
     """A CSV or folder the command reads that does not exist, said as its reader would say it."""
-    files = {
+    by_command: dict[str, list[tuple[str, Any]]] = {
         "age": [("labels file", args.csv or config.val_csv)] if args.command == "age" else [],
         "verify": [("pairs file", getattr(args, "pairs", None))],
         "retrieve": [("labels file", getattr(args, "csv", None))],
         "leakage": [("labels file", config.train_csv), ("labels file", config.val_csv)],
-    }[args.command]
+    }
+    files = by_command[args.command]
     for what, path in files:
         if path is not None and not Path(path).is_file():
             return f"{what} {path} does not exist; check the path"

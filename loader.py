@@ -158,10 +158,10 @@ class FaceAgeDataModule(L.LightningDataModule):
             self.val_set = FaceAgeDataset(c.val_dir, c.val_csv, c.img_size, augment=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, drop_last=self._single_sample_last_batch())
+        return self._loader(_ready(self.train_set), shuffle=True, drop_last=self._single_sample_last_batch())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self._loader(_ready(self.val_set), shuffle=False, drop_last=False)
 
     def _loader(self, dataset: FaceAgeDataset, shuffle: bool, drop_last: bool) -> DataLoader:
         workers = self.config.num_workers
@@ -181,14 +181,20 @@ class FaceAgeDataModule(L.LightningDataModule):
         # the same rank and the same switch (seed_everything(workers=True) sets PL_SEED_WORKERS), so that
         # augmentation stays reproducible.
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        seeded = bool(int(os.environ.get("PL_SEED_WORKERS", 0)))
+        seeded = bool(int(os.environ.get("PL_SEED_WORKERS", "0")))
         return functools.partial(start_loader_worker, rank=rank, seeded=seeded)
 
     def _single_sample_last_batch(self) -> bool:
         # BatchNorm cannot train on a batch of one, so only such a last batch is dropped.
         world_size = self.trainer.world_size if self.trainer is not None else 1
-        per_rank = math.ceil(len(self.train_set) / world_size)
+        per_rank = math.ceil(len(_ready(self.train_set)) / world_size)
         return per_rank % self.config.batch_size == 1
+
+
+def _ready(dataset: FaceAgeDataset | None) -> FaceAgeDataset:
+    if dataset is None:  # a loader asked for before setup() read its data
+        raise RuntimeError("FaceAgeDataModule.setup() has not read this dataset yet")
+    return dataset
 
 
 def start_loader_worker(worker_id: int, rank: int, seeded: bool) -> None:

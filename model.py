@@ -55,6 +55,8 @@ class CumulativeScore(torchmetrics.Metric):
 
     higher_is_better = True
     full_state_update = False
+    hits: torch.Tensor  # states, which add_state sets
+    total: torch.Tensor
 
     def __init__(self, years: float = 5.0) -> None:
         super().__init__()
@@ -128,9 +130,9 @@ class AgeEstimationModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every checkpoint (best.ckpt, which holds the model only, and last.ckpt) says how to use the network:
         # the face size the data module fed it, its head and its age bins (age_network.usage_record).
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        datamodule = getattr(self._trainer, "datamodule", None)  # set by fit(); the Trainer class does not declare it
         img_size = datamodule.hparams.get("img_size") if datamodule is not None else None
-        checkpoint[USAGE_KEY] = usage_record(img_size or Config.img_size, self.hparams.head_hidden_dim)
+        checkpoint[USAGE_KEY] = usage_record(img_size or Config.img_size, self.hparams["head_hidden_dim"])
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """Age logits (B x 101) for a batch of standardised faces (B x 3 x 160 x 160)."""
@@ -139,9 +141,9 @@ class AgeEstimationModel(L.LightningModule):
     def _common_step(self, batch, stage: str) -> torch.Tensor:
         faces, ages = batch[0], batch[1]
         logits = self(faces)
-        loss = age_kl_loss(logits, ages, self.hparams.label_sigma)
+        loss = age_kl_loss(logits, ages, self.hparams["label_sigma"])
         predicted = expected_age(logits)
-        mae, cs5 = self.stage_metrics[f"{stage}_mae"], self.stage_metrics[f"{stage}_cs5"]
+        mae, cs5 = self._metric(f"{stage}_mae"), self._metric(f"{stage}_cs5")
         mae(predicted, ages.float())
         cs5(predicted, ages.float())
         on_step = stage == "train"
@@ -157,6 +159,11 @@ class AgeEstimationModel(L.LightningModule):
         self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, prog_bar=stage != "train")
         self.log(f"{stage}/cs5", cs5, on_step=False, on_epoch=True)
         return loss
+
+    def _metric(self, name: str) -> torchmetrics.Metric:
+        metric = self.stage_metrics[name]
+        assert isinstance(metric, torchmetrics.Metric)  # __init__ puts only metrics there; ModuleDict says Module
+        return metric
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train")
@@ -174,16 +181,16 @@ class AgeEstimationModel(L.LightningModule):
     def start_at_prior(self, training_ages) -> None:
         """Start the head at the training set's age distribution (see AgeNetwork.start_at_prior), smoothed with
         the loss's label sigma. For a fresh run only: a resumed or loaded model keeps its trained head."""
-        self.network.start_at_prior(age_prior_logits(training_ages, self.hparams.label_sigma))
+        self.network.start_at_prior(age_prior_logits(training_ages, self.hparams["label_sigma"]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # The new head and the pretrained backbone learn at their own rates, in named groups (TensorBoard's
         # lr-Adam/head and lr-Adam/backbone). Only trainable parameters: FreezeBackbone adds the backbone's
         # group when it thaws.
-        groups = [{"name": "head", "params": _trainable(self.network.head), "lr": self.hparams.head_learning_rate}]
+        groups = [{"name": "head", "params": _trainable(self.network.head), "lr": self.hparams["head_learning_rate"]}]
         backbone = _trainable(self.network.backbone)
         if backbone:
-            groups.append({"name": "backbone", "params": backbone, "lr": self.hparams.learning_rate})
+            groups.append({"name": "backbone", "params": backbone, "lr": self.hparams["learning_rate"]})
         return torch.optim.Adam(groups)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -191,9 +198,9 @@ class AgeEstimationModel(L.LightningModule):
         # resumed run goes on where it was); a group FreezeBackbone adds later joins the schedule where it stands.
         factor = learning_rate_factor(
             self.trainer.global_step,
-            self.hparams.warmup_steps,
+            self.hparams["warmup_steps"],
             self.trainer.estimated_stepping_batches,
-            self.hparams.lr_schedule,
+            self.hparams["lr_schedule"],
         )
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
@@ -263,7 +270,7 @@ def save_age_checkpoint(model: AgeEstimationModel, path: Path, img_size: int | N
         "global_step": 0,
     }
     if img_size is not None:
-        checkpoint[USAGE_KEY] = usage_record(img_size, model.hparams.head_hidden_dim)
+        checkpoint[USAGE_KEY] = usage_record(img_size, model.hparams["head_hidden_dim"])
     return save_checkpoint_file(checkpoint, path)
 
 

@@ -186,7 +186,7 @@ def resume_problem(path: Path, config: Config) -> str | None:
 
     try:  # mmap: no copy of the weights in memory; it reads only torch's zip format
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=starts_like_zip(path))
-    except Exception:  # truncated, corrupt, not torch's: checkpoint_damage says which
+    except Exception:  # noqa: BLE001  truncated, corrupt, not torch's: checkpoint_damage says which
         return None
     if not isinstance(checkpoint, dict):
         return "it is not a training checkpoint; resume from last.ckpt or best.ckpt of a train.py run"
@@ -351,6 +351,7 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
     choice = choose_device(config.device, config.precision)
     datamodule = FaceAgeDataModule(config, pin_memory=choice.accelerator == "cuda")
     datamodule.setup("fit")  # the labels now: the baseline and the head's starting point come from them
+    assert datamodule.train_set is not None and datamodule.val_set is not None  # setup("fit") read both
     training_ages = datamodule.train_set.labels["age"]
     baseline = guessing_baseline(training_ages, datamodule.val_set.labels["age"], config.label_sigma)
     lines = GuessingBaselineLines(baseline.scalars())
@@ -388,9 +389,16 @@ def train(config: Config, extra_callbacks: tuple[Callback, ...] = (), progress_b
         config.checkpoint_dir / "last.ckpt",
         record.best_epoch,
         record.best,
-        Path(trainer.logger.log_dir),
+        Path(_log_dir(trainer)),
         baseline,
     )
+
+
+def _log_dir(trainer: L.Trainer) -> str:
+    """The TensorBoard run folder of build_trainer's logger."""
+    log_dir = trainer.logger.log_dir if trainer.logger is not None else None
+    assert log_dir is not None  # build_trainer gives every Trainer a TensorBoardLogger, which has one
+    return log_dir
 
 
 def _announce(baseline: GuessingBaseline) -> None:

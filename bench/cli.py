@@ -45,7 +45,7 @@ def run_with_deadline(command: list, what: str, deadline_s: float, **kwargs) -> 
     """subprocess.run for a benchmark's child process, with a deadline far beyond its normal time: past it the
     child is killed and the benchmark stops with one line saying what it waited for, instead of waiting forever."""
     try:
-        return subprocess.run(command, timeout=deadline_s, **kwargs)
+        return subprocess.run(command, timeout=deadline_s, **kwargs)  # noqa: PLW1510  callers pass check= in kwargs
     except subprocess.TimeoutExpired:
         raise SystemExit(f"error: gave up after {deadline_s:.0f} s waiting for {what}: {' '.join(command)}") from None
 

@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, args.ckpt)
         for note in notes:
             print(f"note: {note}")

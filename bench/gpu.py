@@ -87,7 +87,7 @@ def run_step(step: Step, json_path: Path) -> Outcome:
     print(f"running: {step.command()}", flush=True)
     start = time.perf_counter()
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=step.timeout_s)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=step.timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return Outcome(step, time.perf_counter() - start, None, f"timed out after {step.timeout_s} s")
     seconds = time.perf_counter() - start
@@ -128,8 +128,10 @@ def options_table(outcomes: list[Outcome]) -> list[str]:
         lines += [
             f"{figures['pairs']} pairs of distinct photos, median of {figures['repeats']} turns, start-up apart.",
             "",
-            "| way | faces/s | x floor | first call (s) | largest change of similarity | of age (years) "
-            "| verdicts | goal |",
+            (
+                "| way | faces/s | x floor | first call (s) | largest change of similarity | of age (years) "
+                "| verdicts | goal |"
+            ),
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in figures["rows"]:

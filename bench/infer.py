@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="runs per latency figure; the median is shown"
     )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, args.ckpt)
         print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(

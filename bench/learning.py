@@ -30,8 +30,10 @@ from config import Config, add_config_arguments, parse_config
 EXAMPLES = (
     "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 32 --pretrained none",
     "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --head-lr 1e-4   # the seed's head rate",
-    "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 16 --pretrained none "
-    "--learning-rate 1e-3 --lr-schedule cosine --warmup-steps 10   # from random weights",
+    (
+        "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 16 --pretrained none "
+        "--learning-rate 1e-3 --lr-schedule cosine --warmup-steps 10   # from random weights"
+    ),
 )
 OPTIONS = (
     "dataset_dir", "train_dir", "val_dir", "train_csv", "val_csv", "pretrained", "batch_size", "max_epochs",

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = Config(inference_batch_size=args.batch)
     threshold = config.verification_threshold if args.threshold is None else args.threshold
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, args.ckpt)
         print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(scratch / "photos", args.batch, WHOLE_PHOTO, sides=(250,))

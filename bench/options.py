@@ -136,8 +136,8 @@ def measure_options(
 
     config = Config()
     threshold = config.verification_threshold
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, checkpoint)
         photos = write_astronaut_variants(scratch / "photos", 2 * pairs, WHOLE_PHOTO, sides=(SIDE,))
         make_analyzer = functools.partial(FaceAnalyzer, config, age_checkpoint=checkpoint, device=device)

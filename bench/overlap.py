@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from face_match_age.inference.analyzer import FaceAnalyzer
 
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, args.ckpt)
         for note in notes:
             print(f"note: {note}")

@@ -201,7 +201,7 @@ def measure(
     clients.compare(pairs[0]), in_process.compare(pairs[0])  # warm-up: lazy imports, first calls
     walls: dict[str, list[float]] = {"concurrent": [], "sequential": [], "analyzer": []}
     latencies: dict[str, list[float]] = {key: [] for key in walls}
-    cpu: dict[str, float | None] = {key: 0.0 for key in walls}
+    cpu: dict[str, float | None] = dict.fromkeys(walls, 0.0)
     batching = {"batches": 0, "requests": 0, "largest": 0}
     for _ in range(repeats):
         before = clients.batching()
@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 64 or not 1 <= args.requests <= 10_000 or not 1 <= args.repeats <= 20:
         parser.error("--clients must lie in 1..64, --requests in 1..10000 and --repeats in 1..20")
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, args.ckpt)  # sets TORCH_HOME for the service too when needed
         print("".join(f"note: {note}\n" for note in notes), end="")
         photos = write_astronaut_variants(

@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"--help, median of {args.repeats} fresh processes (goal: under {HELP_GOAL_S:g} s)")
     for script, seconds in helps.items():
         print(f"  {script:<14}{seconds:>7.2f} s  {'ok' if seconds < HELP_GOAL_S else 'over the goal'}")
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         checkpoint, notes = ensure_models(scratch, args.ckpt)
         photos = write_astronaut_variants(scratch / "photos", 2, WHOLE_PHOTO, sides=(400, 430))
         stages = cold_pair_stages(photos, checkpoint, scratch, args.device, args.repeats)

@@ -176,8 +176,8 @@ def measure_training(config: Config, steps: int, images: int = 0, given_data: bo
     """The figures main() prints (and bench.gpu tabulates): both loops on `config`'s data, or on `images`
     synthetic crops (at least enough for the run) in a temporary folder unless `given_data`."""
     needed = (WARMUP_STEPS + steps + 1) * config.batch_size
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         if not given_data:
             csv_path = write_synthetic_faces(scratch / "faces", max(images, needed), config.img_size)
             config = config.replace(train_dir=scratch / "faces", train_csv=csv_path)

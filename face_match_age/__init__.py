@@ -24,7 +24,7 @@ for torch.
 import importlib
 
 _PUBLIC = {"FaceAnalyzer": "face_match_age.inference.analyzer", "Config": "face_match_age.settings"}
-__all__ = sorted(_PUBLIC)
+__all__ = sorted(_PUBLIC)  # noqa: PLE0605  a list, built from _PUBLIC so that the two never differ
 
 
 def __getattr__(name: str):

@@ -713,8 +713,10 @@ def compare_and_write(
     stem = unique_stem(out_dir, f"{paths[0].stem}_vs_{paths[1].stem}", [str(p.resolve()) for p in paths])
     image_path = out_dir / f"{stem}_result.jpg"
     sources = json.dumps([str(p.resolve()) for p in paths]).encode()
+    photo_1, photo_2 = photos
     write_atomically(
-        image_path, lambda tmp: comparison_image(*photos, result).save(tmp, format="JPEG", quality=92, comment=sources)
+        image_path,
+        lambda tmp: comparison_image(photo_1, photo_2, result).save(tmp, format="JPEG", quality=92, comment=sources),
     )
     written = [image_path]
     if write_json_file:
@@ -762,6 +764,6 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def _fail(error: Exception, code: int) -> int:
+def _fail(error: BaseException | str, code: int) -> int:
     print_error(error)
     return code

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from face_match_age.settings import LIGHTNING_PRECISION, devices_value, precision_value
+from face_match_age.settings import LIGHTNING_PRECISION, LightningPrecision, devices_value, precision_value
 
 
 class DeviceUnavailableError(ValueError):
@@ -30,7 +30,7 @@ class DeviceChoice:
         return torch.device(self.accelerator, self.index) if self.index is not None else torch.device(self.accelerator)
 
     @property
-    def lightning_precision(self) -> str:
+    def lightning_precision(self) -> LightningPrecision:
         """The precision as Lightning's Trainer takes it, e.g. "bf16-mixed"."""
         return LIGHTNING_PRECISION[self.precision]
 
@@ -139,7 +139,7 @@ def batch_process_count(devices: str, device: str) -> int:
             f"infer.py --devices takes a count or auto, not GPU indices ({devices}); to use GPUs "
             f"{devices}, run with CUDA_VISIBLE_DEVICES={devices} and --devices {len(value)}"
         )
-    if value == "auto":
+    if isinstance(value, str):  # "auto", the one text devices_value returns
         return max(1, torch.cuda.device_count()) if device in ("auto", "cuda") and torch.cuda.is_available() else 1
     return value
 

@@ -20,7 +20,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.context import SpawnContext, SpawnProcess
+from types import FrameType
+from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the signal a process gets when its parent dies
 PARENT_POLL_S = 1.0  # where prctl is missing: how often a helper checks that its parent is alive
@@ -82,7 +85,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}  # as signal.signal returns
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

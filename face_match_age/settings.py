@@ -33,7 +33,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from face_match_age.files.output_files import write_atomically
 
@@ -47,8 +47,9 @@ FACE_SELECTION_CHOICES = ("largest", "probability", "center")
 # inference, Lightning's mixed precision in training). Lightning's own spellings are accepted for the same values.
 PRECISION_CHOICES = ("auto", "32", "bf16", "16")
 INFERENCE_PRECISION_CHOICES = PRECISION_CHOICES  # the same set: inference_precision is --precision of infer.py
-LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # what Lightning's Trainer takes
-PRECISION_ALIASES = {long: short for short, long in LIGHTNING_PRECISION.items()}
+LightningPrecision = Literal["32-true", "bf16-mixed", "16-mixed"]  # the values of Trainer(precision=) used here
+LIGHTNING_PRECISION: dict[str, LightningPrecision] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+PRECISION_ALIASES: dict[str, str] = {long: short for short, long in LIGHTNING_PRECISION.items()}
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N (one GPU by index) or mps"  # every script's --device
 # The headings of every script's --help, in this order: key -> title. A script shows the ones it uses.
 OPTION_GROUPS = {
@@ -486,7 +487,7 @@ def settings_table() -> str:
     """Every setting under its --help heading: `name = default`, its reason and the results it changes (what
     `python config.py` prints)."""
     defaults = Config()
-    lines = []
+    lines: list[str | None] = []  # None: no blank line before the first heading
     for key, title in OPTION_GROUPS.items():
         fields = [f for f in dataclasses.fields(Config) if f.metadata["group"] == key]
         if fields:
@@ -708,7 +709,7 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         # Every argument added, kept here rather than read from argparse's private lists (for the suggestions,
         # and for tests); set first: argparse adds --help while initialising.
         self.options: list[argparse.Action] = []
-        self._commands: list[argparse.Action] = []
+        self._commands: list[argparse._SubParsersAction[ConfigArgumentParser]] = []
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
         # Every heading now, in OPTION_GROUPS' order whatever order options come in; empty ones are not shown.
@@ -724,7 +725,7 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         return action
 
     def add_subparsers(self, **kwargs: Any):
-        commands = super().add_subparsers(**kwargs)
+        commands: argparse._SubParsersAction[ConfigArgumentParser] = super().add_subparsers(**kwargs)
         self._commands.append(commands)
         return commands
 
@@ -742,7 +743,7 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         nested = [option for command in self.subcommands().values() for option in command.all_known_options()]
         return self.known_options + nested
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)
         unknown_options = [extra for extra in extras if extra.startswith("-")]
         if unknown_options:

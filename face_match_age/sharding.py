@@ -10,7 +10,7 @@ is noticed within WORKER_POLL_S, and named, rather than waited on for ever.
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 from face_match_age.processes import helper_context, start_helper_process
 
@@ -24,7 +24,7 @@ def sharded(
     items: Sequence,
     passed_on: tuple[type[BaseException], ...],
     died: str,
-) -> Iterator:
+) -> Generator:
     """What work(rank, world, items[rank::world]) yields, from `world` helper processes, in the order it
     comes. `work` must pickle (a module-level function, or a functools.partial of one). An exception of a
     `passed_on` type that `work` raises is raised here as itself; a worker that dies of anything else raises

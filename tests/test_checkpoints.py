@@ -94,8 +94,10 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_print_how_to_resume(tmp_path, 
     last = config.checkpoint_dir / "last.ckpt"
     stop_lines = [line for line in err.splitlines() if line.startswith("stopped by")]
     assert stop_lines == [
-        f"stopped by {signum.name} in epoch 0 at step 2; saved {last}; resume with: "
-        f"uv run python train.py {shlex.join(args)} --resume {last}"
+        (
+            f"stopped by {signum.name} in epoch 0 at step 2; saved {last}; resume with: "
+            f"uv run python train.py {shlex.join(args)} --resume {last}"
+        )
     ], err[-3000:]
     assert _checkpoint_position(last) == (0, 2)  # the batch running when the signal came was finished first
 

@@ -52,7 +52,7 @@ def test_a_missing_or_unknown_column_is_one_line_naming_the_files_columns(tmp_pa
     message = str(error.value)
     assert "lacks the column(s) img2" in message and "has file_a, file_b, same" in message
     assert "--columns img2=COLUMN" in message and "\n" not in message
-    with pytest.raises(evaluate.EvaluationError, match="lacks the column.s. label"):
+    with pytest.raises(evaluate.EvaluationError, match=r"lacks the column.s. label"):
         evaluate._labelled_pairs(tmp_path / "pairs.csv", {"img1": "file_a", "img2": "file_b"})
 
 
@@ -73,11 +73,11 @@ def test_fg_net_style_labels_are_read_with_columns(tmp_path):
     (tmp_path / "labels.csv").write_text(" file , years ,person\n001A02.JPG,2,1\n001A05.JPG,5,1\n")
     labels = read_labels(tmp_path / "labels.csv", images, {"name": "file", "age": "years"})
     assert labels[["name", "age"]].values.tolist() == [["001A02.JPG", 2], ["001A05.JPG", 5]]
-    with pytest.raises(LabelsError, match="no column age_years .--columns age=age_years.; its columns are file"):
+    with pytest.raises(LabelsError, match=r"no column age_years .--columns age=age_years.; its columns are file"):
         read_labels(tmp_path / "labels.csv", images, {"name": "file", "age": "age_years"})
     user = read_user_csv(images, tmp_path / "labels.csv", {"name": "file", "age": "years", "identity": "person"})
     assert user.has_identity
-    with pytest.raises(MetadataError, match="lacks the column.s. age; .* has file, years, person"):
+    with pytest.raises(MetadataError, match=r"lacks the column.s. age; .* has file, years, person"):
         read_user_csv(images, tmp_path / "labels.csv", {"name": "file"})
     (tmp_path / "people.csv").write_text("file,person,taken\na.jpg,x,2004\nb.jpg,y,2010\n")
     table, by = evaluate._retrieval_table(

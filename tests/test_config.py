@@ -45,6 +45,8 @@ def test_each_default_is_defined_once_in_the_package_and_the_root_config_re_expo
             defined.add(node.name)
         elif isinstance(node, ast.Assign):
             defined |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):  # NAME: type = value
+            defined.add(node.target.id)
     assert sorted(config.__all__) == sorted(name for name in defined if not name.startswith("_"))
     assert all(getattr(config, name) is getattr(settings, name) for name in config.__all__)
 

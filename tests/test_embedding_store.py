@@ -90,7 +90,7 @@ def test_two_merged_shards_equal_one_run_over_all_photos(tmp_path):
 def test_merging_shards_that_share_a_photo_is_refused_naming_it(tmp_path):
     EmbeddingStore(tmp_path / "shard1").append(*_photos(["a.jpg", "b.jpg"]))
     EmbeddingStore(tmp_path / "shard2").append(*_photos(["b.jpg", "c.jpg"]))
-    with pytest.raises(StoreError, match="b.jpg is in two shards"):
+    with pytest.raises(StoreError, match=r"b.jpg is in two shards"):
         merge_stores([tmp_path / "shard1", tmp_path / "shard2"], tmp_path / "merged")
     assert not (tmp_path / "merged" / "manifest.json").exists()
 

@@ -385,7 +385,7 @@ def test_a_rerun_into_the_same_folder_resumes_with_the_same_figures_and_no_photo
     from face_match_age.inference import analyzer
 
     read = []
-    monkeypatch.setattr(analyzer, "load_image", lambda photo: read.append(photo))
+    monkeypatch.setattr(analyzer, "load_image", read.append)
     assert evaluate.main(command) == 0  # every pair is already in results.jsonl, with its exact similarity
     assert "resuming: 7 of 7 pairs" in capsys.readouterr().out
     assert read == []  # no second pass over the photos for unrounded similarities

@@ -32,7 +32,7 @@ def test_mtcnn_finds_the_astronauts_face(astronaut):
 
 
 def test_mtcnn_finds_no_face_in_a_cup_of_coffee(coffee):
-    boxes, probabilities = build_face_detector(Config()).detect(coffee)
+    boxes, _probabilities = build_face_detector(Config()).detect(coffee)
     assert boxes is None
 
 

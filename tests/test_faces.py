@@ -46,7 +46,7 @@ def test_the_too_small_rule_is_exactly_where_mtcnn_stops_building_its_pyramid(de
     detector = build_face_detector(config)
     noise = np.random.default_rng(0).integers(0, 256, (min_face_size, 3 * min_face_size, 3), dtype=np.uint8)
     detector.detect(Image.fromarray(noise))
-    with pytest.raises(Exception, match="torch.cat"):  # a facenet-pytorch that stops crashing makes this fail
+    with pytest.raises(Exception, match=r"torch.cat"):  # a facenet-pytorch that stops crashing makes this fail
         detector.detect(Image.fromarray(noise[1:]))
 
 

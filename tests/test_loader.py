@@ -60,7 +60,7 @@ def test_empty_headerless_and_columnless_csvs(dataset_config):
     with pytest.raises(LabelsError, match="not a readable CSV"):
         read_labels(dataset_config.train_csv, dataset_config.train_dir)
     dataset_config.train_csv.write_text("file,years\na.jpg,3\n")
-    with pytest.raises(LabelsError, match="lacks the column.*age, name"):
+    with pytest.raises(LabelsError, match=r"lacks the column.*age, name"):
         read_labels(dataset_config.train_csv, dataset_config.train_dir)
     with pytest.raises(LabelsError, match="does not exist"):
         read_labels(dataset_config.train_csv.with_name("nope.csv"), dataset_config.train_dir)

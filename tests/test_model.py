@@ -160,7 +160,7 @@ def test_checkpoint_with_a_code_payload_is_refused_and_never_runs(tmp_path):
     payload.marker = str(marker)
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"x": payload}}, evil)
-    with pytest.raises(CheckpointError, match="refused to load .*evil.ckpt.*weights_only=True"):
+    with pytest.raises(CheckpointError, match=r"refused to load .*evil.ckpt.*weights_only=True"):
         load_age_model(evil)
     assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):  # Lightning's loader is safe too, not only load_age_model
@@ -169,10 +169,10 @@ def test_checkpoint_with_a_code_payload_is_refused_and_never_runs(tmp_path):
 
 
 def test_missing_or_broken_checkpoints_are_named(tmp_path):
-    with pytest.raises(CheckpointError, match="no age checkpoint at .*train.py"):
+    with pytest.raises(CheckpointError, match=r"no age checkpoint at .*train.py"):
         load_age_model(tmp_path / "nope.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="junk.ckpt"):
+    with pytest.raises(CheckpointError, match=r"junk.ckpt"):
         load_age_model(tmp_path / "junk.ckpt")
 
 

@@ -1,5 +1,7 @@
 """Blockwise similarity search finds exactly what a brute-force all-pairs computation finds."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def _thresholds_between_pairs(embeddings: np.ndarray) -> list[float]:
     """Thresholds midway between neighbouring similarities of the planted pairs: no pair sits on one."""
     similarity = embeddings.astype(np.float64) @ embeddings.astype(np.float64).T
     planted = np.sort(np.diagonal(similarity[:30, 270:]))
-    return [float((low + high) / 2) for low, high in zip(planted[:-1], planted[1:], strict=True)][::7] + [0.1, 0.99]
+    return [float((low + high) / 2) for low, high in itertools.pairwise(planted)][::7] + [0.1, 0.99]
 
 
 @pytest.mark.parametrize("block", BLOCKS)

@@ -78,7 +78,7 @@ def test_a_random_split_meets_the_ratio_to_one_image_across_bands():
     records = pd.DataFrame(
         {"source": [f"{i}.jpg" for i in range(23)], "age": [3, 14, 25, 36, 47, 58, 69] * 3 + [80, 91], "identity": None}
     )
-    train, val = split_records(records, 0.2, 0, has_identity=False)
+    _train, val = split_records(records, 0.2, 0, has_identity=False)
     # Rounding each band on its own gave 7 (1 of each band of 3, none of the bands of 1) instead of 5.
     assert len(val) == 5
     assert val["age"].floordiv(10).nunique() == 5

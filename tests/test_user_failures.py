@@ -114,8 +114,10 @@ def test_gpu_indices_on_a_machine_without_gpus_are_one_line(dataset, tmp_path, m
     _no_gpu(monkeypatch)
     assert train.main(train_args(_own_folders(dataset, tmp_path), device="auto", devices="0,1")) == ExitCode.USAGE
     assert _error_lines(capsys.readouterr().err) == [
-        "error: cannot set up training on cpu: `devices` selected with `CPUAccelerator` should be an int > 0; "
-        "check --device, --devices, --num-nodes, --strategy and --precision"
+        (
+            "error: cannot set up training on cpu: `devices` selected with `CPUAccelerator` should be an int > 0; "
+            "check --device, --devices, --num-nodes, --strategy and --precision"
+        )
     ]
 
 
@@ -136,8 +138,10 @@ def test_out_of_memory_while_training_names_the_batch_size(dataset, tmp_path, mo
     _forward_out_of_memory(monkeypatch)
     assert train.main(train_args(_own_folders(dataset, tmp_path))) == ExitCode.OUT_OF_MEMORY
     assert _error_lines(capsys.readouterr().err) == [
-        "error: out of memory on the device while training (OutOfMemoryError: CUDA out of memory. Tried to "
-        "allocate 20.00 GiB); lower --batch-size (now 4)"
+        (
+            "error: out of memory on the device while training (OutOfMemoryError: CUDA out of memory. Tried to "
+            "allocate 20.00 GiB); lower --batch-size (now 4)"
+        )
     ]
 
 
@@ -149,8 +153,10 @@ def test_out_of_memory_while_inferring_names_the_inference_batch_size(
     argv = [*photos, str(tmp_path / "out"), "--no-age", "--inference-batch-size", "8"]
     assert infer.main(argv) == ExitCode.OUT_OF_MEMORY
     assert _error_lines(capsys.readouterr().err) == [
-        "error: out of memory on the device while running the networks (OutOfMemoryError: CUDA out of memory. "
-        "Tried to allocate 20.00 GiB); lower --inference-batch-size (now 8)"
+        (
+            "error: out of memory on the device while running the networks (OutOfMemoryError: CUDA out of memory. "
+            "Tried to allocate 20.00 GiB); lower --inference-batch-size (now 8)"
+        )
     ]
 
 
@@ -163,8 +169,10 @@ def test_out_of_memory_while_evaluating_ages_names_the_inference_batch_size(
         evaluate.main([*argv, "--out", str(tmp_path / "eval"), "--inference-batch-size", "2"]) == ExitCode.OUT_OF_MEMORY
     )
     assert _error_lines(capsys.readouterr().err) == [
-        "error: out of memory on the device while running the networks (OutOfMemoryError: CUDA out of memory. "
-        "Tried to allocate 20.00 GiB); lower --inference-batch-size (now 2)"
+        (
+            "error: out of memory on the device while running the networks (OutOfMemoryError: CUDA out of memory. "
+            "Tried to allocate 20.00 GiB); lower --inference-batch-size (now 2)"
+        )
     ]
 
 
@@ -182,8 +190,10 @@ def test_out_of_memory_while_preparing_a_dataset_is_one_line(tmp_path, monkeypat
     argv = ["--dataset", "csv", "--images", str(folder), "--csv", str(tmp_path / "l.csv"), "--workers", "1"]
     assert data_prep.main([*argv, "--out", str(tmp_path / "prepared")]) == ExitCode.OUT_OF_MEMORY
     assert _error_lines(capsys.readouterr().err) == [
-        "error: out of memory on the device while detecting faces (OutOfMemoryError: CUDA out of memory. Tried to "
-        "allocate 20.00 GiB); free the GPU, or detect on the CPU with --workers 2"
+        (
+            "error: out of memory on the device while detecting faces (OutOfMemoryError: CUDA out of memory. Tried to "
+            "allocate 20.00 GiB); free the GPU, or detect on the CPU with --workers 2"
+        )
     ]
 
 
@@ -269,8 +279,10 @@ def test_a_full_disk_during_a_batch_keeps_whole_rows_and_exits_5(
         patch.setattr(batch, "open", open_on_a_filling_disk, raising=False)  # the batch's appending writer
         assert infer.main(command) == infer.EXIT_OUTPUT
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: disk full writing the results in {out}; 1 whole row is kept: free space and run the same "
-        "command to resume, or choose another OUT_DIR"
+        (
+            f"error: disk full writing the results in {out}; 1 whole row is kept: free space and run the same "
+            "command to resume, or choose another OUT_DIR"
+        )
     ]
     rows, table = _rows(out)  # the second row, cut in results.csv mid-line, is gone from both files
     assert len(rows) == len(table) == 1
@@ -334,9 +346,11 @@ def test_train_refuses_the_vggface2_weights_as_a_ckpt(dataset, torch_home_with_v
         torch.save(torch_home_with_vggface2, vggface2, _use_new_zipfile_serialization=False)
     assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(vggface2)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: cannot resume from {vggface2}: it holds bare network weights (such as the VGGFace2 file), not a "
-        "training checkpoint; to train from pretrained weights start without --resume and use --pretrained vggface2 "
-        "or casia-webface (their files belong in $TORCH_HOME/checkpoints)"
+        (
+            f"error: cannot resume from {vggface2}: it holds bare network weights (such as the VGGFace2 file), not a "
+            "training checkpoint; to train from pretrained weights start without --resume and use --pretrained "
+            "vggface2 or casia-webface (their files belong in $TORCH_HOME/checkpoints)"
+        )
     ]
     assert not (tmp_path / "checkpoints").exists()  # refused before Lightning set anything up
 
@@ -344,9 +358,11 @@ def test_train_refuses_the_vggface2_weights_as_a_ckpt(dataset, torch_home_with_v
 def test_train_refuses_a_weights_only_age_checkpoint_as_a_ckpt(dataset, age_checkpoint, tmp_path, capsys):
     assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(age_checkpoint)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: cannot resume from {age_checkpoint}: it holds the age model's weights only (no "
-        "optimizer_states, loops), so training cannot continue from it; use it with infer.py or evaluate.py "
-        "--ckpt, or train again without --resume"
+        (
+            f"error: cannot resume from {age_checkpoint}: it holds the age model's weights only (no "
+            "optimizer_states, loops), so training cannot continue from it; use it with infer.py or evaluate.py "
+            "--ckpt, or train again without --resume"
+        )
     ]
 
 
@@ -373,9 +389,11 @@ def test_train_refuses_to_resume_with_other_settings_naming_both_values(dataset,
     saved_config.write_text("{}")
     assert train.main(train_args(_own_folders(dataset, tmp_path)) + ["--resume", str(resumable)]) == ExitCode.MODEL
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: cannot resume from {resumable}: it was trained with img_size 160 (this command: 80); "
-        f"head_hidden_dim 128 (this command: 256); resume with the same settings (--config {saved_config}) or train "
-        "again without --resume"
+        (
+            f"error: cannot resume from {resumable}: it was trained with img_size 160 (this command: 80); "
+            f"head_hidden_dim 128 (this command: 256); resume with the same settings (--config {saved_config}) or "
+            "train again without --resume"
+        )
     ]
 
 

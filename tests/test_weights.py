@@ -65,7 +65,7 @@ def test_corrupt_or_foreign_files_are_named(empty_torch_home):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"<html>rate limited</html>")
     with pytest.raises(
-        PretrainedWeightsError, match="weights file .* is damaged: it is not a PyTorch checkpoint archive.*Delete it"
+        PretrainedWeightsError, match=r"weights file .* is damaged: it is not a PyTorch checkpoint archive.*Delete it"
     ):
         load_backbone("vggface2")
     torch.save({"conv.weight": torch.zeros(1)}, path)

@@ -97,8 +97,8 @@ def pyramid_scales(height: int, width: int, min_face_size: int, factor: float) -
 def _proposals(detector: MTCNN, pixels: list[torch.Tensor], bucket_side: int):
     """First stage: candidate boxes (x1 y1 x2 y2 score, M x 5) and the photo each belongs to, regressed and
     squared, after detect_face's per-level and per-photo suppression."""
-    pyramids = [pyramid_scales(*p.shape[2:], detector.min_face_size, detector.factor) for p in pixels]
-    candidates, owners = [], []
+    pyramids = [pyramid_scales(p.shape[2], p.shape[3], detector.min_face_size, detector.factor) for p in pixels]
+    candidates, candidate_owners = [], []
     for level in range(max(map(len, pyramids), default=0)):
         members = [index for index, scales in enumerate(pyramids) if len(scales) > level]
         scale = pyramids[members[0]][level]  # every pyramid has the same scales, some more of them
@@ -111,13 +111,13 @@ def _proposals(detector: MTCNN, pixels: list[torch.Tensor], bucket_side: int):
             boxes, rank = _first_network(detector, [levels[i] for i in bucket], scale)
             level_boxes.append(boxes)
             level_owners.append(torch.as_tensor([members[i] for i in bucket], device=boxes.device)[rank])
-        boxes, level_owners = torch.cat(level_boxes), torch.cat(level_owners)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], level_owners, 0.5)
+        boxes, owned_by = torch.cat(level_boxes), torch.cat(level_owners)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], owned_by, 0.5)
         candidates.append(boxes[pick])
-        owners.append(level_owners[pick])
+        candidate_owners.append(owned_by[pick])
     if not candidates:
         return torch.empty(0, 5, device=detector.device), torch.empty(0, dtype=torch.long, device=detector.device)
-    boxes, owners = torch.cat(candidates), torch.cat(owners)
+    boxes, owners = torch.cat(candidates), torch.cat(candidate_owners)
     pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
     boxes, owners = boxes[pick], owners[pick]
     width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -154,9 +154,9 @@ def _scored(network, pixels: list[torch.Tensor], boxes: torch.Tensor, owners: to
     owners and that network's box regressions: detect_face's stage, each crop clamped to its own photo."""
     crops = []
     corners = boxes.trunc().int().cpu().numpy()
-    for (x1, y1, x2, y2), owner in zip(corners[:, :4], owners.tolist()):
+    for (left, top, right, bottom), owner in zip(corners[:, :4], owners.tolist()):
         height, width = pixels[owner].shape[2:]
-        x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, width), min(y2, height)
+        x1, y1, x2, y2 = max(left, 1), max(top, 1), min(right, width), min(bottom, height)
         if y2 > y1 - 1 and x2 > x1 - 1:  # detect_face skips empty crops the same way
             crops.append(imresample(pixels[owner][:, :, y1 - 1 : y2, x1 - 1 : x2], (side, side)))
     outputs = fixed_batch_process((torch.cat(crops) - 127.5) * 0.0078125, network)

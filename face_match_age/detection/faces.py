@@ -133,7 +133,7 @@ def _for_detection(image: Image.Image, max_side: int) -> tuple[Image.Image, floa
     scale = min(1.0, max_side / max(image.size))
     if scale == 1.0:
         return image, scale
-    return image.resize(_detection_size(image.size, max_side), Image.BILINEAR), scale
+    return image.resize(_detection_size(image.size, max_side), Image.Resampling.BILINEAR), scale
 
 
 def _no_faces(config: Config) -> DetectedFaces:

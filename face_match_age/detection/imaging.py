@@ -70,7 +70,7 @@ def load_image(source: ImageInput, name: str | None = None) -> Image.Image:
         raise ImageLoadError(f"cannot read image {name}: it is empty ({image.size[0]}x{image.size[1]} pixels)")
     try:
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block should not cost us an otherwise good photo
+    except Exception:  # noqa: BLE001  a broken EXIF block should not cost us an otherwise good photo
         pass
     return _to_rgb(image, name)
 

@@ -171,7 +171,7 @@ def similarity_histogram_figure(scores, labels, threshold: float):
     axis = figure.subplots()
     low = min(scores.min(initial=threshold), threshold)
     high = max(scores.max(initial=threshold), threshold)
-    bins = np.linspace(low, high if high > low else low + 1e-6, 41)
+    bins = np.linspace(low, high if high > low else low + 1e-6, 41).tolist()  # a list: what matplotlib's stubs take
     for members, name, colour in ((labels, "same person", "C2"), (~labels, "different people", "C3")):
         if members.any():
             axis.hist(

@@ -11,6 +11,7 @@ counted too. Beside each rank-k accuracy, its chance level: what a random rankin
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +84,7 @@ def retrieval_summary(scores: QueryScores, ranks: tuple[int, ...] = RANKS) -> di
     map and rank_k of the scored queries, each rank_k beside chance_rank_k, a random ranking's. Without a
     scored query the figures are None and `undefined` says why."""
     scored = scores.scored
-    summary = {
+    summary: dict[str, float | str | None] = {
         "queries": int(scored.sum()),
         "skipped_queries": int((~scored).sum()),
         "skipped_person_not_in_gallery": int((scores.correct == 0).sum()),
@@ -151,7 +152,7 @@ def parse_groups(text: str) -> list[Group]:
     groups.sort(key=lambda group: group.low)
     if len(groups) < 2:
         raise ValueError(f"--groups {text!r} names fewer than two groups; queries and gallery need one each")
-    for earlier, later in zip(groups, groups[1:]):
+    for earlier, later in itertools.pairwise(groups):
         if later.low <= earlier.high:
             raise ValueError(f"groups {earlier.label} and {later.label} overlap")
     return groups

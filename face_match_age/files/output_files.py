@@ -79,7 +79,7 @@ def out_dir_lock(out_dir: Path) -> Iterator[Path]:
 
 def _lock_at_once(handle) -> bool:
     """Lock the open file `handle` for this process without waiting; False when another process holds it."""
-    if os.name == "nt":  # no flock on Windows: a byte-range lock, released the same way
+    if sys.platform == "win32":  # no flock on Windows: a byte-range lock, released the same way
         import msvcrt
 
         try:

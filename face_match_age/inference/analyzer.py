@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,8 +69,15 @@ class FaceRecord:
 
     def result(self, faces_found: int) -> FaceResult:
         """The face as results report it; `faces_found`: how many faces its photo held."""
-        interval = None if self.age_interval is None else tuple(self.age_interval)
-        return FaceResult(tuple(self.box), self.detection_probability, faces_found, self.age, self.age_std, interval)
+        x1, y1, x2, y2 = self.box
+        interval = None if self.age_interval is None else (self.age_interval[0], self.age_interval[1])
+        return FaceResult((x1, y1, x2, y2), self.detection_probability, faces_found, self.age, self.age_std, interval)
+
+    def computed_embedding(self) -> np.ndarray:
+        """The embedding, which the networks set (an analysis with compute=True)."""
+        if self.embedding is None:
+            raise ValueError("this face's embedding was not computed: analyze it with compute=True")
+        return self.embedding
 
 
 @dataclass
@@ -87,6 +95,13 @@ class PhotoAnalysis:
     @property
     def face(self) -> FaceRecord | None:
         return None if self.chosen is None else self.faces[self.chosen]
+
+    def found_face(self) -> FaceRecord:
+        """The chosen face; the failure (ImageLoadError, NoFaceError) raised when there is none."""
+        if self.failure is not None:
+            raise self.failure
+        assert self.face is not None  # FaceAnalyzer._keep_faces chooses a face wherever it sets no failure
+        return self.face
 
     @property
     def error(self) -> str | None:
@@ -129,7 +144,7 @@ class FaceAnalyzer:
         self.tta = tta
         self.detector = build_face_detector(self.config, self.device)
         self.age_checkpoint = Path(age_checkpoint or self.config.best_checkpoint) if with_age else None
-        self.age_model = load_age_model(self.age_checkpoint, self.device) if with_age else None
+        self.age_model = None if self.age_checkpoint is None else load_age_model(self.age_checkpoint, self.device)
         # Faces reach each network at its own size: the age model's as its checkpoint records it (a model trained
         # with --img-size 128 sees 128x128 faces, as in training), the verification model's at img_size.
         trained = getattr(self.age_model, "trained_img_size", None)
@@ -162,7 +177,7 @@ class FaceAnalyzer:
         """Every face MTCNN found, as records.FaceResult's dicts: box (original pixels), detection_probability,
         faces_found; the age fields null."""
         analysis = self.analyze(photo, all_faces=True, compute=False)
-        _raise_for(analysis)
+        analysis.found_face()  # raises the photo's failure, if any
         return [face.result(analysis.faces_found).to_json() for face in analysis.faces]
 
     def predict_age(self, photo: ImageInput, all_faces: bool = False) -> list[dict]:
@@ -171,15 +186,13 @@ class FaceAnalyzer:
         if self.age_model is None:
             raise RuntimeError("this FaceAnalyzer was built with with_age=False")
         analysis = self.analyze(photo, all_faces=all_faces)
-        _raise_for(analysis)
-        faces = analysis.faces if all_faces else [analysis.face]
+        face = analysis.found_face()
+        faces = analysis.faces if all_faces else [face]
         return [face.result(analysis.faces_found).to_json() for face in faces]
 
     def embed(self, photo: ImageInput) -> np.ndarray:
         """The unit-length 512-d VGGFace2 embedding of the chosen face."""
-        analysis = self.analyze(photo)
-        _raise_for(analysis)
-        return analysis.face.embedding
+        return self.analyze(photo).found_face().computed_embedding()
 
     def compare(
         self,
@@ -212,7 +225,7 @@ class FaceAnalyzer:
         photos_per_chunk: int = 16,
         names: Iterable[str] | None = None,
         overlap: bool = False,
-    ) -> Iterator[PhotoAnalysis]:
+    ) -> Generator[PhotoAnalysis, None, None]:
         """Analyse photos in input order, each once; a chunk of photos shares MTCNN calls and forward
         passes. A photo that fails yields an analysis with `error` set instead of stopping the others.
         `names` label the photos in results and errors (default: the path, or the object's type).
@@ -223,7 +236,7 @@ class FaceAnalyzer:
         if isinstance(photos, (str, Path, bytes, Image.Image, np.ndarray)):  # iterable, but one photo
             raise TypeError("analyze_many takes a list (or other iterable) of photos; for one photo use analyze")
 
-        def detected_chunks():
+        def detected_chunks() -> Generator[tuple[list[PhotoAnalysis], list[torch.Tensor]], None, None]:
             for chunk in _chunks(photos, names, photos_per_chunk):
                 yield self._detect_chunk(chunk, all_faces)
 
@@ -238,25 +251,29 @@ class FaceAnalyzer:
     def _detect_chunk(self, chunk, all_faces: bool) -> tuple[list[PhotoAnalysis], list[torch.Tensor]]:
         """Read and detect a chunk of (photo, name): its analyses (faces found, failures set) and the crops
         worth the networks' time, in the order of the analyses that have faces."""
-        analyses, images = [], []
+        analyses: list[PhotoAnalysis] = []
+        images: list[Image.Image | None] = []
         for photo, name in chunk:
             analysis = PhotoAnalysis(source=name)
             try:
-                images.append(load_image(photo))
-                analysis.size = images[-1].size
+                image = load_image(photo)
+                images.append(image)
+                analysis.size = image.size
             except ImageLoadError as error:  # unreadable, truncated, too large...
                 analysis.failure = error
                 images.append(None)
             analyses.append(analysis)
-        readable = [i for i, image in enumerate(images) if image is not None]
-        detected = detect_faces_batch(self.detector, [images[i] for i in readable], self.config)
-        crops = [self._keep_faces(analyses[i], found, all_faces) for i, found in zip(readable, detected)]
+        readable = [(i, image) for i, image in enumerate(images) if image is not None]
+        detected = detect_faces_batch(self.detector, [image for _, image in readable], self.config)
+        crops = [self._keep_faces(analyses[i], found, all_faces) for (i, _), found in zip(readable, detected)]
         return analyses, [c for c in crops if c is not None]
 
     def _keep_faces(self, analysis: PhotoAnalysis, found, all_faces: bool) -> torch.Tensor | None:
         """Record the detected faces on `analysis`; returns the crops worth the networks' time."""
+        size = analysis.size
+        assert size is not None  # set when its photo was read, and only photos read reach detection
         try:
-            require_faces(found, analysis.size, self.config, analysis.source)
+            require_faces(found, size, self.config, analysis.source)
         except NoFaceError as error:
             analysis.failure = error
             return None
@@ -264,7 +281,7 @@ class FaceAnalyzer:
         analysis.faces = [
             FaceRecord([int(round(v)) for v in box], float(p)) for box, p in zip(found.boxes, found.probabilities)
         ]
-        analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, analysis.size)
+        analysis.chosen = select_face(found.boxes, found.probabilities, self.config.face_selection, size)
         if all_faces:
             return found.crops
         analysis.faces, chosen = [analysis.faces[analysis.chosen]], analysis.chosen
@@ -285,18 +302,22 @@ class FaceAnalyzer:
     def network_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
         """For face crops as detection cuts them: (age probabilities, N x 101 float32 on the CPU, or None
         without an age model; unit embeddings, N x 512 numpy), in batches of config.inference_batch_size."""
-        probabilities, embeddings = [], []
-        size, own_size = self.config.inference_batch_size, self.age_input_size not in (None, self.config.img_size)
+        probability_batches: list[torch.Tensor] = []
+        embedding_batches: list[np.ndarray] = []
+        size = self.config.inference_batch_size
+        # The age model's own face size, where it differs from the verification model's
+        age_size = None if self.age_input_size == self.config.img_size else self.age_input_size
         for start in range(0, len(crops), size):
             batch = crops[start : start + size]
             faces = torch.stack([face_to_tensor(crop, self.config.img_size) for crop in batch])
             # From the crops, as training resized them, not from the verification model's tensors.
-            age_faces = torch.stack([face_to_tensor(crop, self.age_input_size) for crop in batch]) if own_size else None
+            age_faces = None if age_size is None else torch.stack([face_to_tensor(crop, age_size) for crop in batch])
             batch_probabilities, batch_embeddings = self._forward(faces, age_faces)
-            probabilities.append(batch_probabilities)
-            embeddings.append(batch_embeddings)
-        probabilities = torch.cat(probabilities) if self.age_model is not None else None
-        return probabilities, np.concatenate(embeddings)
+            if batch_probabilities is not None:  # None without an age model
+                probability_batches.append(batch_probabilities)
+            embedding_batches.append(batch_embeddings)
+        probabilities = torch.cat(probability_batches) if self.age_model is not None else None
+        return probabilities, np.concatenate(embedding_batches)
 
     def _forward(
         self, faces: torch.Tensor, age_faces: torch.Tensor | None = None
@@ -370,9 +391,9 @@ def pair_result(
     if errors:
         faces = (_chosen_face(first), _chosen_face(second))
         return PairResult(file_1, file_2, *faces, verification=None, age_gap=None, error="; ".join(errors))
-    extra = {}
+    extra: dict[str, Any] = {}
     if len(first.faces) > 1 or len(second.faces) > 1:
-        embeddings = [np.stack([face.embedding for face in analysis.faces]) for analysis in (first, second)]
+        embeddings = [np.stack([face.computed_embedding() for face in analysis.faces]) for analysis in (first, second)]
         matrix = cosine_similarities(*embeddings).tolist()
         i, j = (int(k) for k in np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces))))
         extra = {
@@ -382,10 +403,11 @@ def pair_result(
             "best_pair": {"face_1": i, "face_2": j, "similarity": matrix[i][j]},
         }
         first, second = _with_chosen(first, i), _with_chosen(second, j)
-    similarity = cosine_similarity(first.face.embedding, second.face.embedding)
+    face_1, face_2 = first.found_face(), second.found_face()  # neither failed: both have a chosen face
+    similarity = cosine_similarity(face_1.computed_embedding(), face_2.computed_embedding())
     age_gap = None
-    if first.face.age is not None and second.face.age is not None:
-        age_gap = abs(first.face.age - second.face.age)
+    if face_1.age is not None and face_2.age is not None:
+        age_gap = abs(face_1.age - face_2.age)
     threshold, why = rule.threshold_for(age_gap)
     verification = Verification(rule.is_match(similarity, age_gap), similarity, threshold, why)
     faces = (_chosen_face(first), _chosen_face(second))
@@ -398,11 +420,6 @@ def _with_chosen(analysis: PhotoAnalysis, index: int) -> PhotoAnalysis:
 
 def _chosen_face(analysis: PhotoAnalysis) -> FaceResult | None:
     return None if analysis.face is None else analysis.face.result(analysis.faces_found)
-
-
-def _raise_for(analysis: PhotoAnalysis) -> None:
-    if analysis.failure is not None:
-        raise analysis.failure
 
 
 def _chunks(

@@ -38,7 +38,9 @@ def _panel(
         _label(ImageDraw.Draw(panel), (10, PANEL_HEIGHT // 2), "photo unreadable", NO_MATCH_COLOUR)
         return panel
     scale = min(PANEL_HEIGHT / photo.height, MAX_PANEL_WIDTH / photo.width)
-    shown = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
+    shown = photo.resize(
+        (max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.Resampling.BILINEAR
+    )
     if shown.height == PANEL_HEIGHT and shown.width >= MIN_PANEL_WIDTH:
         panel = shown
     else:
@@ -89,7 +91,7 @@ def ages_image(photo: Image.Image, result: dict) -> Image.Image:
     "42 ± 5 years"; a photo without a face says so."""
     scale = min(1.0, AGES_MAX_SIDE / max(photo.size))
     size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
-    picture = photo.convert("RGB").resize(size, Image.BILINEAR) if scale < 1 else photo.convert("RGB")
+    picture = photo.convert("RGB").resize(size, Image.Resampling.BILINEAR) if scale < 1 else photo.convert("RGB")
     draw = ImageDraw.Draw(picture)
     text_size = max(14, round(max(picture.size) / 40))
     if not result.get("faces"):

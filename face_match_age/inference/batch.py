@@ -21,7 +21,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -105,7 +105,7 @@ def run_batch(
                 print(f"resuming: {len(pairs) - len(todo)} of {len(pairs)} pairs already in {results}")
             photos = list(dict.fromkeys(path for pair in todo for path in (pair.path1, pair.path2)))
             if not photos:
-                analyses = (analysis for analysis in ())  # nothing left to do: no model is loaded
+                analyses = _no_analyses()  # nothing left to do: no model is loaded
             elif devices > 1:
                 analyses = analyses_sharded(devices, device, all_faces, make_analyzer, photos)
             else:
@@ -246,6 +246,10 @@ class _WholeRows:
         ) from None
 
 
+def _no_analyses() -> Generator[PhotoAnalysis, None, None]:
+    yield from ()
+
+
 def _write_results(
     pairs: list[PairSpec],
     analyses: Iterator[PhotoAnalysis],
@@ -280,7 +284,8 @@ def _write_results(
                 row = _row(pair, done[str(pair.path1)], done[str(pair.path2)], rule, age_model)
                 jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
                 writer.writerow(_csv_row(row))
-                jsonl.flush(), table.flush()  # a crash keeps every row written so far
+                jsonl.flush()  # a crash keeps every row written so far
+                table.flush()
                 if whole is not None:
                     whole.add(jsonl, table)
                 progress.update()

@@ -10,7 +10,7 @@ lowest threshold and each pair is then judged by its own.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,11 +175,14 @@ def most_similar_first(similarity: np.ndarray, per_slice: int = PAIRS_PER_SLICE)
 def _rounded(values: np.ndarray, column: str) -> list:
     """`values` rounded to the digits of `column` (records.column_field) as Python floats (their shortest form:
     0.7, not 0.699999988), "" for NaN: records.cell for a whole column at once."""
-    rounded = np.round(np.asarray(values, dtype=np.float64), column_field(column)[1]).tolist()
+    digits = column_field(column)[1]
+    if digits is None:  # a caller's mistake: only columns with digits are rounded
+        raise ValueError(f"{column} is not a rounded column")
+    rounded = np.round(np.asarray(values, dtype=np.float64), digits).tolist()
     return [("" if value != value else value) for value in rounded]  # value != value: NaN
 
 
-def write_faces_csv(path: Path, records: Sequence[dict], extra: dict[str, Sequence] | None = None) -> Path:
+def write_faces_csv(path: Path, records: Sequence[dict], extra: Mapping[str, Sequence] | None = None) -> Path:
     """faces.csv, one row per photo (records.FACES_CSV_COLUMNS: file, its face's fields, error) plus the `extra`
     columns (one value per record each: records.FACES_CSV_EXTRA, the cluster or the similarity to the reference)."""
     extra = extra or {}

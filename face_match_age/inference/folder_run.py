@@ -180,11 +180,9 @@ def _write_clusters(labels: np.ndarray, collection: Collection, folder: Path, ou
 def _reference_outputs(
     request: FolderRequest, collection: Collection, analyzer: FaceAnalyzer, rule: MatchRule
 ) -> tuple[JudgedMatches, list[Path]]:
-    reference = analyzer.analyze(request.reference)
-    if reference.failure is not None:
-        raise reference.failure
-    face = reference.face
-    similarities, matches = reference_search(collection, face.embedding, face.age, rule, request.top_k)
+    assert request.reference is not None  # run_folder comes here only for a request with a reference
+    face = analyzer.analyze(request.reference).found_face()
+    similarities, matches = reference_search(collection, face.computed_embedding(), face.age, rule, request.top_k)
     by_file = dict(zip((row["file"] for row in collection.rows), similarities.tolist()))
     column = {"similarity_to_reference": [by_file.get(record["file"]) for record in collection.records]}
     out_dir, name = request.out_dir, str(request.reference)

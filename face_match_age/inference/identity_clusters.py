@@ -60,7 +60,7 @@ def cluster_members(labels: np.ndarray) -> list[np.ndarray]:
     """The rows of each cluster (ascending), indexed by label."""
     labels = np.asarray(labels)
     order = np.argsort(labels, kind="stable")
-    boundaries = np.cumsum(np.bincount(labels))[:-1] if len(labels) else []
+    boundaries: np.ndarray | list[int] = np.cumsum(np.bincount(labels))[:-1] if len(labels) else []
     return np.split(order, boundaries)
 
 
@@ -114,7 +114,7 @@ def save_cluster_timelines(
     `limit` of them: its faces in age order (at most MAX_TILES, evenly spaced when more). Returns label ->
     image path. Photos are read from `photo_folder` (records name them relative to it); one that cannot
     be read any more leaves an empty tile."""
-    written = {}
+    written: dict[int, Path] = {}
     for label, rows in enumerate(cluster_members(labels)):
         if len(rows) < 2 or len(written) >= limit:
             break  # labels run largest first: the rest are smaller

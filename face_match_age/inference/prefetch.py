@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -26,7 +26,7 @@ class _Raised:
         self.error = error
 
 
-def prefetched(make_items: Callable[[], Generator[Item, None, None]], depth: int = 1) -> Iterator[Item]:
+def prefetched(make_items: Callable[[], Generator[Item, None, None]], depth: int = 1) -> Generator[Item, None, None]:
     """The items of `make_items()`, computed in a background thread at most `depth` items ahead of the consumer
     (memory holds at most depth + 2 items: queued, being consumed, being made).
 

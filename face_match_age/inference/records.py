@@ -107,7 +107,7 @@ class PairResult:
 
     def to_row(self) -> dict:
         """The record flattened for a table (see the module), numbers exact: format them with `cell`."""
-        row = {"file_1": self.file_1, "file_2": self.file_2}
+        row: dict[str, Any] = {"file_1": self.file_1, "file_2": self.file_2}
         for slot, face in (("1", self.face_1), ("2", self.face_2)):
             row |= {f"{name}_{slot}": None if face is None else getattr(face, name) for name in FACE_FIELDS}
         verification = self.verification
@@ -135,7 +135,7 @@ def face_from_json(data: dict | None) -> FaceResult | None:
     """A FaceResult from its to_json() (as results.jsonl or an embedding store holds it)."""
     if data is None:
         return None
-    values = {name: data.get(name) for name in FACE_FIELDS}
+    values: dict[str, Any] = {name: data.get(name) for name in FACE_FIELDS}
     values["box"] = tuple(values["box"])
     if values["age_interval"] is not None:
         values["age_interval"] = tuple(values["age_interval"])
@@ -145,9 +145,11 @@ def face_from_json(data: dict | None) -> FaceResult | None:
 def pair_from_json(data: dict) -> PairResult:
     """A PairResult from its to_json() (a line of results.jsonl: the fields around it are left out)."""
     verification = data.get("verification")
-    values = {name: data.get(name) for name in ("file_1", "file_2", "age_gap", "error", "best_pair")}
-    faces = {name: face_from_json(data.get(name)) for name in ("face_1", "face_2")}
-    many = {name: tuple(map(face_from_json, data[name])) for name in ("faces_1", "faces_2") if data.get(name)}
+    values: dict[str, Any] = {name: data.get(name) for name in ("file_1", "file_2", "age_gap", "error", "best_pair")}
+    faces: dict[str, Any] = {name: face_from_json(data.get(name)) for name in ("face_1", "face_2")}
+    many: dict[str, Any] = {
+        name: tuple(map(face_from_json, data[name])) for name in ("faces_1", "faces_2") if data.get(name)
+    }
     matrix = data.get("similarity_matrix")
     return PairResult(
         **values,
@@ -165,13 +167,18 @@ CONTEXT_FIELDS = {
     "pair_index": ("the pair's row in the pairs CSV, from 0", None),
     "label": ("the pairs CSV's label (1 same person, 0 not), when it has one", None),
     "age_model": (
-        "`loaded` (`true` or `false`) and `reason`: why no age model was used (`--no-age`, or no checkpoint at the "
-        "default `checkpoints/best.ckpt` and no `--ckpt`), else `null`; the ages are `null` when `loaded` is `false`",
+        (
+            "`loaded` (`true` or `false`) and `reason`: why no age model was used (`--no-age`, or no checkpoint at the "
+            "default `checkpoints/best.ckpt` and no `--ckpt`), else `null`; the ages are `null` when `loaded` is "
+            "`false`"
+        ),
         None,
     ),
     "models": (
-        "the age checkpoint, verification weights, device and options (`precision` as resolved, `channels_last`, "
-        "`compile`)",
+        (
+            "the age checkpoint, verification weights, device and options (`precision` as resolved, `channels_last`, "
+            "`compile`)"
+        ),
         None,
     ),
     "timings_ms": ("time spent reading the photos, loading the models and analysing, milliseconds", None),

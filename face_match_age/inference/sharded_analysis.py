@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from face_match_age.sharding import sharded
 
 def analyses_sharded(
     world: int, device: str, all_faces: bool, make_analyzer, photos: list[Path]
-) -> Iterator[PhotoAnalysis]:
+) -> Generator[PhotoAnalysis, None, None]:
     """The analyses of `photos` from `world` processes (one per GPU, or CPU processes), each holding its own
     models and every world-th photo; they arrive in the order they finish. Closing the iterator stops them.
     A model that cannot be loaded, or a device out of memory, ends the run as it would with --devices 1."""
@@ -33,7 +33,7 @@ def analyses_sharded(
 
 def _analyze_share(
     device: str, all_faces: bool, make_analyzer, rank: int, world: int, photos: list[Path]
-) -> Iterator[PhotoAnalysis]:
+) -> Generator[PhotoAnalysis, None, None]:
     """One worker's part of analyses_sharded: its own models on its own device, and its photos."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     analyzer = make_analyzer(device=_device_for(rank, world, device))

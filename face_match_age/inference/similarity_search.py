@@ -24,7 +24,7 @@ from face_match_age.match_rule import above, unit_rows, unit_similarities
 # 2048 x 2048: 32 MB of float64 sums and 16 MB of float32 similarities per tile, large enough for an efficient
 # matmul, small next to the embeddings.
 DEFAULT_BLOCK = 2048
-Progress = Callable[[int], None]  # progress(rows): called as each block of rows is done
+Progress = Callable[[int], object]  # progress(rows): called as each block of rows is done; what it returns is unused
 
 
 class Matches(NamedTuple):
@@ -82,10 +82,10 @@ def reference_matches(
 ) -> Matches:
     """The rows of `embeddings` matching each of a few `queries` (Q x D): all those above `threshold`,
     or each query's `k` best (above `threshold` if also given). `first` indexes the queries."""
-    if threshold is None and k is None:
-        raise ValueError("reference_matches needs a threshold, k or both")
     if k is not None:
         return _best(queries, embeddings, k, threshold, block, exclude_self=False)
+    if threshold is None:
+        raise ValueError("reference_matches needs a threshold, k or both")
     _check(queries, block)
     _check(embeddings, block)
     found = []

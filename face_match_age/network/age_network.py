@@ -133,6 +133,7 @@ class AgeNetwork(nn.Module):
         distribution. Zero weights, not random ones: those tilt each face's logits by ~0.6 at random, hiding
         the prior; their gradient is not zero, so they grow from the first step."""
         last = self.head[-1]
+        assert isinstance(last, nn.Linear)  # build_age_head ends with the bins' layer; says so to the type checker
         last.bias.copy_(prior_logits.to(last.bias))
         last.weight.zero_()
 
@@ -218,7 +219,7 @@ def load_age_model(path: Path, map_location: str | torch.device = "cpu") -> AgeN
         checkpoint = load_checked(path, map_location)
     except DamagedCheckpointError as damage:
         raise CheckpointError(damaged_message(path, str(damage), DAMAGED_ADVICE)) from None
-    except Exception as error:  # torch raises many types for foreign files
+    except Exception as error:  # noqa: BLE001  torch raises many types for foreign files
         if isinstance(error, pickle.UnpicklingError):
             raise CheckpointError(
                 f"refused to load {path}: it holds Python objects beyond tensors and plain data, which could run "

@@ -109,12 +109,13 @@ def load_backbone(
     """InceptionResnetV1 returning 512-d unit embeddings, with `name` weights ('vggface2',
     'casia-webface') or random ones (None / 'none'). `weights_file` names a file directly."""
     backbone = InceptionResnetV1(pretrained=None, classify=False)
-    if name in (None, "none") and weights_file is None:
-        return _drop_classifier(backbone)
-    spec = _spec(name) if weights_file is None else None
     if weights_file is not None:
         _require_file(weights_file)
-    path = Path(weights_file) if weights_file is not None else ensure_weights(name, hint)
+        spec, path = None, Path(weights_file)
+    elif name is None or name == "none":
+        return _drop_classifier(backbone)
+    else:
+        spec, path = _spec(name), ensure_weights(name, hint)
     # Deleting the file to download it again only helps for the file this toolkit downloads into TORCH_HOME.
     remedy = (
         f"Check that {path} is a complete InceptionResnetV1 state dict, or name another file."
@@ -155,7 +156,7 @@ def _read_state_dict(path: Path, remedy: str) -> dict[str, torch.Tensor]:
         state_dict = load_checked(path)
     except DamagedCheckpointError as damage:
         raise PretrainedWeightsError(damaged_message(path, str(damage), remedy, kind="weights file")) from None
-    except Exception as error:  # torch raises several types for foreign files
+    except Exception as error:  # noqa: BLE001  torch raises several types for foreign files
         raise PretrainedWeightsError(
             f"{path} is not a readable weights file ({error_summary(error)}). {remedy}"
         ) from None

@@ -12,9 +12,10 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps
@@ -52,7 +53,9 @@ def crop_chunk(tasks: list[CropTask], config: Config, detector=None) -> list[tup
             loaded.append((task, image))
     if detector is None:
         for task, image in loaded:
-            _save_atomically(ImageOps.fit(image, (config.img_size, config.img_size), Image.BILINEAR), Path(task.dest))
+            _save_atomically(
+                ImageOps.fit(image, (config.img_size, config.img_size), Image.Resampling.BILINEAR), Path(task.dest)
+            )
             outcomes.append((task, KEPT))
         return outcomes
     for (task, image), found in zip(loaded, detect_faces_batch(detector, [image for _, image in loaded], config)):
@@ -72,7 +75,7 @@ def _save_atomically(face: Image.Image, dest: Path) -> None:
 
 def run_crops(
     tasks: list[CropTask], config: Config, detect: bool, workers: int, device: str = "cpu"
-) -> Iterator[tuple[CropTask, str]]:
+) -> Generator[tuple[CropTask, str], None, None]:
     """(task, outcome) for every task, as chunks finish; over `workers` processes when more than one."""
     chunks = [tasks[start : start + PHOTOS_PER_CHUNK] for start in range(0, len(tasks), PHOTOS_PER_CHUNK)]
     if workers <= 1:
@@ -168,7 +171,7 @@ class CropLog:
             yield handle
 
     def record(self, handle, task: CropTask, outcome: str) -> None:
-        entry = {"dest": task.dest, "outcome": outcome}
+        entry: dict[str, Any] = {"dest": task.dest, "outcome": outcome}
         if outcome != KEPT:
             entry |= {"source": task.source, "stamp": _stamp(task.source)}
         self.entries[task.dest] = entry
@@ -178,6 +181,8 @@ class CropLog:
 
 def _stamp(source: str | None) -> list[int] | None:
     """[size, modification time in ns] of a photo, None when it is missing."""
+    if source is None:
+        return None
     try:
         stat = os.stat(source)
     except (OSError, TypeError):

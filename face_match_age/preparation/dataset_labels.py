@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import pandas as pd
 
@@ -91,7 +92,7 @@ def read_imdb_wiki(root: Path, kind: str, min_face_score: float) -> Labels:
     mat_path = root / f"{kind}.mat"
     try:
         record = scipy.io.loadmat(mat_path)[kind][0, 0]
-    except Exception as error:  # scipy raises its own MatReadError besides OS and format errors
+    except Exception as error:  # noqa: BLE001  scipy raises its own MatReadError besides OS and format errors
         raise MetadataError(
             f"cannot read {mat_path} as IMDB-WIKI metadata ({type(error).__name__}: {error}); is the archive complete?"
         ) from None
@@ -168,6 +169,7 @@ def read_user_csv(images: Path, csv_path: Path | None, columns: dict[str, str] |
         )
     labels = Labels(has_identity="identity" in table.columns)
     crop_of: dict[str, list[tuple[int, str]]] = {}
+    row: Any  # pandas-stubs types a row's fields as any scalar; name and identity were read as str (dtype above)
     for line, row in zip(lines, table.itertuples(index=False)):
         age = pd.to_numeric(row.age, errors="coerce")
         if pd.isna(age) or age % 1:

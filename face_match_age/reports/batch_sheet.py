@@ -50,7 +50,7 @@ def sheet_rows(rows: Sequence[dict], limit: int) -> list[dict]:
     similarity, highest first (the ones nearest the threshold, the likeliest missed matches); then failed pairs
     in the pairs' order. Past `limit` rows, each group keeps an equal share (a group with fewer rows passes
     the rest on), so a batch of many matches still shows its non-matches and failures."""
-    groups = {outcome: [] for outcome in FRAMES}
+    groups: dict[str, list[dict]] = {outcome: [] for outcome in FRAMES}
     for row in rows:
         groups[verdict(row)].append(row)
     for outcome in (MATCH, NO_MATCH):
@@ -68,15 +68,17 @@ def sheet_rows(rows: Sequence[dict], limit: int) -> list[dict]:
 def _face_thumbnails(rows: Sequence[dict], paths: dict) -> dict[int, list[Image.Image | None]]:
     """pair_index -> its two face thumbnails: the detected face's box, the whole photo when no face was found,
     None when the photo cannot be opened. Each photo is opened once for all its tiles."""
-    wanted: dict[Path, list[tuple[int, int, list | None]]] = {}
+    wanted: dict[Path | None, list[tuple[int, int, list | None]]] = {}  # None: a pair without its paths
     for row in rows:
         for slot, path in enumerate(paths.get(row["pair_index"], (None, None))):
             face = row.get(f"face_{slot + 1}") or {}
             wanted.setdefault(path, []).append((row["pair_index"], slot, face.get("box")))
-    thumbnails = {row["pair_index"]: [None, None] for row in rows}
+    thumbnails: dict[int, list[Image.Image | None]] = {row["pair_index"]: [None, None] for row in rows}
     for path, uses in wanted.items():
         photo = _open(path)
-        for index, slot, box in uses if photo is not None else ():
+        if photo is None:  # its tiles stay None
+            continue
+        for index, slot, box in uses:
             thumbnails[index][slot] = thumbnail(photo, box or None)
     return thumbnails
 

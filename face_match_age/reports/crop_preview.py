@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from PIL import Image
@@ -48,10 +49,11 @@ def sample_rows(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
 def crop_tiles(rows: pd.DataFrame, folder: Path) -> list[Tile]:
     """One tile per row: its crop from `folder` (an empty square when it cannot be read), captioned with the
     file name, age and identity from the row."""
-    return [
-        Tile([_open(folder / row.name)], [row.name, f"age {row.age:g}", _identity(row.identity)])
-        for row in rows.itertuples(index=False)
-    ]
+    tiles = []
+    row: Any  # pandas-stubs types a row's fields as any scalar; the labels' name and identity are str
+    for row in rows.itertuples(index=False):
+        tiles.append(Tile([_open(folder / row.name)], [row.name, f"age {row.age:g}", _identity(row.identity)]))
+    return tiles
 
 
 def _identity(identity: str) -> str:

@@ -60,8 +60,10 @@ def save_worst_pair_sheets(pairs: pd.DataFrame, threshold: float, out_dir: Path)
         ),
         "worst_false_rejects": (
             worst_false_rejects(scores, labels, WORST_CASES),
-            f"Worst false rejects: {int((~accepted & labels & np.isfinite(scores)).sum())} at threshold "
-            f"{threshold:g} (red)",
+            (
+                f"Worst false rejects: {int((~accepted & labels & np.isfinite(scores)).sum())} at threshold "
+                f"{threshold:g} (red)"
+            ),
             "FALSE REJECT",
         ),
     }

@@ -93,7 +93,7 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
     app = FastAPI(
         title="face-match-age",
         summary="Compare two photos (same person?) and estimate ages, with the models of face-match-age",
-        description=__doc__.split("\n\n", 2)[2] if __doc__ else None,
+        description=__doc__.split("\n\n", 2)[2] if __doc__ else "",  # "": FastAPI's default, for python -OO
         version=_version(),
         lifespan=lifespan,
     )
@@ -179,7 +179,7 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
         return {
             "file": name,
             "face": None if face is None else face.result(analysis.faces_found).to_json(),
-            "embedding": None if face is None else [float(v) for v in face.embedding],
+            "embedding": None if face is None else [float(v) for v in face.computed_embedding()],
             "error": analysis.error,
             "models": models,
         }
