@@ -5,6 +5,7 @@ the age from the picture within a few CPU epochs: training on them shows learnin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,25 @@ def train_args(config: Config, **extra) -> list[str]:
         **{f"--{k.replace('_', '-')}": v for k, v in extra.items()},
     }
     return [str(part) for option, value in options.items() for part in (option, value)]
+
+
+def band_calibration() -> dict:
+    """A calibration as evaluate.py verify --calibrate writes it: overall threshold 0.11, and 0.2, 0.3, 0.4,
+    0.5 for the age-gap bands in order (each measured on 50 pairs), so which threshold judged a pair shows."""
+    from face_match_age.match_rule import AGE_GAP_BANDS
+
+    return {
+        "target_far": 0.01,
+        "overall": {"threshold": 0.11},
+        "bands": {
+            name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
+            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
+        },
+    }
+
+
+def write_band_calibration(folder: Path) -> Path:
+    """band_calibration() written as folder/calibration.json, the file --calibration takes."""
+    path = folder / "calibration.json"
+    path.write_text(json.dumps(band_calibration()))
+    return path

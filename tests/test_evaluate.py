@@ -6,13 +6,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from synthetic import make_dataset
+from synthetic import band_calibration, make_dataset, write_band_calibration
 
 import evaluate
 import infer
 from face_match_age.evaluation import array_metrics
 from face_match_age.exit_codes import ExitCode
-from face_match_age.match_rule import AGE_GAP_BANDS, age_gap_band
+from face_match_age.match_rule import age_gap_band
 from face_match_age.reports import evaluation_sheets
 from face_match_age.reports.contact_sheet import Tile, contact_sheet
 
@@ -142,15 +142,8 @@ def test_infer_without_ages_uses_the_overall_calibrated_threshold(run_infer_with
 
 @pytest.fixture
 def run_infer_with_calibration(tmp_path, photo_dir, torch_home_with_vggface2, age_checkpoint):
-    calibration = {
-        "target_far": 0.01,
-        "overall": {"threshold": 0.11},
-        "bands": {
-            name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
-        },
-    }
-    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    calibration = band_calibration()
+    write_band_calibration(tmp_path)
 
     def run(*extra):
         code = infer.main(

@@ -1,15 +1,14 @@
 """A pair's result from two analysed photos: a fixed or calibrated match rule, failures kept as exceptions."""
 
-import json
-
 import numpy as np
 import pytest
+from synthetic import write_band_calibration
 
 from config import Config
 from face_match_age.detection.faces import DetectedFaces, NoFaceError, require_faces
 from face_match_age.detection.imaging import ImageLoadError
 from face_match_age.inference.analyzer import FaceAnalyzer, FaceRecord, PhotoAnalysis, pair_result
-from face_match_age.match_rule import AGE_GAP_BANDS, MatchRule
+from face_match_age.match_rule import MatchRule
 
 
 def _analysed(source: str, age: float, embedding) -> PhotoAnalysis:
@@ -19,13 +18,7 @@ def _analysed(source: str, age: float, embedding) -> PhotoAnalysis:
 
 @pytest.fixture
 def calibration_file(tmp_path):
-    calibration = {
-        "target_far": 0.01,
-        "overall": {"threshold": 0.11},
-        "bands": {name: {"threshold": 0.2 + 0.1 * i, "pairs": 50} for i, (name, _, _) in enumerate(AGE_GAP_BANDS)},
-    }
-    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
-    return tmp_path / "calibration.json"
+    return write_band_calibration(tmp_path)
 
 
 def test_a_fixed_threshold_is_used_as_given_without_a_source():

@@ -22,9 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from service_app import load_analyzer
+from synthetic import write_band_calibration
 
 import infer
-from face_match_age.match_rule import AGE_GAP_BANDS
 from face_match_age.service.endpoints import ServiceOptions, create_app, page_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -437,15 +437,7 @@ def test_serve_starts_answers_over_http_with_its_calibration_and_stops_on_ctrl_c
 ):
     import requests
 
-    calibration = {
-        "target_far": 0.01,
-        "overall": {"threshold": 0.11},
-        "bands": {
-            name: {"threshold": 0.2 + 0.1 * i, "pairs": 50, "fallback": False}
-            for i, (name, _, _) in enumerate(AGE_GAP_BANDS)
-        },
-    }
-    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    write_band_calibration(tmp_path)
     options = ["--ckpt", str(age_checkpoint), "--calibration", str(tmp_path / "calibration.json")]
     command = [sys.executable, "-c", "import sys; from face_match_age.cli import main; sys.exit(main(sys.argv[1:]))"]
     log = tmp_path / "serve.log"

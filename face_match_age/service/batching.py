@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,12 +49,7 @@ class BatchStats:
     largest_batch_requests: int = 0
 
     def to_dict(self) -> dict:
-        return {
-            "batches": self.batches,
-            "requests": self.requests,
-            "photos": self.photos,
-            "largest_batch_requests": self.largest_batch_requests,
-        }
+        return asdict(self)
 
 
 class MicroBatcher:
