@@ -660,7 +660,7 @@ def age_json(path: Path, analysis: PhotoAnalysis, analyzer: FaceAnalyzer) -> dic
     return {
         "file": str(path),
         "size": list(analysis.size) if analysis.size else None,
-        "faces": [face.result(analysis.faces_found).to_json() for face in analysis.faces],
+        "faces": [face.to_json() for face in analysis.face_results()],
         "faces_found": len(analysis.faces),
         "error": analysis.error,
         "models": {

@@ -108,6 +108,14 @@ class PhotoAnalysis:
         """The failure's message, as results report it."""
         return None if self.failure is None else str(self.failure)
 
+    def face_results(self) -> tuple[FaceResult, ...]:
+        """Every face kept, as results report it (records.FaceResult, with the photo's faces_found)."""
+        return tuple(face.result(self.faces_found) for face in self.faces)
+
+    def chosen_result(self) -> FaceResult | None:
+        """The chosen face as results report it; None when there is none."""
+        return None if self.face is None else self.face.result(self.faces_found)
+
 
 class FaceAnalyzer:
     """Loads the detector, the age model and the verification model once, in eval mode.
@@ -178,7 +186,7 @@ class FaceAnalyzer:
         faces_found; the age fields null."""
         analysis = self.analyze(photo, all_faces=True, compute=False)
         analysis.found_face()  # raises the photo's failure, if any
-        return [face.result(analysis.faces_found).to_json() for face in analysis.faces]
+        return [face.to_json() for face in analysis.face_results()]
 
     def predict_age(self, photo: ImageInput, all_faces: bool = False) -> list[dict]:
         """Age of the chosen face (or of every face), as records.FaceResult's dicts: age, age_std, age_interval,
@@ -389,7 +397,7 @@ def pair_result(
     file_1, file_2 = files or (first.source, second.source)
     errors = [analysis.error for analysis in (first, second) if analysis.error]
     if errors:
-        faces = (_chosen_face(first), _chosen_face(second))
+        faces = (first.chosen_result(), second.chosen_result())
         return PairResult(file_1, file_2, *faces, verification=None, age_gap=None, error="; ".join(errors))
     extra: dict[str, Any] = {}
     if len(first.faces) > 1 or len(second.faces) > 1:
@@ -397,8 +405,8 @@ def pair_result(
         matrix = cosine_similarities(*embeddings).tolist()
         i, j = (int(k) for k in np.unravel_index(int(np.argmax(matrix)), (len(first.faces), len(second.faces))))
         extra = {
-            "faces_1": tuple(face.result(first.faces_found) for face in first.faces),
-            "faces_2": tuple(face.result(second.faces_found) for face in second.faces),
+            "faces_1": first.face_results(),
+            "faces_2": second.face_results(),
             "similarity_matrix": tuple(tuple(row) for row in matrix),
             "best_pair": {"face_1": i, "face_2": j, "similarity": matrix[i][j]},
         }
@@ -410,16 +418,12 @@ def pair_result(
         age_gap = abs(face_1.age - face_2.age)
     threshold, why = rule.threshold_for(age_gap)
     verification = Verification(rule.is_match(similarity, age_gap), similarity, threshold, why)
-    faces = (_chosen_face(first), _chosen_face(second))
+    faces = (first.chosen_result(), second.chosen_result())
     return PairResult(file_1, file_2, *faces, verification=verification, age_gap=age_gap, error=None, **extra)
 
 
 def _with_chosen(analysis: PhotoAnalysis, index: int) -> PhotoAnalysis:
     return dataclasses.replace(analysis, chosen=index)
-
-
-def _chosen_face(analysis: PhotoAnalysis) -> FaceResult | None:
-    return None if analysis.face is None else analysis.face.result(analysis.faces_found)
 
 
 def _chunks(

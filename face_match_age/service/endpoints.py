@@ -160,7 +160,7 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
     async def age(image: Annotated[UploadFile, File(description="the photo")]) -> dict:
         photo, name = await _read_photo(image, "image")
         (analysis,) = await analyzed([photo], [name], all_faces=True)
-        faces = [face.result(analysis.faces_found).to_json() for face in analysis.faces]
+        faces = [face.to_json() for face in analysis.face_results()]
         return {
             "file": name,
             "size": list(analysis.size) if analysis.size else None,
@@ -175,10 +175,10 @@ def create_app(analyzer: FaceAnalyzer, options: ServiceOptions | None = None) ->
     async def embed(image: Annotated[UploadFile, File(description="the photo")]) -> dict:
         photo, name = await _read_photo(image, "image")
         (analysis,) = await analyzed([photo], [name], all_faces=False)
-        face = analysis.face
+        face, chosen = analysis.face, analysis.chosen_result()
         return {
             "file": name,
-            "face": None if face is None else face.result(analysis.faces_found).to_json(),
+            "face": None if chosen is None else chosen.to_json(),
             "embedding": None if face is None else [float(v) for v in face.computed_embedding()],
             "error": analysis.error,
             "models": models,
