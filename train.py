@@ -109,6 +109,11 @@ class TrainingStopped(RuntimeError):
         self.signal_name, self.checkpoint, self.saved_now = signal_name, checkpoint, saved_now
         self.epoch, self.global_step = epoch, global_step
 
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports for a process ended by this signal (143 for SIGTERM, 130 for SIGINT)."""
+        return 128 + signal.Signals[self.signal_name].value
+
 
 @dataclass(frozen=True)
 class TrainingResult:
@@ -486,7 +491,7 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple[Callback, ...] = 
         return ExitCode.OUTPUT
     except TrainingStopped as stopped:
         rank_zero_only(_report_stop)(stopped, argv)
-        return 128 + signal.Signals[stopped.signal_name].value  # what a shell reports for a signal's death
+        return stopped.exit_code
     rank_zero_only(_report)(result, config)
     return ExitCode.OK
 

@@ -16,7 +16,6 @@ count the training steps with their data loading, not the validation.
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 import tempfile
 import time
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             train.train(config, (clock,), progress_bar=False)
         except train.TrainingStopped as stop:  # a scheduler's SIGTERM or Ctrl-C: the epochs done still count
             print(f"{stop}; the figures of the epochs it finished:", file=sys.stderr)
-            code = 128 + signal.Signals[stop.signal_name]
+            code = stop.exit_code
         else:
             code = 0
     print(f"\n{HEADER}\n" + "\n".join(_row(figures) for figures in clock.epochs))
