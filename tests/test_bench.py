@@ -42,7 +42,7 @@ def test_training_benchmark_prints_both_loops_and_their_ratio(capsys):
 def test_inference_benchmark_prints_every_row(capsys, torch_home_with_vggface2, age_checkpoint):
     import bench.infer
 
-    assert bench.infer.main(["--photos", "3", "--repeats", "1", "--ckpt", str(age_checkpoint)]) == 0
+    assert bench.infer.main(["--photos", "2", "--repeats", "1", "--ckpt", str(age_checkpoint)]) == 0
     out = capsys.readouterr().out
     for measure in ("warm pair latency", "cold pair latency", "batch faces/s vs floor", "batch vs our pair-by-pair"):
         figures = _figures(re.split(r"\s[<>]=", _row(out, measure).split(")")[-1])[0])  # before the goal

@@ -49,7 +49,7 @@ class _Lines(logging.Handler):
 @pytest.fixture(scope="module")
 def short_fit(tmp_path_factory) -> ShortFit:
     """One two-epoch train.py run, shared by the tests that read what it wrote."""
-    config = make_dataset(tmp_path_factory.mktemp("short_fit") / "data")
+    config = make_dataset(tmp_path_factory.mktemp("short_fit") / "data", size=80)
     printed, logged = io.StringIO(), _Lines()
     loggers = [logging.getLogger(f"lightning.{part}.utilities.rank_zero") for part in ("pytorch", "fabric")]
     for logger in loggers:
@@ -200,7 +200,7 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
     # Epoch 1 scores worse than epoch 0: with Lightning 2.6's save_last, last.ckpt stayed at epoch 0 after it.
     monkeypatch.setattr(train, "MONITOR", "val/scripted")
     scores = ScriptedValidationScore("val/scripted", [1.0, 2.0, 0.5])
-    base = make_dataset(tmp_path / "data", train=12, val=4, size=80)
+    base = make_dataset(tmp_path / "data", train=8, val=4, size=80)  # 2 steps an epoch
     straight = base.replace(checkpoint_dir=tmp_path / "straight", log_dir=tmp_path / "logs_a" / "run", max_epochs=3)
     train.train(straight, (scores,))
 
@@ -209,14 +209,14 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, monkeypatch):
     first_part = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
     assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 0
     assert first_part["epoch"] == 1  # the epoch that did not improve
-    assert first_part["global_step"] == 2 * 3
+    assert first_part["global_step"] == 2 * 2
     train.train(
         interrupted.replace(max_epochs=3, resume_checkpoint=interrupted.checkpoint_dir / "last.ckpt"), (scores,)
     )
 
     resumed = torch.load(interrupted.checkpoint_dir / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 2  # epoch 1 was not run again
-    assert resumed["global_step"] == 3 * 3
+    assert resumed["global_step"] == 3 * 2
     assert torch.load(interrupted.checkpoint_dir / "best.ckpt", weights_only=True)["epoch"] == 2
     assert resumed["optimizer_states"][0]["state"]  # Adam moments travelled too
     expected = _weights(straight.checkpoint_dir / "last.ckpt")
