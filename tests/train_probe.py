@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
 import train
+
+torch.set_flush_denormal(True)  # as in the tests' own process (conftest.py): tiny CPU trainings run 10x faster
 
 MAX_WAIT_S = 300  # only so that a forgotten process ends by itself
 
