@@ -97,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("python -m bench.learning", __doc__, EXAMPLES)
     add_config_arguments(parser, OPTIONS)
     parser.group("benchmark").add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    args, config = parse_config(parser, argv, base=Config(max_epochs=3, patience=1000))
+    parser.set_defaults(max_epochs=3, patience=1000)  # a benchmark's few epochs, none stopped early
+    args, config = parse_config(parser, argv)
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as scratch:
         outputs = {
-            name: Path(scratch) / name for name in ("checkpoint_dir", "log_dir") if name not in vars(args)
+            name: Path(scratch) / name
+            for name in ("checkpoint_dir", "log_dir")
+            if getattr(config, name) == getattr(Config(), name)
         }  # a benchmark leaves nothing behind unless told where
         config = config.replace(**outputs)
         print(HEADER, flush=True)
