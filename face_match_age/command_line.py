@@ -102,6 +102,7 @@ class ConfigArgumentParser(ArgumentParser):
         kwargs.setdefault("allow_abbrev", True)  # argparse's rule, which these scripts always had
         super().__init__(*args, **kwargs)
         self.commands: dict[str, ConfigArgumentParser] = {}
+        self.parent: ConfigArgumentParser | None = None  # the parser this one is a subcommand of
         # Every heading now, in OPTION_GROUPS' order whatever order options come in; empty ones are not shown.
         self._groups = {key: self.add_argument_group(title) for key, title in OPTION_GROUPS.items()}
 
@@ -128,6 +129,10 @@ class ConfigArgumentParser(ArgumentParser):
         """This parser's option strings and those of its subcommands."""
         return self.known_options + [option for command in self.commands.values() for option in command.known_options]
 
+    def root(self) -> ConfigArgumentParser:
+        """The script's parser: this one, or the one this subcommand belongs to."""
+        return self if self.parent is None else self.parent.root()
+
     def error(self, message: str, ex: Exception | None = None) -> typing.NoReturn:
         if message.startswith("unrecognized arguments: "):
             message = self._unrecognized_message(message.removeprefix("unrecognized arguments: ").split())
@@ -138,12 +143,14 @@ class ConfigArgumentParser(ArgumentParser):
         options = [extra for extra in extras if extra.startswith("-")]
         if not options:
             return f"unexpected argument {' '.join(extras)}; run with --help for the usage"
+        root = self.root()
+        given = next((argument for argument in getattr(root, "args", None) or [] if argument in root.commands), "")
         hints = []
         for extra in options:
             name = extra.split("=")[0]
-            owners = [command for command, parser in self.commands.items() if name in parser.known_options]
-            if owners:
-                hints.append(f"{extra} (an option of {' and '.join(owners)})")
+            owners = [command for command, parser in root.commands.items() if name in parser.known_options]
+            if owners:  # an option of another subcommand than the one given
+                hints.append(f"{extra} (an option of {' and '.join(owners)}, not of {given})")
                 continue
             close = difflib.get_close_matches(name, self.all_known_options(), n=1)
             hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
@@ -160,6 +167,7 @@ class Commands:
         command = ConfigArgumentParser(prog=f"{self.parser.prog} {name}", **kwargs)
         self.action.add_subcommand(name, command, help=help)
         self.parser.commands[name] = command
+        command.parent = self.parser
         return command
 
 
