@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import re
 import textwrap
 import typing
 from pathlib import Path
@@ -136,6 +137,11 @@ class ConfigArgumentParser(ArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> typing.NoReturn:
         if message.startswith("unrecognized arguments: "):
             message = self._unrecognized_message(message.removeprefix("unrecognized arguments: ").split())
+        elif match := re.match(r'Parser key "([\w.]+)":\s*(.*)', message, re.DOTALL):  # a value of the wrong type
+            key, problem = match.groups()
+            problem = re.sub(r"<class '(\w+)'>", r"\1", " ".join(problem.split()))
+            problem = re.sub(r"^Expected a (.+?)\. Got value: (.*)$", r"expected \1, got \2", problem)
+            message = f"{option_name(key.split('.')[-1])}: {problem}"
         super().error(message, ex)
 
     def _unrecognized_message(self, extras: list[str]) -> str:
