@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 
 from bench.cli import benchmark_parser, run_benchmark, write_figures
-from config import Config, add_config_arguments, parse_config
+from config import add_config_arguments, parse_config
 
 EXAMPLES = (
     "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 32 --pretrained none",
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as scratch:
         outputs = {
-            name: Path(scratch) / name
-            for name in ("checkpoint_dir", "log_dir")
-            if getattr(config, name) == getattr(Config(), name)
+            name: Path(scratch) / name for name in ("checkpoint_dir", "log_dir") if name not in args.given
         }  # a benchmark leaves nothing behind unless told where
         config = config.replace(**outputs)
         print(HEADER, flush=True)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     # Random weights by default: speed does not depend on their values, and they need no download.
     parser.set_defaults(pretrained="none")
     args, config = parse_config(parser, argv)
-    figures = measure_training(config, args.steps, args.images, given_data=config.train_dir != Config().train_dir)
+    figures = measure_training(config, args.steps, args.images, given_data="train_dir" in args.given)
     print(
         f"\n{figures.device}; batch {config.batch_size}, {config.num_workers} workers, "
         f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up"

@@ -218,7 +218,7 @@ def _add_folder_options(command: ConfigArgumentParser) -> None:
     )
     data.add_argument(
         "--merge-from",
-        type=Path,
+        type=_path_or_paths,
         action="append",
         metavar="SHARD_OUT",
         help="start OUT_DIR's embeddings from this shard's OUT_DIR (made with --files); repeat it for each shard",
@@ -231,6 +231,11 @@ def _add_folder_options(command: ConfigArgumentParser) -> None:
         "threshold)",
     )
     output.add_argument("--embed-only", action="store_true", help="embed into OUT_DIR/embeddings and stop (a shard)")
+
+
+def _path_or_paths(value: str | list) -> Path | list[Path]:
+    """--merge-from's type: each value a path; jsonargparse checks the list the repeats gathered again with it."""
+    return [Path(item) for item in value] if isinstance(value, list) else Path(value)
 
 
 def _command_exit_codes(name: str) -> dict:
@@ -460,7 +465,7 @@ def age_model_status(args, config: Config) -> dict:
     path) that does not exist stays an error, exit 6."""
     if args.no_age:
         return {"loaded": False, "reason": "--no-age: verification only"}
-    named = config.best_checkpoint != Config().best_checkpoint
+    named = "best_checkpoint" in args.given
     if named or Path(config.best_checkpoint).exists():
         return {"loaded": True, "reason": None}
     if getattr(args, "command", None) == "age":  # the ages are what `age` is for: no model is an error

@@ -250,16 +250,15 @@ def add_refused_option(parser: ConfigArgumentParser, option: str, hint: str) -> 
 
 
 def parse_config(parser: ConfigArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
-    """(the options, the resolved Config) of `argv`: Config() with the values of the fields the parser (and the
-    subcommand given) took: their defaults (Config()'s, or the parser's set_defaults), --config's and the options'.
-    --data-dir also fills the data paths of a parser that does not take them. A value that fails the Config's
-    checks is a usage error, not a traceback; --print_config prints the Config and exits."""
-    parsed = parser.parse_args(argv)
-    values = parsed.as_dict()
-    command = values.get("command")
-    if isinstance(command, str) and isinstance(values.get(command), dict):  # a subcommand's options, flattened
-        values = {**{k: v for k, v in values.items() if k != command}, **values[command]}
+    """(the options, the resolved Config) of `argv`. `args.given` names the options the command line and
+    --config set (the others hold their defaults). The Config is Config() with the values of the fields the parser
+    (and the subcommand given) took: their defaults (Config()'s, or the parser's set_defaults), --config's and the
+    options'. --data-dir also fills the data paths of a parser that does not take them. A value that fails the
+    Config's checks is a usage error, not a traceback; --print_config prints the Config and exits."""
+    values = _flat(parser.parse_args(argv))
     args = argparse.Namespace(**values)
+    # What the command line and --config set, apart from defaults: a default checkpoint named with --ckpt must exist.
+    args.given = frozenset(_flat(parser.parse_args(argv, defaults=False)))
     fields = {name: value for name, value in values.items() if name in field_names()}
     if fields.get("dataset_dir") is not None:
         fields = {**dataset_paths(fields["dataset_dir"]), **fields}
@@ -271,6 +270,15 @@ def parse_config(parser: ConfigArgumentParser, argv: list[str] | None) -> tuple[
         print(config_yaml(config), end="")
         parser.exit(0)
     return args, config
+
+
+def _flat(parsed: Any) -> dict[str, Any]:
+    """A parsed namespace as a dict, the subcommand's options beside the script's own."""
+    values = parsed.as_dict()
+    command = values.get("command")
+    if isinstance(command, str) and isinstance(values.get(command), dict):
+        values = {**{k: v for k, v in values.items() if k != command}, **values[command]}
+    return values
 
 
 def help_epilog(

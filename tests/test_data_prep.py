@@ -518,8 +518,7 @@ def test_a_prepared_folder_is_what_train_reads_with_data_dir_and_its_config_file
         _, resolved = parse_config(train.build_parser(), argv)
         paths = (resolved.train_dir, resolved.val_dir, resolved.train_csv, resolved.val_csv)
         assert [path for path in paths if not path.exists()] == []
-    assert resolved.val_ratio == config.Config().val_ratio  # --data-dir alone sets only the paths
-    _, resolved = parse_config(train.build_parser(), ["--config", str(prepared / "config.json")])
+    _, resolved = parse_config(data_prep.build_parser(), ["--config", str(prepared / "config.json")])
     assert resolved.val_ratio == 0.4  # the file also carries the settings data_prep.py ran with
 
 
