@@ -112,6 +112,17 @@ def test_invalid_values_are_usage_errors(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_a_value_of_the_wrong_type_is_one_usage_line_naming_its_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(_parser("batch_size"), ["--batch-size", "x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --batch-size: expected int, got x"
+    (tmp_path / "run.yaml").write_text("batch_size: many\n")
+    with pytest.raises(SystemExit):
+        parse_config(_parser("batch_size"), ["--config", str(tmp_path / "run.yaml")])
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --batch-size: expected int, got many"
+
+
 def test_replace_rejects_unknown_field_names():
     with pytest.raises(ValueError, match=r"unknown config field 'batchsize' \(did you mean 'batch_size'\?\)"):
         Config().replace(batchsize=3)
