@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("python -m bench.learning", __doc__, EXAMPLES)
     add_config_arguments(parser, OPTIONS)
     parser.group("benchmark").add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.set_defaults(max_epochs=3, patience=1000)  # a benchmark's few epochs, none stopped early
+    parser.set_defaults(max_epochs=3)  # a benchmark's few epochs
     args, config = parse_config(parser, argv)
+    config = config.replace(patience=1000)  # every epoch measured: none stopped early
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as scratch:
         outputs = {
