@@ -24,6 +24,7 @@ from config import (
     Config,
     ConfigArgumentParser,
     add_config_arguments,
+    dataset_paths,
     help_epilog,
     parse_config,
     save_config,
@@ -190,8 +191,8 @@ def prepare(args, config: Config) -> dict:
     with _on_ctrl_c(f"every photo is cropped in {out_dir}; run the same command again to write the CSVs"):
         summary = _summary(args, labels, train, val, kept, dropped, fingerprint, time.perf_counter() - started)
         _write_split_csvs(out_dir, train, val, kept)
-        save_config(
-            config,
+        save_config(  # with the paths of what it wrote: `train.py --config OUT/config.json` trains on it
+            config.replace(dataset_dir=out_dir, **dataset_paths(out_dir)),
             out_dir,
             extra={
                 "script": "data_prep.py",

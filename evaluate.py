@@ -658,11 +658,11 @@ def build_parser() -> ConfigArgumentParser:
             notes="Each command's options: evaluate.py age --help (verify, retrieve, leakage alike).",
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{age,verify,retrieve,leakage}")
+    commands = parser.add_commands(dest="command", required=True, metavar="{age,verify,retrieve,leakage}")
     _add_age_command(commands)
     _add_verify_command(commands)
     _add_retrieve_command(commands)
-    leak = commands.add_parser(
+    leak = commands.add(
         "leakage",
         help="people present in both the train and the val CSV",
         description="People present in both the train and the val CSV, by the identity column.",
@@ -673,7 +673,7 @@ def build_parser() -> ConfigArgumentParser:
 
 
 def _add_age_command(commands) -> None:
-    age = commands.add_parser(
+    age = commands.add(
         "age",
         help="MAE, CS@5, per-decade bias and interval coverage on a folder + CSV",
         description="MAE, CS@5, per-decade bias and interval coverage of the age model on a folder of face crops\n"
@@ -702,7 +702,7 @@ def _add_age_command(commands) -> None:
 
 
 def _add_verify_command(commands) -> None:
-    verify = commands.add_parser(
+    verify = commands.add(
         "verify",
         help="ROC AUC, EER, TAR at FAR, by age gap; --calibrate writes thresholds",
         description="ROC AUC, EER, TAR at FAR and accuracy of the verification on labelled pairs, overall and by\n"
@@ -725,7 +725,7 @@ def _add_verify_command(commands) -> None:
 
 
 def _add_retrieve_command(commands) -> None:
-    retrieve = commands.add_parser(
+    retrieve = commands.add(
         "retrieve",
         help="cross-age retrieval: MAP, rank-1, rank-5 per pair of year or age groups",
         description="Cross-age retrieval, as CACD's protocol: each photo of a later year (or age) group queries the\n"

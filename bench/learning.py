@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 
 from bench.cli import benchmark_parser, run_benchmark, write_figures
-from config import Config, add_config_arguments, parse_config
+from config import add_config_arguments, parse_config
 
 EXAMPLES = (
     "uv run python -m bench.learning --data-dir data/MINE --max-epochs 3 --batch-size 32 --pretrained none",
@@ -97,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("python -m bench.learning", __doc__, EXAMPLES)
     add_config_arguments(parser, OPTIONS)
     parser.group("benchmark").add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    args, config = parse_config(parser, argv, base=Config(max_epochs=3, patience=1000))
+    parser.set_defaults(max_epochs=3)  # a benchmark's few epochs
+    args, config = parse_config(parser, argv)
+    config = config.replace(patience=1000)  # every epoch measured: none stopped early
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as scratch:
         outputs = {
-            name: Path(scratch) / name for name in ("checkpoint_dir", "log_dir") if name not in vars(args)
+            name: Path(scratch) / name for name in ("checkpoint_dir", "log_dir") if name not in args.given
         }  # a benchmark leaves nothing behind unless told where
         config = config.replace(**outputs)
         print(HEADER, flush=True)

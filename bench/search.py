@@ -80,7 +80,10 @@ def measure_in_fresh_process(path: Path, planted: int, threshold: float, block: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def sizes(text: str) -> list[int]:
+def sizes(text: str | list[int]) -> list[int]:
+    """--sizes' type: "500,1_000" -> [500, 1000]; jsonargparse checks the parsed list again with it."""
+    if isinstance(text, list):
+        return text
     return [int(size.replace("_", "")) for size in text.split(",")]
 
 

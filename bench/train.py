@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, help="also write the figures to this JSON file (for bench.gpu)"
     )
     # Random weights by default: speed does not depend on their values, and they need no download.
-    args, config = parse_config(parser, argv, base=Config(pretrained="none"))
-    figures = measure_training(config, args.steps, args.images, given_data="train_dir" in vars(args))
+    parser.set_defaults(pretrained="none")
+    args, config = parse_config(parser, argv)
+    figures = measure_training(config, args.steps, args.images, given_data="train_dir" in args.given)
     print(
         f"\n{figures.device}; batch {config.batch_size}, {config.num_workers} workers, "
         f"{config.img_size}px, {args.steps} measured steps after {WARMUP_STEPS} warm-up"

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from face_match_age.command_line import ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+
 # Only what parsing the command line needs is imported here: --help, a bad option and a missing input are
 # answered before torch, facenet-pytorch and the networks are imported (seconds on a cold start); the
 # functions below import those where they use them.
@@ -45,13 +47,7 @@ from face_match_age.files.output_files import (
     write_json,
 )
 from face_match_age.processes import StopSignals
-from face_match_age.settings import (
-    Config,
-    ConfigArgumentParser,
-    add_config_arguments,
-    help_epilog,
-    parse_config,
-)
+from face_match_age.settings import Config
 
 if TYPE_CHECKING:
     from face_match_age.inference.analyzer import FaceAnalyzer, PhotoAnalysis
@@ -153,16 +149,16 @@ def build_parser() -> ConfigArgumentParser:
     """The command line: one subcommand per mode (COMMANDS). `parse_command` reads the seed's shortest forms
     into the same subcommands."""
     parser = ConfigArgumentParser(description=__doc__, epilog=help_epilog(EXAMPLES, EXIT_CODES, INSTALLED_NOTE))
-    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    commands = parser.add_commands(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     for name in ("compare", "age", "pairs", "folder"):
         _add_mode_command(commands, name)
     # Listed in --help; its own module parses its arguments (main hands them over before this parser runs).
-    commands.add_parser("serve", help=COMMANDS["serve"], add_help=False)
+    commands.add("serve", help=COMMANDS["serve"], add_help=False)
     return parser
 
 
 def _add_mode_command(commands, name: str) -> ConfigArgumentParser:
-    command = commands.add_parser(
+    command = commands.add(
         name,
         help=COMMANDS[name],
         description=f"{COMMANDS[name][0].upper()}{COMMANDS[name][1:]}.",
@@ -207,7 +203,6 @@ def _add_mode_command(commands, name: str) -> ConfigArgumentParser:
     if name == "compare":
         output.add_argument("--json", action="store_true", help="also write {stem1}_vs_{stem2}_data.json")
     add_config_arguments(command, COMMAND_OPTIONS[name])
-    command.set_defaults(command=name)
     return command
 
 
@@ -223,7 +218,7 @@ def _add_folder_options(command: ConfigArgumentParser) -> None:
     )
     data.add_argument(
         "--merge-from",
-        type=Path,
+        type=_path_or_paths,
         action="append",
         metavar="SHARD_OUT",
         help="start OUT_DIR's embeddings from this shard's OUT_DIR (made with --files); repeat it for each shard",
@@ -236,6 +231,11 @@ def _add_folder_options(command: ConfigArgumentParser) -> None:
         "threshold)",
     )
     output.add_argument("--embed-only", action="store_true", help="embed into OUT_DIR/embeddings and stop (a shard)")
+
+
+def _path_or_paths(value: str | list) -> Path | list[Path]:
+    """--merge-from's type: each value a path; jsonargparse checks the list the repeats gathered again with it."""
+    return [Path(item) for item in value] if isinstance(value, list) else Path(value)
 
 
 def _command_exit_codes(name: str) -> dict:
@@ -309,11 +309,10 @@ def command_line(argv: list[str], parser: ConfigArgumentParser) -> list[str]:
 
 def _value_flags(parser: ConfigArgumentParser) -> set[str]:
     """Every option of the mode commands that takes a value (its next argument is not a path)."""
-    commands = parser.subcommands()
     return {
         option
         for name in ("compare", "age", "pairs", "folder")
-        for action in commands[name].options
+        for action in parser.commands[name].options
         if action.nargs != 0
         for option in action.option_strings
     }
@@ -466,7 +465,7 @@ def age_model_status(args, config: Config) -> dict:
     path) that does not exist stays an error, exit 6."""
     if args.no_age:
         return {"loaded": False, "reason": "--no-age: verification only"}
-    named = "best_checkpoint" in vars(args) or config.best_checkpoint != Config().best_checkpoint
+    named = "best_checkpoint" in args.given
     if named or Path(config.best_checkpoint).exists():
         return {"loaded": True, "reason": None}
     if getattr(args, "command", None) == "age":  # the ages are what `age` is for: no model is an error

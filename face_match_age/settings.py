@@ -1,39 +1,27 @@
-"""The one configuration of face-match-age, shared by every script, the installed package and its command, and
-the command line they share. This is where every default is defined; the repository's root `config.py`
-re-exports these names (`from config import Config` keeps working in the scripts) and `python config.py`
-lists every default with its reason.
+"""The one configuration of face-match-age, shared by every script, the installed package and its command.
+This is where every default is defined; the repository's root `config.py` re-exports these names (`from config
+import Config` keeps working in the scripts) and `python config.py` lists every default with its reason.
 
 `Config` holds every path and setting. Each field is declared with `setting(default, why, group=...)`: the
 reason is the field's one-line comment and also its `--help` text, the group its `--help` heading; a field that
 changes a result says which (`changes=`, keys of RESULT_KINDS), and every store that is resumed or reused
-records the fields `settings_that_change` names for its kinds, and no list of its own. Scripts
-build a `ConfigArgumentParser` (headings, defaults in help, suggestions for unknown options), expose fields
-as options (`batch_size` -> `--batch-size`) with `add_config_arguments` (which adds `--config FILE`, JSON or
-YAML, and `--print_config`, and lets `--data-dir` fill the four data paths), end their help with `help_epilog`
-(examples, exit codes), build the resolved config with `parse_config`, and store it beside what they produce with
-`save_config`.
-
-Why argparse and not jsonargparse (LightningCLI's engine), measured with jsonargparse 4.53: its --config refuses
-a run's config.json (every field plus keys such as "script": "Option 'script' is not accepted"), lets a --config
-given after an option override it, names no close option for a typo, and has no add_subparsers or
-parse_known_args, which infer.py's and evaluate.py's subcommands and the seed's shortest forms are built on.
+records the fields `settings_that_change` names for its kinds, and no list of its own. The command lines are
+built from these declarations by face_match_age.command_line (jsonargparse); a run stores its resolved config
+beside what it produces with `save_config`, which `--config` reads back.
 
 Importing this module has no side effects: no folders are made, no devices probed, nothing printed.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import json
 import os
-import textwrap
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from face_match_age.files.output_files import write_atomically
 
@@ -177,7 +165,8 @@ class Config:
     dataset_dir: Path | None = setting(
         None,
         "a folder data_prep.py prepared (its --out): sets train_dir, val_dir, train_csv and val_csv to "
-        "DIR/train_images, DIR/val_images, DIR/train.csv and DIR/val.csv; those options, when given, still win",
+        "DIR/train_images, DIR/val_images, DIR/train.csv and DIR/val.csv; one of those options after it replaces "
+        "that path",
         aliases=("--data-dir",),
         group="data",
     )
@@ -408,7 +397,7 @@ class Config:
         """A copy with `changes` applied; unknown names raise a ValueError that suggests close names."""
         unknown = [name for name in changes if name not in field_names()]
         if unknown:
-            raise ValueError(_unknown_names_message(unknown))
+            raise ValueError(unknown_names_message(unknown))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -501,7 +490,7 @@ def settings_table() -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def _unknown_names_message(unknown: list[str]) -> str:
+def unknown_names_message(unknown: list[str]) -> str:
     return f"unknown config field {_with_suggestions(unknown)}; known fields: {', '.join(field_names())}"
 
 
@@ -512,98 +501,6 @@ def _with_suggestions(unknown: list[str]) -> str:
         close = difflib.get_close_matches(name, field_names(), n=1)
         parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     return ", ".join(parts)
-
-
-def option_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[str]) -> None:
-    """Register the named config fields as options of `parser`, each under its group's heading with its
-    default (Config()'s value) in its help, and `--config FILE` once (see `load_config`)."""
-    names = list(names)
-    unknown = [name for name in names if name not in field_names()]
-    if unknown:
-        raise ValueError(_unknown_names_message(unknown))
-    if "--config" not in parser.known_options:
-        parser.add_argument(
-            "--config",
-            dest=CONFIG_FILE_DEST,
-            type=Path,
-            metavar="FILE",
-            help="a config.json saved beside a run (checkpoint or log folder, data_prep.py's or infer.py's OUT), or "
-            "a YAML file of config fields (.yaml, .yml; what --print_config prints): its values replace the defaults, "
-            "and options given on this command line replace its values",
-        )
-        parser.add_argument(
-            "--print_config",
-            "--print-config",
-            dest=PRINT_CONFIG_DEST,
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="print the resolved config (defaults, then --config FILE, then this command line's options) as "
-            "YAML, which --config reads back, and exit without running",
-        )
-    hints = typing.get_type_hints(Config)
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    defaults = Config()
-    for name in names:
-        meta = fields[name].metadata
-        kind = _optional_inner(hints[name])
-        # SUPPRESS: an option not given stays out of the namespace, so it never overrides --config's values.
-        kwargs: dict[str, Any] = {
-            "dest": name,
-            "default": argparse.SUPPRESS,
-            "help": meta["why"] + default_note(getattr(defaults, name)),
-        }
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = kind
-            kwargs["metavar"] = name.upper()
-        if meta["parse"] is not None:
-            kwargs["type"] = _argument_type(meta["parse"], name)
-        if meta["choices"]:
-            kwargs["choices"] = meta["choices"]
-            kwargs.pop("metavar", None)
-        # The short conventional name (--lr, --ckpt) first, so usage lines show it; the field's name also works.
-        group = parser.group(meta["group"])
-        group.add_argument(*meta["aliases"], option_name(name), **kwargs)
-        if meta["hidden_aliases"]:  # an older name, still accepted, not listed
-            group.add_argument(*meta["hidden_aliases"], **{**kwargs, "help": argparse.SUPPRESS})
-
-
-def _argument_type(parse: typing.Callable[[str], Any], name: str) -> typing.Callable[[str], Any]:
-    """`parse` as an argparse type: its ValueError's message becomes argparse's one line."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    convert.__name__ = name  # argparse names the type in its messages
-    return convert
-
-
-def add_refused_option(parser: ConfigArgumentParser, option: str, hint: str) -> None:
-    """An option name that this script does not take, but another script does: giving it is a usage error (exit 2)
-    whose one line is `hint`, saying which option means what the user wanted. Not listed in --help."""
-
-    class Refused(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            parser.error(f"{option_string}: {hint}")
-
-    parser.add_argument(option, action=Refused, nargs="?", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
-
-
-def _optional_inner(kind: Any) -> Any:
-    """`X | None` (or Optional[X]) -> X, so argparse gets a callable type."""
-    if typing.get_origin(kind) in (Union, types.UnionType):  # Optional[X] and X | None have different origins
-        inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        if len(inner) == 1:
-            return inner[0]
-    return kind
 
 
 def batch_limit(text: str) -> int | float:
@@ -638,150 +535,8 @@ def dataset_paths(dataset_dir: Path) -> dict[str, Path]:
     }
 
 
-def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-    """The resolved config: `base` (defaults) with every config option given on the command line; a given
-    --data-dir fills the four data paths that are not given themselves."""
-    given = {name: value for name, value in vars(args).items() if name in field_names()}
-    if given.get("dataset_dir") is not None:
-        given = {**dataset_paths(given["dataset_dir"]), **given}
-    return (base or Config()).replace(**given)
-
-
 LEGACY_FIELDS = {"accelerator": "device"}  # config.json keys of older runs -> today's field
-CONFIG_FILE_DEST = "config_file"  # where --config lands in the parsed namespace; not a Config field
-PRINT_CONFIG_DEST = "print_config"  # where --print_config lands; not a Config field
 YAML_SUFFIXES = (".yaml", ".yml")  # --config files read as YAML; any other is read as JSON (a run's config.json)
-
-
-def default_note(default: Any) -> str:
-    """' (default: X)' for an option's help; nothing for a default that means "not given"."""
-    if default is None or isinstance(default, bool) or default is argparse.SUPPRESS:
-        return ""
-    return f" (default: {str(default).replace('%', '%%')})"  # argparse %-formats help texts
-
-
-def help_epilog(
-    examples: typing.Iterable[str], exit_codes: typing.Mapping[int, str] | typing.Iterable[int], notes: str = ""
-) -> str:
-    """The end of every script's --help: example command lines, `notes`, and the exit codes this script ends
-    with, each with its one meaning in every script (face_match_age.exit_codes, docs/exit-codes.md), then what it
-    means here when `exit_codes` maps it to a detail. 0 and 2 (a bad command line) are always listed."""
-    from face_match_age.exit_codes import ExitCode
-
-    details = dict(exit_codes) if isinstance(exit_codes, typing.Mapping) else dict.fromkeys(exit_codes, "")
-    details = {ExitCode.OK: "", ExitCode.USAGE: "", **details}
-    lines = ["examples:", *(f"  {example}" for example in examples)]
-    if notes:
-        lines += ["", *textwrap.wrap(" ".join(notes.split()), 100)]
-    lines += ["", "exit codes:"]
-    for code in sorted(details):
-        member = ExitCode(code)
-        text = details[code] or member.meaning
-        lines += textwrap.wrap(text, 100, initial_indent=f"  {member.value:<5}", subsequent_indent=" " * 7)
-    return "\n".join(lines)
-
-
-class _OptionGroup:
-    """One heading of --help; options added to it count as known options of its parser (see ConfigArgumentParser)."""
-
-    def __init__(self, parser: ConfigArgumentParser, group) -> None:
-        self.parser, self.group = parser, group
-
-    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
-        action = self.group.add_argument(*names, **_with_default_note(kwargs))
-        self.parser.options.append(action)
-        return action
-
-
-def _with_default_note(kwargs: dict[str, Any]) -> dict[str, Any]:
-    help_text = kwargs.get("help")
-    if help_text in (None, argparse.SUPPRESS) or "(default" in help_text:
-        return kwargs
-    return {**kwargs, "help": help_text + default_note(kwargs.get("default"))}
-
-
-class ConfigArgumentParser(argparse.ArgumentParser):
-    """The ArgumentParser of every script: options under the headings of OPTION_GROUPS (`parser.group("data")`),
-    each help line ending with its default, the description's and epilog's line breaks kept, and the closest
-    known option named when an unknown one is met."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Every argument added, kept here rather than read from argparse's private lists (for the suggestions,
-        # and for tests); set first: argparse adds --help while initialising.
-        self.options: list[argparse.Action] = []
-        self._commands: list[argparse._SubParsersAction[ConfigArgumentParser]] = []
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(*args, **kwargs)
-        # Every heading now, in OPTION_GROUPS' order whatever order options come in; empty ones are not shown.
-        self._groups = {key: _OptionGroup(self, self.add_argument_group(title)) for key, title in OPTION_GROUPS.items()}
-
-    def group(self, key: str) -> _OptionGroup:
-        """The heading `key` of OPTION_GROUPS, to add options under."""
-        return self._groups[key]
-
-    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
-        action = super().add_argument(*names, **_with_default_note(kwargs))
-        self.options.append(action)
-        return action
-
-    def add_subparsers(self, **kwargs: Any):
-        commands: argparse._SubParsersAction[ConfigArgumentParser] = super().add_subparsers(**kwargs)
-        self._commands.append(commands)
-        return commands
-
-    @property
-    def known_options(self) -> list[str]:
-        """The option strings of this parser (--batch-size, --lr, ...)."""
-        return [option for action in self.options for option in action.option_strings]
-
-    def subcommands(self) -> dict[str, ConfigArgumentParser]:
-        """The parsers of this parser's subcommands by name (evaluate.py's age, verify, leakage)."""
-        return {name: parser for commands in self._commands for name, parser in commands.choices.items()}
-
-    def all_known_options(self) -> list[str]:
-        """This parser's option strings and those of its subcommands."""
-        nested = [option for command in self.subcommands().values() for option in command.all_known_options()]
-        return self.known_options + nested
-
-    def parse_args(self, args=None, namespace=None):
-        parsed, extras = self.parse_known_args(args, namespace)
-        unknown_options = [extra for extra in extras if extra.startswith("-")]
-        if unknown_options:
-            hints = []
-            for extra in unknown_options:
-                name = extra.split("=")[0]
-                owners = [command for command, parser in self.subcommands().items() if name in parser.known_options]
-                if owners:  # an option of another subcommand than the one given
-                    hints.append(
-                        f"{extra} (an option of {' and '.join(owners)}, not of {getattr(parsed, 'command', '')})"
-                    )
-                    continue
-                close = difflib.get_close_matches(name, self.all_known_options(), n=1)
-                hints.append(extra + (f" (did you mean {close[0]}?)" if close else ""))
-            self.error(f"unknown option {', '.join(hints)}; run with --help to list the options")
-        if extras:
-            self.error(f"unexpected argument {' '.join(extras)}; run with --help for the usage")
-        return parsed
-
-
-def parse_config(
-    parser: argparse.ArgumentParser, argv: list[str] | None, base: Config | None = None
-) -> tuple[argparse.Namespace, Config]:
-    """Parse `argv` over `base` (default Config()), or over the file of --config when given; a config
-    value that fails validation, or a --config file that cannot be used, ends as a usage error, not a
-    traceback."""
-    args = parser.parse_args(argv)
-    try:
-        config_file = getattr(args, CONFIG_FILE_DEST, None)
-        if config_file is not None:
-            base = load_config(config_file)
-        config = config_from_args(args, base)
-    except ValueError as error:
-        parser.error(str(error))
-    if getattr(args, PRINT_CONFIG_DEST, False):
-        print(config_yaml(config), end="")
-        parser.exit(0)
-    return args, config
 
 
 def config_yaml(config: Config) -> str:
@@ -801,11 +556,12 @@ def save_config(config: Config, directory: Path, extra: dict[str, Any] | None = 
     return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
 
 
-def load_config(path: Path) -> Config:
-    """The Config of a config.json written by save_config, or of a YAML file of config fields (YAML_SUFFIXES;
-    what --print_config prints). The keys of RUN_RECORD_KEYS are skipped; fields it lacks keep their defaults.
-    A file that cannot be read, is not a mapping, holds another key or an invalid value raises a ValueError
-    whose one line names the file and the problem."""
+def config_values(path: Path) -> dict[str, Any]:
+    """The field values of a config.json written by save_config, or of a YAML file of fields (YAML_SUFFIXES; what
+    --print_config prints), as the file holds them: older field names renamed (LEGACY_FIELDS), the keys of
+    RUN_RECORD_KEYS left out. A file that cannot be read, is not a mapping or holds another key raises a
+    ValueError whose one line names the file and the problem. The command line's --config reads files with this
+    (face_match_age.command_line), and types and checks the values of the fields a script takes."""
     path = Path(path)
     kind = "YAML" if path.suffix.lower() in YAML_SUFFIXES else "JSON"
     try:
@@ -823,22 +579,7 @@ def load_config(path: Path) -> Config:
             f"--config {path}: unknown key {_with_suggestions(unknown)}: neither a config field nor a key that "
             "scripts save beside them; correct or remove it"
         )
-    try:
-        return Config(**{name: _file_value(name, value) for name, value in values.items() if name in field_names()})
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"--config {path}: {error}") from None
-
-
-def _file_value(name: str, value: Any) -> Any:
-    """A --config file's value as the field's type: a path from its text, and a number written as text (YAML
-    reads 1e-4 as text) read as the command line reads it."""
-    kind = _optional_inner(typing.get_type_hints(Config)[name])
-    if value is None or not isinstance(value, str) or kind not in (Path, int, float):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    return {name: value for name, value in values.items() if name in field_names()}
 
 
 def _read_yaml(path: Path) -> Any:

@@ -31,24 +31,28 @@ def test_defaults_hold_the_seed_settings():
 
 
 def test_each_default_is_defined_once_in_the_package_and_the_root_config_re_exports_it():
-    """face_match_age/settings.py defines the configuration (the installed package needs it); the root config.py
-    only re-exports it, every public name of it, so `from config import X` and the package see one object."""
-    from face_match_age import settings
+    """face_match_age/settings.py defines the configuration and face_match_age/command_line.py the command lines
+    built from it (the installed package needs both); the root config.py only re-exports them, every public name,
+    so `from config import X` and the package see one object."""
+    from face_match_age import command_line, settings
 
     root = ast.parse((ROOT / "config.py").read_text())
     assert not [node for node in ast.walk(root) if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.Lambda)]
     assigned = [target.id for node in root.body if isinstance(node, ast.Assign) for target in node.targets]
     assert assigned == ["__all__"]
-    defined = set()
-    for node in ast.parse(Path(settings.__file__).read_text()).body:
-        if isinstance(node, ast.ClassDef | ast.FunctionDef):
-            defined.add(node.name)
-        elif isinstance(node, ast.Assign):
-            defined |= {target.id for target in node.targets if isinstance(target, ast.Name)}
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):  # NAME: type = value
-            defined.add(node.target.id)
-    assert sorted(config.__all__) == sorted(name for name in defined if not name.startswith("_"))
-    assert all(getattr(config, name) is getattr(settings, name) for name in config.__all__)
+    owner = {}
+    for module in (settings, command_line):
+        for node in ast.parse(Path(module.__file__).read_text()).body:
+            names: set[str] = set()
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                names = {node.name}
+            elif isinstance(node, ast.Assign):
+                names = {target.id for target in node.targets if isinstance(target, ast.Name)}
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):  # NAME: type = value
+                names = {node.target.id}
+            owner |= {name: module for name in names if not name.startswith("_")}
+    assert sorted(config.__all__) == sorted(owner)
+    assert all(getattr(config, name) is getattr(owner[name], name) for name in config.__all__)
 
 
 @pytest.mark.slow  # config.py in a process of its own
@@ -106,6 +110,17 @@ def test_invalid_values_are_usage_errors(capsys):
     with pytest.raises(SystemExit):
         parse_config(_parser("pretrained"), ["--pretrained", "imagenet"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_value_of_the_wrong_type_is_one_usage_line_naming_its_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(_parser("batch_size"), ["--batch-size", "x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --batch-size: expected int, got x"
+    (tmp_path / "run.yaml").write_text("batch_size: many\n")
+    with pytest.raises(SystemExit):
+        parse_config(_parser("batch_size"), ["--config", str(tmp_path / "run.yaml")])
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --batch-size: expected int, got many"
 
 
 def test_replace_rejects_unknown_field_names():
@@ -232,8 +247,8 @@ def _script_parsers():
     import train
 
     parsers = {"train": train.build_parser(), "infer": infer.build_parser(), "data_prep": data_prep.build_parser()}
-    commands = {f"evaluate {name}": parser for name, parser in evaluate.build_parser().subcommands().items()}
-    commands |= {f"infer {name}": parser for name, parser in infer.build_parser().subcommands().items()}
+    commands = {f"evaluate {name}": parser for name, parser in evaluate.build_parser().commands.items()}
+    commands |= {f"infer {name}": parser for name, parser in infer.build_parser().commands.items()}
     return parsers | commands
 
 
@@ -318,12 +333,14 @@ def test_data_dir_fills_the_four_data_paths_in_data_preps_layout():
     assert paths == tuple(Path("data/MINE") / name for name in ("train_images", "val_images", "train.csv", "val.csv"))
 
 
-def test_a_data_path_given_beside_data_dir_wins():
+def test_a_data_path_after_data_dir_replaces_its_path_and_one_before_is_replaced():
     import train
 
-    _, c = parse_config(train.build_parser(), ["--val-csv", "mine/other.csv", "--data-dir", "data/MINE"])
+    _, c = parse_config(train.build_parser(), ["--data-dir", "data/MINE", "--val-csv", "mine/other.csv"])
     assert c.val_csv == Path("mine/other.csv")
     assert c.train_csv == Path("data/MINE/train.csv")
+    _, c = parse_config(train.build_parser(), ["--val-csv", "mine/other.csv", "--data-dir", "data/MINE"])
+    assert c.val_csv == Path("data/MINE/val.csv")
 
 
 # --- --config --------------------------------------------------------------------------------------------
@@ -345,9 +362,12 @@ def test_command_line_options_override_the_config_file(tmp_path):
     import train
 
     saved = _saved_run(tmp_path, batch_size=12, learning_rate=0.5)
-    _, c = parse_config(train.build_parser(), ["--batch-size", "7", "--config", str(saved)])
+    _, c = parse_config(train.build_parser(), ["--config", str(saved), "--batch-size", "7"])
     assert c.batch_size == 7
     assert c.learning_rate == 0.5
+    # In order, as in LightningCLI: the file replaces an option given before it.
+    _, c = parse_config(train.build_parser(), ["--batch-size", "7", "--config", str(saved)])
+    assert c.batch_size == 12
 
 
 def test_data_dir_on_the_command_line_replaces_the_config_files_paths(tmp_path):
@@ -375,7 +395,7 @@ def test_unknown_keys_in_a_config_file_are_named(tmp_path, capsys):
 
 def test_a_missing_config_file_is_a_one_line_usage_error(tmp_path, capsys):
     line = _usage_error(_parser("batch_size"), ["--config", str(tmp_path / "nope.json")], capsys)
-    assert line == f"script: error: --config {tmp_path / 'nope.json'}: cannot read it (No such file or directory)"
+    assert line == f"error: --config {tmp_path / 'nope.json'}: cannot read it (No such file or directory)"
 
 
 def test_a_config_file_that_is_not_json_is_a_usage_error(tmp_path, capsys):
@@ -388,8 +408,14 @@ def test_an_invalid_value_in_a_config_file_is_a_usage_error(tmp_path, capsys):
     saved = _saved_run(tmp_path)
     values = json.loads(saved.read_text()) | {"val_ratio": 3}
     saved.write_text(json.dumps(values))
-    line = _usage_error(_parser("batch_size"), ["--config", str(saved)], capsys)
+    line = _usage_error(_parser("batch_size", "val_ratio"), ["--config", str(saved)], capsys)
     assert "val_ratio must lie strictly between 0 and 1" in line
+
+
+def test_a_config_file_sets_only_the_fields_the_script_takes(tmp_path):
+    saved = _saved_run(tmp_path, batch_size=12, learning_rate=0.5)
+    _, c = parse_config(_parser("batch_size"), ["--config", str(saved)])
+    assert c == Config(batch_size=12)
 
 
 def test_a_yaml_config_file_is_read_like_a_json_one(tmp_path):

@@ -514,13 +514,12 @@ def test_a_prepared_folder_is_what_train_reads_with_data_dir_and_its_config_file
     rows = [{"name": f"p{number}.jpg", "age": 20 + number * 9, "identity": f"id{number}"} for number in range(5)]
     assert _prep_csv(tmp_path, _own_photos(tmp_path, rows), "--no-detect", "--val-ratio", "0.4") == 0
     prepared = tmp_path / "prepared"
-    _, config = parse_config(
-        train.build_parser(), ["--data-dir", str(prepared), "--config", str(prepared / "config.json")]
-    )
-    assert [
-        path for path in (config.train_dir, config.val_dir, config.train_csv, config.val_csv) if not path.exists()
-    ] == []
-    assert config.val_ratio == 0.4
+    for argv in (["--config", str(prepared / "config.json")], ["--data-dir", str(prepared)]):
+        _, resolved = parse_config(train.build_parser(), argv)
+        paths = (resolved.train_dir, resolved.val_dir, resolved.train_csv, resolved.val_csv)
+        assert [path for path in paths if not path.exists()] == []
+    _, resolved = parse_config(data_prep.build_parser(), ["--config", str(prepared / "config.json")])
+    assert resolved.val_ratio == 0.4  # the file also carries the settings data_prep.py ran with
 
 
 # --- preview sheets of the crops ------------------------------------------------------------------------

@@ -27,8 +27,8 @@ def _parsers() -> dict:
         "model.py": model.build_parser(),
         "data_prep.py": data_prep.build_parser(),
     }
-    parsers |= {f"evaluate.py {name}": parser for name, parser in evaluate.build_parser().subcommands().items()}
-    parsers |= {f"infer.py {name}": parser for name, parser in infer.build_parser().subcommands().items()}
+    parsers |= {f"evaluate.py {name}": parser for name, parser in evaluate.build_parser().commands.items()}
+    parsers |= {f"infer.py {name}": parser for name, parser in infer.build_parser().commands.items()}
     return parsers
 
 
@@ -168,7 +168,8 @@ def test_missing_pretrained_weights_exit_with_the_tables_code_in_every_script(
 
 
 def test_a_config_json_of_an_older_run_loads_in_todays_words(tmp_path):
-    from face_match_age.settings import Config, load_config
+    from face_match_age.command_line import load_config
+    from face_match_age.settings import Config
 
     saved = tmp_path / "config.json"
     saved.write_text('{"accelerator": "cpu", "precision": "bf16-mixed", "inference_precision": "32", "script": "x"}')

@@ -37,7 +37,8 @@ def column_mapping_type(names: Sequence[str]) -> Callable[[str], dict[str, str]]
 
     def parse(text: str) -> dict[str, str]:
         try:
-            return parse_column_mapping(text, names)
+            # jsonargparse checks a parsed value again with its type: a mapping is already one
+            return dict(text) if isinstance(text, dict) else parse_column_mapping(text, names)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 

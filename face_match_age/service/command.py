@@ -20,14 +20,9 @@ import socket
 import sys
 from pathlib import Path
 
+from face_match_age.command_line import ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
 from face_match_age.error_messages import print_error
-from face_match_age.settings import (
-    DEVICE_HELP,
-    ConfigArgumentParser,
-    add_config_arguments,
-    help_epilog,
-    parse_config,
-)
+from face_match_age.settings import DEVICE_HELP
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 6, 130
 SERVE_OPTIONS = (  # infer.py's model and detection options; one process, so no --devices
