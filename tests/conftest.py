@@ -12,12 +12,14 @@ from fake_networks import calibrate_batchnorm, write_facenet_weights
 from http_server import serve_directory
 from PIL import Image
 
-# Denormal floats (below 1.2e-38) flushed to zero in the tests' processes (this one; the probes do the same). Tiny
-# CPU trainings meet them (in the gradients and Adam's moments of the random networks) and x86 CPUs handle them
-# 10 to 100 times slower than normal floats: test_resume_continues_exactly_where_training_stopped took 123 s
-# without, 9 s with (2 cores, load 3). Their contribution to any figure the tests check is far below float32's
-# precision. Set at import, before torch's threads start, so that they inherit it.
-torch.set_flush_denormal(True)
+
+def pytest_configure(config):
+    """Denormal floats (below 1.2e-38) flushed to zero in the tests' process (the probes do the same). Tiny CPU
+    trainings meet them (in the gradients and Adam's moments of the random networks) and x86 CPUs handle them 10
+    to 100 times slower than normal floats: test_resume_continues_exactly_where_training_stopped took 123 s
+    without, 9 s with (2 cores, load 3). Their contribution to any figure the tests check is far below float32's
+    precision. Set before any test starts torch's threads, so that they inherit it."""
+    torch.set_flush_denormal(True)
 
 
 @pytest.fixture(autouse=True)
