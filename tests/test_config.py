@@ -317,11 +317,6 @@ def test_an_unknown_option_of_a_subcommand_is_matched_against_its_options(capsys
     assert "did you mean --images?" in capsys.readouterr().err
 
 
-def test_the_parser_records_every_option_it_was_given():
-    parser = _parser("batch_size", "learning_rate")
-    assert {"--help", "--config", "--batch-size", "--lr", "--learning-rate"} <= set(parser.known_options)
-
-
 # --- --data-dir ------------------------------------------------------------------------------------------
 
 
