@@ -24,6 +24,8 @@ from face_match_age.command_line import (
     load_config,
     option_name,
     parse_config,
+    text_type,
+    with_data_paths,
 )
 from face_match_age.settings import (
     DATASET_SOURCES,
@@ -105,7 +107,9 @@ __all__ = [
     "setting",
     "settings_table",
     "settings_that_change",
+    "text_type",
     "unknown_names_message",
+    "with_data_paths",
 ]
 
 if __name__ == "__main__":

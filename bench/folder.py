@@ -34,7 +34,7 @@ from bench.cli import benchmark_parser, run_benchmark, run_with_deadline
 from bench.model_files import ensure_models
 from bench.photos import WHOLE_PHOTO, write_astronaut_variants
 from bench.search import sizes
-from config import DEVICE_HELP
+from config import DEVICE_HELP, text_type
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = (
@@ -129,9 +129,14 @@ def measure_size(scratch: Path, size: int, checkpoint: Path, device: str, sides:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("python -m bench.folder", __doc__, EXAMPLES)
-    parser.group("data").add_argument("--sizes", type=sizes, default=[100, 1_000], help="photo counts, comma-separated")
     parser.group("data").add_argument(
-        "--sides", type=sizes, default=list(SIDES), help="the photos' sides in pixels, in turn, comma-separated"
+        "--sizes", type=text_type(sizes), default=[100, 1_000], help="photo counts, comma-separated"
+    )
+    parser.group("data").add_argument(
+        "--sides",
+        type=text_type(sizes),
+        default=list(SIDES),
+        help="the photos' sides in pixels, in turn, comma-separated",
     )
     parser.group("model").add_argument("--ckpt", type=Path, help="age checkpoint (default: a random one)")
     parser.group("hardware").add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.cli import BENCHMARK_EXIT_CODES, run_benchmark, run_with_deadline
-from config import ConfigArgumentParser, help_epilog
+from config import ConfigArgumentParser, help_epilog, text_type
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = (
@@ -80,10 +80,8 @@ def measure_in_fresh_process(path: Path, planted: int, threshold: float, block: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def sizes(text: str | list[int]) -> list[int]:
-    """--sizes' type: "500,1_000" -> [500, 1000]; jsonargparse checks the parsed list again with it."""
-    if isinstance(text, list):
-        return text
+def sizes(text: str) -> list[int]:
+    """--sizes' text as counts: "500,1_000" -> [500, 1000]."""
     return [int(size.replace("_", "")) for size in text.split(",")]
 
 
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=help_epilog(EXAMPLES, BENCHMARK_EXIT_CODES),
     )
     parser.group("data").add_argument(
-        "--sizes", type=sizes, default=[1_000, 10_000, 100_000], help="embedding counts, comma-separated"
+        "--sizes", type=text_type(sizes), default=[1_000, 10_000, 100_000], help="embedding counts, comma-separated"
     )
     parser.group("benchmark").add_argument("--block", type=int, default=DEFAULT_BLOCK, help="rows per tile side")
     parser.group("benchmark").add_argument(

@@ -29,7 +29,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from face_match_age.command_line import ConfigArgumentParser, add_config_arguments, help_epilog, parse_config
+from face_match_age.command_line import (
+    ConfigArgumentParser,
+    add_config_arguments,
+    help_epilog,
+    parse_config,
+    text_type,
+)
 
 # Only what parsing the command line needs is imported here: --help, a bad option and a missing input are
 # answered before torch, facenet-pytorch and the networks are imported (seconds on a cold start); the
@@ -218,7 +224,7 @@ def _add_folder_options(command: ConfigArgumentParser) -> None:
     )
     data.add_argument(
         "--merge-from",
-        type=_path_or_paths,
+        type=text_type(Path),
         action="append",
         metavar="SHARD_OUT",
         help="start OUT_DIR's embeddings from this shard's OUT_DIR (made with --files); repeat it for each shard",
@@ -231,11 +237,6 @@ def _add_folder_options(command: ConfigArgumentParser) -> None:
         "threshold)",
     )
     output.add_argument("--embed-only", action="store_true", help="embed into OUT_DIR/embeddings and stop (a shard)")
-
-
-def _path_or_paths(value: str | list) -> Path | list[Path]:
-    """--merge-from's type: each value a path; jsonargparse checks the list the repeats gathered again with it."""
-    return [Path(item) for item in value] if isinstance(value, list) else Path(value)
 
 
 def _command_exit_codes(name: str) -> dict:

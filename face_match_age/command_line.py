@@ -76,20 +76,27 @@ class ConfigFile(ActionConfigFile):
             values = config_values(Path(value))
         except ValueError as error:
             raise TypeError(str(error)) from None
-        if values.get("dataset_dir") is not None:  # the four paths it sets, where the file does not set them
-            values = {**{name: str(path) for name, path in dataset_paths(values["dataset_dir"]).items()}, **values}
-        taken = {action.dest for action in parser._actions}
-        used = {name: text for name, text in values.items() if name in taken}
-        ActionConfigFile.apply_config(parser, cfg, dest, json.dumps(used))
+        taken = {action.dest for action in parser.options}
+        used = {name: value for name, value in with_data_paths(values).items() if name in taken}
+        ActionConfigFile.apply_config(parser, cfg, dest, json.dumps(used, default=str))
+
+
+def with_data_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the four data paths inside its dataset_dir, where `values` does not set them itself."""
+    if values.get("dataset_dir") is None:
+        return values
+    return {**dataset_paths(values["dataset_dir"]), **values}
 
 
 class DataDir(argparse.Action):
-    """--data-dir DIR: dataset_dir, and the four data paths inside it where they stand when it is met."""
+    """--data-dir DIR: dataset_dir, and the four data paths inside it (those this parser takes) where they stand
+    when it is met: a path option after it replaces its path."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
+        taken = {action.dest for action in parser.options}
         for name, path in dataset_paths(values).items():
-            if hasattr(namespace, name):
+            if name in taken:
                 setattr(namespace, name, path)
 
 
@@ -211,7 +218,7 @@ def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[st
         if hints[name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif meta["parse"] is not None:
-            kwargs["type"] = _argument_type(meta["parse"], name)
+            kwargs["type"] = text_type(meta["parse"])
         else:
             kwargs["type"] = hints[name]
         if meta["choices"]:
@@ -225,16 +232,20 @@ def add_config_arguments(parser: ConfigArgumentParser, names: typing.Iterable[st
             group.add_argument(*meta["hidden_aliases"], **{**kwargs, "help": argparse.SUPPRESS})
 
 
-def _argument_type(parse: typing.Callable[[str], Any], name: str) -> typing.Callable[[str], Any]:
-    """`parse` as an argparse type: its ValueError's message becomes the usage error's one line."""
+def text_type(parse: typing.Callable[[str], Any]) -> typing.Callable[[Any], Any]:
+    """`parse` (text -> value) as an option's type. Its ValueError's message becomes the usage error's one line;
+    a value that is no longer text passes as it is, since jsonargparse checks each parsed value (and each value
+    of a --config file) again with the option's type."""
 
-    def convert(text: str) -> Any:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
         try:
-            return parse(text)
+            return parse(value)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    convert.__name__ = name  # argparse names the type in its messages
+    convert.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in its messages
     return convert
 
 
@@ -255,13 +266,12 @@ def parse_config(parser: ConfigArgumentParser, argv: list[str] | None) -> tuple[
     (and the subcommand given) took: their defaults (Config()'s, or the parser's set_defaults), --config's and the
     options'. --data-dir also fills the data paths of a parser that does not take them. A value that fails the
     Config's checks is a usage error, not a traceback; --print_config prints the Config and exits."""
-    values = _flat(parser.parse_args(argv))
+    given = _flat(parser.parse_args(argv, defaults=False))  # what the command line and --config set
+    command = parser.commands.get(given.get("command", ""))
+    values = {**_flat(parser.get_defaults()), **(_flat(command.get_defaults()) if command else {}), **given}
     args = argparse.Namespace(**values)
-    # What the command line and --config set, apart from defaults: a default checkpoint named with --ckpt must exist.
-    args.given = frozenset(_flat(parser.parse_args(argv, defaults=False)))
-    fields = {name: value for name, value in values.items() if name in field_names()}
-    if fields.get("dataset_dir") is not None:
-        fields = {**dataset_paths(fields["dataset_dir"]), **fields}
+    args.given = frozenset(given)  # a default checkpoint named with --ckpt must exist, for one
+    fields = with_data_paths({name: value for name, value in values.items() if name in field_names()})
     try:
         config = Config().replace(**fields)
     except ValueError as error:

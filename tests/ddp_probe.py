@@ -11,8 +11,6 @@ import torch
 
 import train
 
-torch.set_flush_denormal(True)  # as in the tests' own process (conftest.py): tiny CPU trainings run 10x faster
-
 
 class RecordSeenSamples(L.Callback):
     def __init__(self, out_dir: Path) -> None:
@@ -28,5 +26,6 @@ class RecordSeenSamples(L.Callback):
 
 
 if __name__ == "__main__":
+    torch.set_flush_denormal(True)  # as in the tests' own process (conftest.py): tiny CPU trainings run 10x faster
     out_dir = Path(sys.argv[1])
     sys.exit(train.main(sys.argv[2:], extra_callbacks=(RecordSeenSamples(out_dir),)))

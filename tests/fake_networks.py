@@ -15,8 +15,8 @@ _made: dict[tuple[int, int], tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
 
 def write_facenet_weights(path: Path, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A randomly initialised InceptionResnetV1 state dict with the layout of the released files. The same
-        classes and seed give the same weights: the first time by save_random_weights (built and calibrated, seconds
-        on a CPU), then saved again from memory (a test may truncate or replace a file it was given), leaving torch's
+    classes and seed give the same weights: the first time by save_random_weights (built and calibrated, seconds
+    on a CPU), then saved again from memory (a test may truncate or replace a file it was given), leaving torch's
     random state as making them would."""
     from face_match_age.network.weights import save_random_weights
 

@@ -16,8 +16,6 @@ import torch
 
 import train
 
-torch.set_flush_denormal(True)  # as in the tests' own process (conftest.py): tiny CPU trainings run 10x faster
-
 MAX_WAIT_S = 300  # only so that a forgotten process ends by itself
 
 
@@ -35,5 +33,6 @@ class HoldBeforeStep(L.Callback):
 
 
 if __name__ == "__main__":
+    torch.set_flush_denormal(True)  # as in the tests' own process (conftest.py): tiny CPU trainings run 10x faster
     ready_file, step, *options = sys.argv[1:]
     sys.exit(train.main(options, extra_callbacks=(HoldBeforeStep(Path(ready_file), int(step)),)))

@@ -1,12 +1,14 @@
 """--columns: which of a CSV's columns holds each name the toolkit reads (`img1=file_a,img2=file_b`).
 
-Standard library only: the scripts parse their command line with it before importing torch or pandas.
+Light to import: the scripts parse their command line with it before importing torch or pandas.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
+
+from face_match_age.command_line import text_type
 
 PAIR_COLUMNS = ("img1", "img2", "label", "age1", "age2")  # a pairs CSV (infer.py --pairs, evaluate.py verify)
 LABEL_COLUMNS = ("name", "age", "identity", "year")  # a labels CSV (evaluate.py age/retrieve, data_prep.py csv)
@@ -32,24 +34,11 @@ def parse_column_mapping(text: str, names: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def column_mapping_type(names: Sequence[str]) -> Callable[[str], dict[str, str]]:
-    """parse_column_mapping as an argparse type: a bad --columns is one usage line, exit 2."""
-
-    def parse(text: str) -> dict[str, str]:
-        try:
-            # jsonargparse checks a parsed value again with its type: a mapping is already one
-            return dict(text) if isinstance(text, dict) else parse_column_mapping(text, names)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
 def add_columns_option(group, names: Sequence[str], what: str, example: str) -> None:
     """--columns on a parser (or an option group) whose `what` ("pairs CSV") is read with `names`."""
     group.add_argument(
         "--columns",
-        type=column_mapping_type(names),
+        type=text_type(functools.partial(parse_column_mapping, names=names)),
         metavar="NAME=COLUMN,...",
         help=f"the {what}'s own names for its columns {', '.join(names)} where they differ, e.g. {example}",
     )
